@@ -43,3 +43,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def cache_dir(tmp_path: Path) -> Path:
     """A fresh response-cache folder for one test."""
     return tmp_path / "cache"
+
+# The Hub look-alike on loopback (HF_ENDPOINT is set when the plugin is imported, before the test modules).
+pytest_plugins = ["conftest_hub"]

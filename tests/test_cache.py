@@ -107,3 +107,25 @@ def test_cache_is_shared_across_processes(tmp_path):
     assert second.stdout.strip() == "0"
     stats = ResponseCache(path).stats()
     assert (stats["hits"], stats["misses"]) == (20, 20)
+
+
+def _child_writes(path):
+    cache = _FORK_CACHE
+    CachedBackend(ScriptedBackend(lambda c: "child"), cache).chat([conv(f"child-{i}") for i in range(10)], SamplingParams())
+
+
+_FORK_CACHE = None
+
+
+def test_forked_workers_open_their_own_connection(tmp_path):
+    import multiprocessing
+
+    global _FORK_CACHE
+    _FORK_CACHE = ResponseCache(tmp_path / "r.sqlite")
+    CachedBackend(ScriptedBackend(lambda c: "parent"), _FORK_CACHE).chat([conv("p")], SamplingParams())
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_child_writes, args=(None,)) for _ in range(2)]
+    [w.start() for w in workers]
+    [w.join(30) for w in workers]
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(_FORK_CACHE) == 11

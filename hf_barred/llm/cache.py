@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -40,8 +41,9 @@ CACHE_FORMAT = 1
 class ResponseCache:
     """A sqlite file of answers keyed by content; safe for many threads and processes.
 
-    Each thread gets its own connection; WAL mode and a busy timeout let concurrent writers from
-    several processes (``num_proc``) share one file.
+    Each thread of each process gets its own connection (a forked ``num_proc`` worker opens a new
+    one: sqlite connections must not cross a fork); WAL mode and a busy timeout let concurrent
+    writers from several processes share one file.
     """
 
     def __init__(self, path: str | Path):
@@ -61,11 +63,11 @@ class ResponseCache:
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+            self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""Real servers on loopback for offline tests (OpenAI protocol, ...)."""
