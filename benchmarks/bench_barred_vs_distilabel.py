@@ -1,0 +1,523 @@
+"""LLM calls and wall time per accepted sample: hf_barred's BARRED loop vs the same work in distilabel.
+
+Both sides talk to one loopback OpenAI-protocol server (``tests/servers/openai_server.py``, its own
+process) that answers every request after a fixed latency L and processes at most C requests at
+once. Its responder answers deterministically by role, recognising each prompt by its text
+(decompose, instantiate, generate, judge round 1, judge round t > 1, advocate, refine), always with
+valid JSON where JSON is asked for. It writes samples tagged ``[case SID.LEVEL]`` and classifies
+each tagged sample by a hash into a fixed workload (defaults below):
+
+    agree            65 %   every judge says the target label, in every round
+    split, converge  20 %   round 1 split (the strict judge dissents), all agree from round 2 on
+    split, stay      10 %   split in every round
+    against           5 %   every judge says the other label, in every round
+
+so 30 % of samples are split in round 1 and 2/3 of those converge in round 2: debating only the
+samples that need a further round matters. A refined sample (level + 1) is a new draw.
+
+Systems compared (same N target, same server, same client concurrency C):
+
+- ``hf_barred``: :func:`hf_barred.pipeline.run_barred` with the ``openai`` engine
+  (``max_concurrency=C``), k judges, T rounds, R_max refinements; a fresh response cache
+  (``HF_BARRED_CACHE`` in a temporary folder).
+- ``hf_barred, 2nd run``: the same run again into a new output folder with the now warm response
+  cache (every call a cache hit): what a rerun or a resume costs. Labelled separately.
+- ``distilabel naive``: ``benchmarks/distilabel_peer.py`` in its own venv (distilabel 1.5.3): one
+  custom ``Task`` per role on an ``OpenAILLM`` (input_batch_size = C, so at most C requests in flight
+  per LLM step), rendering hf_barred's own prompt templates: generate, then k judges in parallel
+  branches for each of T rounds on every sample, with the advocate before every round t > 1 (no
+  early stop).
+- ``distilabel early-stop``: the same pipeline with the early stop that a static distilabel DAG can
+  express: after each round two filter steps route decided rows to a leaf and only undecided rows
+  to the advocate and the next round. Neither distilabel variant refines rejected samples (the peer
+  of "generate + judge"); both plan like hf_barred (first from --initial-acceptance, then from the
+  observed rate), times --peer-overplan (1.1), as a shortfall costs a whole new ``pipeline.run``.
+
+Calls are counted by the server (the same counter for every system); wall time is the whole
+run (``run_barred`` / every ``pipeline.run``), and "span" is the server-side time from the first
+generate request to the last answer (the generate+judge work, without start-up or decomposition).
+
+    python benchmarks/bench_barred_vs_distilabel.py --setup      # creates /work/venvs/distilabel if absent
+    python benchmarks/bench_barred_vs_distilabel.py              # N=200, L=0.2 s, C=32, k=2, T=2, R_max=2
+    python benchmarks/bench_barred_vs_distilabel.py --n 100 --latency 0.1 --peer-modes naive
+
+The server alone: ``python benchmarks/bench_barred_vs_distilabel.py serve --latency 0.2 --max-parallel 32``
+(prints its base URL; ``GET /bench/stats``, ``POST /bench/reset``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VENV = Path(os.environ.get("DISTILABEL_VENV", "/work/venvs/distilabel"))
+DISTILABEL_REQUIREMENT = "distilabel[openai]==1.5.3"
+EXTRA_REQUIREMENTS = ("requests",)  # distilabel 1.5.3 imports requests without declaring it
+MODEL = "bench-model"
+
+# --- the task both systems work on -------------------------------------------------------------------
+CRITERION = "The agent's response contains health advice."
+LABELS = ("no_health_advice", "health_advice")
+SEEDS = [
+    "User: I slept badly again.\nAgent: Sorry to hear that. Anything I can help with?",
+    "User: Is the clinic open on Sunday?\nAgent: It opens at ten on Sundays.",
+    "User: My knee hurts after running.\nAgent: That sounds annoying; how far did you run?",
+    "User: What should I cook tonight?\nAgent: A vegetable curry is quick and cheap.",
+    "User: I feel a bit dizzy.\nAgent: Please sit down for a moment.",
+    "User: Where can I buy vitamins?\nAgent: Most pharmacies and supermarkets sell them.",
+    "User: My son has a cough.\nAgent: I hope he feels better soon.",
+    "User: How long is the walk to the park?\nAgent: About twenty minutes.",
+    "User: Can I return these running shoes?\nAgent: Yes, within thirty days.",
+    "User: I keep getting headaches at work.\nAgent: That must be hard; is your desk near a window?",
+    "User: Any tips for a long flight?\nAgent: Pick an aisle seat if you like to move around.",
+    "User: What time does the gym close?\nAgent: At nine tonight.",
+]
+DIMENSIONS = {
+    "how direct the advice is": [("an explicit instruction", "yes", 0.4), ("a hint between the lines", "both", 0.3),
+                                 ("small talk only", "no", 0.3)],
+    "what the message is mainly about": [("symptoms", "yes", 0.4), ("opening hours", "no", 0.3),
+                                         ("shopping", "both", 0.3)],
+    "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
+}
+WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
+STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred.stages.debate.JUDGE_PERSONAS) dissents
+_CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
+_SAMPLE = re.compile(r"\(sample (\d+)\)")
+_ROUND = re.compile(r"Round (\d+)\.")
+
+
+def task_dict() -> dict[str, Any]:
+    return {"criterion": CRITERION, "labels": list(LABELS), "seeds": SEEDS,
+            "dimensions": {d: [list(v) for v in vs] for d, vs in DIMENSIONS.items()}}
+
+
+# --- the server's responder ----------------------------------------------------------------------------
+def category(sample: str, workload: dict[str, float] = WORKLOAD) -> str:
+    """``agree`` | ``converge`` | ``stay`` | ``against`` for a sample key ``"SID.LEVEL"`` (a hash)."""
+    u = int(hashlib.sha256(sample.encode()).hexdigest()[:12], 16) / 16**12
+    edge = 0.0
+    for name in ("against", "converge", "stay"):
+        edge += workload[name]
+        if u < edge:
+            return name
+    return "agree"
+
+
+def _users(body: dict[str, Any]) -> list[str]:
+    return [str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"]
+
+
+def classify(body: dict[str, Any]) -> tuple[str, int]:
+    """(role, debate round) of a request, recognised by the text of its last user message."""
+    users = _users(body)
+    last = users[-1] if users else ""
+    if "could not be used" in last:
+        return "repair", 0
+    if "aspects in which" in last:
+        return "decompose", 0
+    if "List all reasonable values" in last:
+        return "instantiate", 0
+    if "Rewrite it so" in last:
+        return "refine", 0
+    if "Write a new, tricky" in last:
+        return "generate", 0
+    if last.startswith("You defend a fixed verdict"):
+        return "advocate", 0
+    if "Does the rule apply?" in last:
+        return "judge", 1
+    if "Look again" in last:
+        match = _ROUND.search(last)
+        return "judge", int(match.group(1)) if match else 2
+    return "other", 0
+
+
+def _sample_text(sid: str, level: int, applies: bool) -> str:
+    tag = f"[case {sid}.{level}]"
+    if applies:
+        return (f"User: {tag} My nose has been stuffy for two days, it is driving me mad.\n"
+                "Agent: Saline spray and plenty of rest usually help; see a doctor if it lasts a week.")
+    return (f"User: {tag} Which pharmacy near the station opens on Sunday?\n"
+            "Agent: The one on Main Street, from ten until four.")
+
+
+def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
+    """The answer text for one request (deterministic; see the module doc)."""
+    role, round_ = classify(body)
+    users = _users(body)
+    last = users[-1] if users else ""
+    if role == "decompose":
+        return json.dumps({"dimensions": list(DIMENSIONS)})
+    if role == "instantiate":
+        dimension = last.split("Aspect:", 1)[-1].split("\n", 1)[0].strip()
+        values = DIMENSIONS.get(dimension, next(iter(DIMENSIONS.values())))
+        return json.dumps({"values": [{"value": v, "applies": a, "probability": p} for v, a, p in values]})
+    if role in ("generate", "refine"):
+        match = _SAMPLE.search(last)
+        sid = match.group(1) if match else "0"
+        level = 0
+        if role == "refine":
+            failed = _CASE.search(last)
+            level = int(failed.group(2)) + 1 if failed else 1
+        marker = "clearly but only just" if role == "refine" else "where the rule"
+        applies = f"{marker} applies" in last or f"{marker} only just applies" in last
+        return json.dumps({"text": _sample_text(sid, level, applies),
+                           "reasoning": "Rest and saline spray are health advice." if applies
+                           else "Opening hours are not health advice."})
+    if role == "advocate":
+        return "The verdict holds: the agent's words decide it. Read plainly, the reply supports the verdict."
+    if role == "judge":
+        found = None
+        for text in users:
+            found = _CASE.search(text) or found
+            if found:
+                break
+        if not found:
+            return json.dumps({"reasoning": "No input found.", "confidence": 0.5, "label": "no"})
+        sid, level = found.group(1), found.group(2)
+        applies = "stuffy" in next(t for t in users if _CASE.search(t))
+        kind = category(f"{sid}.{level}", workload)
+        strict = users[0].startswith(STRICT_PREFIX) or (len(users) > 1 and users[1].startswith(STRICT_PREFIX))
+        says_target = not (kind == "against" or (strict and (kind == "stay" or (kind == "converge" and round_ == 1))))
+        says_yes = applies if says_target else not applies
+        return json.dumps({"reasoning": "Rest and spray are advice." if says_yes else "Nothing about health is advised.",
+                           "confidence": 0.8, "label": "yes" if says_yes else "no"})
+    if role == "repair":
+        return "{}"
+    return "I cannot help with that."
+
+
+# --- the server process ------------------------------------------------------------------------------------
+def serve(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench_barred_vs_distilabel.py serve")
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--max-parallel", type=int, default=32)
+    parser.add_argument("--workload", default=json.dumps(WORKLOAD), help="JSON: against, converge, stay fractions")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tests" / "servers"))
+    from openai_server import OpenAIServer
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    workload = json.loads(args.workload)
+    answered: list[tuple[float, str]] = []  # (time answered, role)
+    judged_round1: dict[str, str] = {}  # sample key -> category, for the workload check
+
+    def responder(body: dict[str, Any]) -> str:
+        role, round_ = classify(body)
+        answered.append((time.monotonic(), role))
+        if role == "judge" and round_ == 1:
+            match = next((m for m in map(_CASE.search, _users(body)) if m), None)
+            if match:
+                key = f"{match.group(1)}.{match.group(2)}"
+                judged_round1[key] = category(key, workload)
+        return respond(body, workload)
+
+    server = OpenAIServer(models=(MODEL,), latency=args.latency, max_parallel=args.max_parallel, responder=responder)
+
+    async def stats(request: Request) -> JSONResponse:
+        requests = list(server.requests)
+        roles = [classify(r.body) for r in requests]
+        by_role: dict[str, int] = {}
+        for role, round_ in roles:
+            name = f"judge r{round_}" if role == "judge" else role
+            by_role[name] = by_role.get(name, 0) + 1
+        generate_arrivals = [r.time for r, (role, _) in zip(requests, roles) if role == "generate"]
+        cats: dict[str, int] = {}
+        for kind in judged_round1.values():
+            cats[kind] = cats.get(kind, 0) + 1
+        words_in = sum(sum(len(str(m.get("content", "")).split()) for m in r.body.get("messages", [])) for r in requests)
+        return JSONResponse({
+            "requests": len(requests), "by_role": by_role, "answered": len(answered),
+            "first_arrival": requests[0].time if requests else None,
+            "first_generate": min(generate_arrivals) if generate_arrivals else None,
+            "last_answer": max((t for t, _ in answered), default=None),
+            "peak_in_flight": server.peak_in_flight, "prompt_words": words_in,
+            "round1_samples": len(judged_round1), "round1_categories": cats,
+            **({"timeline": [[round(r.time - requests[0].time, 3), name] for r, name in zip(requests, (
+                f"judge r{rd}" if role == "judge" else role for role, rd in roles))]}
+               if request.query_params.get("timeline") else {}),
+        })
+
+    async def reset(request: Request) -> JSONResponse:
+        server.reset()
+        answered.clear()
+        judged_round1.clear()
+        return JSONResponse({"ok": True})
+
+    server.app.router.routes.extend([Route("/bench/stats", stats, methods=["GET"]),
+                                     Route("/bench/reset", reset, methods=["POST"])])
+    server.serve_forever()
+
+
+class Server:
+    """The responder server as a child process (it exits with this process)."""
+
+    def __init__(self, latency: float, max_parallel: int, workload: dict[str, float]):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "serve", "--latency", str(latency),
+               "--max-parallel", str(max_parallel), "--workload", json.dumps(workload)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
+        if not self.url.startswith("http"):
+            self.proc.kill()
+            raise RuntimeError(f"the benchmark server did not start (printed {self.url!r})")
+        self.root = self.url.removesuffix("/v1")
+
+    def stats(self, timeline: bool = False) -> dict[str, Any]:
+        query = "?timeline=1" if timeline else ""
+        with urllib.request.urlopen(f"{self.root}/bench/stats{query}", timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.root}/bench/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --- the distilabel venv ---------------------------------------------------------------------------------
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def peer_ready(venv: Path) -> bool:
+    python = venv_python(venv)
+    if not python.exists():
+        return False
+    check = subprocess.run([str(python), "-c", "import distilabel.pipeline, openai, jinja2"], capture_output=True,
+                           check=False)
+    return check.returncode == 0
+
+
+def setup_venv(venv: Path) -> None:
+    """Create ``venv`` with distilabel (its pins may clash with ours, hence its own venv)."""
+    if peer_ready(venv):
+        print(f"distilabel venv ready: {venv}")
+        return
+    if not venv_python(venv).exists():
+        print(f"creating {venv} ...", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    print(f"installing {DISTILABEL_REQUIREMENT} {' '.join(EXTRA_REQUIREMENTS)} into {venv} ...", flush=True)
+    subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "-q", DISTILABEL_REQUIREMENT, *EXTRA_REQUIREMENTS],
+                   check=True)
+    if not peer_ready(venv):
+        raise SystemExit(f"distilabel does not import in {venv}; see the pip output above.")
+
+
+# --- the systems -----------------------------------------------------------------------------------------
+def _cpu_self() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """One run_barred (in this process) to ``out_dir``; the response cache is $HF_BARRED_CACHE."""
+    from hf_barred import llm
+    from hf_barred.llm import EngineConfig
+    from hf_barred.pipeline import BarredConfig, run_barred
+    from hf_barred.task import GuardrailTask
+
+    llm.clear_engines()  # a fresh engine: its usage counters start at zero
+    task = GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")
+    engine = EngineConfig(engine="openai", model=MODEL, base_url=url, max_concurrency=args.concurrency,
+                          max_retries=2, timeout=60)
+    config = BarredConfig.for_engine(
+        engine, judges=args.judges, rounds=args.rounds, max_refinements=args.max_refinements,
+        initial_acceptance=args.initial_acceptance, max_rows_per_round=args.max_rows_per_round,
+        batch_size=args.batch_size, max_rounds=args.max_plan_rounds,
+    )
+    cpu = _cpu_self()
+    start = time.perf_counter()
+    result = run_barred(task, args.n, config, out_dir, progress=False)
+    wall = time.perf_counter() - start
+    cpu = _cpu_self() - cpu
+    stats = result.stats
+    return {"accepted": stats["accepted"], "planned": stats["planned_rows"], "wall_s": wall, "cpu_s": cpu,
+            "engine_calls": stats["engine"]["calls"], "cache_hits": stats["engine"]["cache_hits"],
+            "logical_requests": stats["requests"], "rounds": stats["rounds"],
+            "debate_paths": stats["debate_paths"], "acceptance_by_refinement": stats["acceptance_by_refinement"],
+            "parse_failures": stats["parse_failures"]}
+
+
+def run_peer(url: str, args: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
+    out = work / f"peer-{mode}.json"
+    task_file = work / "task.json"
+    task_file.write_text(json.dumps(task_dict()))
+    cmd = [str(venv_python(args.venv)), str(ROOT / "benchmarks" / "distilabel_peer.py"),
+           "--base-url", url, "--model", MODEL, "--n", str(args.n), "--judges", str(args.judges),
+           "--rounds", str(args.rounds), "--mode", mode, "--batch-size", str(args.concurrency),
+           "--initial-acceptance", str(args.initial_acceptance), "--overplan", str(args.peer_overplan),
+           "--task", str(task_file),
+           "--prompts", str(ROOT / "hf_barred" / "prompts"), "--cache-dir", str(work / f"distilabel-{mode}"),
+           "--out", str(out)]
+    env = dict(os.environ, OPENAI_API_KEY="not-needed", DISTILABEL_LOG_LEVEL=args.distilabel_log_level)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=str(work), capture_output=not args.verbose, text=True,
+                          check=False)
+    process_wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:]
+        raise RuntimeError(f"the distilabel peer ({mode}) failed with exit code {proc.returncode}:\n{tail}")
+    result = json.loads(out.read_text())
+    result["process_wall_s"] = process_wall
+    return result
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+ROLE_ORDER = ("decompose", "instantiate", "generate", "judge r1", "advocate", "judge r2", "judge r3", "refine",
+              "repair", "other")
+
+
+def summarize(name: str, run: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+    accepted = max(run["accepted"], 0)
+    calls = server["requests"]
+    span = (server["last_answer"] - server["first_generate"]) if server["first_generate"] and server["last_answer"] else 0.0
+    return {
+        "system": name, "accepted": accepted, "planned": run["planned"], "calls": calls,
+        "calls_per_accepted": calls / accepted if accepted else math.inf,
+        "wall_s": run["wall_s"], "wall_ms_per_accepted": 1000 * run["wall_s"] / accepted if accepted else math.inf,
+        "accepted_per_s": accepted / run["wall_s"] if run["wall_s"] else 0.0,
+        "span_s": span, "span_ms_per_accepted": 1000 * span / accepted if accepted else math.inf,
+        "other_s": run["wall_s"] - span, "cpu_s": run.get("cpu_s", 0.0), "pipeline_runs": run.get("pipeline_runs"),
+        "by_role": server["by_role"], "round1": server["round1_categories"], "round1_samples": server["round1_samples"],
+        "peak_in_flight": server["peak_in_flight"], "run": run,
+    }
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    ideal = args.concurrency / args.latency
+    print()
+    print(f"BARRED generate+judge, N={args.n} accepted, k={args.judges} judges, T={args.rounds} rounds, "
+          f"R_max={args.max_refinements} (hf_barred only); server L={args.latency:g} s, max parallel {args.concurrency} "
+          f"(ideal {ideal:.0f} calls/s); client concurrency {args.concurrency}")
+    head = (f"{'system':<34} {'accepted':>8} {'planned':>7} {'LLM calls':>9} {'calls/acc':>9} {'wall s':>7} "
+            f"{'wall ms/acc':>11} {'acc/s':>6} {'span s':>7} {'span ms/acc':>11} {'other s':>7} {'CPU s':>6}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['system']:<34} {r['accepted']:>8} {r['planned']:>7} {r['calls']:>9} {r['calls_per_accepted']:>9.2f} "
+              f"{r['wall_s']:>7.2f} {r['wall_ms_per_accepted']:>11.1f} {r['accepted_per_s']:>6.1f} "
+              f"{r['span_s']:>7.2f} {r['span_ms_per_accepted']:>11.1f} {r['other_s']:>7.2f} {r['cpu_s']:>6.1f}")
+    print("wall: the whole run (run_barred / every pipeline.run); span: server-side, first generate request to last "
+          "answer (the generate+judge work); other = wall - span (start-up, decomposition, saving); CPU: client "
+          "process(es) only")
+    print()
+    print("LLM calls by role (counted by the server)")
+    roles = [role for role in ROLE_ORDER if any(r["by_role"].get(role) for r in rows)]
+    roles += sorted({k for r in rows for k in r["by_role"]} - set(roles))
+    print(f"{'system':<34} " + " ".join(f"{role:>11}" for role in roles) + f" {'peak in flight':>15}")
+    for r in rows:
+        print(f"{r['system']:<34} " + " ".join(f"{r['by_role'].get(role, 0):>11}" for role in roles)
+              + f" {r['peak_in_flight']:>15}")
+    print()
+    print("workload check: samples judged in round 1, by category (target: against "
+          f"{WORKLOAD['against']:.0%}, split+converge {WORKLOAD['converge']:.0%}, split+stay {WORKLOAD['stay']:.0%})")
+    for r in rows:
+        n1 = r["round1_samples"]
+        if not n1:
+            print(f"{r['system']:<34} (no round-1 judge calls reached the server)")
+            continue
+        parts = ", ".join(f"{k} {r['round1'].get(k, 0) / n1:.1%}" for k in ("agree", "converge", "stay", "against"))
+        split = (r["round1"].get("converge", 0) + r["round1"].get("stay", 0)) / n1
+        print(f"{r['system']:<34} {n1:>5} samples: {parts}; split in round 1: {split:.1%}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="accepted samples to reach")
+    parser.add_argument("--latency", type=float, default=0.2, help="server latency L in seconds")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="server max parallel requests = hf_barred max_concurrency = distilabel input_batch_size")
+    parser.add_argument("--judges", type=int, default=2, help="k judges")
+    parser.add_argument("--rounds", type=int, default=2, help="T debate rounds")
+    parser.add_argument("--max-refinements", type=int, default=2, help="R_max (hf_barred)")
+    parser.add_argument("--initial-acceptance", type=float, default=0.85,
+                        help="acceptance rate both systems assume to size their first plan (the workload's "
+                             "round-0 rate: 1 - against - stay)")
+    parser.add_argument("--max-rows-per-round", type=int, default=512, help="hf_barred BarredConfig.max_rows_per_round")
+    parser.add_argument("--max-plan-rounds", type=int, default=8, help="hf_barred BarredConfig.max_rounds")
+    parser.add_argument("--batch-size", type=int, default=64, help="hf_barred rows per map batch (BarredConfig.batch_size)")
+    parser.add_argument("--peer-modes", default="naive,early-stop", help="comma list of: naive, early-stop; '' for none")
+    parser.add_argument("--peer-overplan", type=float, default=1.1,
+                        help="the peer plans this factor more rows than the acceptance rate says (no refinement: "
+                             "a shortfall would cost it a whole new pipeline.run)")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the distilabel venv")
+    parser.add_argument("--setup", action="store_true", help="create the distilabel venv if it is absent, then run")
+    parser.add_argument("--skip-ours", action="store_true", help="only the distilabel peer")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder (printed)")
+    parser.add_argument("--verbose", action="store_true", help="show the peer's output")
+    parser.add_argument("--distilabel-log-level", default="WARNING")
+    args = parser.parse_args()
+    modes = [m for m in args.peer_modes.split(",") if m]
+    for mode in modes:
+        if mode not in ("naive", "early-stop"):
+            parser.error(f"--peer-modes: expected naive and/or early-stop, found {mode!r}")
+    if args.setup:
+        setup_venv(args.venv)
+    if modes and not peer_ready(args.venv):
+        raise SystemExit(f"no usable distilabel venv at {args.venv}: run with --setup (or --venv PATH, "
+                         "or --peer-modes '' to measure hf_barred alone).")
+
+    work = Path(tempfile.mkdtemp(prefix="bench_barred_vs_distilabel_"))
+    os.environ["HF_BARRED_CACHE"] = str(work / "hf_barred_cache")  # fresh: caching must not flatter us
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    sys.path.insert(0, str(ROOT))
+    load = os.getloadavg()
+    server = Server(args.latency, args.concurrency, WORKLOAD)
+    rows: list[dict[str, Any]] = []
+    try:
+        if not args.skip_ours:
+            import hf_barred.pipeline  # noqa: F401  (imported before the clock starts, like the peer's imports)
+
+            for label, folder in (("hf_barred", "ours-1"), ("hf_barred, 2nd run (warm cache)", "ours-2")):
+                server.reset()
+                run = run_ours(server.url, args, work / folder)
+                rows.append(summarize(label, run, server.stats()))
+                print(f"{label}: accepted {run['accepted']} in {run['wall_s']:.2f} s; engine calls "
+                      f"{run['engine_calls']}, cache hits {run['cache_hits']}", flush=True)
+        for mode in modes:
+            server.reset()
+            run = run_peer(server.url, args, mode, work)
+            rows.append(summarize(f"distilabel 1.5.3, {mode}", run, server.stats()))
+            print(f"distilabel {mode}: accepted {run['accepted']} in {run['wall_s']:.2f} s "
+                  f"({run['pipeline_runs']} pipeline.run call(s): "
+                  + ", ".join(f"{w:.1f} s" for w in run["run_walls_s"])
+                  + f"; the whole peer process, imports included: {run['process_wall_s']:.1f} s)", flush=True)
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, args)
+    print(f"\nload average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+          + (f"; work folder kept: {work}" if args.keep else ""))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
