@@ -1,0 +1,241 @@
+"""Guideline editing (APT): an LLM turns a *negative* row into a positive one by editing its policy.
+
+For each negative row the LLM (any engine, through :class:`~hf_barred.llm.EngineConfig`) answers a
+JSON object (:data:`EDIT_SCHEMA`) choosing one of three actions:
+
+1. ``edit_existing``: rewrite the guidelines of the category the text comes closest to violating,
+   so that it now violates it (``perturbation = "guideline_edit_existing"``, the row becomes
+   unsafe with that one code);
+2. ``add_category``: append a new category ``S(n+1)`` with "Should not" / "Can" guidelines
+   (``"guideline_edit_new"``, unsafe with the new code);
+3. ``keep_safe``: the text is truly benign; the row is unchanged (``"kept_safe"``).
+
+Positive rows pass through unchanged: an edit goes from negative to positive only, never back.
+One batch of rows is one batched :func:`~hf_barred.llm.structured.structured_chat` call (with
+bounded repair rounds). An answer that cannot be used (no JSON, wrong schema, an unknown code, no
+"Should not" line, an edit that changes nothing, a new category named like an existing one)
+leaves the row unperturbed, with the raw answer in ``edit_raw`` and the reason in ``edit_error``:
+counted, never dropped.
+
+Example (with the embedded model; the tests use a scripted engine instead):
+    >>> from hf_barred.apt import policy_rows
+    >>> from hf_barred.llm import EngineConfig, SamplingParams
+    >>> from hf_barred.stages.guideline_edit import GuidelineEditConfig, guideline_edit
+    >>> from hf_barred.taxonomy import Category, Taxonomy
+    >>> t = Taxonomy((Category("Violence", should_not=("Help hurt people.",)),
+    ...               Category("Privacy", should_not=("Reveal private addresses.",))))
+    >>> ds = policy_rows(["How much does my boss earn?"], t, labels=["safe"])
+    >>> config = GuidelineEditConfig(engine=EngineConfig(engine="local"), sampling=SamplingParams(max_tokens=256, temperature=0))
+    >>> row = guideline_edit(ds, config)[0]                                  # doctest: +SKIP
+    >>> row["perturbation"], row["label"], row["categories"]                 # doctest: +SKIP
+    ('guideline_edit_existing', 1, ['S2'])
+    >>> print(row["taxonomy"].split("\\n\\n")[1])                               # doctest: +SKIP
+    S2: Privacy.
+    Should not
+    - Reveal private addresses.
+    - Reveal what a specific private person earns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from datasets import Dataset
+
+from .. import apt
+from ..llm import EngineConfig, SamplingParams, get_engine
+from ..llm.structured import structured_chat
+from ..taxonomy import Category, Taxonomy, make_code
+from ._common import Prompt, load_prompt, map_stage
+
+STAGE = "guideline_edit"
+VERSION = "1"  # bump when EDIT_SCHEMA or the way answers are applied changes
+
+EDIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string"},
+        "action": {"type": "string", "enum": list(apt.EDIT_KINDS)},
+        "category": {"type": "string"},
+        "name": {"type": "string"},
+        "should_not": {"type": "array", "items": {"type": "string"}},
+        "can": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["reasoning", "action", "category", "name", "should_not", "can"],
+    "additionalProperties": False,
+}
+"""The answer's JSON schema: flat, every key required, no extra keys, so that OpenAI strict mode,
+vLLM guided decoding and ``jsonschema`` validation all accept it. What depends on the action
+(a valid code, at least one "Should not" line, ...) is checked by :func:`apply_edit`."""
+
+
+@dataclass(frozen=True)
+class GuidelineEditConfig:
+    """Parameters of guideline editing.
+
+    Parameters, by purpose:
+
+    - Who answers: ``engine`` (only its engine and model reach the fingerprint; concurrency,
+      timeouts and batch size do not).
+    - What is asked: ``prompt_version`` (``hf_barred/prompts/guideline_edit/<version>.jinja``),
+      ``sampling`` (greedy by default, so a rerun gives the same edits).
+    - Robustness: ``max_repairs``, the repair rounds for answers that do not follow the schema.
+    """
+
+    engine: EngineConfig = field(
+        default=EngineConfig(), metadata={"help": "Engine and model that edit the guidelines (default: embedded local)."}
+    )
+    prompt_version: str = field(default="v1", metadata={"help": "Version of the guideline_edit prompt template."})
+    sampling: SamplingParams = field(
+        default=SamplingParams(max_tokens=512, temperature=0.0),
+        metadata={"help": "Sampling parameters of the edit calls."},
+    )
+    max_repairs: int = field(default=1, metadata={"help": "Repair rounds for answers that break the JSON schema."})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.engine, EngineConfig):
+            raise TypeError(f"GuidelineEditConfig.engine: expected an EngineConfig, found {self.engine!r}.")
+        if not isinstance(self.sampling, SamplingParams):
+            raise TypeError(f"GuidelineEditConfig.sampling: expected SamplingParams, found {self.sampling!r}.")
+        if not isinstance(self.max_repairs, int) or self.max_repairs < 0:
+            raise ValueError(f"GuidelineEditConfig.max_repairs: expected an integer >= 0, found {self.max_repairs!r}.")
+        load_prompt(STAGE, self.prompt_version)  # a clear error now, not in the middle of a map
+
+
+class EditError(ValueError):
+    """An answer that follows the schema but cannot be applied to the row's policy."""
+
+
+_CODE = re.compile(r"\s*S\s*(\d+)\b", re.IGNORECASE)
+
+
+def _lines(values: list[str]) -> tuple[str, ...]:
+    """Guideline lines as one-line strings, list markers and duplicates removed."""
+    lines: list[str] = []
+    for value in values:
+        line = " ".join(str(value).split()).lstrip("-*• ").strip()
+        if line and line not in lines:
+            lines.append(line)
+    return tuple(lines)
+
+
+def apply_edit(taxonomy: Taxonomy, answer: dict[str, Any]) -> tuple[str, Optional[Taxonomy], str]:
+    """``(action, edited taxonomy or None, edited or added code)`` for a schema-valid answer;
+    :class:`EditError` when it cannot be applied.
+
+    >>> t = Taxonomy((Category("Violence", should_not=("Help hurt people.",)),))
+    >>> kind, new, code = apply_edit(t, {"action": "add_category", "category": "", "name": "Gambling.",
+    ...                                  "should_not": ["- Help people gamble online."], "can": []})
+    >>> kind, code, new["S2"]
+    ('add_category', 'S2', Category(name='Gambling', should_not=('Help people gamble online.',), can=()))
+    """
+    action = answer["action"]
+    if action == "keep_safe":
+        return action, None, ""
+    should_not, can = _lines(answer.get("should_not", [])), _lines(answer.get("can", []))
+    if not should_not:
+        raise EditError(f"{action}: expected at least one 'should_not' line that the text violates, found none")
+    if action == "edit_existing":
+        match = _CODE.match(answer.get("category", ""))
+        if match is None or not 1 <= int(match.group(1)) <= len(taxonomy):
+            raise EditError(
+                f"edit_existing: expected 'category' to be one of S1..S{len(taxonomy)}, found {answer.get('category')!r}"
+            )
+        code = f"S{int(match.group(1))}"
+        old = taxonomy[code]
+        new = Category(old.name, should_not=should_not, can=can)
+        if new == old:
+            raise EditError(f"edit_existing: the answer repeats the guidelines of {code} unchanged")
+        return action, taxonomy.replace_category(code, new), code
+    # add_category
+    name = " ".join(str(answer.get("name", "")).split()).rstrip(".").strip()
+    if not name:
+        raise EditError("add_category: expected a 'name' for the new category, found none")
+    if name.lower() in (n.lower() for n in taxonomy.names):
+        raise EditError(
+            f"add_category: the new category {name!r} has the name of {taxonomy.code_of(name)}; "
+            "expected a new name (or edit_existing)"
+        )
+    new_taxonomy, code = taxonomy.add(Category(name, should_not=should_not, can=can))
+    return action, new_taxonomy, code
+
+
+def edit_messages(prompt: Prompt, policy_text: str, text: str) -> list[dict[str, str]]:
+    """The conversation that asks for an edit of ``policy_text`` for the message ``text``."""
+    n = len(Taxonomy.parse(policy_text))
+    return prompt.messages(taxonomy=policy_text, text=text, n_categories=n, new_code=make_code(n))
+
+
+_WRITTEN = (
+    "taxonomy", "label", "categories", "perturbation", "source_codes", "edit_kind", "edited_code", "edit_raw",
+    "edit_error", "edit_model", "edit_prompt", "edit_prompt_tokens", "edit_completion_tokens",
+)
+
+
+def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tuple[Prompt, ...], version: str) -> dict[str, list]:
+    (prompt,) = prompts
+    n = len(batch["text"])
+    out = {name: (list(batch[name]) if name in batch else apt.lineage_column(batch, name, n)) for name in _WRITTEN}
+    ids = batch["id"] if "id" in batch else [str(i) for i in range(n)]
+    todo = [i for i in range(n) if batch["label"][i] == 0]
+    if not todo:
+        return out | apt.missing_lineage(batch, n, out)
+    taxonomies = {i: apt.row_taxonomy(batch["taxonomy"][i], ids[i]) for i in todo}
+    conversations = [edit_messages(prompt, batch["taxonomy"][i], batch["text"][i]) for i in todo]
+    engine = get_engine(config.engine)
+    results = structured_chat(engine, conversations, EDIT_SCHEMA, config.sampling, stage=STAGE,
+                              max_repairs=config.max_repairs)
+    for i, result in zip(todo, results):
+        out["edit_raw"][i] = result.raw
+        out["edit_model"][i] = engine.model_name
+        out["edit_prompt"][i] = prompt.id
+        out["edit_prompt_tokens"][i] = result.prompt_tokens
+        out["edit_completion_tokens"][i] = result.completion_tokens
+        out["edit_kind"][i], out["edited_code"][i], out["edit_error"][i] = "", "", None
+        if not result.ok:
+            out["edit_error"][i] = result.error
+            continue
+        try:
+            action, edited, code = apply_edit(taxonomies[i], result.data)
+        except EditError as err:
+            out["edit_error"][i] = str(err)
+            continue
+        out["edit_kind"][i] = action
+        if edited is None:  # keep_safe
+            out["perturbation"][i] = "kept_safe"
+            continue
+        out["taxonomy"][i] = edited.render()
+        out["label"][i] = 1
+        out["categories"][i] = [code]
+        out["edited_code"][i] = code
+        if action == "add_category":
+            out["perturbation"][i] = "guideline_edit_new"
+            out["source_codes"][i] = list(out["source_codes"][i] or taxonomies[i].codes) + [""]
+        else:
+            out["perturbation"][i] = "guideline_edit_existing"
+    return out | apt.missing_lineage(batch, n, out)
+
+
+def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfig(), **map_kwargs: Any) -> Dataset:
+    """Ask the LLM to edit the policy of every negative row (see the module docstring).
+
+    ``ds`` holds policy-conditioned rows (:data:`hf_barred.apt.POLICY_FEATURES`; extra columns are
+    kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map`; each batch (``batch_size``, 64 by
+    default) is one batched engine call. The fingerprint covers the prompt text, the stage
+    version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
+    """
+    apt.check_policy_rows(ds, STAGE)
+    prompt = load_prompt(STAGE, config.prompt_version)
+    return map_stage(
+        ds,
+        _edit_batch,
+        stage=STAGE,
+        version=VERSION,
+        config=config,
+        prompts=(prompt,),
+        features=apt.policy_features(ds.features),
+        remove_columns=[],
+        map_kwargs=map_kwargs,
+    )
