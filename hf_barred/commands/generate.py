@@ -1,0 +1,124 @@
+"""``barred generate``: run BARRED on a task file and write a Hub-style dataset folder.
+
+Example:
+    $ barred generate dataset_scripts/health-advice/task.yaml --n 8 --output outputs/health-advice
+    $ barred generate task.yaml --n 1000 --output out --engine openai --base-url http://127.0.0.1:8000/v1 \\
+          --model Qwen/Qwen2.5-7B-Instruct --judges 2 --rounds 2 --max-refinements 2 --push-to-hub me/my-guard-data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="Generate verified boundary-case samples for a rule (BARRED).",
+        description="Generate N verified, label-balanced boundary-case samples for the rule of TASK_FILE with "
+        "BARRED (decompose, plan, generate, debate, refine), into a folder laid out like a Hub dataset repo. "
+        "Finished LLM calls are cached: run the same command again to resume.",
+    )
+    parser.add_argument("task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds).")
+    parser.add_argument("--n", type=int, required=True, help="Number of accepted samples to generate.")
+    parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--engine", choices=["local", "openai", "vllm"], default="local", help="Engine (default: local).")
+    engine.add_argument("--model", default="embedded", help="Model (default: embedded SmolLM2-135M-Instruct).")
+    engine.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (openai engine).")
+    engine.add_argument("--api-key-env", default=None, metavar="VAR", help="Env var holding the API key (openai engine).")
+    engine.add_argument("--max-concurrency", type=int, default=32, help="Requests in flight (openai engine).")
+    engine.add_argument("--engine-batch-size", type=int, default=8, help="Conversations per forward batch (local engine).")
+    engine.add_argument("--cache-dir", default=None, help="Response cache folder (default: ~/.cache/hf_barred).")
+    method = parser.add_argument_group("method")
+    method.add_argument("--judges", type=int, default=2, metavar="K", help="Number of judges (default 2).")
+    method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
+    method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
+    method.add_argument("--seed", type=int, default=0, help="Seed of the plan and the sampling.")
+    method.add_argument("--max-repairs", type=int, default=1,
+                        help="Repair rounds for answers that are not valid JSON (default 1; 0 suits tiny models).")
+    budget = parser.add_argument_group("budget")
+    budget.add_argument("--max-calls", type=int, default=None, help="Budget of LLM requests (cached ones count).")
+    budget.add_argument("--max-total-tokens", type=int, default=None, help="Budget of tokens.")
+    budget.add_argument("--max-rounds", type=int, default=4, help="Maximum planning rounds (default 4).")
+    budget.add_argument("--max-rows-per-round", type=int, default=64, help="Most rows planned per round (default 64).")
+    budget.add_argument("--batch-size", type=int, default=64, help="Rows per map batch, i.e. per batched call.")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="Push the dataset and its card to this Hub repo.")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The :class:`~hf_barred.pipeline.BarredConfig` of the command line."""
+    import dataclasses
+
+    from ..llm import EngineConfig
+    from ..pipeline import BarredConfig
+    from ..stages.plan import PlanConfig
+
+    engine = EngineConfig(
+        engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+        max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size, cache_dir=args.cache_dir,
+    )
+    config = BarredConfig.for_engine(
+        engine, judges=args.judges, rounds=args.rounds, max_refinements=args.max_refinements,
+        max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
+        max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
+    )
+    stage_changes = {"seed": args.seed, "max_repairs": args.max_repairs}
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(getattr(config, name), **stage_changes)
+                   for name in ("decompose", "instantiate", "generate", "debate", "refine")}
+    )
+
+
+def format_summary(stats: dict[str, Any], seconds: float) -> str:
+    """The closing summary of a run."""
+    lines = [
+        f"BARRED summary for {stats['task']!r} ({seconds:.0f} s)",
+        f"  accepted: {stats['accepted']} of {stats['requested']} requested "
+        f"({', '.join(f'{k}: {v}' for k, v in stats['accepted_by_label'].items())}); rejected: {stats['rejected']} "
+        f"({', '.join(f'{k}: {v}' for k, v in stats['rejection_reasons'].items()) or 'none'})",
+        f"  planned rows: {stats['planned_rows']} in {stats['rounds']} round(s); acceptance rate: {stats['acceptance_rate']:.1%}",
+        "  acceptance by refinement round: " + (", ".join(
+            f"r{level}: {row['accepted']}/{row['debated']}" for level, row in stats["acceptance_by_refinement"].items()
+        ) or "none"),
+        "  debate paths (all debates): " + (", ".join(f"{k}: {v}" for k, v in sorted(stats["debate_paths"].items())) or "none"),
+        f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s)",
+        "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
+        + f" (of {stats['judge_answers']} judge answers)",
+        f"  requests: {stats['requests']} ({stats['request_tokens']} tokens, cached or not); "
+        f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
+    ]
+    e = stats["engine"]
+    lines.append(
+        f"  this run: {e['calls']} engine calls, {e['cache_hits']} cache hits, {e['prompt_tokens']} prompt + "
+        f"{e['completion_tokens']} completion tokens, {e['errors']} errors, cost ${e['cost']:.4f}; "
+        f"{stats['stage_outputs_reused']} saved stage outputs reused"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import push_barred, run_barred
+    from ..task import GuardrailTask, TaskFileError
+
+    try:
+        task = GuardrailTask.load(args.task_file)
+        task.require_seeds()
+        config = build_config(args)
+    except (TaskFileError, ValueError) as err:
+        print(f"barred generate: {err}", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress)
+    print(format_summary(result.stats, time.monotonic() - start))
+    print(f"  dataset: {result.output_dir} (load_dataset({str(result.output_dir)!r}), config 'decomposition' too)")
+    if args.push_to_hub:
+        url = push_barred(result.output_dir, args.push_to_hub, private=args.private or None)
+        print(f"  pushed to {url}")
+    return 0

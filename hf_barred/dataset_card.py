@@ -1,0 +1,140 @@
+"""The dataset card of a BARRED run, from ``model_cards/dataset_card.md``.
+
+:func:`make_dataset_card` fills ``DatasetCardData`` (licence, tags, task categories, size, and the
+``configs`` that make ``load_dataset(DIR)`` and ``load_dataset(DIR, "decomposition")`` work on the
+output folder and on the Hub) and renders the template with ``DatasetCard.from_template``: the task
+and its rule, the seeds, the model, the prompt versions, per-stage statistics, licence and
+citations. No card text is concatenated by hand.
+
+Example:
+    >>> from hf_barred.dataset_card import make_dataset_card
+    >>> from hf_barred.pipeline import BarredConfig
+    >>> from hf_barred.task import GuardrailTask
+    >>> task = GuardrailTask(criterion="The agent's response contains health advice.",
+    ...                      labels=("no_health_advice", "health_advice"), seeds=["User: hi\\nAgent: hello"])
+    >>> card = make_dataset_card(task, BarredConfig(), example_statistics(task))
+    >>> [c["config_name"] for c in card.data.configs]
+    ['default', 'decomposition']
+    >>> "> The agent's response contains health advice." in card.text
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .cards import template_path
+
+CITATION = """@misc{mazza2026barred,
+  title         = {BARRED: Synthetic Training of Custom Policy Guardrails via Asymmetric Debate},
+  author        = {Arnon Mazza and Elad Levi},
+  year          = {2026},
+  eprint        = {2604.25203},
+  archivePrefix = {arXiv},
+  primaryClass  = {cs.CL}
+}"""
+
+DEFAULT_LICENSE_TEXT = (
+    "The samples were written by the model named above from the task's rule and seeds; check that model's licence "
+    "and the seeds' licence before redistributing. hf_barred itself is Apache-2.0."
+)
+
+
+def dataset_configs(splits: tuple[str, ...] = ("train", "rejected")) -> list[dict[str, Any]]:
+    """The YAML ``configs`` of a generated dataset (paths as written by :mod:`hf_barred.pipeline`
+    and by ``DatasetDict.push_to_hub``). ``splits``: the default config's non-empty splits
+    (``datasets`` cannot load a declared split without rows)."""
+    return [
+        {
+            "config_name": "default",
+            "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in splits],
+        },
+        {"config_name": "decomposition", "data_files": [{"split": "train", "path": "decomposition/train-*.parquet"}]},
+    ]
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M"
+
+
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hf_barred")
+    except PackageNotFoundError:
+        return "(development version)"
+
+
+def make_dataset_card(
+    task: Any,
+    config: Any,
+    stats: dict[str, Any],
+    repo_id: Optional[str] = None,
+    license: str = "apache-2.0",
+    license_text: str = DEFAULT_LICENSE_TEXT,
+) -> DatasetCard:
+    """The card of a BARRED dataset for ``task`` made with ``config`` (a ``BarredConfig``), reporting
+    ``stats`` (:func:`hf_barred.pipeline.run_statistics`)."""
+    card_data = DatasetCardData(
+        language="en",
+        license=license,
+        pretty_name=f"BARRED: {task.name}",
+        size_categories=_size_category(stats["accepted"] + stats["rejected"]),
+        task_categories=["text-classification"],
+        tags=["guardrail", "synthetic", "barred", "hf_barred"],
+        configs=dataset_configs(
+            tuple(split for split in ("train", "rejected") if stats.get("accepted" if split == "train" else split))
+            or ("train",)
+        ),
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(template_path("dataset_card.md")),
+        **card_variables(task, config, stats, repo_id, license_text),
+    )
+
+
+def card_variables(
+    task: Any, config: Any, stats: dict[str, Any], repo_id: Optional[str] = None,
+    license_text: str = DEFAULT_LICENSE_TEXT,
+) -> dict[str, Any]:
+    """The template variables of the card (besides ``card_data``)."""
+    engine = config.generate.engine
+    model = stats.get("engine_model") or stats["model"]["model"]
+    return dict(
+        pretty_name=f"BARRED: {task.name}",
+        library_version=_library_version(),
+        criterion=task.criterion,
+        labels=list(task.labels),
+        input_type=task.input_type,
+        num_seeds=len(task.seeds),
+        seed_example=task.seeds[0].text if task.seeds else "",
+        stats=stats,
+        num_decomposition_rows=stats.get("decomposition_rows", stats.get("dimensions", 0)),
+        repo_id=repo_id or f"path/to/{task.name}",
+        model=model,
+        engine=engine.engine,
+        judges=stats.get("judges", list(config.debate.judges)),
+        rounds_per_debate=config.debate.rounds,
+        max_refinements=config.max_refinements,
+        prompt_versions=stats["prompt_versions"],
+        license_text=license_text,
+        citation=CITATION,
+    )
+
+
+def example_statistics(task: Any) -> dict[str, Any]:
+    """Statistics of an empty run (for examples and template tests)."""
+    return {
+        "requested": 8, "accepted": 0, "rejected": 0, "accepted_by_label": {name: 0 for name in task.labels},
+        "planned_rows": 0, "rounds": 0, "acceptance_rate": 0.0, "acceptance_by_refinement": {},
+        "debate_paths": {}, "parse_failures": {}, "requests": 0, "request_tokens": 0, "dimensions": 0,
+        "instantiations": 0, "model": {"engine": "local", "model": "embedded"}, "judges": ["recall", "strict"],
+        "prompt_versions": {"generate": "v1"},
+    }
