@@ -503,26 +503,3 @@ def _write_outputs(
             path.unlink()
     (out / "summary.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     make_dataset_card(task, config, stats).save(str(out / "README.md"))
-
-
-def push_barred(output_dir: str | os.PathLike, repo_id: str, token: Optional[str] = None, private: Optional[bool] = None) -> str:
-    """Push a run's folder to the Hub: each config with ``DatasetDict.push_to_hub``, then the card.
-
-    Returns the repository URL. The data files land where the card's ``configs`` point
-    (``data/{train,rejected}-*.parquet``, ``decomposition/train-*.parquet``).
-    """
-    from datasets import load_dataset
-    from huggingface_hub import DatasetCard
-
-    out = Path(output_dir)
-    if not (out / "README.md").is_file():
-        raise FileNotFoundError(
-            f"push_barred: expected a generated dataset folder with README.md in {out}, found none. "
-            "Run `barred generate ... --output DIR` first."
-        )
-    default = load_dataset(str(out))
-    decomposition = load_dataset(str(out), "decomposition")
-    default.push_to_hub(repo_id, config_name="default", token=token, private=private)
-    decomposition.push_to_hub(repo_id, config_name="decomposition", token=token, private=private)
-    DatasetCard.load(str(out / "README.md")).push_to_hub(repo_id, repo_type="dataset", token=token)
-    return f"datasets/{repo_id}"

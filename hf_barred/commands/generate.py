@@ -104,14 +104,18 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import push_barred, run_barred
+    from ..pipeline import run_barred
     from ..task import GuardrailTask, TaskFileError
 
     try:
         task = GuardrailTask.load(args.task_file)
         task.require_seeds()
         config = build_config(args)
-    except (TaskFileError, ValueError) as err:
+        if args.push_to_hub:  # fail before the run, not after it
+            from ..hub import require_token
+
+            require_token()
+    except (TaskFileError, ValueError, RuntimeError) as err:
         print(f"barred generate: {err}", file=sys.stderr)
         return 2
     start = time.monotonic()
@@ -119,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(result.stats, time.monotonic() - start))
     print(f"  dataset: {result.output_dir} (load_dataset({str(result.output_dir)!r}), config 'decomposition' too)")
     if args.push_to_hub:
-        url = push_barred(result.output_dir, args.push_to_hub, private=args.private or None)
+        from ..hub import push_barred_run
+
+        url = push_barred_run(result.output_dir, args.push_to_hub, private=args.private or None)
         print(f"  pushed to {url}")
     return 0

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 DEFAULT_USER = "barred-tester"
-DEFAULT_ORG = "barred-org"
+DEFAULT_ORG = "barred"
 DEFAULT_TOKEN = "hf_barred_fake_write_token"
 DEFAULT_READ_TOKEN = "hf_barred_fake_read_token"
 
