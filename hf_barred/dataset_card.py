@@ -138,3 +138,51 @@ def example_statistics(task: Any) -> dict[str, Any]:
         "instantiations": 0, "model": {"engine": "local", "model": "embedded"}, "judges": ["recall", "strict"],
         "prompt_versions": {"generate": "v1"},
     }
+
+
+def make_augment_card(
+    stats: dict[str, Any],
+    source: str,
+    repo_id: Optional[str] = None,
+    license: str = "other",
+    license_text: str = "The rows keep the licence of their source data; check it before redistributing.",
+) -> DatasetCard:
+    """The card of an APT-augmented dataset (:func:`hf_barred.apt.augment` statistics).
+
+    Example:
+        >>> stats = {"rows_original": 2, "rows_total": 4, "deleted_from": 2, "deleted_from_positive": 1,
+        ...          "deleted_from_negative": 1, "edited_existing": 0, "new_category": 0, "kept_safe": 0,
+        ...          "edit_failures": 1, "labels_original": {"safe": 1, "unsafe": 1},
+        ...          "labels_augmented": {"safe": 2, "unsafe": 2}, "config": None}
+        >>> card = make_augment_card(stats, source="XSTest (CC BY 4.0)")
+        >>> "| original | 2 |" in card.text
+        True
+    """
+    card_data = DatasetCardData(
+        language="en", license=license, pretty_name="APT-augmented guardrail data",
+        size_categories=_size_category(stats["rows_total"]), task_categories=["text-classification"],
+        tags=["guardrail", "safety", "apt", "hf_barred", "policy-conditioned"],
+    )
+    return DatasetCard.from_template(
+        card_data, template_path=str(template_path("augment_card.md")),
+        **augment_card_variables(stats, source, repo_id, license_text),
+    )
+
+
+def augment_card_variables(
+    stats: dict[str, Any], source: str, repo_id: Optional[str] = None,
+    license_text: str = "The rows keep the licence of their source data; check it before redistributing.",
+) -> dict[str, Any]:
+    """The template variables of the APT card (besides ``card_data``)."""
+    config = stats.get("config") or {}
+    edit = config.get("guideline_edit") or {}
+    return dict(
+        pretty_name="APT-augmented guardrail data",
+        library_version=_library_version(),
+        max_deleted=(config.get("category_delete") or {}).get("max_deleted", 5),
+        model=(edit.get("engine") or {}).get("model", "none (guideline editing off)"),
+        source=source,
+        stats=stats,
+        repo_id=repo_id or "path/to/augmented",
+        license_text=license_text,
+    )

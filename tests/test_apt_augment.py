@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import datasets
+from huggingface_hub import DatasetCard
 import pytest
 from datasets import Dataset
 
@@ -189,6 +190,9 @@ def test_cli_augment_end_to_end(tmp_path, scripted_engine, capsys):
     assert len(loaded) == 8 and loaded["perturbation"][4:].count("guideline_edit_existing") == 1
     stats = json.loads((output / "augment_stats.json").read_text())
     assert stats["edit_failures"] == 1 and stats["deleted_from"] == 3  # "bake bread" got "no idea"
+    card = DatasetCard.load(output / "README.md")
+    assert "apt" in card.data.tags and "| edited an existing guideline | 1 |" in card.text
+    assert "| edit failures (kept, counted; the copy got a deletion) | 1 |" in card.text
 
 
 def test_cli_reuses_policy_rows_and_reports_errors(tmp_path, capsys):
@@ -237,3 +241,22 @@ def test_augmented_rows_fit_the_policy_prompt_and_answer_format(scripted_engine)
         verdict = parse_policy_answer(policy_answer(bool(row["label"]), row["categories"]), n_categories=n)
         assert verdict.unsafe == bool(row["label"]) and verdict.categories == row["categories"]
         assert verdict.unknown_codes == []
+
+
+def test_augment_card_template_renders_strictly(tmp_path, scripted_engine):
+    import jinja2
+
+    from hf_barred.cards import template_path
+    from hf_barred.dataset_card import augment_card_variables
+
+    path = write_csv(tmp_path / "data.csv", CSV_ROWS)
+    taxonomy_file = tmp_path / "taxonomy.json"
+    TAXONOMY.save(taxonomy_file)
+    output = tmp_path / "out"
+    assert main(["augment", str(path), "--taxonomy", str(taxonomy_file), "--output", str(output),
+                 "--text-column", "prompt", "--label-column", "verdict", "--category-column", "kind",
+                 "--safe-label", "benign", "--unsafe-label", "harmful", "--no-guideline-edit"]) == 0
+    stats = json.loads((output / "augment_stats.json").read_text())
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template_path("augment_card.md").read_text())
+    text = template.render(card_data="license: other", **augment_card_variables(stats, source="test.csv"))
+    assert f"| original | {stats['rows_original']} |" in text and "none (guideline editing off)" in text
