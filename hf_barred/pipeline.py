@@ -503,3 +503,4 @@ def _write_outputs(
             path.unlink()
     (out / "summary.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     make_dataset_card(task, config, stats).save(str(out / "README.md"))
+    task.save(out / "task.yaml")  # `barred train DIR` reads the rule and label names from it
