@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
-barred generate dataset_scripts/health-advice/task.yaml --n 6 --output outputs/health-advice \
-  --max-rounds 2 --max-rows-per-round 8 --max-repairs 0 --engine-batch-size 16 "$@"
+barred generate dataset_scripts/health-advice/task.yaml --n 12 --output outputs/health-advice \
+  --max-rounds 3 --max-rows-per-round 16 --max-repairs 0 --engine-batch-size 16 "$@"

@@ -85,6 +85,17 @@ def _policy_codes(text: str) -> tuple[tuple[str, ...], dict[str, int], str]:
     return codes, {code: i for i, code in enumerate(codes)}, digest
 
 
+def row_policy(stage: str, policy: str, codes: list[str], row: str) -> tuple[tuple[str, ...], dict[str, int], str]:
+    """:func:`_policy_codes` of a row's policy, after checking that the row's violated codes are among them."""
+    try:
+        all_codes, position, digest = _policy_codes(policy)
+    except TaxonomyTextError as err:
+        raise ValueError(f"{stage}: row {row}: the 'taxonomy' column is not S-coded policy text: {err}") from None
+    if any(c not in position for c in codes):
+        apt.check_row_codes(codes, len(all_codes), row)
+    return all_codes, position, digest
+
+
 def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts: tuple, version: str) -> dict[str, list]:
     texts, policies, labels, categories = batch["text"], batch["taxonomy"], batch["label"], batch["categories"]
     n = len(texts)
@@ -99,12 +110,7 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
             continue
         policy, codes = policies[i], categories[i]
         row = ids[i] if ids else "?"
-        try:
-            all_codes, position, digest = _policy_codes(policy)
-        except TaxonomyTextError as err:
-            raise ValueError(f"{STAGE}: row {row}: the 'taxonomy' column is not S-coded policy text: {err}") from None
-        if any(c not in position for c in codes):
-            apt.check_row_codes(codes, len(all_codes), row)
+        all_codes, position, digest = row_policy(STAGE, policy, codes, row)
         if len(all_codes) < 2:
             continue  # nothing can be deleted
         rng = apt.RowRandom(config.seed, STAGE, texts[i], digest)

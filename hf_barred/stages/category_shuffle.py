@@ -27,7 +27,7 @@ from datasets import Dataset
 from .. import apt
 from ..taxonomy import remap_codes
 from ._common import map_stage
-from .category_delete import _policy_codes
+from .category_delete import row_policy
 
 STAGE = "category_shuffle"
 VERSION = "1"
@@ -59,12 +59,7 @@ def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompt
     for i in range(n):
         policy, codes = policies[i], categories[i]
         row = ids[i] if ids else "?"
-        try:
-            all_codes, position, digest = _policy_codes(policy)
-        except ValueError as err:
-            raise ValueError(f"{STAGE}: row {row}: the 'taxonomy' column is not S-coded policy text: {err}") from None
-        if any(c not in position for c in codes):
-            apt.check_row_codes(codes, len(all_codes), row)
+        all_codes, position, digest = row_policy(STAGE, policy, codes, row)
         if len(all_codes) < 2:
             continue
         order = list(all_codes)
