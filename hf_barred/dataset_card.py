@@ -21,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -53,6 +54,37 @@ def dataset_configs(splits: tuple[str, ...] = ("train", "rejected")) -> list[dic
         },
         {"config_name": "decomposition", "data_files": [{"split": "train", "path": "decomposition/train-*.parquet"}]},
     ]
+
+
+def add_dataset_info(card: DatasetCard, folder: Union[str, Path], configs: Mapping[str, Mapping[str, str]]) -> None:
+    """Record in ``card``'s YAML what ``push_to_hub`` records on the Hub: each configuration's
+    features, split sizes and parquet bytes. ``configs`` maps a config name to ``{split: parquet
+    path relative to folder}``.
+
+    Besides documenting the data, this is what lets ``load_dataset(folder)`` see new data after a
+    rerun: for a folder whose card declares ``configs``, ``datasets`` keys its cache on the card's
+    ``dataset_info`` rather than on the files' modification times.
+    """
+    import pyarrow.parquet as pq
+    from datasets import Features
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+
+    folder = Path(folder)
+    infos = {}
+    for name, splits in configs.items():
+        files = {split: folder / path for split, path in splits.items()}
+        metadata = {split: pq.ParquetFile(path).metadata for split, path in files.items()}
+        schema = pq.read_schema(next(iter(files.values())))
+        split_infos = SplitDict()
+        for split, meta in metadata.items():
+            nbytes = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+            split_infos.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=meta.num_rows))
+        info = DatasetInfo(features=Features.from_arrow_schema(schema), config_name=name, splits=split_infos)
+        info.download_size = sum(path.stat().st_size for path in files.values())
+        info.dataset_size = sum(split.num_bytes for split in split_infos.values())
+        infos[name] = info
+    DatasetInfosDict(infos).to_dataset_card_data(card.data)
 
 
 def _size_category(n: int) -> str:

@@ -492,15 +492,20 @@ def _write_outputs(
     out: Path, task: GuardrailTask, config: BarredConfig, train: Dataset, rejected: Dataset,
     decomposition: Dataset, stats: dict[str, Any],
 ) -> None:
-    from .dataset_card import make_dataset_card
+    from .dataset_card import add_dataset_info, make_dataset_card
 
+    written: dict[str, dict[str, str]] = {}
     for split, ds in (("train", train), ("rejected", rejected), ("decomposition", decomposition)):
         path = out / DATA_FILES[split]
         path.parent.mkdir(parents=True, exist_ok=True)
         if len(ds) or split == "train" and not len(rejected):  # an empty split is left out of the card's configs
             ds.to_parquet(str(path))
+            config_name, split_name = ("decomposition", "train") if split == "decomposition" else ("default", split)
+            written.setdefault(config_name, {})[split_name] = DATA_FILES[split]
         elif path.exists():
             path.unlink()
     (out / "summary.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    make_dataset_card(task, config, stats).save(str(out / "README.md"))
+    card = make_dataset_card(task, config, stats)
+    add_dataset_info(card, out, written)
+    card.save(str(out / "README.md"))
     task.save(out / "task.yaml")  # `barred train DIR` reads the rule and label names from it

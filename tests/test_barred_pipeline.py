@@ -64,6 +64,20 @@ def test_run_writes_a_loadable_hub_style_folder(scripted, tmp_path):
     assert sum(stats["debate_paths"].values()) == sum(r["debated"] for r in stats["acceptance_by_refinement"].values())
 
 
+def test_a_new_run_into_the_same_folder_is_what_load_dataset_returns(scripted, tmp_path):
+    # datasets keys its cache for a folder with YAML `configs` on the card's dataset_info, not on
+    # the files: without dataset_info in the card, the second load would return the first run.
+    engine, _ = scripted
+    out, hf_cache = tmp_path / "out", str(tmp_path / "hf_datasets")
+    run_barred(TASK, 2, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
+    first = load_dataset(str(out), cache_dir=hf_cache)["train"]
+    second_run = run_barred(TASK, 6, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
+    second = load_dataset(str(out), cache_dir=hf_cache)["train"]
+    assert len(second) == len(second_run.train) > len(first)
+    card = (out / "README.md").read_text()
+    assert f"num_examples: {len(second)}" in card and "dataset_info:" in card
+
+
 def test_refinement_bound_and_rejection(scripted, tmp_path):
     engine, script = scripted
     script.verdict = lambda text, round_, judge: ("yes", "no")[judge]  # the judges never agree

@@ -127,3 +127,46 @@ def test_importing_hf_barred_does_not_import_vllm_or_torch():
     root = Path(hf_barred.llm.__file__).parents[2]  # the repository (or site-packages) holding hf_barred
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xgrammar") is None, reason="constrained decoding needs xgrammar")
+def test_json_schema_is_enforced_by_constrained_decoding(engine):
+    from hf_barred.llm.structured import parse_json_answer
+
+    assert engine.supports_json_schema
+    schema = {
+        "type": "object",
+        "properties": {"reasoning": {"type": "string", "maxLength": 40}, "label": {"type": "string", "enum": ["yes", "no"]}},
+        "required": ["reasoning", "label"], "additionalProperties": False,
+    }
+    questions = ["Is 'take two aspirin' health advice?", "Is 'the gym opens at 9' health advice?", "Say something."]
+    params = SamplingParams(max_tokens=48, temperature=0.8, seed=3, json_schema=schema)
+    answers = engine.chat([user(q) for q in questions], params)
+    for answer in answers:  # a 135M model, sampled: without the grammar it rarely writes this JSON
+        data, error = parse_json_answer(answer.text, schema)
+        assert error is None, answer.text
+        assert list(data) == ["reasoning", "label"] and len(data["reasoning"]) <= 40
+        assert answer.finish_reason == "stop"
+
+
+def test_a_grammar_the_vocabulary_cannot_satisfy_falls_back_to_free_decoding():
+    import torch
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    from hf_barred.llm._constrained import JsonSchemaLogitsProcessor
+    from hf_barred.stages.decompose import embedder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedder_path("embedded"))  # WordPiece: no space token
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, stop_token_ids=[tokenizer.sep_token_id])
+    grammar = xgrammar.GrammarCompiler(info).compile_json_schema('{"type": "object"}', any_whitespace=False)
+    processor = JsonSchemaLogitsProcessor(grammar, batch_size=2)
+    scores = processor(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, info.vocab_size))
+    assert torch.isfinite(scores).sum() == 2  # '{' for both rows
+    brace, quote, colon, a = tokenizer.convert_tokens_to_ids(["{", '"', ":", "a"])
+    for generated in ([brace], [brace, quote], [brace, quote, a], [brace, quote, a, quote]):
+        scores = processor(torch.tensor([[0, *generated]] * 2), torch.zeros(2, info.vocab_size))
+        assert not torch.isfinite(scores).all(dim=-1).any()  # still masked: the grammar can go on
+    scores = processor(torch.tensor([[0, brace, quote, a, quote, colon]] * 2), torch.zeros(2, info.vocab_size))
+    # after ':' the grammar wants ' ', which this vocabulary lacks: the rows go on unconstrained
+    assert torch.isfinite(scores).all() and processor.active == [False, False]

@@ -66,3 +66,23 @@ def test_schema_is_sent_to_engines_that_constrain(tmp_path):
     engine = CachedBackend(Constraining(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "r.sqlite"))
     structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams())
     assert seen == [SCHEMA]
+
+
+def test_constrained_schema_is_decoded_with_and_schema_validates(tmp_path):
+    seen = []
+    strict = {**SCHEMA, "properties": {"label": {"type": "string", "enum": ["True", "False"]}}, "additionalProperties": False}
+
+    class Constraining(ScriptedBackend):
+        supports_json_schema = True
+
+        def chat(self, conversations, params, on_result=None):
+            seen.append(params.json_schema)
+            return super().chat(conversations, params, on_result)
+
+    # the engine ignored the strict schema (extra key): the lenient schema still decides validity
+    engine = CachedBackend(Constraining(lambda c: '{"label": "True", "confidence": 1, "extra": 1}'), ResponseCache(tmp_path / "r.sqlite"))
+    [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
+    assert seen == [strict] and result.ok and result.data["extra"] == 1
+    plain = CachedBackend(ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite"))
+    [result] = structured_chat(plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
+    assert result.ok  # an engine without constrained decoding is never sent a schema

@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset_card import make_augment_card
+    from ..dataset_card import add_dataset_info, make_augment_card
     from ..apt import POLICY_FEATURES, AugmentConfig, augment, load_labelled_data, load_policy_rows, save_augmented
     from ..llm import EngineConfig, EngineError, SamplingParams
     from ..stages.category_delete import CategoryDeleteConfig
@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
             rows = rows.select(range(min(args.limit, len(rows))))
         augmented, stats = augment(rows, config, **map_kwargs)
         output = save_augmented(augmented, stats, args.output)
-        make_augment_card(stats, source=str(args.dataset)).save(str(output / "README.md"))
+        card = make_augment_card(stats, source=str(args.dataset))
+        add_dataset_info(card, output, {"default": {"train": "data/train-00000-of-00001.parquet"}})
+        card.save(str(output / "README.md"))
     except (ValueError, TypeError, TaskFileError, FileNotFoundError, EngineError) as err:
         print(f"barred augment: error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ same folder serves vLLM (``vllm serve <folder>``). Any other local folder or Hub
 
 Conversations are sorted by prompt length and answered in micro-batches of
 ``EngineConfig.batch_size`` (left padding, the tokenizer's chat template); answers come back in
-the original order, and ``on_result`` is called after each micro-batch.
+the original order, and ``on_result`` is called after each micro-batch. With ``xgrammar``
+installed (the grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -22,6 +23,8 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +37,8 @@ from .config import EMBEDDED_MODEL, EngineConfig, default_cache_dir
 
 if TYPE_CHECKING:  # torch and transformers are imported when an engine is built, not on import
     import torch
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub id of the embedded model: its ``model_name`` in completions, caches and lineage."""
@@ -127,17 +132,36 @@ def _resolve_model(config: EngineConfig) -> tuple[str, str]:
     return model, config.model
 
 
+def _grammar_compiler(model: Any, tokenizer: Any, eos_ids: set[int], name: str) -> Any:
+    """An xgrammar compiler for this model's vocabulary, or None (constrained decoding off) when
+    xgrammar is not installed or cannot read the tokenizer."""
+    if importlib.util.find_spec("xgrammar") is None:
+        return None
+    import xgrammar
+
+    try:
+        logits_size = model.get_output_embeddings().weight.shape[0]  # may exceed len(tokenizer)
+        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=logits_size, stop_token_ids=sorted(eos_ids))
+    except Exception as err:  # an unusual tokenizer: validation and repair still work without it
+        logger.warning("Constrained decoding is off for %s: xgrammar cannot read its tokenizer (%s); "
+                       "JSON answers are validated and repaired instead.", name, err)
+        return None
+    return xgrammar.GrammarCompiler(info, max_threads=os.cpu_count() or 1)
+
+
 class LocalBackend:
     """transformers ``generate`` behind the :class:`~hf_barred.llm.base.Backend` interface.
 
     Greedy when ``temperature == 0``, else sampling with ``temperature`` and ``top_p``; the torch
     RNG is seeded with ``params.seed`` before each micro-batch, so a rerun with the same batches
     gives the same answers (sampled answers depend on which conversations share a micro-batch).
-    JSON schemas are not enforced here (``supports_json_schema = False``): the structured layer
-    validates and repairs instead.
+    JSON schemas are enforced by constrained decoding when ``xgrammar`` (the grammar engine vLLM
+    uses) is installed: every generated token is masked to what the schema allows, so an answer
+    that is not cut by ``max_tokens`` parses. Without it (``supports_json_schema`` is False), the
+    structured layer validates and repairs instead.
     """
 
-    supports_json_schema = False
+    supports_json_schema: bool
 
     def __init__(
         self,
@@ -146,6 +170,7 @@ class LocalBackend:
         model_name: str,
         batch_size: int = 8,
         progress: Optional[bool] = None,
+        constrained: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -160,6 +185,9 @@ class LocalBackend:
             eos = tokenizer.eos_token_id
         self._eos_ids: set[int] = set(eos if isinstance(eos, (list, tuple)) else [eos])
         self._context = getattr(model.config, "max_position_embeddings", None)
+        self._grammar_compiler = _grammar_compiler(model, tokenizer, self._eos_ids, model_name) if constrained else None
+        self.supports_json_schema = self._grammar_compiler is not None
+        self._grammars: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: EngineConfig, progress: Optional[bool] = None) -> "LocalBackend":
@@ -234,12 +262,24 @@ class LocalBackend:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.json_schema is not None and self.supports_json_schema and not params.stop:  # a stop string may cut the JSON
+            kwargs["logits_processor"] = [self._json_processor(params.json_schema, len(prompts))]
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
         generated = output[:, inputs["input_ids"].shape[1] :].tolist()
         return [self._completion(ids, len(prompt), params) for ids, prompt in zip(generated, prompts)]
+
+    def _json_processor(self, schema: dict[str, Any], batch_size: int) -> Any:
+        """A fresh logits processor (one per ``generate``) for ``schema``, compiled once."""
+        from ._constrained import JsonSchemaLogitsProcessor
+
+        key = json.dumps(schema)  # property order kept: the grammar writes the properties in this order
+        if key not in self._grammars:
+            # No free whitespace between tokens: small models otherwise pad with newlines until max_tokens.
+            self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+        return JsonSchemaLogitsProcessor(self._grammars[key], batch_size)
 
     def _completion(self, ids: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
         """Text, usage and finish reason of one generated row (eos and padding removed)."""

@@ -1,7 +1,9 @@
 """JSON-schema answers: constrained where the engine can, else validate and repair (bounded).
 
-Engines that support constrained decoding (vLLM guided JSON, OpenAI ``response_format``) get the
-schema with the request. Every answer is then parsed and validated with ``jsonschema``; an answer
+Engines that support constrained decoding (vLLM guided JSON, OpenAI ``response_format``, the local
+engine with ``xgrammar``) get the schema with the request — or a stricter ``constrained_schema``
+(closed enums, bounded string lengths so that the answer ends within ``max_tokens``) that the
+answer must then follow. Every answer is then parsed and validated with ``jsonschema``; an answer
 that fails is sent back once per repair round, in one batched call, with the validation error,
 at most ``max_repairs`` times. A row that still fails keeps its raw text and its error: it is
 counted, never dropped or silently replaced by ``None``.
@@ -94,13 +96,16 @@ def structured_chat(
     params: SamplingParams,
     stage: str = "",
     max_repairs: int = 2,
+    constrained_schema: Optional[dict[str, Any]] = None,
 ) -> list[StructuredResult]:
     """Ask every conversation for a JSON object following ``schema``; one batched call per round.
 
     ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
+    ``constrained_schema`` (default: ``schema``) is what an engine with constrained decoding decodes
+    with; it should accept only answers that ``schema`` accepts. Answers are validated with ``schema``.
     """
     if engine.supports_json_schema:
-        params = params.replace(json_schema=schema)
+        params = params.replace(json_schema=constrained_schema or schema)
     schema_text = json.dumps(schema, ensure_ascii=False)
     current = [list(conv) for conv in conversations]
     results: list[Optional[StructuredResult]] = [None] * len(conversations)

@@ -59,6 +59,17 @@ class LLMStageConfig:
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed).replace(**changes)
 
 
+def string_budget(max_tokens: int, fields: int = 1, overhead_tokens: int = 0) -> int:
+    """The ``maxLength`` of each of ``fields`` JSON strings that, with ``overhead_tokens`` of keys
+    and punctuation, lets a constrained answer close within ``max_tokens`` (at a conservative 3
+    characters per token; English runs at about 4).
+
+    >>> string_budget(128, fields=2, overhead_tokens=10)
+    177
+    """
+    return max(8, (max_tokens - overhead_tokens) * 3 // fields)
+
+
 def engine_for(config: EngineConfig) -> Any:
     """The cached engine of ``config``, looked up inside the worker process (never a live client
     in ``fn_kwargs``). Goes through :func:`hf_barred.llm.get_engine` at call time, so tests can

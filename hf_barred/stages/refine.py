@@ -28,7 +28,7 @@ from ._common import load_prompt, map_stage, rows, stage_fingerprint
 from .debate import _input_text
 from .generate import write_samples
 
-STAGE_VERSION = "2"  # 2: reasoning optional in the answer
+STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class RefineConfig(LLMStageConfig):
     """Refinement (shared ``engine``, ``prompt_version``, ``max_tokens``, ``temperature``, ``seed``,
     ``max_repairs``); ``max_dissent_chars`` bounds the dissent shown to the generator."""
 
-    max_tokens: int = field(default=80, metadata={"help": "Maximum tokens of one rewritten sample."})
+    max_tokens: int = field(default=128, metadata={"help": "Maximum tokens of one rewritten sample."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the rewriter."})
     max_dissent_chars: int = field(default=400, metadata={"help": "Characters of dissent shown to the generator."})
 
