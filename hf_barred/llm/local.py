@@ -262,7 +262,7 @@ class LocalBackend:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if params.json_schema is not None and self.supports_json_schema and not params.stop:  # a stop string may cut the JSON
+        if params.json_schema is not None and self.supports_json_schema:
             kwargs["logits_processor"] = [self._json_processor(params.json_schema, len(prompts))]
         if params.seed is not None:
             torch.manual_seed(params.seed)
