@@ -168,6 +168,23 @@ class TestInProcess:
         check_structured(engine.chat(
             [user("Is the sky blue? Answer in JSON."), user("Is 7 an even number? Answer in JSON.")], params))
 
+    def test_the_stages_strict_schemas_decode_under_vllm(self, engine):
+        # the grammars BARRED and APT stages decode with: bounded lengths, enums, a pattern
+        import jsonschema
+
+        from hf_barred.stages.debate import judge_grammar
+        from hf_barred.stages.decompose import InstantiateConfig, instantiations_grammar
+        from hf_barred.stages.generate import sample_grammar
+        from hf_barred.stages.guideline_edit import edit_grammar
+
+        cases = [(judge_grammar(64), 64), (sample_grammar("task_and_response", 128), 128),
+                 (instantiations_grammar(InstantiateConfig()), 128), (edit_grammar(256), 256)]
+        for schema, max_tokens in cases:
+            params = SamplingParams(max_tokens=max_tokens, temperature=0.7, seed=5, json_schema=schema)
+            for answer in engine.chat([user("Does 'take two aspirin' give health advice? Answer in JSON.")] * 2, params):
+                assert answer.finish_reason == "stop", answer.text
+                jsonschema.validate(json.loads(answer.text), schema)
+
     def test_a_too_long_prompt_fails_alone(self, engine):
         long = user("word " * (MAX_MODEL_LEN + 100))
         answers = engine.chat([user("Say hi."), long, user("Say bye.")], SamplingParams(max_tokens=4, temperature=0))
