@@ -109,6 +109,7 @@ class DebateConfig(LLMStageConfig):
 
     judges: tuple[str, ...] = field(default=("recall", "strict"), metadata={"help": "Judge personas (k judges)."})
     rounds: int = field(default=2, metadata={"help": "Maximum debate rounds T (the paper uses 2)."})
+    prompt_version: str = field(default="v2", metadata={"help": "Version of the judge prompt (v2: a yes and a no example)."})
     max_tokens: int = field(default=64, metadata={"help": "Maximum tokens of one judge answer."})
     temperature: float = field(default=0.0, metadata={"help": "Judges' sampling temperature (0: greedy)."})
     advocate_max_tokens: int = field(default=40, metadata={"help": "Maximum tokens of the advocate's argument."})
