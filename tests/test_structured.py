@@ -53,36 +53,34 @@ def test_failures_after_the_bound_keep_raw_text_and_error(tmp_path):
     assert len(backend.sent) == 3
 
 
+class Constraining(ScriptedBackend):
+    """A scripted engine that claims constrained decoding and records the schemas it is sent."""
+
+    supports_json_schema = True
+
+    def __init__(self, reply):
+        super().__init__(reply)
+        self.schemas = []
+
+    def chat(self, conversations, params, on_result=None):
+        self.schemas.append(params.json_schema)
+        return super().chat(conversations, params, on_result)
+
+
 def test_schema_is_sent_to_engines_that_constrain(tmp_path):
-    seen = []
-
-    class Constraining(ScriptedBackend):
-        supports_json_schema = True
-
-        def chat(self, conversations, params, on_result=None):
-            seen.append(params.json_schema)
-            return super().chat(conversations, params, on_result)
-
-    engine = CachedBackend(Constraining(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "r.sqlite"))
-    structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams())
-    assert seen == [SCHEMA]
+    backend = Constraining(lambda c: '{"label": "True", "confidence": 1}')
+    structured_chat(CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite")), [[{"role": "user", "content": "x"}]],
+                    SCHEMA, SamplingParams())
+    assert backend.schemas == [SCHEMA]
 
 
 def test_constrained_schema_is_decoded_with_and_schema_validates(tmp_path):
-    seen = []
     strict = {**SCHEMA, "properties": {"label": {"type": "string", "enum": ["True", "False"]}}, "additionalProperties": False}
-
-    class Constraining(ScriptedBackend):
-        supports_json_schema = True
-
-        def chat(self, conversations, params, on_result=None):
-            seen.append(params.json_schema)
-            return super().chat(conversations, params, on_result)
-
     # the engine ignored the strict schema (extra key): the lenient schema still decides validity
-    engine = CachedBackend(Constraining(lambda c: '{"label": "True", "confidence": 1, "extra": 1}'), ResponseCache(tmp_path / "r.sqlite"))
+    backend = Constraining(lambda c: '{"label": "True", "confidence": 1, "extra": 1}')
+    engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
     [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
-    assert seen == [strict] and result.ok and result.data["extra"] == 1
+    assert backend.schemas == [strict] and result.ok and result.data["extra"] == 1
     plain = CachedBackend(ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite"))
     [result] = structured_chat(plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
     assert result.ok  # an engine without constrained decoding is never sent a schema
