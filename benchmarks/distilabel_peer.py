@@ -1,7 +1,8 @@
 """The distilabel peer of ``bench_barred_vs_distilabel.py``: BARRED's generate + judge work as a
 distilabel 1.5 pipeline. Run it with the python of its own venv (distilabel's pins may clash with
 hf_barred's); it does not import hf_barred. It renders hf_barred's own prompt templates
-(``hf_barred/prompts/*/v1.jinja``) with jinja2, so both systems send the same prompts.
+(``hf_barred/prompts/<name>/<version>.jinja``, the versions and ``max_tokens`` of hf_barred's
+defaults) with jinja2, so both systems send the same prompts.
 
 Pipeline (k judges, T rounds; every LLM step is a custom ``Task`` on an ``OpenAILLM``, which builds its
 conversation in ``format_input`` from the row's columns; ``merge_rt`` joins the judges' branches)::
@@ -52,9 +53,13 @@ _NO = {"no", "false", "0", "not applies", "does not apply", "negative", "n"}
 
 
 # --- prompts (the same templates and chat splitting as hf_barred) ---------------------------------------
+PROMPT_VERSIONS = {"generate": "v1", "judge": "v2", "advocate": "v1"}
+"""hf_barred's default prompt versions (GenerateConfig, DebateConfig)."""
+
+
 def load_template(prompts: str, name: str) -> jinja2.Template:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-    return env.from_string((Path(prompts) / name / "v1.jinja").read_text(encoding="utf-8"))
+    return env.from_string((Path(prompts) / name / f"{PROMPT_VERSIONS[name]}.jinja").read_text(encoding="utf-8"))
 
 
 def render(template: jinja2.Template, **variables: Any) -> list[dict[str, str]]:
@@ -276,11 +281,11 @@ def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) 
     leaves = []
     with Pipeline(name=f"barred-peer-{args.mode}-{run_index}", cache_dir=args.cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load", data=rows, batch_size=B)
-        prev = GenerateSample(name="generate", llm=llm(args, 80, 0.8), **task_kwargs)
+        prev = GenerateSample(name="generate", llm=llm(args, 128, 0.8), **task_kwargs)
         load >> prev
         for t in range(1, T + 1):
             judges = [Judge(name=f"judge{j}_r{t}", judge=j, round=t, judges=k, prompts=args.prompts,
-                            llm=llm(args, 48, 0.0), **task_kwargs) for j in range(k)]
+                            llm=llm(args, 64, 0.0), **task_kwargs) for j in range(k)]
             merge = MergeRound(name=f"merge_r{t}", round=t, judges=k, rounds=T, input_batch_size=B)
             prev >> judges >> merge
             if t == T:
