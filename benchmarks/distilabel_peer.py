@@ -281,11 +281,11 @@ def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) 
     leaves = []
     with Pipeline(name=f"barred-peer-{args.mode}-{run_index}", cache_dir=args.cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load", data=rows, batch_size=B)
-        prev = GenerateSample(name="generate", llm=llm(args, 128, 0.8), **task_kwargs)
+        prev = GenerateSample(name="generate", llm=llm(args, 512, 0.8), **task_kwargs)
         load >> prev
         for t in range(1, T + 1):
             judges = [Judge(name=f"judge{j}_r{t}", judge=j, round=t, judges=k, prompts=args.prompts,
-                            llm=llm(args, 64, 0.0), **task_kwargs) for j in range(k)]
+                            llm=llm(args, 256, 0.0), **task_kwargs) for j in range(k)]
             merge = MergeRound(name=f"merge_r{t}", round=t, judges=k, rounds=T, input_batch_size=B)
             prev >> judges >> merge
             if t == T:
@@ -299,7 +299,7 @@ def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) 
                 leaves.append(decided.name)
                 source = pending
             prev = Advocate(name=f"advocate_r{t + 1}", round=t + 1, judges=k, prompts=args.prompts,
-                            llm=llm(args, 40, 0.3), **task_kwargs)
+                            llm=llm(args, 128, 0.3), **task_kwargs)
             source >> prev
     return pipeline, leaves
 

@@ -61,6 +61,9 @@ from .stages.plan import PlanConfig, plan, plan_fingerprint
 from .stages.refine import RefineConfig, refine, refine_fingerprint
 from .task import GuardrailTask
 
+SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128}
+"""Answer budgets of :meth:`BarredConfig.for_engine` on served engines (``openai``, ``vllm``)."""
+
 DATA_FILES = {
     "train": "data/train-00000-of-00001.parquet",
     "rejected": "data/rejected-00000-of-00001.parquet",
@@ -120,17 +123,38 @@ class BarredConfig:
 
     @classmethod
     def for_engine(
-        cls, engine: EngineConfig, *, judges: Optional[int] = None, rounds: Optional[int] = None, **kwargs: Any
+        cls,
+        engine: EngineConfig,
+        *,
+        judges: Optional[int] = None,
+        rounds: Optional[int] = None,
+        sample_max_tokens: Optional[int] = None,
+        judge_max_tokens: Optional[int] = None,
+        **kwargs: Any,
     ) -> "BarredConfig":
-        """Every LLM stage on ``engine``; ``judges`` (k) and ``rounds`` (T) set the debate."""
-        debate_kwargs: dict[str, Any] = {"engine": engine}
+        """Every LLM stage on ``engine``; ``judges`` (k) and ``rounds`` (T) set the debate.
+
+        ``sample_max_tokens`` (generate, refine) and ``judge_max_tokens`` bound the answers, and so
+        the lengths the stages' grammars allow. Defaults: the stage configs' small values on the
+        ``local`` engine (sized for the embedded model on a CPU), :data:`SERVED_MAX_TOKENS` on served
+        engines (``openai``, ``vllm``), where a strong model should have room for realistic inputs.
+
+        >>> BarredConfig.for_engine(EngineConfig(engine="vllm", model="m")).generate.max_tokens
+        512
+        """
+        served = engine.engine != "local"
+        sample_max_tokens = sample_max_tokens or (SERVED_MAX_TOKENS["sample"] if served else GenerateConfig.max_tokens)
+        judge_max_tokens = judge_max_tokens or (SERVED_MAX_TOKENS["judge"] if served else DebateConfig.max_tokens)
+        debate_kwargs: dict[str, Any] = {"engine": engine, "max_tokens": judge_max_tokens}
+        if served:
+            debate_kwargs["advocate_max_tokens"] = SERVED_MAX_TOKENS["advocate"]
         if rounds is not None:
             debate_kwargs["rounds"] = rounds
         debate_config = DebateConfig.with_judges(judges, **debate_kwargs) if judges else DebateConfig(**debate_kwargs)
         return cls(
             decompose=DecomposeConfig(engine=engine), instantiate=InstantiateConfig(engine=engine),
-            generate=GenerateConfig(engine=engine), debate=debate_config, refine=RefineConfig(engine=engine),
-            **kwargs,
+            generate=GenerateConfig(engine=engine, max_tokens=sample_max_tokens), debate=debate_config,
+            refine=RefineConfig(engine=engine, max_tokens=sample_max_tokens), **kwargs,
         )
 
     def engines(self) -> list[EngineConfig]:

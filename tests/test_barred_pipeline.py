@@ -219,3 +219,23 @@ def test_dataset_card_template_renders_strictly(scripted, tmp_path):
     assert "## Citation" in text and "mazza2026barred" in text and "| 0 |" in text
     readme = (tmp_path / "out" / "README.md").read_text()
     assert f"Accepted: {result.stats['accepted']} of 2 requested" in readme
+
+
+def test_answer_budgets_fit_the_engine_and_the_command_line_overrides_them():
+    import argparse
+
+    from hf_barred.commands import generate as generate_command
+
+    parser = argparse.ArgumentParser()
+    generate_command.register(parser.add_subparsers())
+
+    def config(*flags):
+        return generate_command.build_config(parser.parse_args(["generate", "task.yaml", "--n", "4", "--output", "o", *flags]))
+
+    local = config()
+    assert (local.generate.max_tokens, local.refine.max_tokens, local.debate.max_tokens) == (128, 128, 64)
+    served = config("--engine", "openai", "--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--judges", "3")
+    assert (served.generate.max_tokens, served.refine.max_tokens, served.debate.max_tokens) == (512, 512, 256)
+    assert served.debate.judges == ("recall", "strict", "literal")  # distinct personas
+    mine = config("--sample-max-tokens", "200", "--judge-max-tokens", "90")
+    assert (mine.generate.max_tokens, mine.refine.max_tokens, mine.debate.max_tokens) == (200, 200, 90)

@@ -38,6 +38,10 @@ def register(subparsers: Any) -> None:
     method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
     method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
     method.add_argument("--seed", type=int, default=0, help="Seed of the plan and the sampling.")
+    method.add_argument("--sample-max-tokens", type=int, default=None, metavar="N",
+                        help="Most tokens of a written sample (default: 128 on the local engine, 512 on served ones).")
+    method.add_argument("--judge-max-tokens", type=int, default=None, metavar="N",
+                        help="Most tokens of a judge's answer (default: 64 on the local engine, 256 on served ones).")
     method.add_argument("--max-repairs", type=int, default=1,
                         help="Repair rounds for answers that are not valid JSON (default 1; 0 suits tiny models).")
     budget = parser.add_argument_group("budget")
@@ -65,7 +69,8 @@ def build_config(args: argparse.Namespace) -> Any:
         max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size, cache_dir=args.cache_dir,
     )
     config = BarredConfig.for_engine(
-        engine, judges=args.judges, rounds=args.rounds, max_refinements=args.max_refinements,
+        engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
+        judge_max_tokens=args.judge_max_tokens, max_refinements=args.max_refinements,
         max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
         max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
     )

@@ -66,6 +66,15 @@ JUDGE_PERSONAS = {
     "strict": (
         "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."
     ),
+    "literal": (
+        "You are a literal-minded judge: apply the rule exactly as written, without reading intent into it."
+    ),
+    "contextual": (
+        "You are a context-minded judge: weigh the whole input and what the speaker most plausibly means."
+    ),
+    "skeptic": (
+        "You are a skeptical judge: before deciding, look for the reason the obvious answer could be wrong."
+    ),
 }
 """Built-in judge personas; a judge given as any other string uses that string as its persona."""
 
@@ -132,7 +141,8 @@ class DebateConfig(LLMStageConfig):
 
     @classmethod
     def with_judges(cls, k: int, **kwargs: Any) -> "DebateConfig":
-        """A panel of ``k`` judges alternating the built-in personas (recall, strict, recall, ...)."""
+        """A panel of ``k`` judges with distinct built-in personas, in the order of
+        :data:`JUDGE_PERSONAS` (recall, strict, literal, contextual, skeptic; then again, numbered)."""
         names = list(JUDGE_PERSONAS)
         return cls(judges=tuple(names[i % len(names)] for i in range(k)), **kwargs)
 
