@@ -59,7 +59,7 @@ from .stages.decompose import (
 from .stages.generate import GenerateConfig, generate, generate_fingerprint
 from .stages.plan import PlanConfig, plan, plan_fingerprint
 from .stages.refine import RefineConfig, refine, refine_fingerprint
-from .task import GuardrailTask
+from .task import GuardrailTask, TaskFileError
 
 SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128}
 """Answer budgets of :meth:`BarredConfig.for_engine` on served engines (``openai``, ``vllm``)."""
@@ -143,8 +143,10 @@ class BarredConfig:
         512
         """
         served = engine.engine != "local"
-        sample_max_tokens = sample_max_tokens or (SERVED_MAX_TOKENS["sample"] if served else GenerateConfig.max_tokens)
-        judge_max_tokens = judge_max_tokens or (SERVED_MAX_TOKENS["judge"] if served else DebateConfig.max_tokens)
+        if sample_max_tokens is None:
+            sample_max_tokens = SERVED_MAX_TOKENS["sample"] if served else GenerateConfig.max_tokens
+        if judge_max_tokens is None:
+            judge_max_tokens = SERVED_MAX_TOKENS["judge"] if served else DebateConfig.max_tokens
         debate_kwargs: dict[str, Any] = {"engine": engine, "max_tokens": judge_max_tokens}
         if served:
             debate_kwargs["advocate_max_tokens"] = SERVED_MAX_TOKENS["advocate"]
@@ -532,4 +534,16 @@ def _write_outputs(
     card = make_dataset_card(task, config, stats)
     add_dataset_info(card, out, written)
     card.save(str(out / "README.md"))
-    task.save(out / "task.yaml")  # `barred train DIR` reads the rule and label names from it
+    _save_task(task, out / "task.yaml")  # `barred train DIR` reads the rule and label names from it
+
+
+def _save_task(task: GuardrailTask, path: Path) -> None:
+    """Write ``task`` to ``path`` unless the file there already holds it (which may be the user's own
+    task file, with comments and layout worth keeping, when ``--output`` is its folder)."""
+    if path.is_file():
+        try:
+            if GuardrailTask.load(path).to_dict() == task.to_dict():
+                return
+        except TaskFileError:
+            pass
+    task.save(path)

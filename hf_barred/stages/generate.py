@@ -53,7 +53,7 @@ def sample_grammar(input_type: str, max_tokens: int) -> dict[str, Any]:
     input_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) * 7 // 10  # 70 % for the input
     reasoning_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) - input_chars
     properties = {key: {"type": "string", "minLength": 1, "maxLength": input_chars // len(keys)} for key in keys}
-    properties["reasoning"] = {"type": "string", "maxLength": max(8, reasoning_chars)}
+    properties["reasoning"] = {"type": "string", "minLength": 1, "maxLength": max(8, reasoning_chars)}
     return {"type": "object", "properties": properties, "required": keys + ["reasoning"], "additionalProperties": False}
 
 
