@@ -114,9 +114,10 @@ def outcome(labels_by_round: list[list[str]], target: str, rounds: int) -> tuple
 
 # --- custom tasks and steps ------------------------------------------------------------------------------
 class _Templates:
-    """Mix-in: loads hf_barred's templates in ``load()`` (inside the step's process)."""
+    """Mix-in (before ``Task``): loads hf_barred's templates in ``load()`` (inside the step's process)."""
 
-    def _load_templates(self) -> None:
+    def load(self) -> None:
+        super().load()
         self._tpl = {name: load_template(self.prompts, name) for name in ("judge", "advocate")}
 
 
@@ -167,10 +168,6 @@ class Judge(_Templates, Task):
     prompts: str
     _tpl: Any = PrivateAttr(None)
 
-    def load(self) -> None:
-        super().load()
-        self._load_templates()
-
     @property
     def inputs(self) -> list[str]:
         return ["text"] if self.round == 1 else [f"adv_r{self.round}_raw", "labels_by_round"]
@@ -193,10 +190,6 @@ class Advocate(_Templates, Task):
     judges: int
     prompts: str
     _tpl: Any = PrivateAttr(None)
-
-    def load(self) -> None:
-        super().load()
-        self._load_templates()
 
     @property
     def inputs(self) -> list[str]:

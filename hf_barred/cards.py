@@ -65,7 +65,8 @@ def template_path(name: str = "model_card.md") -> Path:
     )
 
 
-def _library_version() -> str:
+def library_version() -> str:
+    """The installed hf_barred version, for cards ("(development version)" from a source tree)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -155,7 +156,7 @@ def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: O
         "global_step": spec.training.get("global_step", "not recorded"),
         "training_settings": [(k, settings[k]) for k in CARD_SETTINGS if k in settings],
         "data_method": spec.training.get("data_method", "labelled"),
-        "library_version": _library_version(),
+        "library_version": library_version(),
     }
     return card_data, variables
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional, Union
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .cards import template_path
+from .cards import library_version, template_path
 
 CITATION = """@misc{mazza2026barred,
   title         = {BARRED: Synthetic Training of Custom Policy Guardrails via Asymmetric Debate},
@@ -94,15 +94,6 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
-def _library_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hf_barred")
-    except PackageNotFoundError:
-        return "(development version)"
-
-
 def make_dataset_card(
     task: Any,
     config: Any,
@@ -141,7 +132,7 @@ def card_variables(
     model = stats.get("engine_model") or stats["model"]["model"]
     return dict(
         pretty_name=f"BARRED: {task.name}",
-        library_version=_library_version(),
+        library_version=library_version(),
         criterion=task.criterion,
         labels=list(task.labels),
         input_type=task.input_type,
@@ -210,7 +201,7 @@ def augment_card_variables(
     edit = config.get("guideline_edit") or {}
     return dict(
         pretty_name="APT-augmented guardrail data",
-        library_version=_library_version(),
+        library_version=library_version(),
         max_deleted=(config.get("category_delete") or {}).get("max_deleted", 5),
         model=(edit.get("engine") or {}).get("model", "none (guideline editing off)"),
         source=source,
