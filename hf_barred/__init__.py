@@ -2,7 +2,7 @@
 
 BARRED (boundary-case generation validated by debate) and APT (policy perturbations) on the
 Hugging Face stack: every stage is a ``Dataset.map`` transform, every artefact goes to the Hub
-with a generated card. Heavy modules (pipeline, training, inference) load on first use, so
+with a generated card. Heavy modules (recipes, training, inference) load on first use, so
 ``import hf_barred`` stays light.
 
 Example:
@@ -24,11 +24,11 @@ from .task import GuardrailTask, Seed
 from .taxonomy import Category, Taxonomy
 
 _LAZY = {
-    "BarredConfig": "pipeline",
-    "run_barred": "pipeline",
-    "AugmentConfig": "apt",
-    "augment": "apt",
-    "load_policy_rows": "apt",
+    "BarredConfig": "recipes.barred",
+    "run_barred": "recipes.barred",
+    "AugmentConfig": "recipes.apt",
+    "augment": "recipes.apt",
+    "load_policy_rows": "policy",
     "Guardrail": "guardrail",
     "GuardrailConfig": "train",
     "train_guardrail": "train",

@@ -8,11 +8,11 @@ import datasets
 import pytest
 
 from hf_barred import llm
-from hf_barred.apt import policy_rows
+from hf_barred.policy import policy_rows
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines
-from hf_barred.stages import _common
+from hf_barred.stages import common
 from hf_barred.stages import guideline_edit as guideline_edit_module
-from hf_barred.stages._common import Prompt, load_prompt
+from hf_barred.prompting import Prompt, load_prompt
 from hf_barred.stages.guideline_edit import EDIT_SCHEMA, GuidelineEditConfig, apply_edit, guideline_edit
 from hf_barred.taxonomy import Category, Taxonomy
 from scripted_backend import ScriptedBackend
@@ -208,8 +208,8 @@ def test_fingerprint_changes_with_prompt_and_config_not_with_throughput(scripted
     monkeypatch.setattr(guideline_edit_module, "load_prompt",
                         lambda name, version: Prompt(name, version, original.text + "\nBe brief."))
     assert fingerprint(base) != reference
-    assert _common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base) != \
-        _common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base)
+    assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base) != \
+        common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base)
 
 
 def test_unknown_prompt_version_is_a_clear_error():

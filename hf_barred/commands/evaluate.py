@@ -61,7 +61,7 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
                        max_tokens: Optional[int] = None, columns: Optional[dict[str, Optional[str]]] = None,
                        positive_label: Optional[str] = None) -> dict[str, Any]:
     """Evaluate a guardrail (``engine=None``) or a judge and write the report folder; returns the report."""
-    from ..apt import load_labelled_data
+    from ..data import load_labelled_data
     from ..metrics.evaluation import predict_with_guardrail, predict_with_judge, score
     from ..report import write_report
     from ..train.config import GuardrailConfig

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from accelerate import PartialState
 
-    from ..apt import load_labelled_data
+    from ..data import load_labelled_data
     from ..cards import write_model_card
     from ..train import train_guardrail
     from ..train.config import config_from_sources

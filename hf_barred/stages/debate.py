@@ -52,9 +52,11 @@ from typing import Any, Optional, Sequence
 from datasets import Dataset
 
 from ..llm.structured import structured_chat
-from ..schema import debated_features
-from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, normalize_label, split_chat, string_budget
-from ._common import load_prompt, map_stage, rows, stage_fingerprint
+from ..features import debated_features
+from ..answers import string_budget
+from ..prompting import load_prompt, split_chat
+from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
+from .labels import clean_text, normalize_label
 
 STAGE_VERSION = "3"  # 2: reasoning optional in a judge's answer; 3: strict schema for constrained decoding
 
@@ -187,7 +189,8 @@ def _confidence(value: Any) -> float:
     return min(max(c, 0.0), 1.0)
 
 
-def _input_text(record: dict[str, Any]) -> str:
+def input_text(record: dict[str, Any]) -> str:
+    """The text a judge reads for a sample row: the input, or the task and the response."""
     if record["input_type"] == "task_and_response":
         return f"Task: {record['task']}\nResponse: {record['text']}"
     return record["text"]
@@ -228,7 +231,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
                     _describe(n, a, r["labels"]) for n, a in zip(names, last[i]) if a["label"] != r["labels"][r["target"]]
                 )
                 advocate_conversations.append(split_chat(advocate_prompt.render(
-                    criterion=r["criterion"], input_text=_input_text(r), applies=r["target"] == 1,
+                    criterion=r["criterion"], input_text=input_text(r), applies=r["target"] == 1,
                     reasoning=r["reasoning"], objections=objections,
                 )))
             completions = engine.chat(
@@ -246,7 +249,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
             r = records[i]
             if t == 1:
                 conversations[i, j] = split_chat(judge_prompt.render(
-                    round=1, persona=persona_text(config.judges[j]), criterion=r["criterion"], input_text=_input_text(r),
+                    round=1, persona=persona_text(config.judges[j]), criterion=r["criterion"], input_text=input_text(r),
                 ))
             else:
                 others = "; ".join(_describe(n, a, r["labels"]) for k, (n, a) in enumerate(zip(names, last[i])) if k != j)
@@ -306,7 +309,7 @@ def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:
 
 
 def debate(ds: Dataset, config: Optional[DebateConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Generated rows -> debated rows (:func:`~hf_barred.schema.debated_features`): ``debate``,
+    """Generated rows -> debated rows (:func:`~hf_barred.features.debated_features`): ``debate``,
     ``accepted``, ``debate_path``, ``dissent``.
 
     Example:

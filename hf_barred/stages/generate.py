@@ -6,7 +6,7 @@ generator writes an input in the seed's domain and style, aligned with ``(d, v)`
 "response", "reasoning"}`` for ``task_and_response``). All rows of a batch go in one call.
 
 An answer that is not valid JSON (after ``max_repairs`` repair rounds), that has an empty input,
-or whose input mentions tests, models, dimensions or labels (:func:`~hf_barred.stages._barred.
+or whose input mentions tests, models, dimensions or labels (:func:`~hf_barred.stages.labels.
 forbidden_mention`) is a parse failure: the row keeps ``raw`` and ``error`` (``error_stage`` =
 ``"generate"``) and goes on to the rejected split, counted.
 
@@ -28,9 +28,11 @@ from datasets import Dataset
 
 from ..llm.base import Conversation
 from ..llm.structured import structured_chat
-from ..schema import generated_features
-from ._barred import LLMStageConfig, add_usage, clean_text, engine_for, forbidden_mention, split_chat, string_budget
-from ._common import load_prompt, map_stage, rows, stage_fingerprint
+from ..features import generated_features
+from ..answers import string_budget
+from ..prompting import load_prompt, split_chat
+from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
+from .labels import clean_text, forbidden_mention
 
 STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
 
@@ -142,8 +144,8 @@ def generate_fingerprint(ds: Dataset, config: GenerateConfig) -> str:
 
 
 def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Plan rows (:func:`~hf_barred.schema.plan_features`) -> generated rows
-    (:func:`~hf_barred.schema.generated_features`), one batched call per map batch.
+    """Plan rows (:func:`~hf_barred.features.plan_features`) -> generated rows
+    (:func:`~hf_barred.features.generated_features`), one batched call per map batch.
 
     Example:
         >>> from hf_barred.stages.generate import GenerateConfig, generate

@@ -16,7 +16,7 @@ an instantiation for ``y`` (a weak model's decomposition may be empty), the row 
 
 Example:
     >>> from datasets import Dataset
-    >>> from hf_barred.schema import instantiation_features
+    >>> from hf_barred.features import instantiation_features
     >>> from hf_barred.stages.plan import PlanConfig, plan
     >>> from hf_barred.task import GuardrailTask
     >>> task = GuardrailTask(criterion="The agent gives health advice.", labels=("no", "yes"),
@@ -41,10 +41,9 @@ from typing import Any, Optional
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ..schema import plan_features
+from ..features import plan_features
 from ..task import GuardrailTask
-from ._barred import zero_usage
-from ._common import config_identity, map_stage
+from .common import config_identity, map_stage, zero_usage
 
 STAGE_VERSION = "1"
 
@@ -149,7 +148,7 @@ def plan(
     **map_kwargs: Any,
 ) -> Dataset:
     """Instantiated dimension rows -> ``n`` plan rows numbered ``start .. start + n - 1``
-    (:func:`~hf_barred.schema.plan_features`)."""
+    (:func:`~hf_barred.features.plan_features`)."""
     config = config or PlanConfig()
     if n < 0 or start < 0:
         raise ValueError(f"plan: expected n >= 0 and start >= 0, found n={n}, start={start}.")
