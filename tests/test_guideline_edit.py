@@ -208,8 +208,9 @@ def test_fingerprint_changes_with_prompt_and_config_not_with_throughput(scripted
     monkeypatch.setattr(guideline_edit_module, "load_prompt",
                         lambda name, version: Prompt(name, version, original.text + "\nBe brief."))
     assert fingerprint(base) != reference
-    assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base) != \
-        common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base)
+    assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base, guideline_edit) != \
+        common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base,
+                                 guideline_edit)
 
 
 def test_unknown_prompt_version_is_a_clear_error():

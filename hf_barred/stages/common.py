@@ -2,8 +2,8 @@
 
 A stage is ``stage(ds, config, **map_kwargs) -> Dataset`` over a private batched row function.
 :func:`map_stage` runs that function with ``ds.map(batched=True)`` and a fingerprint computed from
-exactly what changes the output: the input dataset's fingerprint, datasets' hash of the row
-function, the stage name and version, the prompt texts, and the config with its engine reduced to
+exactly what changes the output: the input dataset's fingerprint, datasets' hash of the code of
+the row function and of the package functions it calls (:func:`code_fingerprint`), the stage name and version, the prompt texts, and the config with its engine reduced to
 :meth:`EngineConfig.identity` (so concurrency, timeouts and rate limits never invalidate a cached
 dataset).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import CodeType, FunctionType
 from typing import Any, Callable, Optional
 
 from datasets import Dataset, Features
@@ -27,9 +28,12 @@ from ..llm.config import EngineConfig
 from ..llm.structured import StructuredResult
 from ..prompting import Prompt
 
+_PACKAGE = __name__.split(".")[0]
+
 __all__ = [
     "LLMStageConfig",
     "add_usage",
+    "code_fingerprint",
     "config_identity",
     "engine_for",
     "map_stage",
@@ -94,8 +98,46 @@ def config_identity(value: Any) -> Any:
     return value
 
 
-def stage_fingerprint(ds: Dataset, stage: str, version: str, prompts: tuple[Prompt, ...], config: Any) -> str:
-    """The fingerprint of a stage's output dataset."""
+def code_fingerprint(function: Callable[..., Any]) -> str:
+    """datasets' :class:`~datasets.fingerprint.Hasher` over the code of ``function`` and of every
+    package function it calls, recursively (through its globals).
+
+    ``Hasher.hash(function)`` alone does not do: dill pickles a function that can be imported by
+    reference (its name), so an edit to a stage's code would keep its fingerprint and reuse stale
+    saved outputs. Code objects are hashed by value, without file path or line numbers, so moving
+    a function or checking it out elsewhere keeps the fingerprint.
+
+    >>> def one(batch): return {"y": [x + 1 for x in batch["x"]]}
+    >>> def two(batch): return {"y": [x + 2 for x in batch["x"]]}
+    >>> code_fingerprint(one) == code_fingerprint(two)
+    False
+    """
+    codes: list[Any] = []
+    seen: set[int] = set()
+    todo = [function]
+    while todo:
+        fn = todo.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        code = fn.__code__
+        codes.append((fn.__module__, fn.__qualname__, code))
+        names = set(code.co_names)
+        for const in code.co_consts:  # nested functions and comprehensions use globals too
+            if isinstance(const, CodeType):
+                names.update(const.co_names)
+        for name in sorted(names):
+            value = fn.__globals__.get(name)
+            if isinstance(value, FunctionType) and value.__module__.split(".")[0] == _PACKAGE:
+                todo.append(value)
+    return Hasher.hash(codes)
+
+
+def stage_fingerprint(ds: Dataset, stage: str, version: str, prompts: tuple[Prompt, ...], config: Any,
+                      function: Callable[..., Any]) -> str:
+    """The fingerprint of a stage's output dataset: the input's fingerprint, the stage name and
+    version, the prompt texts, the config's identity (no throughput knobs) and the code of the
+    batch ``function`` (:func:`code_fingerprint`)."""
     return Hasher.hash(
         {
             "input": ds._fingerprint,
@@ -103,6 +145,7 @@ def stage_fingerprint(ds: Dataset, stage: str, version: str, prompts: tuple[Prom
             "version": version,
             "prompts": [(p.id, p.text) for p in prompts],
             "config": config_identity(config),
+            "code": code_fingerprint(function),
         }
     )
 
@@ -126,7 +169,7 @@ def map_stage(
     """
     kwargs: dict[str, Any] = {"batch_size": 64, "desc": stage}
     kwargs.update(map_kwargs or {})
-    kwargs.setdefault("new_fingerprint", stage_fingerprint(ds, stage, version, prompts, config))
+    kwargs.setdefault("new_fingerprint", stage_fingerprint(ds, stage, version, prompts, config, function))
     return ds.map(
         function,
         batched=True,

@@ -305,7 +305,7 @@ def _prompts(config: DebateConfig) -> tuple:
 
 
 def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:
-    return stage_fingerprint(ds, "debate", STAGE_VERSION, _prompts(config), config)
+    return stage_fingerprint(ds, "debate", STAGE_VERSION, _prompts(config), config, _debate_batch)
 
 
 def debate(ds: Dataset, config: Optional[DebateConfig] = None, **map_kwargs: Any) -> Dataset:

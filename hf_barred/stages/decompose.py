@@ -187,7 +187,7 @@ def _extract_prompts(config: DecomposeConfig) -> tuple:
 
 def extract_dimensions_fingerprint(ds: Dataset, config: DecomposeConfig) -> str:
     """The fingerprint :func:`extract_dimensions` gives its output (used to reuse saved outputs)."""
-    return stage_fingerprint(ds, "extract_dimensions", STAGE_VERSION, _extract_prompts(config), config)
+    return stage_fingerprint(ds, "extract_dimensions", STAGE_VERSION, _extract_prompts(config), config, _extract_batch)
 
 
 def extract_dimensions(ds: Dataset, config: Optional[DecomposeConfig] = None, **map_kwargs: Any) -> Dataset:

@@ -140,7 +140,7 @@ def _prompts(config: GenerateConfig) -> tuple:
 
 
 def generate_fingerprint(ds: Dataset, config: GenerateConfig) -> str:
-    return stage_fingerprint(ds, "generate", STAGE_VERSION, _prompts(config), config)
+    return stage_fingerprint(ds, "generate", STAGE_VERSION, _prompts(config), config, _generate_batch)
 
 
 def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs: Any) -> Dataset:

@@ -150,7 +150,7 @@ def _instantiate_prompts(config: InstantiateConfig) -> tuple:
 
 
 def instantiate_fingerprint(ds: Dataset, config: InstantiateConfig) -> str:
-    return stage_fingerprint(ds, "instantiate", STAGE_VERSION, _instantiate_prompts(config), config)
+    return stage_fingerprint(ds, "instantiate", STAGE_VERSION, _instantiate_prompts(config), config, _instantiate_batch)
 
 
 def instantiate(ds: Dataset, config: Optional[InstantiateConfig] = None, **map_kwargs: Any) -> Dataset:

@@ -43,7 +43,7 @@ from datasets.fingerprint import Hasher
 
 from ..features import plan_features
 from ..task import GuardrailTask
-from .common import config_identity, map_stage, zero_usage
+from .common import code_fingerprint, config_identity, map_stage, zero_usage
 
 STAGE_VERSION = "1"
 
@@ -136,7 +136,7 @@ def plan_fingerprint(decomposition: Dataset, task: GuardrailTask, n: int, config
     """The fingerprint of ``plan(decomposition, task, n, config, start)``: a pure function of its inputs."""
     inputs = _inputs(decomposition, task, config)
     return Hasher.hash({"stage": "plan", "version": STAGE_VERSION, "start": start, "n": n,
-                        "inputs": config_identity(inputs)})
+                        "inputs": config_identity(inputs), "code": code_fingerprint(_plan_batch)})
 
 
 def plan(

@@ -72,7 +72,7 @@ def _prompts(config: RefineConfig) -> tuple:
 
 
 def refine_fingerprint(ds: Dataset, config: RefineConfig) -> str:
-    return stage_fingerprint(ds, "refine", STAGE_VERSION, _prompts(config), config)
+    return stage_fingerprint(ds, "refine", STAGE_VERSION, _prompts(config), config, _refine_batch)
 
 
 def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any) -> Dataset:
