@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 from hf_barred.llm.base import SamplingParams
@@ -84,3 +85,26 @@ def test_constrained_schema_is_decoded_with_and_schema_validates(tmp_path):
     plain = CachedBackend(ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite"))
     [result] = structured_chat(plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
     assert result.ok  # an engine without constrained decoding is never sent a schema
+
+
+def test_json_repair_mends_near_json_but_never_a_truncated_answer(tmp_path):
+    assert extract_json_object("{'label': 'True', 'confidence': 0.5,}") == {"label": "True", "confidence": 0.5}
+    assert extract_json_object('Here: {label: "False", confidence: 1}') == {"label": "False", "confidence": 1}
+    assert extract_json_object('{"label": "True", "confidence": 0.', repair=False) is None
+
+    class Truncating(ScriptedBackend):
+        def chat(self, conversations, params, on_result=None):
+            def cut_off(i, completion):
+                if on_result is not None:
+                    on_result(i, dataclasses.replace(completion, finish_reason="length"))
+
+            return [dataclasses.replace(c, finish_reason="length") for c in super().chat(conversations, params, cut_off)]
+
+    cut = '{"label": "True", "confidence": 0.9, "reasoning": "The user asks'
+    engine = CachedBackend(Truncating(lambda c: cut), ResponseCache(tmp_path / "t.sqlite"))
+    [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
+    assert result.data is None and result.raw == cut  # counted as a failure, raw text kept
+    assert "cut off at max_tokens" in result.error
+    mended = CachedBackend(ScriptedBackend(lambda c: "{'label': 'True', 'confidence': 1,}"), ResponseCache(tmp_path / "m.sqlite"))
+    [result] = structured_chat(mended, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
+    assert result.ok and result.data == {"label": "True", "confidence": 1} and result.attempts == 1
