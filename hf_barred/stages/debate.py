@@ -53,7 +53,7 @@ from datasets import Dataset
 
 from ..llm.structured import structured_chat
 from ..features import debated_features
-from ..answers import string_budget
+from ..answers import JudgeAnswer, string_budget
 from ..prompting import load_prompt, split_chat
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, normalize_label
@@ -80,30 +80,10 @@ JUDGE_PERSONAS = {
 }
 """Built-in judge personas; a judge given as any other string uses that string as its persona."""
 
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "confidence": {"type": ["number", "string"]},
-        "label": {"type": ["string", "boolean", "integer"]},
-    },
-    "required": ["label"],
-}
-"""What judge answers are validated with (lenient: yes/no, a label name, true/false or 1/0)."""
-
-
 def judge_grammar(max_tokens: int) -> dict[str, Any]:
-    """The strict schema a constrained engine judges with: short reasoning first, a confidence in
-    [0, 1], then ``yes`` or ``no``."""
-    return {
-        "type": "object",
-        "properties": {
-            "reasoning": {"type": "string", "maxLength": string_budget(max_tokens, 1, 24)},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {"type": "string", "enum": ["yes", "no"]},
-        },
-        "required": ["reasoning", "confidence", "label"], "additionalProperties": False,
-    }
+    """The strict schema a constrained engine judges with (:class:`~hf_barred.answers.JudgeAnswer`):
+    short reasoning first, a confidence in [0, 1], then ``yes`` or ``no``."""
+    return JudgeAnswer.grammar(max_length={"reasoning": string_budget(max_tokens, 1, 24)})
 
 
 @dataclass(frozen=True)
@@ -258,7 +238,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
                     *split_chat(judge_prompt.render(round=t, others=others, advocate=advocate[i][0] or "(no argument)")),
                 ]
         results = structured_chat(
-            engine, [conversations[key] for key in keys], JUDGE_SCHEMA, config.sampling(),
+            engine, [conversations[key] for key in keys], JudgeAnswer, config.sampling(),
             stage="debate/judge", max_repairs=config.max_repairs, constrained_schema=judge_grammar(config.max_tokens),
         )
         answers: dict[int, list[dict[str, Any]]] = {i: [] for i in pending}
