@@ -108,11 +108,11 @@ def make_dataset_card(
         language="en",
         license=license,
         pretty_name=f"BARRED: {task.name}",
-        size_categories=_size_category(stats["accepted"] + stats["rejected"]),
+        size_categories=_size_category(stats["accepted"] + stats.get("extra", 0) + stats["rejected"]),
         task_categories=["text-classification"],
         tags=["guardrail", "synthetic", "barred", "hf-barred"],
         configs=dataset_configs(
-            tuple(split for split in ("train", "rejected") if stats.get("accepted" if split == "train" else split))
+            tuple(split for split in ("train", "rejected", "extra") if stats.get("accepted" if split == "train" else split))
             or ("train",)
         ),
     )

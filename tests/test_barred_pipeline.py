@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,10 +38,11 @@ def test_run_writes_a_loadable_hub_style_folder(scripted, tmp_path):
     out = tmp_path / "out"
     result = run_barred(TASK, 4, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
     stats = result.stats
-    assert stats["accepted"] >= 4 and stats["accepted"] == len(result.train)
+    assert stats["accepted"] == len(result.train) and stats["accepted"] + stats["extra"] >= 4
+    assert all(result.train["label"].count(y) <= 2 for y in (0, 1))  # never more than n/2 of a label
     assert stats["rejected"] == len(result.rejected) > 0
     default = load_dataset(str(out))
-    assert set(default) == {"train", "rejected"}
+    assert set(default) == {"train", "rejected"} | ({"extra"} if stats["extra"] else set())
     assert default["train"].features["label"].names == list(LABELS)
     decomposition = load_dataset(str(out), "decomposition")["train"]
     assert decomposition[0]["instantiations"][0]["relevance"] in ("positive", "negative", "both")
@@ -99,7 +101,7 @@ def test_parse_failures_are_counted_and_kept(scripted, tmp_path):
     failures = [r for r in result.rejected if r["rejection_reason"] == "parse_failure"]
     assert failures and all(r["raw"] and "no JSON object" in r["error"] for r in failures)
     assert result.stats["parse_failures"]["generate"] == len(failures)
-    assert result.stats["planned_rows"] == len(result.train) + len(result.rejected)
+    assert result.stats["planned_rows"] == len(result.train) + len(result.extra) + len(result.rejected)
 
 
 def test_budget_stops_the_loop(scripted, tmp_path):
@@ -251,3 +253,39 @@ def test_a_run_into_the_task_files_folder_keeps_the_task_file(scripted, tmp_path
     task = GuardrailTask.load(out / "task.yaml")
     run_barred(task, 2, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
     assert (out / "task.yaml").read_text().startswith("# my notes\n")
+
+
+class TargetAwareScript(BarredScript):
+    """Writes the target label into each sample, and the judges agree with it: both labels get accepted."""
+
+    def _reply(self, conversation):
+        last = conversation[-1]["content"]
+        answer = super()._reply(conversation)
+        if "Write a new, tricky" in last or "Rewrite it so" in last:
+            wanted = "no" if "does not apply" in last else "yes"
+            row = json.loads(answer)
+            return json.dumps(row | {"text": row["text"] + f" [{wanted}]"})
+        return answer
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_train_holds_exactly_n_balanced_and_the_rest_goes_to_extra(monkeypatch, cache_dir, tmp_path, n):
+    script = TargetAwareScript(verdict=lambda text, round_, judge: "no" if "[no]" in text else "yes")
+    monkeypatch.setattr(llm, "build_backend", lambda config: script)
+    llm.clear_engines()
+    engine = EngineConfig(engine="local", cache_dir=str(cache_dir))
+    out = tmp_path / "out"
+    # initial_acceptance 0.25 plans four times what is needed: every sample is accepted, so n go to
+    # train, balanced as planned, and the rest to extra
+    config = BarredConfig.for_engine(engine, max_refinements=1, initial_acceptance=0.25, max_rows_per_round=64)
+    result = run_barred(TASK, n, config, out, progress=False)
+    labels = result.train["label"]
+    assert len(result.train) == n == result.stats["accepted"]
+    assert sorted([labels.count(0), labels.count(1)]) == [n // 2, n - n // 2]
+    assert len(result.extra) > 0 and result.stats["extra"] == len(result.extra)
+    assert result.stats["planned_rows"] == len(result.train) + len(result.extra) + len(result.rejected)
+    assert not set(result.train["row_id"]) & set(result.extra["row_id"])
+    assert max(result.train["row_id"]) < min(result.extra["row_id"]) or n % 2  # lowest row ids first
+    assert len(load_dataset(str(out))["extra"]) == len(result.extra)
+    assert sum(result.stats["requests_by_stage"].values()) == result.stats["requests"]
+    llm.clear_engines()

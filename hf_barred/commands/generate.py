@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--batch-size", type=int, default=64, help="Rows per map batch, i.e. per batched call.")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="Push the dataset and its card to this Hub repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress view.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Also show the libraries' own bars and logs (dataset saving, weight loading, load reports).")
     parser.set_defaults(run=run)
 
 
@@ -72,14 +74,18 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
-def format_summary(stats: dict[str, Any], seconds: float) -> str:
-    """The closing summary of a run."""
+def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") -> str:
+    """The closing summary of a run: the counts add up (planned rows = train + extra + rejected;
+    requests = the sum over stages), then where the data is and the next command."""
+    by_label = ", ".join(f"{k}: {v}" for k, v in stats["accepted_by_label"].items())
+    reasons = ", ".join(f"{k}: {v}" for k, v in stats["rejection_reasons"].items()) or "none"
+    by_stage = stats.get("requests_by_stage") or {}
     lines = [
         f"BARRED summary for {stats['task']!r} ({seconds:.0f} s)",
-        f"  accepted: {stats['accepted']} of {stats['requested']} requested "
-        f"({', '.join(f'{k}: {v}' for k, v in stats['accepted_by_label'].items())}); rejected: {stats['rejected']} "
-        f"({', '.join(f'{k}: {v}' for k, v in stats['rejection_reasons'].items()) or 'none'})",
-        f"  planned rows: {stats['planned_rows']} in {stats['rounds']} round(s); acceptance rate: {stats['acceptance_rate']:.1%}",
+        f"  train: {stats['accepted']} of {stats['requested']} requested ({by_label}); "
+        f"extra accepted: {stats.get('extra', 0)}; rejected: {stats['rejected']} ({reasons})",
+        f"  planned rows: {stats['planned_rows']} = {stats['accepted']} train + {stats.get('extra', 0)} extra + "
+        f"{stats['rejected']} rejected, in {stats['rounds']} round(s); acceptance rate: {stats['acceptance_rate']:.1%}",
         "  acceptance by refinement round: " + (", ".join(
             f"r{level}: {row['accepted']}/{row['debated']}" for level, row in stats["acceptance_by_refinement"].items()
         ) or "none"),
@@ -87,8 +93,8 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
         f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s)",
         "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
-        f"  requests: {stats['requests']} ({stats['request_tokens']} tokens, cached or not); "
-        f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
+        f"  requests: {stats['requests']}" + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
+        + f" ({stats['request_tokens']} tokens, cached or not); budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
     e = stats["engine"]
     lines.append(
@@ -96,6 +102,9 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
         f"{e['completion_tokens']} completion tokens, {e['errors']} errors, cost ${e['cost']:.4f}; "
         f"{stats['stage_outputs_reused']} saved stage outputs reused"
     )
+    if output_dir:
+        lines.append(f"Data: {output_dir}  (datasets.load_dataset({output_dir!r}); splits train, extra, rejected)")
+        lines.append(f"Next: barred train {output_dir} --output {output_dir.rstrip('/')}-guardrail")
     return "\n".join(lines)
 
 
@@ -115,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"barred generate: {err}", file=sys.stderr)
         return 2
     start = time.monotonic()
-    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress)
-    print(format_summary(result.stats, time.monotonic() - start))
-    print(f"  dataset: {result.output_dir} (load_dataset({str(result.output_dir)!r}), config 'decomposition' too)")
+    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose)
+    print(format_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
     if args.push_to_hub:
         from ..hub import push_barred_run
 

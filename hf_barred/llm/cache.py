@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .activity import ACTIVITY
 from .base import Backend, Completion, Conversation, ResultCallback, SamplingParams
 
 CACHE_FORMAT = 1
@@ -207,10 +208,13 @@ class CachedBackend:
                     prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                 )
             results[i] = completion
+            ACTIVITY.finished(completion)
             if on_result is not None:
                 on_result(i, completion)
 
+        ACTIVITY.cache_hits(len(conversations) - len(todo))
         if todo:
+            ACTIVITY.sent(len(todo))
             answers = self.backend.chat([conversations[i] for i in todo], params, on_result=store)
             for j, completion in enumerate(answers):  # engines that ignore on_result still land here
                 if results[todo[j]] is None:

@@ -130,11 +130,13 @@ class BarredConfig:
 
 @dataclass
 class BarredResult:
-    """What a run produced: the accepted samples (``train``), the ``rejected`` ones, the
-    ``decomposition`` and the run's ``stats``; ``output_dir`` holds all of it."""
+    """What a run produced: exactly ``n`` accepted, label-balanced samples (``train``), the ``rejected``
+    ones, the accepted samples beyond ``n`` (``extra``), the ``decomposition`` and the run's ``stats``;
+    ``output_dir`` holds all of it."""
 
     train: Dataset
     rejected: Dataset
     decomposition: Dataset
     stats: dict[str, Any]
     output_dir: Path
+    extra: Optional[Dataset] = None

@@ -34,6 +34,7 @@ def run_statistics(
     budget: Budget,
     engine_usage: dict[str, Any],
     reused: list[str],
+    extra: Optional[Dataset] = None,
 ) -> dict[str, Any]:
     """The run's statistics: what the dataset card and the CLI summary report."""
     labels = list(task.labels)
@@ -67,12 +68,13 @@ def run_statistics(
         "labels": labels,
         "requested": n,
         "accepted": len(train),
+        "extra": len(extra) if extra is not None else 0,
         "rejected": len(rejected),
         "accepted_by_label": {labels[i]: int(sum(1 for x in train["label"] if x == i)) for i in range(2)},
         "rejection_reasons": dict(Counter(rejected["rejection_reason"])),
         "planned_rows": planned,
         "rounds": rounds_run,
-        "acceptance_rate": round(len(train) / planned, 4) if planned else 0.0,
+        "acceptance_rate": round((len(train) + (len(extra) if extra is not None else 0)) / planned, 4) if planned else 0.0,
         "acceptance_by_refinement": acceptance_by_refinement,
         "debate_paths": dict(debate_paths),
         "final_debate_paths": dict(final_paths),
@@ -90,6 +92,7 @@ def run_statistics(
         },
         "judge_answers": judge_answers,
         "requests": budget.calls,
+        "requests_by_stage": dict(budget.calls_by_stage),
         "request_tokens": budget.tokens,
         "engine": engine_usage,
         "stage_outputs_reused": len(reused),

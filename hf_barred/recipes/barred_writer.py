@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from datasets import Dataset
 
@@ -27,6 +27,7 @@ __all__ = ["DATA_FILES", "decomposition_export", "publish_rows", "save_task", "w
 DATA_FILES = {
     "train": "data/train-00000-of-00001.parquet",
     "rejected": "data/rejected-00000-of-00001.parquet",
+    "extra": "data/extra-00000-of-00001.parquet",
     "decomposition": "decomposition/train-00000-of-00001.parquet",
 }
 
@@ -57,15 +58,15 @@ def decomposition_export(ds: Dataset) -> Dataset:
 
 def write_outputs(
     out: Path, task: GuardrailTask, config: BarredConfig, train: Dataset, rejected: Dataset,
-    decomposition: Dataset, stats: dict[str, Any],
+    decomposition: Dataset, stats: dict[str, Any], extra: Optional[Dataset] = None,
 ) -> None:
     from ..dataset_card import add_dataset_info, make_dataset_card
 
     written: dict[str, dict[str, str]] = {}
-    for split, ds in (("train", train), ("rejected", rejected), ("decomposition", decomposition)):
+    for split, ds in (("train", train), ("rejected", rejected), ("extra", extra), ("decomposition", decomposition)):
         path = out / DATA_FILES[split]
         path.parent.mkdir(parents=True, exist_ok=True)
-        if len(ds) or split == "train" and not len(rejected):  # an empty split is left out of the card's configs
+        if ds is not None and (len(ds) or split == "train" and not len(rejected)):  # an empty split is left out of the card's configs
             ds.to_parquet(str(path))
             config_name, split_name = ("decomposition", "train") if split == "decomposition" else ("default", split)
             written.setdefault(config_name, {})[split_name] = DATA_FILES[split]
