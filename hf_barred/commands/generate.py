@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .engine_options import add_engine_arguments, engine_config
+from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
     add_engine_arguments(parser)
     method = parser.add_argument_group("method")
+    add_prompt_set_argument(method)
     method.add_argument("--judges", type=int, default=2, metavar="K", help="Number of judges (default 2).")
     method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
     method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
@@ -61,7 +62,7 @@ def build_config(args: argparse.Namespace) -> Any:
     engine = engine_config(args)
     config = BarredConfig.for_engine(
         engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
-        judge_max_tokens=args.judge_max_tokens, max_refinements=args.max_refinements,
+        judge_max_tokens=args.judge_max_tokens, prompt_set=args.prompt_set, max_refinements=args.max_refinements,
         max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
         max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
     )
@@ -84,9 +85,13 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
             f"r{level}: {row['accepted']}/{row['debated']}" for level, row in stats["acceptance_by_refinement"].items()
         ) or "none"),
         "  debate paths (all debates): " + (", ".join(f"{k}: {v}" for k, v in sorted(stats["debate_paths"].items())) or "none"),
-        f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s)",
+        f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s); "
+        f"prompt set: {stats.get('prompt_set', '?')}",
         "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
+        "  generator's believed label differs from the target: "
+        + (f"{believed['mismatches']} of {believed['given']} samples" if (believed := stats.get("believed_label", {})).get("given")
+           else "not asked (small prompt set)"),
         f"  requests: {stats['requests']} ({stats['request_tokens']} tokens, cached or not); "
         f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
