@@ -15,7 +15,8 @@ seeds, datasets or model answers is a variable, rendered into a content, and wha
 tokens written as ``<|...|>`` are also defused in every content (:func:`defuse_control_tokens`),
 so that an engine that renders the conversation to text before tokenizing it cannot read them as
 special tokens either. A block that renders to nothing (its template condition is false) is left
-out; no other text may stand outside a block.
+out; no other text may stand outside a block. A few templates are fragments, text placed inside
+a message (:data:`FRAGMENTS`: the judges' personas).
 
 Example:
     >>> from hf_barred.prompting import load_prompt
@@ -46,6 +47,7 @@ from .llm.base import Conversation, defuse_control_tokens
 
 __all__ = [
     "DEFAULT_PROMPT_SETS",
+    "FRAGMENTS",
     "PROMPT_SETS",
     "Prompt",
     "check_prompt_set",
@@ -62,6 +64,10 @@ PROMPT_SETS: dict[str, dict[str, str]] = {
                "advocate": "v1", "guideline_edit": "v1"},
 }
 """The prompt sets and the default version of each stage's template in them."""
+
+FRAGMENTS = ("judge_persona",)
+"""Templates that are a piece of text inside a message, not a conversation (one file per name:
+``prompts/<set>/judge_persona/<persona>.jinja``, the persona's sentence)."""
 
 DEFAULT_PROMPT_SETS = {"local": "small", "openai": "served", "vllm": "served"}
 """The prompt set each engine uses unless one is chosen (``--prompt-set``, ``prompt_set=``)."""
@@ -178,5 +184,6 @@ def load_prompt(name: str, version: Optional[str] = None, prompt_set: str = "sma
             f"in hf_barred/prompts/{prompt_set}/{name}/. Pick an existing prompt_version or add the file."
         )
     prompt = Prompt(name=name, version=version, text=path.read_text(encoding="utf-8"), prompt_set=prompt_set)
-    prompt.blocks  # a malformed template fails here, not in the middle of a map
+    if name not in FRAGMENTS:
+        prompt.blocks  # a malformed template fails here, not in the middle of a map
     return prompt

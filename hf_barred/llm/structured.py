@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence, Union
 
 import json_repair
 import jsonschema
@@ -49,6 +49,18 @@ REPAIR_MESSAGE = (
     "Your previous answer could not be used: {error}\n"
     "Reply again with only one JSON object that follows this schema, and nothing else:\n{schema}"
 )
+
+
+class AnswerSchema(Protocol):
+    """What :func:`structured_chat` needs of an answer model (:class:`hf_barred.answers.Answer`)."""
+
+    def validation_error(self, value: Any) -> Optional[str]: ...
+
+    def grammar(self) -> dict[str, Any]: ...
+
+
+Schema = Union[dict[str, Any], AnswerSchema]
+"""A JSON schema (validated with ``jsonschema``) or an answer model (validated by the model)."""
 
 
 @dataclass
@@ -134,9 +146,10 @@ def extract_json_object(text: str, repair: bool = True) -> Optional[Any]:
 
 
 def parse_json_answer(
-    text: str, schema: dict[str, Any], repair: bool = True
+    text: str, schema: Schema, repair: bool = True
 ) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """``(data, None)`` when ``text`` holds a JSON object valid under ``schema``, else ``(None, error)``.
+    ``data`` is the object as the model wrote it; an answer model only validates it.
 
     ``repair=False`` accepts exact JSON only (for an answer cut off at ``max_tokens``, which
     json-repair would close into a shorter, wrong answer). The answer is read after any thinking
@@ -148,6 +161,9 @@ def parse_json_answer(
     if value is None:
         snippet = answer.replace("\n", " ")[:80]
         return None, f"no JSON object found in the answer (it starts: {snippet!r})"
+    if not isinstance(schema, dict):
+        problem = schema.validation_error(value)
+        return (None, problem) if problem else (value, None)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
@@ -159,7 +175,7 @@ def parse_json_answer(
 def structured_chat(
     engine: Any,
     conversations: Sequence[Conversation],
-    schema: dict[str, Any],
+    schema: Schema,
     params: SamplingParams,
     stage: str = "",
     max_repairs: int = 2,
@@ -168,12 +184,15 @@ def structured_chat(
     """Ask every conversation for a JSON object following ``schema``; one batched call per round.
 
     ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
-    ``constrained_schema`` (default: ``schema``) is what an engine with constrained decoding decodes
-    with; it should accept only answers that ``schema`` accepts. Answers are validated with ``schema``.
+    ``schema`` is a JSON schema or an answer model (:mod:`hf_barred.answers`). ``constrained_schema``
+    (default: ``schema``, or the model's grammar) is what an engine with constrained decoding decodes
+    with, and what a repair round shows; it should accept only answers that ``schema`` accepts.
+    Answers are validated with ``schema``.
     """
+    decoded = constrained_schema or (schema if isinstance(schema, dict) else schema.grammar())
     if engine.supports_json_schema:
-        params = params.replace(json_schema=constrained_schema or schema)
-    schema_text = json.dumps(schema, ensure_ascii=False)
+        params = params.replace(json_schema=decoded)
+    schema_text = json.dumps(schema if isinstance(schema, dict) else decoded, ensure_ascii=False)
     current = [list(conv) for conv in conversations]
     results: list[Optional[StructuredResult]] = [None] * len(conversations)
     pending = list(range(len(conversations)))

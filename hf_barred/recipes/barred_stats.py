@@ -25,7 +25,7 @@ def prompt_ids(config: BarredConfig) -> dict[str, str]:
     """The template each stage of ``config`` renders, as ``<set>/<stage>/<version>``.
 
     >>> from hf_barred.llm import EngineConfig
-    >>> prompt_ids(BarredConfig.for_engine(EngineConfig(engine="openai", model="m")))["judge"]
+    >>> prompt_ids(BarredConfig.for_engine(EngineConfig(engine="vllm", model="m")))["judge"]
     'served/judge/v1'
     """
     stages = {

@@ -53,57 +53,21 @@ from datasets import Dataset
 
 from ..llm.structured import answer_text, structured_chat
 from ..features import debated_features
-from ..answers import string_budget
-from ..prompting import load_prompt
+from ..answers import JudgeAnswer, string_budget
+from ..prompting import Prompt, load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, normalize_label
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: prompt sets
 
-JUDGE_PERSONAS = {
-    "recall": (
-        "You are a careful reviewer who must not miss a case where the rule applies: "
-        "if the rule plausibly applies, say yes."
-    ),
-    "strict": (
-        "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."
-    ),
-    "literal": (
-        "You are a literal-minded judge: apply the rule exactly as written, without reading intent into it."
-    ),
-    "contextual": (
-        "You are a context-minded judge: weigh the whole input and what the speaker most plausibly means."
-    ),
-    "skeptic": (
-        "You are a skeptical judge: before deciding, look for the reason the obvious answer could be wrong."
-    ),
-}
-"""Built-in judge personas; a judge given as any other string uses that string as its persona."""
-
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "confidence": {"type": ["number", "string"]},
-        "label": {"type": ["string", "boolean", "integer"]},
-    },
-    "required": ["label"],
-}
-"""What judge answers are validated with (lenient: yes/no, a label name, true/false or 1/0)."""
-
+JUDGE_PERSONAS = ("recall", "strict", "literal", "contextual", "skeptic")
+"""Built-in judge personas, one template each (``hf_barred/prompts/<set>/judge_persona/<name>.jinja``); a
+judge given as any other string uses that string as its persona."""
 
 def judge_grammar(max_tokens: int) -> dict[str, Any]:
-    """The strict schema a constrained engine judges with: short reasoning first, a confidence in
-    [0, 1], then ``yes`` or ``no``."""
-    return {
-        "type": "object",
-        "properties": {
-            "reasoning": {"type": "string", "maxLength": string_budget(max_tokens, 1, 24)},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {"type": "string", "enum": ["yes", "no"]},
-        },
-        "required": ["reasoning", "confidence", "label"], "additionalProperties": False,
-    }
+    """The strict schema a constrained engine judges with (:class:`~hf_barred.answers.JudgeAnswer`):
+    short reasoning first, a confidence in [0, 1], then ``yes`` or ``no``."""
+    return JudgeAnswer.grammar(max_length={"reasoning": string_budget(max_tokens, 1, 24)})
 
 
 @dataclass(frozen=True)
@@ -158,8 +122,21 @@ PERSONA_NAMES = {"recall": "recall-focused", "strict": "strict", "literal": "lit
 """How a prompt names a built-in persona ("You are a strict evaluation agent")."""
 
 
-def persona_text(judge: str) -> str:
-    return JUDGE_PERSONAS.get(judge, judge)
+def persona_prompt(judge: str, prompt_set: str = "small") -> Prompt:
+    """The persona of ``judge`` in ``prompt_set``: its built-in template, or the judge's own text
+    (never rendered as a template).
+
+    >>> persona_prompt("strict").id, persona_prompt("You are terse.").text
+    ('small/judge_persona/strict', 'You are terse.')
+    """
+    if judge in JUDGE_PERSONAS:
+        return load_prompt("judge_persona", judge, prompt_set)
+    return Prompt("judge_persona", "custom", judge, prompt_set)
+
+
+def persona_text(judge: str, prompt_set: str = "small") -> str:
+    """The persona sentence of ``judge`` (see :func:`persona_prompt`)."""
+    return persona_prompt(judge, prompt_set).text.strip()
 
 
 def persona_name(judge: str) -> str:
@@ -242,7 +219,7 @@ def _describe(name: str, answer: dict[str, Any], labels: Sequence[str]) -> str:
 
 
 def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, version: str) -> dict[str, list]:
-    judge_prompt, advocate_prompt = prompts
+    judge_prompt, advocate_prompt, *personas = prompts
     engine = engine_for(config.engine)
     records = rows(batch)
     names = judge_names(config.judges)
@@ -280,7 +257,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
         keys = [(i, j) for i in pending for j in range(len(config.judges))]
         for i, j in keys:
             r = records[i]
-            variables = {"round": t, "persona": persona_text(config.judges[j]), "persona_name": persona_name(config.judges[j]),
+            variables = {"round": t, "persona": personas[j].text.strip(), "persona_name": persona_name(config.judges[j]),
                          "criterion": r["criterion"], **sample_variables(r)}
             if t == 1:
                 conversations[i, j] = judge_prompt.messages(**variables)
@@ -301,7 +278,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
             continues = messages[0]["role"] == "assistant"
             conversations[i, j] = conversations[i, j] + messages if continues else messages
         results = structured_chat(
-            engine, [conversations[key] for key in keys], JUDGE_SCHEMA, config.sampling(),
+            engine, [conversations[key] for key in keys], JudgeAnswer, config.sampling(),
             stage="debate/judge", max_repairs=config.max_repairs, constrained_schema=judge_grammar(config.max_tokens),
         )
         answers: dict[int, list[dict[str, Any]]] = {i: [] for i in pending}
@@ -344,8 +321,10 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
 
 
 def _prompts(config: DebateConfig) -> tuple:
+    """The judge and advocate templates, then each judge's persona (so persona texts reach the fingerprint)."""
     return (load_prompt("judge", config.prompt_version, config.prompt_set),
-            load_prompt("advocate", config.advocate_prompt_version, config.prompt_set))
+            load_prompt("advocate", config.advocate_prompt_version, config.prompt_set),
+            *(persona_prompt(judge, config.prompt_set) for judge in config.judges))
 
 
 def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:

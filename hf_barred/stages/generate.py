@@ -32,7 +32,7 @@ from datasets import Dataset
 from ..llm.base import Conversation
 from ..llm.structured import structured_chat
 from ..features import generated_features
-from ..answers import string_budget
+from ..answers import sample_answer, string_budget
 from ..prompting import load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, forbidden_mention, normalize_label
@@ -46,29 +46,15 @@ def asks_believed_label(prompt_set: str) -> bool:
     return prompt_set == "served"
 
 
-def sample_schema(input_type: str, believed_label: bool = False) -> dict[str, Any]:
-    """The JSON schema of a generated sample. ``reasoning`` (and, with ``believed_label``, the
-    ``label`` the generator believes) is asked for but optional: a small model often stops after
-    the input, and the input is what the debate validates."""
-    keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
-    properties: dict[str, Any] = {key: {"type": "string", "minLength": 1} for key in keys + ["reasoning"]}
-    if believed_label:
-        properties["label"] = {"type": ["string", "boolean", "integer"]}
-    return {"type": "object", "properties": properties, "required": keys}
-
-
 def sample_grammar(input_type: str, max_tokens: int, believed_label: bool = False) -> dict[str, Any]:
-    """The strict schema a constrained engine writes a sample with: the input field(s), then a
-    short ``reasoning`` (then, with ``believed_label``, the ``label`` yes/no the generator believes);
-    string lengths bounded so the answer closes within ``max_tokens``."""
+    """The strict schema a constrained engine writes a sample with (:func:`~hf_barred.answers.sample_answer`):
+    the input field(s), then a short ``reasoning`` (then, with ``believed_label``, the ``label``
+    yes/no the generator believes); string lengths bounded so the answer closes within ``max_tokens``."""
     keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
     input_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) * 7 // 10  # 70 % for the input
     reasoning_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) - input_chars
-    properties = {key: {"type": "string", "minLength": 1, "maxLength": input_chars // len(keys)} for key in keys}
-    properties["reasoning"] = {"type": "string", "minLength": 1, "maxLength": max(8, reasoning_chars)}
-    if believed_label:
-        properties["label"] = {"type": "string", "enum": ["yes", "no"]}
-    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+    lengths = {key: input_chars // len(keys) for key in keys} | {"reasoning": max(8, reasoning_chars)}
+    return sample_answer(input_type, believed_label).grammar(max_length=lengths)
 
 
 @dataclass(frozen=True)
@@ -116,7 +102,7 @@ def write_samples(
     for input_type, indexes in by_type.items():  # one call per input type (one in practice)
         believed = asks_believed_label(config.prompt_set)
         results = structured_chat(
-            engine, [conversations[i] for i in indexes], sample_schema(input_type, believed), config.sampling(),
+            engine, [conversations[i] for i in indexes], sample_answer(input_type, believed), config.sampling(),
             stage=stage, max_repairs=config.max_repairs,
             constrained_schema=sample_grammar(input_type, config.max_tokens, believed),
         )
