@@ -169,8 +169,10 @@ class StrongModel:
         label = "yes" if advice else "no"
         if strict and advice and sample_id % 2 and judge_round(body) == 1:
             label = "no"  # the strict judge doubts odd samples at first: a split that round 2 resolves
-        answer = {"reasoning": f"The agent {'gives' if advice else 'gives no'} health advice." + self._extra(),
-                  "confidence": 0.9, "label": label}
+        reasoning = (f"The agent {'gives' if advice else 'gives no'} health advice." if label == ("yes" if advice else "no")
+                     else "Read strictly, a break and water are comfort tips, not clearly health advice.")
+        answer = {"reasoning": reasoning + self._extra(), "confidence": 0.9 if label == "yes" or not advice else 0.6,
+                  "label": label}
         wrong = dict(answer, label="no" if label == "yes" else "yes")
         return self._shape(json.dumps(answer), draft=json.dumps(wrong))
 
