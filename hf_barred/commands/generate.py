@@ -73,6 +73,22 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
+def believed_summary(stats: dict[str, Any]) -> str:
+    """How often the generator's believed label differed from the target, in words.
+
+    >>> believed_summary({"believed_label": {"given": 9, "mismatches": 2}, "prompt_set": "served"})
+    '2 of 9 samples'
+    >>> believed_summary({"believed_label": {"given": 0, "mismatches": 0}, "prompt_set": "small"})
+    'not asked (small prompt set)'
+    """
+    believed = stats.get("believed_label") or {}
+    if believed.get("given"):
+        return f"{believed['mismatches']} of {believed['given']} samples"
+    if stats.get("prompt_set") == "small":
+        return "not asked (small prompt set)"
+    return "no sample said which label it believes"
+
+
 def format_summary(stats: dict[str, Any], seconds: float) -> str:
     """The closing summary of a run."""
     lines = [
@@ -89,9 +105,7 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
         f"prompt set: {stats.get('prompt_set', '?')}",
         "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
-        "  generator's believed label differs from the target: "
-        + (f"{believed['mismatches']} of {believed['given']} samples" if (believed := stats.get("believed_label", {})).get("given")
-           else "not asked (small prompt set)"),
+        f"  generator's believed label differs from the target: {believed_summary(stats)}",
         f"  requests: {stats['requests']} ({stats['request_tokens']} tokens, cached or not); "
         f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]

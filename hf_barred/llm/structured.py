@@ -215,9 +215,10 @@ def structured_chat(
             results[i] = StructuredResult(data, raw, error, attempt, prompt_tokens, completion_tokens, cached)
             if error is not None:
                 still_failing.append(i)
+                repair = REPAIR_MESSAGE.format(error=error, schema=schema_text)  # the error may quote the answer
                 current[i] = current[i] + [  # the answer goes back without its thinking, as one message
                     {"role": "assistant", "content": defuse_control_tokens(answer_text(completion.text))},
-                    {"role": "user", "content": REPAIR_MESSAGE.format(error=error, schema=schema_text)},
+                    {"role": "user", "content": defuse_control_tokens(repair)},
                 ]
         pending = still_failing
         if not pending:
