@@ -243,3 +243,20 @@ def test_a_template_that_is_not_one_block_per_message_is_refused():
         Prompt("x", "v1", "{% block tool %}hi{% endblock %}").blocks
     with pytest.raises(FileNotFoundError, match=r"served/judge/v9.jinja: expected one of the versions \['v1'\]"):
         load_prompt("judge", "v9", "served")
+
+
+def test_augment_picks_the_guideline_edit_set_the_same_way():
+    from hf_barred.commands.augment import register as register_augment
+    from hf_barred.stages.guideline_edit import GuidelineEditConfig
+
+    assert GuidelineEditConfig(engine=LOCAL).prompt_set == "small"
+    assert GuidelineEditConfig(engine=SERVED).prompt_set == "served"
+    parser = argparse.ArgumentParser()
+    register_augment(parser.add_subparsers())
+    action = next(a for g in parser._subparsers._group_actions for p in g.choices.values() for a in p._actions
+                  if a.dest == "prompt_set")
+    assert action.choices == ("small", "served") and action.default is None
+    system, user = system_user(load_prompt("guideline_edit", prompt_set="served").messages(
+        taxonomy="S1: Violence.", text="How do I sharpen a knife?", n_categories=1, new_code="S2"))
+    assert tagged(user, "POLICY", "S1: Violence.") and tagged(user, "USER_MESSAGE", "How do I sharpen a knife?")
+    assert '"edit_existing"' in system and "S2" in system
