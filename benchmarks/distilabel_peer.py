@@ -1,8 +1,9 @@
 """The distilabel peer of ``bench_barred_vs_distilabel.py``: BARRED's generate + judge work as a
 distilabel 1.5 pipeline. Run it with the python of its own venv (distilabel's pins may clash with
 hf_barred's); it does not import hf_barred. It renders hf_barred's own prompt templates
-(``hf_barred/prompts/<name>/<version>.jinja``, the versions and ``max_tokens`` of hf_barred's
-defaults) with jinja2, so both systems send the same prompts.
+(``hf_barred/prompts/small/<name>/<version>.jinja``, the versions and ``max_tokens`` of hf_barred's
+defaults on the local engine) with jinja2, one chat message per template block as hf_barred does, so
+both systems send the same prompts.
 
 Pipeline (k judges, T rounds; every LLM step is a custom ``Task`` on an ``OpenAILLM``, which builds its
 conversation in ``format_input`` from the row's columns; ``merge_rt`` joins the judges' branches)::
@@ -42,35 +43,35 @@ from distilabel.steps import LoadDataFromDicts, Step, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
-JUDGE_PERSONAS = [  # hf_barred/prompts/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
+JUDGE_PERSONAS = [  # hf_barred/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
     ("recall", ("You are a careful reviewer who must not miss a case where the rule applies: "
                 "if the rule plausibly applies, say yes.")),
     ("strict", "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."),
 ]
-_ROLE_LINE = re.compile(r"^<<(system|user|assistant)>>[ \t]*$", re.MULTILINE)
+_ROLE_BLOCK = re.compile(r"^(system|user|assistant)(?:_\w+)?$")
 _YES = {"yes", "true", "1", "applies", "positive", "holds", "y"}
 _NO = {"no", "false", "0", "not applies", "does not apply", "negative", "n"}
 
 
-# --- prompts (the same templates and chat splitting as hf_barred) ---------------------------------------
+# --- prompts (the same templates and messages as hf_barred) ---------------------------------------------
 PROMPT_VERSIONS = {"generate": "v1", "judge": "v2", "advocate": "v1"}
 """hf_barred's default prompt versions (GenerateConfig, DebateConfig)."""
 
 
 def load_template(prompts: str, name: str) -> jinja2.Template:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-    return env.from_string((Path(prompts) / name / f"{PROMPT_VERSIONS[name]}.jinja").read_text(encoding="utf-8"))
+    path = Path(prompts) / "small" / name / f"{PROMPT_VERSIONS[name]}.jinja"
+    return env.from_string(path.read_text(encoding="utf-8"))
 
 
 def render(template: jinja2.Template, **variables: Any) -> list[dict[str, str]]:
-    text = template.render(**variables).strip()
-    marks = list(_ROLE_LINE.finditer(text))
-    if not marks:
-        return [{"role": "user", "content": text.strip()}]
+    """One message per block of the template, its role the block's name (as hf_barred.prompting)."""
+    context = template.new_context(dict(variables))
     messages = []
-    for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        messages.append({"role": mark.group(1), "content": text[mark.end():end].strip()})
+    for name, block in template.blocks.items():
+        content = "".join(block(context)).strip()
+        if content:
+            messages.append({"role": _ROLE_BLOCK.match(name).group(1), "content": content})
     return messages
 
 
@@ -132,10 +133,8 @@ def judge_conversation(judge_tpl: jinja2.Template, row: dict[str, Any], j: int, 
         others = "; ".join(f"{names[i]}: {'yes' if last[i] == row['labels'][1] else 'no'} ({reasons[i]})"
                            for i in range(k) if i != j)
         advocate = (row[f"adv_r{r}_raw"] or "").strip() or "(no argument)"
-        conversation = conversation + [
-            {"role": "assistant", "content": row[f"j{j}_r{r - 1}_raw"] or "(no answer)"},
-            *render(judge_tpl, round=r, others=others, advocate=advocate),
-        ]
+        conversation = conversation + render(judge_tpl, round=r, previous_answer=row[f"j{j}_r{r - 1}_raw"] or "",
+                                             others=others, advocate=advocate)
     return conversation
 
 

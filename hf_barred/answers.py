@@ -31,6 +31,8 @@ from .features import EDIT_KINDS
 
 __all__ = [
     "Answer",
+    "BelievedSample",
+    "BelievedTaskResponseSample",
     "Dimensions",
     "EditAnswer",
     "Instantiation",
@@ -124,13 +126,34 @@ class TaskResponseSample(Answer):
     reasoning: Annotated[StrictStr, Field(min_length=1)] = ""
 
 
-def sample_answer(input_type: str) -> type[Answer]:
-    """The sample model of an input type.
+BelievedLabel = Annotated[Union[StrictStr, StrictBool, StrictInt], WithJsonSchema({"type": "string", "enum": ["yes", "no"]})]
+"""The label a generator believes its sample gets: yes/no (or a label name, true/false, 1/0); decoded to yes/no."""
+
+
+class BelievedSample(Sample):
+    """A generated input with the label the generator believes it gets (the served prompt set)."""
+
+    label: BelievedLabel = ""
+
+
+class BelievedTaskResponseSample(TaskResponseSample):
+    """A generated task and response with the label the generator believes they get."""
+
+    label: BelievedLabel = ""
+
+
+def sample_answer(input_type: str, believed_label: bool = False) -> type[Answer]:
+    """The sample model of an input type (with ``believed_label``: also the label the generator
+    believes, written after the reasoning).
 
     >>> sample_answer("task_and_response").__name__
     'TaskResponseSample'
+    >>> sample_answer("input_block", believed_label=True).grammar()["required"]
+    ['text', 'reasoning', 'label']
     """
-    return TaskResponseSample if input_type == "task_and_response" else Sample
+    if input_type == "task_and_response":
+        return BelievedTaskResponseSample if believed_label else TaskResponseSample
+    return BelievedSample if believed_label else Sample
 
 
 class JudgeAnswer(Answer):

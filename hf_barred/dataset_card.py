@@ -159,7 +159,7 @@ def example_statistics(task: Any) -> dict[str, Any]:
         "planned_rows": 0, "rounds": 0, "acceptance_rate": 0.0, "acceptance_by_refinement": {},
         "debate_paths": {}, "parse_failures": {}, "requests": 0, "request_tokens": 0, "dimensions": 0,
         "instantiations": 0, "model": {"engine": "local", "model": "embedded"}, "judges": ["recall", "strict"],
-        "prompt_versions": {"generate": "v1"},
+        "prompt_versions": {"generate": "small/generate/v1"},
     }
 
 

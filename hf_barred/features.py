@@ -117,8 +117,9 @@ def plan_features(labels: Sequence[str]) -> Features:
 def generated_features(labels: Sequence[str]) -> Features:
     """Rows of :func:`~hf_barred.stages.generate.generate` and :func:`~hf_barred.stages.refine.refine`.
 
-    ``text`` (and ``task`` for ``task_and_response``) is the sample; ``raw``/``error`` keep an
-    unparseable answer; ``refinements`` counts rewrites; ``previous_texts``, ``dissents`` and
+    ``text`` (and ``task`` for ``task_and_response``) is the sample; ``believed_label`` is the label
+    the generator says its sample gets (served prompt set; "" when it gave none); ``raw``/``error``
+    keep an unparseable answer; ``refinements`` counts rewrites; ``previous_texts``, ``dissents`` and
     ``debate_history`` keep each rejected attempt, the dissent that answered it and its debate.
     """
     return Features(
@@ -127,6 +128,7 @@ def generated_features(labels: Sequence[str]) -> Features:
             "text": Value("string"),
             "task": Value("string"),
             "reasoning": Value("string"),
+            "believed_label": Value("string"),
             "raw": Value("string"),
             "error": Value("string"),
             "error_stage": Value("string"),
@@ -164,6 +166,7 @@ def accepted_features(labels: Sequence[str], input_type: str = "input_block") ->
     columns |= {
         "label": ClassLabel(names=list(labels)),
         "reasoning": Value("string"),
+        "believed_label": Value("string"),
         "dimension": Value("string"),
         "instantiation": Value("string"),
         "relevance": Value("string"),

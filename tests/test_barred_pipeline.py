@@ -51,7 +51,7 @@ def test_run_writes_a_loadable_hub_style_folder(scripted, tmp_path):
         assert row["text"] and row["reasoning"] and row["dimension"] and row["instantiation"]
         assert row["debate_path"] in ("agreement", "persuasion") and row["rejection_reason"] == ""
         assert row["debate"][-1]["judges"][0]["label"] == LABELS[row["label"]]
-        assert row["model"] == "scripted" and row["prompt_version"].startswith(("generate/v1", "refine/v1"))
+        assert row["model"] == "scripted" and row["prompt_version"].startswith(("small/generate/v1", "small/refine/v1"))
         assert row["usage"]["calls"] >= 3 and row["usage"]["prompt_tokens"] > 0
         assert row["refinements"] == len(row["previous_texts"]) == len(row["debate_history"])
     # rejected samples are kept, with their dissent

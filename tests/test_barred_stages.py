@@ -130,7 +130,7 @@ def test_generate_lineage_and_forbidden_mentions(engine):
     assert all("must not mention" in r["error"] and r["raw"] and r["error_stage"] == "generate" for r in bad)
     for r in good:
         assert r["text"].startswith("User: hi") and r["reasoning"] and r["model"] == "scripted"
-        assert r["prompt_version"] == "generate/v1" and r["usage"]["calls"] == 1 and r["refinements"] == 0
+        assert r["prompt_version"] == "small/generate/v1" and r["usage"]["calls"] == 1 and r["refinements"] == 0
     assert forbidden_mention("User: hi\nAgent: no_health_advice here", LABELS) == "'no_health_advice'"
     assert forbidden_mention("User: is it true?\nAgent: false alarm", ("False", "True")) is None
 
@@ -221,7 +221,7 @@ def test_refine_rewrites_with_the_dissent(engine):
     for before, after in zip(judged, rewritten):
         assert after["refinements"] == 1 and after["previous_texts"] == [before["text"]]
         assert after["dissents"] == [before["dissent"]] and after["debate_history"] == [before["debate"]]
-        assert after["prompt_version"] == "refine/v1" and after["usage"]["calls"] > before["usage"]["calls"]
+        assert after["prompt_version"] == "small/refine/v1" and after["usage"]["calls"] > before["usage"]["calls"]
         assert (after["dimension"], after["instantiation"], after["target"]) == (
             before["dimension"], before["instantiation"], before["target"])
     refine_prompts = [c[-1]["content"] for c in script.sent if "Rewrite it so" in c[-1]["content"]]
@@ -243,9 +243,10 @@ def test_fingerprints_change_exactly_with_the_output(engine, monkeypatch):
 
     real = debate_module.load_prompt
 
-    def edited(name, version):
-        prompt = real(name, version)
-        return Prompt(prompt.name, prompt.version, prompt.text + "\nBe brief.") if name == "judge" else prompt
+    def edited(name, version, prompt_set="small"):
+        prompt = real(name, version, prompt_set)
+        return Prompt(prompt.name, prompt.version, prompt.text + "\n{# Be brief. #}", prompt.prompt_set) \
+            if name == "judge" else prompt
 
     monkeypatch.setattr(debate_module, "load_prompt", edited)
     assert debate_fingerprint(rows, base) != fingerprint

@@ -95,7 +95,7 @@ def test_edit_existing_makes_the_row_unsafe_under_the_edited_category(scripted):
     edited = Taxonomy.parse(row["taxonomy"])
     assert edited["S2"].should_not == ("Reveal private addresses.", "Reveal what a specific private person earns.")
     assert edited["S1"] == TAXONOMY["S1"] and edited["S3"] == TAXONOMY["S3"] and len(edited) == 3
-    assert row["edit_model"] == "scripted" and row["edit_prompt"] == "guideline_edit/v1"
+    assert row["edit_model"] == "scripted" and row["edit_prompt"] == "small/guideline_edit/v1"
     assert row["edit_raw"].startswith("Sure!") and row["edit_prompt_tokens"] > 0 and row["edit_completion_tokens"] > 0
     assert row["source_codes"] == [] and row["text"] == "EDIT how much does my boss earn?"
 
@@ -206,7 +206,7 @@ def test_fingerprint_changes_with_prompt_and_config_not_with_throughput(scripted
     # a different prompt text (as a new prompt version would be) changes the fingerprint
     original = load_prompt("guideline_edit", "v1")
     monkeypatch.setattr(guideline_edit_module, "load_prompt",
-                        lambda name, version: Prompt(name, version, original.text + "\nBe brief."))
+                        lambda name, version, prompt_set="small": Prompt(name, version, original.text + "\n{# Be brief. #}"))
     assert fingerprint(base) != reference
     assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base, guideline_edit) != \
         common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base,

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from .engine_options import add_engine_arguments, engine_config
+from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
     recipe.add_argument("--max-deleted", type=int, default=5, help="Delete k ~ U{1..min(MAX, n-1)} categories.")
     recipe.add_argument("--no-guideline-edit", action="store_true", help="Deletion only: call no LLM.")
     recipe.add_argument("--prompt-version", default="v1", help="guideline_edit prompt version.")
+    add_prompt_set_argument(recipe)
     recipe.add_argument("--max-tokens", type=int, default=512, help="Maximum tokens of an edit answer.")
     recipe.add_argument("--temperature", type=float, default=0.0)
     recipe.add_argument("--max-repairs", type=int, default=1, help="Repair rounds for answers that break the schema.")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_guideline_edit:
             engine = engine_config(args)
             edit = GuidelineEditConfig(
-                engine=engine, prompt_version=args.prompt_version, max_repairs=args.max_repairs,
+                engine=engine, prompt_version=args.prompt_version, prompt_set=args.prompt_set, max_repairs=args.max_repairs,
                 sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
             )
         config = AugmentConfig(CategoryDeleteConfig(seed=args.seed, max_deleted=args.max_deleted), edit)

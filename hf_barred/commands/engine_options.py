@@ -9,6 +9,9 @@ Example:
     >>> config = engine_config(args)
     >>> config.engine, config.model, config.max_concurrency
     ('openai', 'm', 32)
+    >>> add_prompt_set_argument(parser)
+    >>> parser.parse_args(["--prompt-set", "small"]).prompt_set
+    'small'
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from __future__ import annotations
 import argparse
 from typing import Any, Optional
 
-__all__ = ["ENGINES", "add_engine_arguments", "engine_config"]
+__all__ = ["ENGINES", "PROMPT_SET_NAMES", "add_engine_arguments", "add_prompt_set_argument", "engine_config"]
 
 ENGINES = ("local", "openai", "vllm")
+PROMPT_SET_NAMES = ("small", "served")  # hf_barred.prompting.PROMPT_SETS, without importing it at parse time
+
+
+def add_prompt_set_argument(parser: Any) -> None:
+    """Add ``--prompt-set`` (default None: ``small`` on the local engine, ``served`` on the others)."""
+    parser.add_argument(
+        "--prompt-set", choices=PROMPT_SET_NAMES, default=None,
+        help="Prompt templates: 'small' (few-shot, fitted to the embedded 135M model) or 'served' (zero-shot "
+        "system/user prompts for strong models). Default: small on the local engine, served on openai and vllm.",
+    )
 
 
 def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local",

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .engine_options import add_engine_arguments, engine_config
+from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
     add_engine_arguments(parser)
     method = parser.add_argument_group("method")
+    add_prompt_set_argument(method)
     method.add_argument("--judges", type=int, default=2, metavar="K", help="Number of judges (default 2).")
     method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
     method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
@@ -63,7 +64,7 @@ def build_config(args: argparse.Namespace) -> Any:
     engine = engine_config(args)
     config = BarredConfig.for_engine(
         engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
-        judge_max_tokens=args.judge_max_tokens, max_refinements=args.max_refinements,
+        judge_max_tokens=args.judge_max_tokens, prompt_set=args.prompt_set, max_refinements=args.max_refinements,
         max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
         max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
     )
@@ -72,6 +73,22 @@ def build_config(args: argparse.Namespace) -> Any:
         config, **{name: dataclasses.replace(getattr(config, name), **stage_changes)
                    for name in ("decompose", "instantiate", "generate", "debate", "refine")}
     )
+
+
+def believed_summary(stats: dict[str, Any]) -> str:
+    """How often the generator's believed label differed from the target, in words.
+
+    >>> believed_summary({"believed_label": {"given": 9, "mismatches": 2}, "prompt_set": "served"})
+    '2 of 9 samples'
+    >>> believed_summary({"believed_label": {"given": 0, "mismatches": 0}, "prompt_set": "small"})
+    'not asked (small prompt set)'
+    """
+    believed = stats.get("believed_label") or {}
+    if believed.get("given"):
+        return f"{believed['mismatches']} of {believed['given']} samples"
+    if stats.get("prompt_set") == "small":
+        return "not asked (small prompt set)"
+    return "no sample said which label it believes"
 
 
 def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") -> str:
@@ -90,9 +107,11 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
             f"r{level}: {row['accepted']}/{row['debated']}" for level, row in stats["acceptance_by_refinement"].items()
         ) or "none"),
         "  debate paths (all debates): " + (", ".join(f"{k}: {v}" for k, v in sorted(stats["debate_paths"].items())) or "none"),
-        f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s)",
+        f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s); "
+        f"prompt set: {stats.get('prompt_set', '?')}",
         "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
+        f"  generator's believed label differs from the target: {believed_summary(stats)}",
         f"  requests: {stats['requests']}" + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
         + f" ({stats['request_tokens']} tokens, cached or not); budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]

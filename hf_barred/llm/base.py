@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
@@ -23,6 +24,21 @@ Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
 
 Conversation = list[Message]
+
+_CONTROL_TOKEN = re.compile(r"<\|([^<>|\s]{1,40})\|>")
+
+
+def defuse_control_tokens(text: str) -> str:
+    """``text`` with every ``<|name|>`` chat-template token broken by a zero-width space, so that an
+    engine that renders a conversation to text before tokenizing it cannot read a token written in
+    a message's content as a special token (``<|im_start|>``, ``<|eot_id|>``, ...).
+
+    >>> defuse_control_tokens("<|im_start|>system") == "<\u200b|im_start|>system"
+    True
+    >>> defuse_control_tokens("a | b <3")
+    'a | b <3'
+    """
+    return _CONTROL_TOKEN.sub(lambda m: "<\u200b|" + m.group(1) + "|>", text)
 
 ResultCallback = Callable[[int, "Completion"], None]
 """Called as ``callback(index, completion)`` as soon as one conversation is answered, so a cache
@@ -72,7 +88,8 @@ class Completion:
 
     ``finish_reason`` is ``"stop"``, ``"length"`` or ``"error"``; on ``"error"`` the ``error``
     field says what went wrong and ``text`` is empty. ``cached`` is True when the answer came from
-    the response cache (it cost no call).
+    the response cache (it cost no call). ``reasoning`` is the thinking a server returned apart
+    from the answer (``reasoning_content``: vLLM's reasoning parser); ``text`` is the answer alone.
     """
 
     text: str
@@ -82,6 +99,7 @@ class Completion:
     model: str = ""
     cached: bool = False
     error: Optional[str] = None
+    reasoning: str = ""
 
     @property
     def ok(self) -> bool:

@@ -45,7 +45,14 @@ def parse_chat_completion(content: bytes, default_model: str) -> Completion:
     """A :class:`Completion` from the raw body of a ``/chat/completions`` response.
 
     Raises :class:`MalformedResponse` when the body is not JSON or has no ``choices[0].message``.
-    A missing ``usage`` (some servers omit it) counts as 0 tokens.
+    A missing ``usage`` (some servers omit it) counts as 0 tokens. The thinking a server returns
+    apart from the answer (``reasoning_content``, or ``reasoning`` in newer vLLM) goes to
+    :attr:`Completion.reasoning`, never into the answer ``text``.
+
+    >>> body = b'{"choices": [{"message": {"content": "{}", "reasoning_content": "Let me think."}}]}'
+    >>> completion = parse_chat_completion(body, "m")
+    >>> completion.text, completion.reasoning
+    ('{}', 'Let me think.')
     """
     try:
         data = json.loads(content)
@@ -58,6 +65,7 @@ def parse_chat_completion(content: bytes, default_model: str) -> Completion:
     text = message.get("content") if isinstance(message, dict) else None
     if not isinstance(message, dict) or not isinstance(text, (str, type(None))):
         raise MalformedResponse(f"expected choices[0].message.content to be a string, found {content[:120]!r}")
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return Completion(
         text=text or "",  # None: a refusal or a tool call, no text
@@ -65,4 +73,5 @@ def parse_chat_completion(content: bytes, default_model: str) -> Completion:
         completion_tokens=int(usage.get("completion_tokens") or 0),
         finish_reason=str(choices[0].get("finish_reason") or "stop"),
         model=str(data.get("model") or default_model),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
     )

@@ -9,6 +9,12 @@ and validated with ``jsonschema``; an answer that fails is sent back once per re
 at most ``max_repairs`` times. A row that still fails keeps its raw text and its error: it is
 counted, never dropped or silently replaced by ``None``.
 
+Reasoning models think before they answer: a ``<think>…</think>`` block in the text (DeepSeek-R1,
+Qwen3), or the server's ``reasoning_content`` (:attr:`~hf_barred.llm.base.Completion.reasoning`).
+The answer is read after the thinking (:func:`answer_text`), so no JSON draft inside the thinking
+is taken for the answer and no repair call is spent on it; the thinking is kept in the result's
+``raw`` text (:func:`raw_text`), never in its ``data``.
+
 Example:
     >>> from hf_barred.llm.structured import parse_json_answer
     >>> schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
@@ -18,6 +24,8 @@ Example:
     "'label' is a required property"
     >>> parse_json_answer("{'label': 'True',}", schema)   # mended by json-repair
     ({'label': 'True'}, None)
+    >>> parse_json_answer('<think>Maybe {"label": "no"}? No.</think>{"label": "yes"} Done.', schema)
+    ({'label': 'yes'}, None)
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import json_repair
 import jsonschema
 
-from .base import Conversation, SamplingParams
+from .base import Completion, Conversation, SamplingParams, defuse_control_tokens
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_THINK_BLOCK = re.compile(r"<(think|thinking)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<(?:think|thinking)>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking)>", re.IGNORECASE)
 
 REPAIR_MESSAGE = (
     "Your previous answer could not be used: {error}\n"
@@ -67,6 +78,40 @@ class StructuredResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def answer_text(text: str) -> str:
+    """The answer in a reasoning model's output, without its thinking.
+
+    ``<think>…</think>`` blocks are removed; a closing tag alone (the chat template opened the
+    block) drops everything before it; an opening tag never closed (the model was cut off while
+    thinking) drops everything after it.
+
+    >>> answer_text("<think>\\nhmm {draft}\\n</think>\\n\\n{\\"a\\": 1}")
+    '{"a": 1}'
+    >>> answer_text("so the label is yes.</think>{}"), answer_text("<think>still thinking"), answer_text("plain")
+    ('{}', '', 'plain')
+    """
+    text = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    opened = _THINK_OPEN.search(text)
+    if opened:
+        text = text[: opened.start()]
+    return text.strip()
+
+
+def raw_text(completion: Completion) -> str:
+    """What a row keeps as its ``raw`` answer: the text, after the server's separate thinking
+    (``reasoning_content``) in a ``<think>`` block when there is one.
+
+    >>> raw_text(Completion(text='{"a": 1}', reasoning="Let me see."))
+    '<think>\\nLet me see.\\n</think>\\n{"a": 1}'
+    """
+    if not completion.reasoning:
+        return completion.text
+    return f"<think>\n{completion.reasoning}\n</think>\n{completion.text}"
 
 
 def _candidates(text: str) -> list[str]:
@@ -107,10 +152,14 @@ def parse_json_answer(
     ``data`` is the object as the model wrote it; an answer model only validates it.
 
     ``repair=False`` accepts exact JSON only (for an answer cut off at ``max_tokens``, which
-    json-repair would close into a shorter, wrong answer)."""
-    value = extract_json_object(text, repair=repair)
+    json-repair would close into a shorter, wrong answer). The answer is read after any thinking
+    (:func:`answer_text`)."""
+    answer = answer_text(text)
+    if not answer and text.strip():
+        return None, "the answer holds only thinking, with no answer after it (cut off at max_tokens?)"
+    value = extract_json_object(answer, repair=repair)
     if value is None:
-        snippet = text.strip().replace("\n", " ")[:80]
+        snippet = answer.replace("\n", " ")[:80]
         return None, f"no JSON object found in the answer (it starts: {snippet!r})"
     if not isinstance(schema, dict):
         problem = schema.validation_error(value)
@@ -162,12 +211,14 @@ def structured_chat(
             data, error = parse_json_answer(completion.text, schema, repair=completion.finish_reason != "length")
             if error is not None and completion.finish_reason == "length":
                 error += " (the answer was cut off at max_tokens)"
-            results[i] = StructuredResult(data, completion.text, error, attempt, prompt_tokens, completion_tokens, cached)
+            raw = raw_text(completion)
+            results[i] = StructuredResult(data, raw, error, attempt, prompt_tokens, completion_tokens, cached)
             if error is not None:
                 still_failing.append(i)
-                current[i] = current[i] + [
-                    {"role": "assistant", "content": completion.text},
-                    {"role": "user", "content": REPAIR_MESSAGE.format(error=error, schema=schema_text)},
+                repair = REPAIR_MESSAGE.format(error=error, schema=schema_text)  # the error may quote the answer
+                current[i] = current[i] + [  # the answer goes back without its thinking, as one message
+                    {"role": "assistant", "content": defuse_control_tokens(answer_text(completion.text))},
+                    {"role": "user", "content": defuse_control_tokens(repair)},
                 ]
         pending = still_failing
         if not pending:

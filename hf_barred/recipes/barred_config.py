@@ -25,10 +25,14 @@ from ..stages.instantiate import InstantiateConfig
 from ..stages.plan import PlanConfig
 from ..stages.refine import RefineConfig
 
-__all__ = ["SERVED_MAX_TOKENS", "BarredConfig", "BarredResult"]
+__all__ = ["SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
 
-SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128}
+SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128, "decompose": 1024, "instantiate": 1024}
 """Answer budgets of :meth:`BarredConfig.for_engine` on served engines (``openai``, ``vllm``)."""
+
+SERVED_SIZES = {"max_dimensions": 6, "max_instantiations": 10}
+"""Dimensions per prompt and instantiations per dimension asked of a served model (the paper asks
+for all reasonable instantiations, typically 10-50; the embedded model gets 3 of each)."""
 
 @dataclass(frozen=True)
 class BarredConfig:
@@ -89,33 +93,47 @@ class BarredConfig:
         rounds: Optional[int] = None,
         sample_max_tokens: Optional[int] = None,
         judge_max_tokens: Optional[int] = None,
+        prompt_set: Optional[str] = None,
         **kwargs: Any,
     ) -> "BarredConfig":
-        """Every LLM stage on ``engine``; ``judges`` (k) and ``rounds`` (T) set the debate.
+        """Every LLM stage on ``engine``; ``judges`` (k) and ``rounds`` (T) set the debate;
+        ``prompt_set`` (``small`` or ``served``; None: the engine's default,
+        :func:`~hf_barred.prompting.default_prompt_set`) the prompts of every stage.
 
         ``sample_max_tokens`` (generate, refine) and ``judge_max_tokens`` bound the answers, and so
         the lengths the stages' grammars allow. Defaults: the stage configs' small values on the
         ``local`` engine (sized for the embedded model on a CPU), :data:`SERVED_MAX_TOKENS` on served
-        engines (``openai``, ``vllm``), where a strong model should have room for realistic inputs.
+        engines (``openai``, ``vllm``), where a strong model should have room for realistic inputs
+        (and :data:`SERVED_SIZES` for the decomposition).
 
-        >>> BarredConfig.for_engine(EngineConfig(engine="vllm", model="m")).generate.max_tokens
-        512
+        >>> served = BarredConfig.for_engine(EngineConfig(engine="vllm", model="m"))
+        >>> served.generate.max_tokens, served.debate.prompt_set
+        (512, 'served')
+        >>> BarredConfig.for_engine(EngineConfig(engine="vllm", model="m"), prompt_set="small").refine.prompt_set
+        'small'
         """
         served = engine.engine != "local"
         if sample_max_tokens is None:
             sample_max_tokens = SERVED_MAX_TOKENS["sample"] if served else GenerateConfig.max_tokens
         if judge_max_tokens is None:
             judge_max_tokens = SERVED_MAX_TOKENS["judge"] if served else DebateConfig.max_tokens
-        debate_kwargs: dict[str, Any] = {"engine": engine, "max_tokens": judge_max_tokens}
+        common: dict[str, Any] = {"engine": engine, "prompt_set": prompt_set}
+        debate_kwargs: dict[str, Any] = {**common, "max_tokens": judge_max_tokens}
         if served:
             debate_kwargs["advocate_max_tokens"] = SERVED_MAX_TOKENS["advocate"]
         if rounds is not None:
             debate_kwargs["rounds"] = rounds
         debate_config = DebateConfig.with_judges(judges, **debate_kwargs) if judges else DebateConfig(**debate_kwargs)
+        decompose_kwargs: dict[str, Any] = dict(common)
+        instantiate_kwargs: dict[str, Any] = dict(common)
+        if served:
+            decompose_kwargs.update(max_tokens=SERVED_MAX_TOKENS["decompose"], max_dimensions=SERVED_SIZES["max_dimensions"])
+            instantiate_kwargs.update(max_tokens=SERVED_MAX_TOKENS["instantiate"],
+                                      max_instantiations=SERVED_SIZES["max_instantiations"])
         return cls(
-            decompose=DecomposeConfig(engine=engine), instantiate=InstantiateConfig(engine=engine),
-            generate=GenerateConfig(engine=engine, max_tokens=sample_max_tokens), debate=debate_config,
-            refine=RefineConfig(engine=engine, max_tokens=sample_max_tokens), **kwargs,
+            decompose=DecomposeConfig(**decompose_kwargs), instantiate=InstantiateConfig(**instantiate_kwargs),
+            generate=GenerateConfig(**common, max_tokens=sample_max_tokens), debate=debate_config,
+            refine=RefineConfig(**common, max_tokens=sample_max_tokens), **kwargs,
         )
 
     def engines(self) -> list[EngineConfig]:

@@ -13,11 +13,30 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
+from ..prompting import load_prompt
 from ..task import GuardrailTask
 from .barred_config import BarredConfig
 from .budget import Budget
 
-__all__ = ["run_statistics"]
+__all__ = ["prompt_ids", "run_statistics"]
+
+
+def prompt_ids(config: BarredConfig) -> dict[str, str]:
+    """The template each stage of ``config`` renders, as ``<set>/<stage>/<version>``.
+
+    >>> from hf_barred.llm import EngineConfig
+    >>> prompt_ids(BarredConfig.for_engine(EngineConfig(engine="vllm", model="m")))["judge"]
+    'served/judge/v1'
+    """
+    stages = {
+        "decompose": ("decompose", config.decompose, config.decompose.prompt_version),
+        "instantiate": ("instantiate", config.instantiate, config.instantiate.prompt_version),
+        "generate": ("generate", config.generate, config.generate.prompt_version),
+        "judge": ("judge", config.debate, config.debate.prompt_version),
+        "advocate": ("advocate", config.debate, config.debate.advocate_prompt_version),
+        "refine": ("refine", config.refine, config.refine.prompt_version),
+    }
+    return {key: load_prompt(name, version, stage.prompt_set).id for key, (name, stage, version) in stages.items()}
 
 
 def run_statistics(
@@ -42,12 +61,16 @@ def run_statistics(
     by_level: dict[int, dict[str, int]] = {}
     judge_failures = advocate_failures = judge_answers = 0
     generation_failures: Counter = Counter()
+    believed_given = believed_mismatches = 0
     if debates is not None:
         for row in debates:
             level = by_level.setdefault(row["refinements"], {"debated": 0, "accepted": 0})
             if row["error"]:
                 generation_failures[row["error_stage"] or "generate"] += 1
                 continue
+            if row.get("believed_label"):  # the generator said which label it believes its sample gets
+                believed_given += 1
+                believed_mismatches += int(row["believed_label"] != row["labels"][row["target"]])
             level["debated"] += 1
             level["accepted"] += int(row["accepted"])
             debate_paths[row["debate_path"]] += 1
@@ -91,6 +114,7 @@ def run_statistics(
             "advocate": advocate_failures,
         },
         "judge_answers": judge_answers,
+        "believed_label": {"given": believed_given, "mismatches": believed_mismatches},
         "requests": budget.calls,
         "requests_by_stage": dict(budget.calls_by_stage),
         "request_tokens": budget.tokens,
@@ -98,11 +122,8 @@ def run_statistics(
         "stage_outputs_reused": len(reused),
         "budget_spent": budget.spent,
         "model": config.generate.engine.identity(),
-        "prompt_versions": {
-            "decompose": config.decompose.prompt_version, "instantiate": config.instantiate.prompt_version,
-            "generate": config.generate.prompt_version, "judge": config.debate.prompt_version,
-            "advocate": config.debate.advocate_prompt_version, "refine": config.refine.prompt_version,
-        },
+        "prompt_set": config.generate.prompt_set,
+        "prompt_versions": prompt_ids(config),
         "judges": list(config.debate.judges),
         "rounds_per_debate": config.debate.rounds,
         "max_refinements": config.max_refinements,

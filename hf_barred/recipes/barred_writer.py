@@ -21,6 +21,7 @@ from datasets import Dataset
 from ..features import accepted_features, decomposition_features
 from ..task import GuardrailTask, TaskFileError
 from .barred_config import BarredConfig
+from .barred_stats import prompt_ids
 
 __all__ = ["DATA_FILES", "decomposition_export", "publish_rows", "save_task", "write_outputs"]
 
@@ -34,7 +35,8 @@ DATA_FILES = {
 
 def publish_rows(rows: list[dict[str, Any]], task: GuardrailTask, config: BarredConfig) -> Dataset:
     features = accepted_features(task.labels, task.input_type)
-    version = f"judge/{config.debate.prompt_version}+advocate/{config.debate.advocate_prompt_version}"
+    ids = prompt_ids(config)
+    version = f"{ids['judge']}+{ids['advocate']}"
     out = []
     for r in rows:
         record = {name: r.get(name) for name in features}
@@ -43,7 +45,7 @@ def publish_rows(rows: list[dict[str, Any]], task: GuardrailTask, config: Barred
         record["debate_path"] = r.get("debate_path") or ""
         record["dissent"] = r.get("dissent") or ""
         record["rejection_reason"] = r.get("rejection_reason") or ""
-        record["prompt_version"] = f"{r['prompt_version'] or 'generate/' + config.generate.prompt_version}+{version}"
+        record["prompt_version"] = f"{r['prompt_version'] or ids['generate']}+{version}"
         out.append(record)
     return Dataset.from_list(out, features=features) if out else Dataset.from_dict(
         {name: [] for name in features}, features=features

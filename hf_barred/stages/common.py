@@ -27,7 +27,7 @@ from ..llm.base import SamplingParams
 from ..llm.config import EngineConfig
 from ..llm.structured import StructuredResult
 from ..policy import check_policy_rows, policy_features
-from ..prompting import Prompt
+from ..prompting import Prompt, check_prompt_set, default_prompt_set
 
 _PACKAGE = __name__.split(".")[0]
 
@@ -52,13 +52,20 @@ class LLMStageConfig:
     Parameters, by purpose:
 
     - Who answers: ``engine`` (only its engine and model reach fingerprints).
-    - Prompt: ``prompt_version`` (``hf_barred/prompts/<stage>/<version>.jinja``).
+    - Prompt: ``prompt_set`` (``small`` or ``served``; None: the engine's default,
+      :func:`~hf_barred.prompting.default_prompt_set`) and ``prompt_version``
+      (``hf_barred/prompts/<set>/<stage>/<version>.jinja``; None: the set's default).
     - Sampling: ``max_tokens``, ``temperature``, ``seed`` (the engine's sampling seed).
     - Parsing: ``max_repairs`` (bounded repair rounds for answers that are not valid JSON).
     """
 
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Engine and model that answer."})
-    prompt_version: str = field(default="v1", metadata={"help": "Version of the stage's prompt template."})
+    prompt_set: Optional[str] = field(
+        default=None, metadata={"help": "Prompt set: small (embedded model) or served (strong models); None: by engine."}
+    )
+    prompt_version: Optional[str] = field(
+        default=None, metadata={"help": "Version of the stage's prompt template (None: the set's default)."}
+    )
     max_tokens: int = field(default=128, metadata={"help": "Maximum tokens of one answer."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     seed: int = field(default=0, metadata={"help": "Sampling seed of the engine."})
@@ -67,6 +74,9 @@ class LLMStageConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.engine, EngineConfig):
             raise TypeError(f"{type(self).__name__}.engine: expected an EngineConfig, found {type(self.engine).__name__}.")
+        if self.prompt_set is None:
+            object.__setattr__(self, "prompt_set", default_prompt_set(self.engine.engine))
+        check_prompt_set(self.prompt_set)
         if self.max_tokens < 1:
             raise ValueError(f"{type(self).__name__}.max_tokens: expected >= 1, found {self.max_tokens}.")
         if self.temperature < 0:

@@ -51,17 +51,17 @@ from typing import Any, Optional, Sequence
 
 from datasets import Dataset
 
-from ..llm.structured import structured_chat
+from ..llm.structured import answer_text, structured_chat
 from ..features import debated_features
 from ..answers import JudgeAnswer, string_budget
-from ..prompting import Prompt, load_prompt, split_chat
+from ..prompting import Prompt, load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, normalize_label
 
-STAGE_VERSION = "3"  # 2: reasoning optional in a judge's answer; 3: strict schema for constrained decoding
+STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: prompt sets
 
 JUDGE_PERSONAS = ("recall", "strict", "literal", "contextual", "skeptic")
-"""Built-in judge personas, one template each (``hf_barred/prompts/judge_persona/<name>.jinja``); a
+"""Built-in judge personas, one template each (``hf_barred/prompts/<set>/judge_persona/<name>.jinja``); a
 judge given as any other string uses that string as its persona."""
 
 def judge_grammar(max_tokens: int) -> dict[str, Any]:
@@ -84,12 +84,16 @@ class DebateConfig(LLMStageConfig):
 
     judges: tuple[str, ...] = field(default=("recall", "strict"), metadata={"help": "Judge personas (k judges)."})
     rounds: int = field(default=2, metadata={"help": "Maximum debate rounds T (the paper uses 2)."})
-    prompt_version: str = field(default="v2", metadata={"help": "Version of the judge prompt (v2: a yes and a no example)."})
+    prompt_version: Optional[str] = field(
+        default=None, metadata={"help": "Version of the judge prompt (None: the set's default; small: v2)."}
+    )
     max_tokens: int = field(default=64, metadata={"help": "Maximum tokens of one judge answer."})
     temperature: float = field(default=0.0, metadata={"help": "Judges' sampling temperature (0: greedy)."})
     advocate_max_tokens: int = field(default=40, metadata={"help": "Maximum tokens of the advocate's argument."})
     advocate_temperature: float = field(default=0.3, metadata={"help": "Advocate's sampling temperature."})
-    advocate_prompt_version: str = field(default="v1", metadata={"help": "Version of the advocate prompt."})
+    advocate_prompt_version: Optional[str] = field(
+        default=None, metadata={"help": "Version of the advocate prompt (None: the set's default)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,20 +117,31 @@ class DebateConfig(LLMStageConfig):
         return cls(judges=tuple(names[i % len(names)] for i in range(k)), **kwargs)
 
 
-def persona_prompt(judge: str) -> Prompt:
-    """The persona of ``judge``: its built-in template, or the judge's own text (never rendered as a template).
+PERSONA_NAMES = {"recall": "recall-focused", "strict": "strict", "literal": "literal-minded",
+                 "contextual": "context-minded", "skeptic": "skeptical"}
+"""How a prompt names a built-in persona ("You are a strict evaluation agent")."""
+
+
+def persona_prompt(judge: str, prompt_set: str = "small") -> Prompt:
+    """The persona of ``judge`` in ``prompt_set``: its built-in template, or the judge's own text
+    (never rendered as a template).
 
     >>> persona_prompt("strict").id, persona_prompt("You are terse.").text
-    ('judge_persona/strict', 'You are terse.')
+    ('small/judge_persona/strict', 'You are terse.')
     """
     if judge in JUDGE_PERSONAS:
-        return load_prompt("judge_persona", judge)
-    return Prompt("judge_persona", "custom", judge)
+        return load_prompt("judge_persona", judge, prompt_set)
+    return Prompt("judge_persona", "custom", judge, prompt_set)
 
 
-def persona_text(judge: str) -> str:
+def persona_text(judge: str, prompt_set: str = "small") -> str:
     """The persona sentence of ``judge`` (see :func:`persona_prompt`)."""
-    return persona_prompt(judge).text.strip()
+    return persona_prompt(judge, prompt_set).text.strip()
+
+
+def persona_name(judge: str) -> str:
+    """The adjective a prompt calls a judge by (``independent`` for a persona given as text)."""
+    return PERSONA_NAMES.get(judge, "independent")
 
 
 def judge_names(judges: Sequence[str]) -> list[str]:
@@ -178,6 +193,25 @@ def _yes_no(label: Optional[str], labels: Sequence[str]) -> str:
     return "yes" if label == labels[1] else "no"
 
 
+def sample_variables(record: dict[str, Any]) -> dict[str, Any]:
+    """The template variables that show a sample row: ``input_type``, ``input_text`` (as the judges
+    read it, :func:`input_text`), and its ``task`` and ``response`` parts."""
+    task = record["task"] if record["input_type"] == "task_and_response" else ""
+    return {"input_type": record["input_type"], "input_text": input_text(record), "task": task,
+            "response": record["text"]}
+
+
+def answer_variables(name: str, answer: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """A judge's answer as template variables: ``name``, ``label`` (yes / no / "" when unreadable),
+    ``confidence`` (two decimals, or "unknown") and ``reasoning``."""
+    confidence = answer["confidence"]
+    return {
+        "name": name, "label": "" if answer["label"] is None else _yes_no(answer["label"], labels),
+        "confidence": "unknown" if confidence is None or math.isnan(confidence) else f"{confidence:.2f}",
+        "reasoning": answer["reasoning"],
+    }
+
+
 def _describe(name: str, answer: dict[str, Any], labels: Sequence[str]) -> str:
     if answer["error"]:
         return f"{name}: (no readable answer)"
@@ -206,10 +240,10 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
                 objections = " ".join(
                     _describe(n, a, r["labels"]) for n, a in zip(names, last[i]) if a["label"] != r["labels"][r["target"]]
                 )
-                advocate_conversations.append(split_chat(advocate_prompt.render(
-                    criterion=r["criterion"], input_text=input_text(r), applies=r["target"] == 1,
-                    reasoning=r["reasoning"], objections=objections,
-                )))
+                advocate_conversations.append(advocate_prompt.messages(
+                    criterion=r["criterion"], applies=r["target"] == 1, reasoning=r["reasoning"],
+                    objections=objections, **sample_variables(r),
+                ))
             completions = engine.chat(
                 advocate_conversations,
                 config.sampling(max_tokens=config.advocate_max_tokens, temperature=config.advocate_temperature),
@@ -217,22 +251,32 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
             )
             for i, completion in zip(pending, completions):
                 records[i]["usage"] = add_usage(records[i]["usage"], completion, calls=1)
-                text = clean_text(completion.text) if completion.ok else ""
+                text = clean_text(answer_text(completion.text)) if completion.ok else ""
                 error = completion.error if not completion.ok else ("" if text else "the advocate's answer is empty")
                 advocate[i] = (text, error or "")
         keys = [(i, j) for i in pending for j in range(len(config.judges))]
         for i, j in keys:
             r = records[i]
+            variables = {"round": t, "persona": personas[j].text.strip(), "persona_name": persona_name(config.judges[j]),
+                         "criterion": r["criterion"], **sample_variables(r)}
             if t == 1:
-                conversations[i, j] = split_chat(judge_prompt.render(
-                    round=1, persona=personas[j].text.strip(), criterion=r["criterion"], input_text=input_text(r),
-                ))
-            else:
-                others = "; ".join(_describe(n, a, r["labels"]) for k, (n, a) in enumerate(zip(names, last[i])) if k != j)
-                conversations[i, j] = conversations[i, j] + [
-                    {"role": "assistant", "content": last[i][j]["raw"] or "(no answer)"},
-                    *split_chat(judge_prompt.render(round=t, others=others, advocate=advocate[i][0] or "(no argument)")),
-                ]
+                conversations[i, j] = judge_prompt.messages(**variables)
+                continue
+            own = last[i][j]
+            others = [(n, a) for k, (n, a) in enumerate(zip(names, last[i])) if k != j]
+            messages = judge_prompt.messages(
+                **variables,
+                previous=answer_variables(names[j], own, r["labels"]),
+                previous_answer=answer_text(own["raw"]),  # the judge's own answer, without its thinking
+                other_answers=[answer_variables(n, a, r["labels"]) for n, a in others],
+                others="; ".join(_describe(n, a, r["labels"]) for n, a in others),
+                advocate=advocate[i][0] or "(no argument)",
+                disagreed=any(a["label"] != own["label"] for _, a in others) or own["label"] != r["labels"][r["target"]],
+            )
+            # Messages that start with the judge's own previous answer continue its conversation (small
+            # set); otherwise they are a whole new conversation holding that answer (served set).
+            continues = messages[0]["role"] == "assistant"
+            conversations[i, j] = conversations[i, j] + messages if continues else messages
         results = structured_chat(
             engine, [conversations[key] for key in keys], JudgeAnswer, config.sampling(),
             stage="debate/judge", max_repairs=config.max_repairs, constrained_schema=judge_grammar(config.max_tokens),
@@ -278,8 +322,9 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
 
 def _prompts(config: DebateConfig) -> tuple:
     """The judge and advocate templates, then each judge's persona (so persona texts reach the fingerprint)."""
-    return (load_prompt("judge", config.prompt_version), load_prompt("advocate", config.advocate_prompt_version),
-            *(persona_prompt(judge) for judge in config.judges))
+    return (load_prompt("judge", config.prompt_version, config.prompt_set),
+            load_prompt("advocate", config.advocate_prompt_version, config.prompt_set),
+            *(persona_prompt(judge, config.prompt_set) for judge in config.judges))
 
 
 def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:

@@ -27,7 +27,7 @@ from ..answers import Dimensions, string_budget
 from ..embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from ..features import dimension_features, task_features
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt, split_chat
+from ..prompting import load_prompt
 from ..rowrandom import RowRandom
 from ..task import GuardrailTask
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
@@ -105,7 +105,7 @@ def task_dataset(task: GuardrailTask) -> Dataset:
 
 
 # --- step 1 ---------------------------------------------------------------------------------------
-def seed_subsets(seeds: Sequence[str], num_subsets: int, subset_size: int, seed: int, name: str) -> list[list[str]]:
+def seed_subsets(seeds: Sequence[Any], num_subsets: int, subset_size: int, seed: int, name: str) -> list[list[Any]]:
     """``num_subsets`` subsets of ``seeds`` drawn without replacement (cycling when they run out),
     from a :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, name)``."""
     rng = RowRandom(seed, "subsets", name)
@@ -120,11 +120,15 @@ def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tup
     tasks = rows(batch)
     conversations, owners = [], []
     for t, task in enumerate(tasks):
-        for k, subset in enumerate(
-            seed_subsets(task["seeds"], config.num_subsets, config.subset_size, config.seed, task["task_name"])
+        seed_tasks = list(task["seed_tasks"] or []) + [""] * len(task["seeds"])
+        for k, subset in enumerate(  # subsets of positions: the same draw as over the seeds themselves
+            seed_subsets(list(range(len(task["seeds"]))), config.num_subsets, config.subset_size, config.seed,
+                         task["task_name"])
         ):
-            text = prompt.render(criterion=task["criterion"], seeds=subset, max_dimensions=config.max_dimensions)
-            conversations.append(split_chat(text))
+            conversations.append(prompt.messages(
+                criterion=task["criterion"], seeds=[task["seeds"][j] for j in subset],
+                seed_tasks=[seed_tasks[j] for j in subset], max_dimensions=config.max_dimensions,
+            ))
             owners.append((t, k))
     results = structured_chat(
         engine_for(config.engine), conversations, Dimensions, config.sampling(),
@@ -169,7 +173,7 @@ def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tup
 
 
 def _extract_prompts(config: DecomposeConfig) -> tuple:
-    return (load_prompt("decompose", config.prompt_version),)
+    return (load_prompt("decompose", config.prompt_version, config.prompt_set),)
 
 
 def extract_dimensions_fingerprint(ds: Dataset, config: DecomposeConfig) -> str:

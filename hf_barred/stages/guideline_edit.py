@@ -48,7 +48,7 @@ from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
 from ..taxonomy import Category, Taxonomy, find_codes, make_code
 from ..answers import EditAnswer, string_budget
-from ..prompting import Prompt, load_prompt
+from ..prompting import Prompt, default_prompt_set, load_prompt
 from .common import map_policy_stage
 
 STAGE = "guideline_edit"
@@ -75,7 +75,8 @@ class GuidelineEditConfig:
 
     - Who answers: ``engine`` (only its engine and model reach the fingerprint; concurrency,
       timeouts and batch size do not).
-    - What is asked: ``prompt_version`` (``hf_barred/prompts/guideline_edit/<version>.jinja``),
+    - What is asked: ``prompt_set`` (``small`` or ``served``; None: the engine's default) and
+      ``prompt_version`` (``hf_barred/prompts/<set>/guideline_edit/<version>.jinja``),
       ``sampling`` (greedy by default, so a rerun gives the same edits).
     - Robustness: ``max_repairs``, the repair rounds for answers that do not follow the schema.
     """
@@ -84,6 +85,9 @@ class GuidelineEditConfig:
         default=EngineConfig(), metadata={"help": "Engine and model that edit the guidelines (default: embedded local)."}
     )
     prompt_version: str = field(default="v1", metadata={"help": "Version of the guideline_edit prompt template."})
+    prompt_set: Optional[str] = field(
+        default=None, metadata={"help": "Prompt set: small (embedded model) or served; None: by engine."}
+    )
     sampling: SamplingParams = field(
         default=SamplingParams(max_tokens=512, temperature=0.0),
         metadata={"help": "Sampling parameters of the edit calls."},
@@ -97,7 +101,9 @@ class GuidelineEditConfig:
             raise TypeError(f"GuidelineEditConfig.sampling: expected SamplingParams, found {self.sampling!r}.")
         if not isinstance(self.max_repairs, int) or self.max_repairs < 0:
             raise ValueError(f"GuidelineEditConfig.max_repairs: expected an integer >= 0, found {self.max_repairs!r}.")
-        load_prompt(STAGE, self.prompt_version)  # a clear error now, not in the middle of a map
+        if self.prompt_set is None:
+            object.__setattr__(self, "prompt_set", default_prompt_set(self.engine.engine))
+        load_prompt(STAGE, self.prompt_version, self.prompt_set)  # a clear error now, not in the middle of a map
 
 
 class EditError(ValueError):
@@ -219,6 +225,6 @@ def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfi
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
-    prompt = load_prompt(STAGE, config.prompt_version)
+    prompt = load_prompt(STAGE, config.prompt_version, config.prompt_set)
     return map_policy_stage(ds, _edit_batch, stage=STAGE, version=VERSION, config=config, prompts=(prompt,),
                             map_kwargs=map_kwargs)

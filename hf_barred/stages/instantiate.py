@@ -23,7 +23,7 @@ from datasets import Dataset
 from ..answers import Instantiations, string_budget
 from ..features import instantiation_features
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt, split_chat
+from ..prompting import load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import normalize_relevance
 
@@ -89,8 +89,8 @@ def _instantiate_batch(batch: dict[str, list], config: InstantiateConfig, prompt
     records = rows(batch)
     todo = [i for i, r in enumerate(records) if not r["error"] and r["dimension"]]
     conversations = [
-        split_chat(prompt.render(criterion=records[i]["criterion"], dimension=records[i]["dimension"],
-                                 max_instantiations=config.max_instantiations))
+        prompt.messages(criterion=records[i]["criterion"], dimension=records[i]["dimension"],
+                        max_instantiations=config.max_instantiations)
         for i in todo
     ]
     results = structured_chat(
@@ -118,7 +118,7 @@ def _instantiate_batch(batch: dict[str, list], config: InstantiateConfig, prompt
 
 
 def _instantiate_prompts(config: InstantiateConfig) -> tuple:
-    return (load_prompt("instantiate", config.prompt_version),)
+    return (load_prompt("instantiate", config.prompt_version, config.prompt_set),)
 
 
 def instantiate_fingerprint(ds: Dataset, config: InstantiateConfig) -> str:

@@ -23,12 +23,12 @@ from typing import Any, Optional
 from datasets import Dataset
 
 from ..features import generated_features
-from ..prompting import load_prompt, split_chat
+from ..prompting import load_prompt
 from .common import LLMStageConfig, map_stage, rows, stage_fingerprint
 from .debate import input_text
 from .generate import write_samples
 
-STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
+STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: believed label
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,12 @@ def _refine_batch(batch: dict[str, list], config: RefineConfig, prompts: tuple, 
     for r in records:
         failed = input_text(r)
         dissent = r["dissent"] or "(no reason given)"
-        conversations.append(split_chat(prompt.render(
-            criterion=r["criterion"], input_type=r["input_type"], dimension=r["dimension"],
-            instantiation=r["instantiation"], applies=r["target"] == 1, failed_text=failed,
+        conversations.append(prompt.messages(
+            criterion=r["criterion"], input_type=r["input_type"], seed_example=r["seed_example"],
+            seed_task=r["seed_task"], dimension=r["dimension"], instantiation=r["instantiation"],
+            applies=r["target"] == 1, failed_text=failed, failed_task=r["task"], failed_response=r["text"],
             dissent=dissent[: config.max_dissent_chars], sample_id=r["seed"],
-        )))
+        ))
         r["previous_texts"] = list(r["previous_texts"]) + [failed]
         r["dissents"] = list(r["dissents"]) + [r["dissent"]]
         r["debate_history"] = list(r["debate_history"]) + [r["debate"]]
@@ -68,7 +69,7 @@ def _refine_batch(batch: dict[str, list], config: RefineConfig, prompts: tuple, 
 
 
 def _prompts(config: RefineConfig) -> tuple:
-    return (load_prompt("refine", config.prompt_version),)
+    return (load_prompt("refine", config.prompt_version, config.prompt_set),)
 
 
 def refine_fingerprint(ds: Dataset, config: RefineConfig) -> str:

@@ -42,8 +42,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-Responder = Callable[[dict[str, Any]], str]
-"""Maps a request body to the answer text (the default echoes the last user message)."""
+Responder = Callable[[dict[str, Any]], Union[str, tuple[str, str]]]
+"""Maps a request body to the answer text (the default echoes the last user message), or to
+``(text, reasoning)``: the reasoning goes into the message's ``reasoning_content`` field, as vLLM's
+reasoning parser sends it."""
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Action:
     content_type: str = "application/json"
     finish_reason: str = "stop"
     message: str = ""  # error message when status >= 400
+    reasoning: Optional[str] = None  # sent as the message's reasoning_content (a reasoning model's thinking)
 
 
 def reply(text: str, **kwargs: Any) -> Action:
@@ -236,10 +239,14 @@ class OpenAIServer:
                             headers=action.headers)
         if action.status >= 400:
             return _error(action.status, action.message, headers=action.headers)
-        text = action.text if action.text is not None else self.responder(body)
+        answer = action.text if action.text is not None else self.responder(body)
+        text, reasoning = answer if isinstance(answer, tuple) else (answer, action.reasoning)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
         self._counter += 1
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        completion_tokens = len(text.split())
+        completion_tokens = len(text.split()) + len((reasoning or "").split())
         payload = {
             "id": f"chatcmpl-{self._counter}",
             "object": "chat.completion",
@@ -248,7 +255,7 @@ class OpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": action.finish_reason,
                     "logprobs": None,
                 }
