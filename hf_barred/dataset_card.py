@@ -99,8 +99,8 @@ def _size_category(n: int) -> str:
 def python_string(text: str) -> str:
     """A Python string literal of ``text`` that holds no backtick (safe inside a Markdown code fence).
 
-    >>> python_string('me/data```')
-    '"me/data\\u0060\\u0060\\u0060"'
+    >>> print(python_string('me/data```'))
+    "me/data\\u0060\\u0060\\u0060"
     """
     return json.dumps(text).replace("`", "\\u0060")
 
