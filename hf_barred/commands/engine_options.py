@@ -92,7 +92,7 @@ def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local"
                        help="Seconds a request may take before it is retried (openai engine; default 120).")
     group.add_argument("--max-retries", type=int, default=None, metavar="N",
                        help="Retries of a failed request, with backoff (openai engine; default 6; a timed-out "
-                            "request is retried at most twice, a refused connection at most 3 times).")
+                            "request is retried at most twice, a refused connection at most twice).")
     group.add_argument("--cache-dir", default=None, help="Response cache folder (default: ~/.cache/hf_barred).")
 
 

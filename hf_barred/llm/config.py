@@ -69,7 +69,7 @@ class EngineConfig:
     timeout: float = field(default=120.0, metadata={"help": "Seconds before a request times out (openai)."})
     max_retries: int = field(default=6, metadata={
         "help": "Retries of a failed request, with backoff (openai); a timed-out request is retried at most twice, "
-                "a refused connection at most 3 times."})
+                "a refused connection at most twice."})
     batch_size: int = field(default=8, metadata={"help": "Conversations per forward batch (local)."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device for local: cpu, cuda, mps."})
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(

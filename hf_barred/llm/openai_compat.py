@@ -23,7 +23,7 @@ How it works:
   header asks (up to 120 s); a request that timed out at most :data:`TIMEOUT_RETRIES` times, each
   retry announced by a warning line on the ``hf_barred`` logger (at most one every
   :data:`WARNING_INTERVAL` seconds); a refused connection at most :data:`UNREACHABLE_RETRIES` times
-  (about 4 s), so an endpoint that is down is reported within seconds. Requests go through the
+  (about 2 s), so an endpoint that is down is reported within seconds. Requests go through the
   SDK's generic ``client.post`` (its errors, without the per-call parameter transform and response
   model of ``chat.completions.create``, which cost ~0.8 ms CPU a request).
 - **Structured output.** ``SamplingParams.json_schema`` is sent as
@@ -93,8 +93,8 @@ __all__ = ["MalformedResponse", "OpenAICompatBackend", "TIMEOUT_RETRIES", "UNREA
 
 TIMEOUT_RETRIES = 2
 """Most retries of a request that timed out (each costs a whole ``timeout``), whatever ``max_retries``."""
-UNREACHABLE_RETRIES = 3
-"""Most retries of a refused connection or an unknown host (0.5 + 1 + 2 s of backoff) before the
+UNREACHABLE_RETRIES = 2
+"""Most retries of a refused connection or an unknown host (0.5 + 1 s of backoff) before the
 engine-wide :class:`EngineError`, whatever ``max_retries``."""
 WARNING_INTERVAL = 10.0
 """Seconds between two "retrying after a timeout" warnings of one backend."""
