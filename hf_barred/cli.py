@@ -65,11 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as ``logging.lastResort`` does)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def _show_warnings() -> None:
-    """hf_barred's warnings (e.g. a request retried after a timeout) as one line each on stderr."""
-    logger = logging.getLogger("hf_barred")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    """The engines' warnings (e.g. a request retried after a timeout) as one line each on stderr.
+
+    On the ``hf_barred.llm`` logger, so that a command's own handler on ``hf_barred`` (``barred
+    train`` shows its progress there) is left alone.
+    """
+    logger = logging.getLogger("hf_barred.llm")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("barred: warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)

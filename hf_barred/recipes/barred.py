@@ -100,7 +100,9 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
     if not progress:
         disable_progress_bar()
     usage_before = engine_usage(config)
-    map_kwargs: dict[str, Any] = {"batch_size": config.batch_size}
+    # The resume store (not datasets' map cache) decides what is reused: a stage stopped by failed
+    # requests must be recomputed on the rerun, not read back from the map cache it left behind.
+    map_kwargs: dict[str, Any] = {"batch_size": config.batch_size, "load_from_cache_file": False}
     if config.num_proc:
         map_kwargs["num_proc"] = config.num_proc
     reused: list[str] = []
