@@ -148,3 +148,20 @@ def test_a_failed_run_leaves_no_empty_work_folder(tmp_path, capsys):
     assert main(generate("http://127.0.0.1:9/v1", out)) == 2  # unreachable endpoint
     assert "could not reach" in one_error_line(capsys)
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the user's folder stays; no work/
+
+
+def test_a_full_disk_during_the_run_is_one_line_and_keeps_the_work(tmp_path, capsys):
+    import errno
+
+    from hf_barred.recipes.output_folder import OutputFolderError
+
+    out = tmp_path / "out"
+    with pytest.raises(OutputFolderError) as caught:
+        with locked_output(out):
+            (out / "work" / "round_000").mkdir(parents=True)
+            (out / "work" / "round_000" / "plan").mkdir()  # a finished stage: kept for the rerun
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "work" / "round_000" / "generate"))
+    message = str(caught.value)
+    assert "could not write the run's files: no space left on device (errno 28)" in message
+    assert "run the same command again to resume" in message and "\n" not in message
+    assert (out / "work" / "round_000" / "plan").is_dir() and not (out / PID_FILE).exists()
