@@ -91,9 +91,69 @@ def load_labelled_data(source: Union[str, Path, "Dataset"], split: str = "train"
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         loaded = load_from_disk(str(path))
     else:
-        loaded = load_dataset(str(source))
+        if path.is_dir() and split == "train":
+            require_accepted_samples(path)
+        try:
+            loaded = load_dataset(str(source))
+        except FileNotFoundError as err:  # datasets' EmptyDatasetError too: say what was expected
+            what = "a folder with no data files" if path.is_dir() else "no such file, folder or Hub dataset"
+            raise ValueError(
+                f"{source}: expected a labelled dataset (a csv/tsv/json/jsonl/parquet file, a folder of them, a "
+                f"saved dataset or a Hub id), found {what} ({err}). Check the path."
+            ) from None
     if isinstance(loaded, DatasetDict):
         if split not in loaded:
             raise ValueError(f"{source}: expected a split {split!r}, found the splits {list(loaded)}. Pass --split.")
         return loaded[split]
     return loaded
+
+
+def require_accepted_samples(folder: Union[str, Path]) -> None:
+    """Raise a one-line ``ValueError`` when ``folder`` is a ``barred generate`` output with 0 accepted
+    samples (its ``summary.json`` says so): there is nothing to train on, and its only split is
+    ``rejected``, which must not be suggested as training data.
+
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "summary.json").write_text(json.dumps({"accepted": 0, "rejected": 12, "requested": 8}))
+    >>> require_accepted_samples(folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: ... 0 accepted samples of 8 requested (12 rejected; see .../summary.json): nothing to train on. ...
+    """
+    import json
+
+    try:
+        stats = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+        accepted = int(stats["accepted"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if accepted == 0:
+        raise ValueError(
+            f"{folder}: expected accepted samples from `barred generate`, found 0 accepted samples of "
+            f"{stats.get('requested', '?')} requested ({stats.get('rejected', 0)} rejected; see {Path(folder) / 'summary.json'}): "
+            "nothing to train on. Run `barred generate` again with a stronger --model, more --max-rounds or "
+            "--max-refinements (the rejected split holds why the judges refused)."
+        )
+
+
+def require_two_classes(labels: Sequence[int], label_names: Sequence[str], source: str = "the training set") -> None:
+    """Raise a one-line ``ValueError`` unless ``labels`` (0/1 ids) hold both classes of ``label_names``.
+
+    >>> require_two_classes([1, 1, 1], ["safe", "unsafe"], "train.csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: train.csv: expected rows of both classes ['safe', 'unsafe'], found only 'unsafe' (3 rows) and 0 'safe'. A guardrail needs examples of both: add rows labelled 'safe', or check --label_column / --positive_label.
+    """
+    counts = [0, 0]
+    for label in labels:
+        counts[int(label)] += 1
+    if min(counts) == 0:
+        present = 0 if counts[0] else 1
+        names = list(label_names)
+        raise ValueError(
+            f"{source}: expected rows of both classes {names}, found only {names[present]!r} ({counts[present]} rows) "
+            f"and 0 {names[1 - present]!r}. A guardrail needs examples of both: add rows labelled "
+            f"{names[1 - present]!r}, or check --label_column / --positive_label."
+        )

@@ -15,18 +15,20 @@ Example:
     >>> card = make_dataset_card(task, BarredConfig(), example_statistics(task))
     >>> [c["config_name"] for c in card.data.configs]
     ['default', 'decomposition']
-    >>> "> The agent's response contains health advice." in card.text
+    >>> "```text" in card.text and "The agent's response contains health advice." in card.text  # the rule, fenced
     True
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .cards import library_version, template_path
+from .markdown import fenced, inline_code, inline_text
 
 CITATION = """@misc{mazza2026barred,
   title         = {BARRED: Synthetic Training of Custom Policy Guardrails via Asymmetric Debate},
@@ -94,6 +96,15 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
+def python_string(text: str) -> str:
+    """A Python string literal of ``text`` that holds no backtick (safe inside a Markdown code fence).
+
+    >>> print(python_string('me/data```'))
+    "me/data\\u0060\\u0060\\u0060"
+    """
+    return json.dumps(text).replace("`", "\\u0060")
+
+
 def make_dataset_card(
     task: Any,
     config: Any,
@@ -130,20 +141,26 @@ def card_variables(
     """The template variables of the card (besides ``card_data``)."""
     engine = config.generate.engine
     model = stats.get("engine_model") or stats["model"]["model"]
-    return dict(
-        pretty_name=f"BARRED: {task.name}",
+    repo_id = repo_id or f"path/to/{task.name}"
+    return dict(  # user text is rendered inert: fenced blocks, escaped inline text (hf_barred.markdown)
+        pretty_name=inline_text(f"BARRED: {task.name}"),
         library_version=library_version(),
         criterion=task.criterion,
+        criterion_block=fenced(task.criterion),
         labels=list(task.labels),
+        label_codes=[inline_code(label) for label in task.labels],
         input_type=task.input_type,
         num_seeds=len(task.seeds),
         seed_example=task.seeds[0].text if task.seeds else "",
+        seed_block=fenced(task.seeds[0].text if task.seeds else ""),
         stats=stats,
         num_decomposition_rows=stats.get("decomposition_rows", stats.get("dimensions", 0)),
-        repo_id=repo_id or f"path/to/{task.name}",
-        model=model,
+        repo_id=repo_id,
+        repo_id_literal=python_string(repo_id),
+        model=inline_code(model),
         engine=engine.engine,
-        judges=stats.get("judges", list(config.debate.judges)),
+        judges=[inline_text(judge) for judge in stats.get("judges", list(config.debate.judges))],
+        accepted_by_label=[(inline_text(name), count) for name, count in stats["accepted_by_label"].items()],
         rounds_per_debate=config.debate.rounds,
         max_refinements=config.max_refinements,
         prompt_versions=stats["prompt_versions"],
@@ -157,7 +174,7 @@ def example_statistics(task: Any) -> dict[str, Any]:
     return {
         "requested": 8, "accepted": 0, "rejected": 0, "accepted_by_label": {name: 0 for name in task.labels},
         "planned_rows": 0, "rounds": 0, "acceptance_rate": 0.0, "acceptance_by_refinement": {},
-        "debate_paths": {}, "parse_failures": {}, "requests": 0, "request_tokens": 0, "dimensions": 0,
+        "debate_paths": {}, "parse_failures": {}, "request_failures": {}, "requests": 0, "request_tokens": 0, "dimensions": 0,
         "instantiations": 0, "model": {"engine": "local", "model": "embedded"}, "judges": ["recall", "strict"],
         "prompt_versions": {"generate": "small/generate/v1"},
     }
@@ -203,9 +220,12 @@ def augment_card_variables(
         pretty_name="APT-augmented guardrail data",
         library_version=library_version(),
         max_deleted=(config.get("category_delete") or {}).get("max_deleted", 5),
-        model=(edit.get("engine") or {}).get("model", "none (guideline editing off)"),
-        source=source,
+        model=inline_code((edit.get("engine") or {}).get("model", "none (guideline editing off)")),
+        source=inline_text(source),
+        labels_original=[(inline_text(name), count) for name, count in (stats.get("labels_original") or {}).items()],
+        labels_augmented=[(inline_text(name), count) for name, count in (stats.get("labels_augmented") or {}).items()],
         stats=stats,
         repo_id=repo_id or "path/to/augmented",
+        repo_id_literal=python_string(repo_id or "path/to/augmented"),
         license_text=license_text,
     )

@@ -34,6 +34,10 @@ import yaml
 from .data import label_index
 
 INPUT_TYPES = ("input_block", "task_and_response")
+MAX_SEED_CHARS = 32_000
+"""Default longest seed (characters, task and response together): every request of a run carries seeds."""
+RECOMMENDED_SEEDS = (10, 30)
+"""How many seeds the method asks for."""
 
 
 class TaskFileError(ValueError):
@@ -114,6 +118,36 @@ class GuardrailTask:
             raise field_error(f"task {self.name!r}", "seeds", "10-30 unlabelled examples of the inputs to guard", [],
                         "Add a 'seeds:' list to the task file.")
 
+    def check_seed_sizes(self, max_chars: int = MAX_SEED_CHARS) -> None:
+        """Raise a :class:`TaskFileError` naming the first seed longer than ``max_chars`` characters.
+
+        >>> task = GuardrailTask("Mentions a price.", seeds=("short", "x" * 50))
+        >>> task.check_seed_sizes(max_chars=20)
+        Traceback (most recent call last):
+        ...
+        hf_barred.task.TaskFileError: task 'task': seed 1 has 50 characters, expected at most 20 (--max-seed-chars). Shorten it, drop it, or raise --max-seed-chars.
+        """
+        for i, seed in enumerate(self.seeds):
+            size = len(seed.text) + len(seed.task or "")
+            if size > max_chars:
+                raise TaskFileError(
+                    f"task {self.name!r}: seed {i} has {size} characters, expected at most {max_chars} "
+                    "(--max-seed-chars). Shorten it, drop it, or raise --max-seed-chars."
+                )
+
+    def seed_warning(self) -> Optional[str]:
+        """A warning when the task has fewer seeds than the method asks for, else None.
+
+        >>> GuardrailTask("Mentions a price.", seeds=("a", "b")).seed_warning()[:40]
+        "task 'task' has 2 seed(s); BARRED asks f"
+        """
+        low, high = RECOMMENDED_SEEDS
+        if len(self.seeds) < low:
+            return (f"task {self.name!r} has {len(self.seeds)} seed(s); BARRED asks for {low}-{high} unlabelled "
+                    "examples, and with fewer the samples copy the seeds' domain and style more narrowly. "
+                    "Add seeds to the task file.")
+        return None
+
     # --- I/O -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         seeds: list[Any] = [
@@ -188,7 +222,15 @@ def read_structured_file(path: Union[str, Path]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise TaskFileError(f"{path}: file not found. Expected a YAML or JSON file; check the path.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskFileError(
+            f"{path}: expected a UTF-8 text file, found a byte that is not UTF-8 ({err.object[err.start:err.start + 1]!r} "
+            f"at byte {err.start}). Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
+    except OSError as err:
+        raise TaskFileError(f"{path}: could not be read ({err.strerror or err}). Check the path and its permissions.") from None
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)

@@ -50,7 +50,7 @@ def test_errors_are_not_cached(tmp_path):
 
     backend = Failing(lambda c: "")
     engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
-    assert engine.chat([conv("a")], SamplingParams())[0].error == "boom"
+    assert engine.chat([conv("a")], SamplingParams())[0].error == "request failed: boom"  # marked as a failed request, not a parse failure
     engine.chat([conv("a")], SamplingParams())
     assert len(backend.sent) == 2 and engine.usage.errors == 2
 

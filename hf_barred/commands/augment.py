@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
@@ -32,6 +33,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("dataset", metavar="DATASET", help="Labelled dataset: a file, a folder or a Hub id.")
     parser.add_argument("--taxonomy", metavar="FILE", help="Taxonomy YAML/JSON file (S1..Sn categories).")
     parser.add_argument("--output", metavar="DIR", required=True, help="Output folder (parquet data + stats JSON).")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
     parser.add_argument("--split", default="train", help="Split of DATASET to read (default: train).")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N rows (after --shuffle-seed).")
     parser.add_argument("--shuffle-seed", type=int, default=None, help="Shuffle the rows with this seed before --limit.")
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..llm import EngineError, SamplingParams
     from ..policy import load_policy_rows
     from ..recipes.apt import AugmentConfig, augment, save_augmented
+    from ..recipes.output_folder import check_output_folder, locked_output
     from ..stages.category_delete import CategoryDeleteConfig
     from ..stages.guideline_edit import GuidelineEditConfig
     from ..task import TaskFileError, read_structured_file
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             )
         config = AugmentConfig(CategoryDeleteConfig(seed=args.seed, max_deleted=args.max_deleted), edit)
         map_kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("num_proc", args.num_proc)) if v}
+        check_output_folder(Path(args.output), args.overwrite)  # before any LLM call; locked below
 
         data = load_labelled_data(args.dataset, split=args.split)
         if args.taxonomy:
@@ -110,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
             rows = rows.shuffle(seed=args.shuffle_seed)
         if args.limit is not None:
             rows = rows.select(range(min(args.limit, len(rows))))
-        augmented, stats = augment(rows, config, **map_kwargs)
-        output = save_augmented(augmented, stats, args.output)
-        card = make_augment_card(stats, source=str(args.dataset))
-        add_dataset_info(card, output, {"default": {"train": "data/train-00000-of-00001.parquet"}})
-        card.save(str(output / "README.md"))
+        with locked_output(args.output, overwrite=args.overwrite) as out:
+            augmented, stats = augment(rows, config, **map_kwargs)
+            output = save_augmented(augmented, stats, out)
+            card = make_augment_card(stats, source=str(args.dataset))
+            add_dataset_info(card, output, {"default": {"train": "data/train-00000-of-00001.parquet"}})
+            card.save(str(output / "README.md"))
     except (ValueError, TypeError, TaskFileError, FileNotFoundError, EngineError) as err:
         print(f"barred augment: error: {err}", file=sys.stderr)
         return 2

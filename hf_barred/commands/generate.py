@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
+from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config, positive_int, share
 
 
 def register(subparsers: Any) -> None:
@@ -25,13 +25,17 @@ def register(subparsers: Any) -> None:
         "Finished LLM calls are cached: run the same command again to resume.",
     )
     parser.add_argument("task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds).")
-    parser.add_argument("--n", type=int, required=True, help="Number of accepted samples to generate.")
+    parser.add_argument("--n", type=positive_int, required=True, help="Number of accepted samples to generate.")
     parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
+    parser.add_argument("--max-seed-chars", type=positive_int, default=None, metavar="N",
+                        help="Refuse seeds longer than N characters (default 32000): every request carries seeds.")
     add_engine_arguments(parser)
     method = parser.add_argument_group("method")
     add_prompt_set_argument(method)
-    method.add_argument("--judges", type=int, default=2, metavar="K", help="Number of judges (default 2).")
-    method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
+    method.add_argument("--judges", type=positive_int, default=2, metavar="K", help="Number of judges (default 2).")
+    method.add_argument("--rounds", type=positive_int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
     method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
     method.add_argument("--seed", type=int, default=0, help="Seed of the plan and the sampling.")
     method.add_argument("--sample-max-tokens", type=int, default=None, metavar="N",
@@ -46,6 +50,9 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--max-rounds", type=int, default=4, help="Maximum planning rounds (default 4).")
     budget.add_argument("--max-rows-per-round", type=int, default=64, help="Most rows planned per round (default 64).")
     budget.add_argument("--batch-size", type=int, default=64, help="Rows per map batch, i.e. per batched call.")
+    budget.add_argument("--max-failure-rate", type=share, default=0.5, metavar="SHARE",
+                        help="Stop the run (exit code 1) when more than this share of a stage's requests failed: "
+                             "HTTP errors after the retries, timeouts, refused connections (default 0.5).")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="Push the dataset and its card to this Hub repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
     parser.add_argument("--no-progress", action="store_true", help="No progress view.")
@@ -67,6 +74,7 @@ def build_config(args: argparse.Namespace) -> Any:
         judge_max_tokens=args.judge_max_tokens, prompt_set=args.prompt_set, max_refinements=args.max_refinements,
         max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
         max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
+        max_failure_rate=args.max_failure_rate,
     )
     stage_changes = {"seed": args.seed, "max_repairs": args.max_repairs}
     return dataclasses.replace(
@@ -112,6 +120,7 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
         "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
         f"  generator's believed label differs from the target: {believed_summary(stats)}",
+        "  failed requests (no answer): " + ", ".join(f"{k}: {v}" for k, v in stats.get("request_failures", {}).items()),
         f"  requests: {stats['requests']}" + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
         + f" ({stats['request_tokens']} tokens, cached or not); budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
@@ -128,22 +137,24 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors go up to :func:`hf_barred.cli.main`: one line, exit code 2 for bad input, 1 for a failed run."""
     from ..recipes.barred import run_barred
-    from ..task import GuardrailTask, TaskFileError
+    from ..task import MAX_SEED_CHARS, GuardrailTask
 
-    try:
-        task = GuardrailTask.load(args.task_file)
-        task.require_seeds()
-        config = build_config(args)
-        if args.push_to_hub:  # fail before the run, not after it
-            from ..hub import require_token
+    task = GuardrailTask.load(args.task_file)
+    task.require_seeds()
+    task.check_seed_sizes(args.max_seed_chars or MAX_SEED_CHARS)
+    config = build_config(args)
+    if args.push_to_hub:  # fail before the run, not after it
+        from ..hub import require_token
 
-            require_token()
-    except (TaskFileError, ValueError, RuntimeError) as err:
-        print(f"barred generate: {err}", file=sys.stderr)
-        return 2
+        require_token()
+    warning = task.seed_warning()
+    if warning:
+        print(f"barred generate: warning: {warning}", file=sys.stderr)
     start = time.monotonic()
-    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose)
+    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose,
+                        overwrite=args.overwrite)
     print(format_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
     if args.push_to_hub:
         from ..hub import push_barred_run

@@ -133,3 +133,25 @@ class Backend(Protocol):
 
 class EngineError(RuntimeError):
     """An error that concerns the whole engine: unreachable endpoint, unknown model, bad key."""
+
+
+REQUEST_FAILED = "request failed: "
+"""How the ``error`` of a request the engine gave up on begins (HTTP error after the retries, timeout,
+refused connection), so a row's error says whether the *request* failed or its *answer* could not
+be parsed. :class:`~hf_barred.llm.cache.CachedBackend` adds it to every engine's failed completions."""
+
+
+def request_failure(message: str) -> str:
+    """``message`` marked as a failed request (idempotent).
+
+    >>> request_failure("HTTP 500 after 2 retries: down")
+    'request failed: HTTP 500 after 2 retries: down'
+    >>> is_request_failure(request_failure(request_failure("x"))), is_request_failure("no JSON object found")
+    (True, False)
+    """
+    return message if message.startswith(REQUEST_FAILED) else REQUEST_FAILED + message
+
+
+def is_request_failure(error: Optional[str]) -> bool:
+    """Whether a row's ``error`` is a failed request (see :data:`REQUEST_FAILED`), not a parse failure."""
+    return bool(error) and str(error).startswith(REQUEST_FAILED)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .activity import ACTIVITY
-from .base import Backend, Completion, Conversation, ResultCallback, SamplingParams
+from .base import Backend, Completion, Conversation, ResultCallback, SamplingParams, request_failure
 
 CACHE_FORMAT = 1
 
@@ -140,6 +140,8 @@ class UsageMeter:
     completion_tokens: int = 0
     errors: int = 0
     by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_error: str = ""
+    """The error of the last failed request (what a run that stops on failures reports)."""
 
     def add(self, completion: Completion, stage: str) -> None:
         bucket = self.by_stage.setdefault(
@@ -152,6 +154,7 @@ class UsageMeter:
         if not completion.ok:
             self.errors += 1
             bucket["errors"] += 1
+            self.last_error = completion.error or ""
             return
         self.calls += 1
         self.prompt_tokens += completion.prompt_tokens
@@ -201,6 +204,8 @@ class CachedBackend:
         def store(j: int, completion: Completion) -> None:
             i = todo[j]
             completion.model = completion.model or self.model_name
+            if not completion.ok:  # rows keep this error: mark it as the request's, not the answer's
+                completion.error = request_failure(completion.error or "the engine gave no answer")
             if self.cache is not None and completion.ok:
                 self.cache.put(keys[i], self.model_name, completion)
                 self.cache.count(

@@ -67,7 +67,9 @@ class EngineConfig:
     requests_per_minute: Optional[float] = field(default=None, metadata={"help": "Request rate limit (openai)."})
     tokens_per_minute: Optional[float] = field(default=None, metadata={"help": "Token rate limit (openai)."})
     timeout: float = field(default=120.0, metadata={"help": "Seconds before a request times out (openai)."})
-    max_retries: int = field(default=6, metadata={"help": "Retries of a failed request, with backoff (openai)."})
+    max_retries: int = field(default=6, metadata={
+        "help": "Retries of a failed request, with backoff (openai); a timed-out request is retried at most twice, "
+                "a refused connection at most twice."})
     batch_size: int = field(default=8, metadata={"help": "Conversations per forward batch (local)."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device for local: cpu, cuda, mps."})
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(
@@ -96,6 +98,11 @@ class EngineConfig:
             )
         if self.max_concurrency < 1 or self.batch_size < 1:
             raise ValueError("EngineConfig: max_concurrency and batch_size must be >= 1.")
+        if not self.timeout > 0 or self.max_retries < 0:
+            raise ValueError(
+                f"EngineConfig: expected timeout > 0 seconds and max_retries >= 0, found timeout={self.timeout} and "
+                f"max_retries={self.max_retries}. Pass e.g. --timeout 30 --max-retries 2."
+            )
         if isinstance(self.vllm_kwargs, dict):
             object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
 

@@ -16,13 +16,16 @@ How it works:
 - **Answers are delivered as they arrive.** The loop hands each answer to the caller's thread,
   which calls ``on_result(i, completion)`` at once, so the response cache keeps finished work even
   when the batch is interrupted (Ctrl-C cancels the requests still in flight).
-- **Retries.** The SDK retries connection errors, timeouts, 408/409/429 and 5xx up to
-  ``max_retries`` times with exponential backoff (0.5 s doubling to 8 s, minus up to 25 % jitter),
-  and waits exactly what a ``Retry-After`` / ``retry-after-ms`` header asks (up to 120 s). The SDK
-  cannot see a malformed 200 (a body that is not JSON, or JSON that is not a chat completion, e.g.
-  from a proxy); those are retried here with the same backoff, ``max_retries`` times. Requests go
-  through the SDK's generic ``client.post`` (same retries and errors as ``chat.completions.create``,
-  without its per-call parameter transform and response model, which cost ~0.8 ms CPU a request).
+- **Retries, bounded.** Every request is retried here (the SDK's own retries are off), so each kind
+  of failure gets its own bound: 408/409/429 and 5xx, and malformed 200s (a body that is not a chat
+  completion, e.g. from a proxy), up to ``max_retries`` times with exponential backoff (0.5 s
+  doubling to 8 s, minus up to 25 % jitter), or exactly what a ``Retry-After`` / ``retry-after-ms``
+  header asks (up to 120 s); a request that timed out at most :data:`TIMEOUT_RETRIES` times, each
+  retry announced by a warning line on the ``hf_barred`` logger (at most one every
+  :data:`WARNING_INTERVAL` seconds); a refused connection at most :data:`UNREACHABLE_RETRIES` times
+  (about 2 s), so an endpoint that is down is reported within seconds. Requests go through the
+  SDK's generic ``client.post`` (its errors, without the per-call parameter transform and response
+  model of ``chat.completions.create``, which cost ~0.8 ms CPU a request).
 - **Structured output.** ``SamplingParams.json_schema`` is sent as
   ``response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ...,
   "strict": False}}``, which OpenAI, vLLM serve, llama.cpp and Ollama accept.
@@ -72,6 +75,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from typing import Any, Optional, Sequence
 
@@ -81,9 +85,19 @@ from .base import Completion, Conversation, EngineError, ResultCallback, Samplin
 from .config import EngineConfig
 from .openai_errors import api_error_completion, retries_text
 from .openai_runtime import HTTP, Runtime
-from .openai_wire import DEFAULT_BASE_URL, NO_KEY, MalformedResponse, backoff_delay, estimate_tokens, parse_chat_completion
+from .openai_errors import unreachable_error, unreachable_reason
+from .openai_wire import (DEFAULT_BASE_URL, MAX_RETRY_AFTER, NO_KEY, RETRIED_STATUSES, MalformedResponse, backoff_delay,
+                          estimate_tokens, parse_chat_completion, retry_after)
 
-__all__ = ["MalformedResponse", "OpenAICompatBackend", "parse_chat_completion"]
+__all__ = ["MalformedResponse", "OpenAICompatBackend", "TIMEOUT_RETRIES", "UNREACHABLE_RETRIES", "parse_chat_completion"]
+
+TIMEOUT_RETRIES = 2
+"""Most retries of a request that timed out (each costs a whole ``timeout``), whatever ``max_retries``."""
+UNREACHABLE_RETRIES = 2
+"""Most retries of a refused connection or an unknown host (0.5 + 1 s of backoff) before the
+engine-wide :class:`EngineError`, whatever ``max_retries``."""
+WARNING_INTERVAL = 10.0
+"""Seconds between two "retrying after a timeout" warnings of one backend."""
 
 logger = logging.getLogger(__name__)
 
@@ -272,25 +286,48 @@ class OpenAICompatBackend:
     async def _answer(self, rt: Runtime, conversation: Conversation, params: SamplingParams) -> Completion:
         payload = self.request_payload(conversation, params)
         tokens = estimate_tokens(conversation, params.max_tokens)
-        problem = ""
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             async with rt.semaphore:
                 await rt.throttle(tokens)
                 try:
-                    # client.post is the SDK's documented call for any endpoint: its retries and errors, without
-                    # the per-call parameter transform and pydantic parsing of chat.completions.create
-                    # (~0.8 ms CPU per request, which capped throughput on a small machine).
+                    # client.post is the SDK's documented call for any endpoint: its errors, without the per-call
+                    # parameter transform and pydantic parsing of chat.completions.create (~0.8 ms CPU per request).
                     response = await rt.client.post("/chat/completions", body=payload, cast_to=HTTP.Response)
                     return parse_chat_completion(response.content, self.model_name)
                 except MalformedResponse as exc:
-                    problem = str(exc)
+                    if attempt >= self.max_retries:
+                        return self.failed(rt, f"malformed response after {retries_text(attempt)}: {exc}")
+                    logger.info("malformed response from %s (%s); retry %d of %d", self.base_url, exc,
+                                attempt + 1, self.max_retries)
+                    delay = backoff_delay(attempt)
+                except openai.APIStatusError as exc:
+                    wait = retry_after(exc.response.headers)
+                    retried = exc.status_code in RETRIED_STATUSES or exc.status_code >= 500
+                    if not retried or attempt >= self.max_retries or (wait is not None and wait > MAX_RETRY_AFTER):
+                        return await api_error_completion(self, rt, exc, attempt if retried else 0)
+                    delay = wait if wait is not None and wait > 0 else backoff_delay(attempt)
+                except openai.APIConnectionError as exc:  # refused, unknown host, or a timeout (a subclass)
+                    reason = unreachable_reason(exc)
+                    if reason is not None:
+                        if attempt >= min(self.max_retries, UNREACHABLE_RETRIES):
+                            raise unreachable_error(self, rt, reason, attempt) from None
+                    elif attempt >= min(self.max_retries, TIMEOUT_RETRIES):
+                        return await api_error_completion(self, rt, exc, attempt)
+                    else:
+                        self._warn_timeout(attempt + 1, min(self.max_retries, TIMEOUT_RETRIES))
+                    delay = backoff_delay(attempt)
                 except openai.APIError as exc:
-                    return await api_error_completion(self, rt, exc)
-            if attempt < self.max_retries:
-                logger.info("malformed response from %s (%s); retry %d of %d", self.base_url, problem,
-                            attempt + 1, self.max_retries)
-                await asyncio.sleep(backoff_delay(attempt))
-        return self.failed(rt, f"malformed response after {retries_text(self.max_retries)}: {problem}")
+                    return await api_error_completion(self, rt, exc, 0)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _warn_timeout(self, retry: int, retries: int) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_warned_at", -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            self._warned_at = now
+            logger.warning("no answer from %s within the %g s timeout: retrying (retry %d of %d; set --timeout or "
+                           "--max-retries to change this)", self.base_url, self.timeout, retry, retries)
 
     def failed(self, rt: Runtime, message: str) -> Completion:
         """An error Completion for one conversation, the API key redacted from ``message``."""

@@ -20,19 +20,27 @@ from .openai_runtime import Runtime
 if TYPE_CHECKING:
     from .openai_compat import OpenAICompatBackend
 
-__all__ = ["api_error_completion", "error_detail", "retries_text", "served_models", "unreachable_reason"]
+__all__ = ["api_error_completion", "error_detail", "retries_text", "served_models", "unreachable_error",
+           "unreachable_reason"]
 
 
-async def api_error_completion(backend: "OpenAICompatBackend", rt: Runtime, exc: openai.APIError) -> Completion:
-    """Turn an SDK error (after its retries) into an error Completion, or raise EngineError."""
-    url, retries = backend.base_url, backend.max_retries
+def unreachable_error(backend: "OpenAICompatBackend", rt: Runtime, reason: str, retries: int) -> EngineError:
+    """The engine-wide error of a server that cannot be reached at all."""
+    return EngineError(rt.redact(
+        f"could not reach the OpenAI-compatible server at {backend.base_url} after {retries_text(retries)} "
+        f"({reason}). Start the server (e.g. `vllm serve {backend.model_name}`) or fix --base-url."
+    ))
+
+
+async def api_error_completion(
+    backend: "OpenAICompatBackend", rt: Runtime, exc: openai.APIError, retries: int
+) -> Completion:
+    """Turn an SDK error (after ``retries`` retries) into an error Completion, or raise EngineError."""
+    url = backend.base_url
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         reason = unreachable_reason(exc)
         if reason is not None:
-            raise EngineError(rt.redact(
-                f"could not reach the OpenAI-compatible server at {url} after {retries_text(retries)} "
-                f"({reason}). Start the server (e.g. `vllm serve {backend.model_name}`) or fix --base-url."
-            )) from None
+            raise unreachable_error(backend, rt, reason, retries) from None
         cause = type(exc.__cause__).__name__ if exc.__cause__ else "timeout"
         return backend.failed(
             rt, f"no answer within the {backend.timeout:g} s timeout, after {retries_text(retries)} ({cause})"

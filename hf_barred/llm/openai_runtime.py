@@ -53,7 +53,7 @@ class Runtime:
         http_client = make_http_client(backend.http_transport, backend.max_concurrency, backend.timeout)
         self.client = openai.AsyncOpenAI(
             api_key=self.secret, base_url=backend.base_url, timeout=backend.timeout,
-            max_retries=backend.max_retries, http_client=http_client,
+            max_retries=0, http_client=http_client,  # the backend retries, with a bound per kind of failure
         )
         self.semaphore = asyncio.Semaphore(backend.max_concurrency)
         self.requests_limiter: Optional[AsyncLimiter] = None

@@ -8,18 +8,24 @@ Example:
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import random
+import time
+from typing import Any, Optional
 
 from .base import Completion, Conversation
 
-__all__ = ["DEFAULT_BASE_URL", "MAX_BACKOFF", "NO_KEY", "INITIAL_BACKOFF", "MalformedResponse", "backoff_delay",
-           "estimate_tokens", "parse_chat_completion"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_BACKOFF", "MAX_RETRY_AFTER", "NO_KEY", "INITIAL_BACKOFF", "MalformedResponse",
+           "RETRIED_STATUSES", "backoff_delay", "estimate_tokens", "parse_chat_completion", "retry_after"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp, Ollama) accept when no key is configured
 INITIAL_BACKOFF = 0.5  # seconds; same schedule as the SDK's own retries
 MAX_BACKOFF = 8.0
+MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is not waited for (the request fails)
+RETRIED_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 
 
 class MalformedResponse(ValueError):
@@ -39,6 +45,30 @@ def estimate_tokens(conversation: Conversation, max_tokens: int) -> int:
 def backoff_delay(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): 0.5 s doubling up to 8 s, minus 0-25 % jitter."""
     return min(INITIAL_BACKOFF * 2.0**attempt, MAX_BACKOFF) * (1 - 0.25 * random.random())
+
+
+def retry_after(headers: Any) -> Optional[float]:
+    """Seconds a ``Retry-After`` / ``retry-after-ms`` header asks to wait (seconds, or an HTTP date),
+    None when there is none or it cannot be read.
+
+    >>> retry_after({"retry-after-ms": "250"}), retry_after({"retry-after": "2"}), retry_after({})
+    (0.25, 2.0, None)
+    """
+    if headers is None:
+        return None
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        return seconds if math.isfinite(seconds) else None
+    return None
 
 
 def parse_chat_completion(content: bytes, default_model: str) -> Completion:

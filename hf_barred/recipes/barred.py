@@ -49,11 +49,14 @@ from ..stages.generate import generate, generate_fingerprint
 from ..stages.instantiate import instantiate, instantiate_fingerprint
 from ..stages.plan import plan, plan_fingerprint
 from ..stages.refine import refine, refine_fingerprint
+from ..llm.base import is_request_failure
 from ..task import GuardrailTask
 from .barred_config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
 from .barred_stats import run_statistics
 from .barred_writer import DATA_FILES, decomposition_export, publish_rows, write_outputs
 from .budget import Budget, engine_usage, rows_to_plan, usage_delta
+from .failures import FailureGuard
+from .output_folder import locked_output
 from .store import saved_or_run
 
 __all__ = ["DATA_FILES", "SERVED_MAX_TOKENS", "BarredConfig", "BarredResult", "rows_to_plan", "run_barred",
@@ -67,8 +70,14 @@ def run_barred(
     output_dir: str | os.PathLike = "outputs/barred",
     progress: bool = True,
     verbose: bool = False,
+    overwrite: bool = False,
 ) -> BarredResult:
     """Generate ``n`` verified, label-balanced boundary samples for ``task`` (see the module doc).
+
+    The output folder is locked for the run (:func:`~hf_barred.recipes.output_folder.locked_output`:
+    a second run into it fails at once; a folder with someone else's README.md is refused unless
+    ``overwrite``). A stage whose requests failed more than ``config.max_failure_rate`` stops the
+    run with :class:`~hf_barred.recipes.failures.RequestsFailed`, its output unsaved.
 
     Example:
         >>> from hf_barred.recipes.barred import BarredConfig, run_barred
@@ -78,17 +87,25 @@ def run_barred(
         >>> result.train.features["label"].names  # doctest: +SKIP
         ['no_health_advice', 'health_advice']
     """
-    from ..progress import RunView, quiet_libraries
-
     if n < 1:
         raise ValueError(f"run_barred: expected n >= 1 samples, found {n}.")
     task.require_seeds()
     config = config or BarredConfig()
-    out = Path(output_dir)
+    with locked_output(output_dir, overwrite=overwrite) as out:
+        return _run_locked(task, n, config, out, progress, verbose)
+
+
+def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, progress: bool,
+                verbose: bool) -> BarredResult:
+    from ..progress import RunView, quiet_libraries
+
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    guard = FailureGuard(config.engines(), config.max_failure_rate).run
     usage_before = engine_usage(config)
-    map_kwargs: dict[str, Any] = {"batch_size": config.batch_size}
+    # The resume store (not datasets' map cache) decides what is reused: a stage stopped by failed
+    # requests must be recomputed on the rerun, not read back from the map cache it left behind.
+    map_kwargs: dict[str, Any] = {"batch_size": config.batch_size, "load_from_cache_file": False}
     if config.num_proc:
         map_kwargs["num_proc"] = config.num_proc
     reused: list[str] = []
@@ -100,12 +117,12 @@ def run_barred(
         view.stage("decompose", rows=len(tasks))
         dims = saved_or_run(
             work / "decomposition" / "dimensions", extract_dimensions_fingerprint(tasks, config.decompose),
-            lambda: extract_dimensions(tasks, config.decompose, **map_kwargs), reused,
+            lambda: guard("decompose", lambda: extract_dimensions(tasks, config.decompose, **map_kwargs)), reused,
         )
         view.stage("instantiate", rows=len(dims), expected_requests=len(dims))
         inst = saved_or_run(
             work / "decomposition" / "instantiations", instantiate_fingerprint(dims, config.instantiate),
-            lambda: instantiate(dims, config.instantiate, **map_kwargs), reused,
+            lambda: guard("instantiate", lambda: instantiate(dims, config.instantiate, **map_kwargs)), reused,
         )
         budget.add(inst, stage="decomposition")
 
@@ -129,7 +146,7 @@ def run_barred(
             view.stage(f"generate ({where})", rows=len(plan_rows), expected_requests=len(plan_rows))
             current = saved_or_run(
                 round_dir / "generate", generate_fingerprint(plan_rows, config.generate),
-                lambda: generate(plan_rows, config.generate, **map_kwargs), reused,
+                lambda: guard("generate", lambda: generate(plan_rows, config.generate, **map_kwargs)), reused,
             )
             budget.add(current, plan_rows, stage="generate")
             for level in range(config.max_refinements + 1):
@@ -137,7 +154,7 @@ def run_barred(
                 view.stage(f"debate ({where}, refinement {level})", rows=len(source))
                 judged = saved_or_run(
                     round_dir / f"debate_{level}", debate_fingerprint(source, config.debate),
-                    lambda: debate(source, config.debate, **map_kwargs), reused,
+                    lambda: guard("debate", lambda: debate(source, config.debate, **map_kwargs)), reused,
                 )
                 budget.add(judged, source, stage="debate")
                 debated_parts.append(judged)
@@ -147,7 +164,8 @@ def run_barred(
                         accepted_rows.append(row)
                         accepted_by_label[row["target"]] += 1
                     elif row["error"]:
-                        rejected_rows.append(row | {"rejection_reason": "parse_failure"})
+                        reason = "request_failure" if is_request_failure(row["error"]) else "parse_failure"
+                        rejected_rows.append(row | {"rejection_reason": reason})
                     elif level == config.max_refinements:
                         rejected_rows.append(row | {"rejection_reason": "debate"})
                     else:
@@ -163,7 +181,7 @@ def run_barred(
                            expected_requests=len(failing))
                 current = saved_or_run(
                     round_dir / f"refine_{level + 1}", refine_fingerprint(failing, config.refine),
-                    lambda: refine(failing, config.refine, **map_kwargs), reused,
+                    lambda: guard("refine", lambda: refine(failing, config.refine, **map_kwargs)), reused,
                 )
                 budget.add(current, failing, stage="refine")
             planned += k

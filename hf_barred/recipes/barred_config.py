@@ -49,6 +49,8 @@ class BarredConfig:
       refinement, so a stage in flight finishes): ``max_calls``, ``max_total_tokens``.
     - Throughput: ``batch_size`` (rows per ``Dataset.map`` batch, i.e. per batched call),
       ``num_proc``.
+    - Failures: ``max_failure_rate`` (a stage whose requests failed more than this share stops the
+      run, exit code 1; see :mod:`hf_barred.recipes.failures`).
     """
 
     decompose: DecomposeConfig = field(default_factory=DecomposeConfig, metadata={"help": "Dimension extraction."})
@@ -66,6 +68,9 @@ class BarredConfig:
     max_total_tokens: Optional[int] = field(default=None, metadata={"help": "Budget of tokens (None: no limit)."})
     batch_size: int = field(default=64, metadata={"help": "Rows per map batch (one batched call per role)."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for Dataset.map."})
+    max_failure_rate: float = field(default=0.5, metadata={
+        "help": "Stop the run when more than this share of a stage's requests failed (HTTP errors after the "
+                "retries, timeouts, refused connections)."})
 
     def __post_init__(self) -> None:
         if self.max_refinements < 0:
@@ -79,6 +84,8 @@ class BarredConfig:
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise ValueError(f"BarredConfig.{name}: expected a rate in (0, 1], found {value}.")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ValueError(f"BarredConfig.max_failure_rate: expected a share in [0, 1], found {self.max_failure_rate}.")
         for name in ("max_calls", "max_total_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -123,7 +130,13 @@ class BarredConfig:
             debate_kwargs["advocate_max_tokens"] = SERVED_MAX_TOKENS["advocate"]
         if rounds is not None:
             debate_kwargs["rounds"] = rounds
-        debate_config = DebateConfig.with_judges(judges, **debate_kwargs) if judges else DebateConfig(**debate_kwargs)
+        if judges is not None and judges < 1:
+            raise ValueError(f"BarredConfig.for_engine: expected judges >= 1 (the paper uses 2), found {judges}. "
+                             "Pass --judges 2.")
+        if rounds is not None and rounds < 1:
+            raise ValueError(f"BarredConfig.for_engine: expected rounds >= 1 (the paper uses 2), found {rounds}.")
+        debate_config = (DebateConfig.with_judges(judges, **debate_kwargs) if judges is not None
+                         else DebateConfig(**debate_kwargs))
         decompose_kwargs: dict[str, Any] = dict(common)
         instantiate_kwargs: dict[str, Any] = dict(common)
         if served:

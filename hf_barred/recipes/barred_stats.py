@@ -14,11 +14,12 @@ from typing import Any, Optional
 from datasets import Dataset
 
 from ..prompting import load_prompt
+from ..llm.base import is_request_failure
 from ..task import GuardrailTask
 from .barred_config import BarredConfig
 from .budget import Budget
 
-__all__ = ["prompt_ids", "run_statistics"]
+__all__ = ["FAILURE_STAGES", "prompt_ids", "run_statistics"]
 
 
 def prompt_ids(config: BarredConfig) -> dict[str, str]:
@@ -37,6 +38,9 @@ def prompt_ids(config: BarredConfig) -> dict[str, str]:
         "refine": ("refine", config.refine, config.refine.prompt_version),
     }
     return {key: load_prompt(name, version, stage.prompt_set).id for key, (name, stage, version) in stages.items()}
+
+FAILURE_STAGES = ("decompose", "instantiate", "generate", "refine", "judge_answers", "advocate")
+"""The stages whose parse failures and failed requests are counted (judges per answer)."""
 
 
 def run_statistics(
@@ -59,14 +63,20 @@ def run_statistics(
     labels = list(task.labels)
     debate_paths: Counter = Counter()
     by_level: dict[int, dict[str, int]] = {}
-    judge_failures = advocate_failures = judge_answers = 0
-    generation_failures: Counter = Counter()
+    judge_answers = 0
+    parse: Counter = Counter()  # answers that came but could not be used, per stage
+    failed: Counter = Counter()  # requests that got no answer (HTTP errors after retries, timeouts), per stage
+
+    def count(stage: str, error: Optional[str]) -> None:
+        if error:
+            (failed if is_request_failure(error) else parse)[stage] += 1
+
     believed_given = believed_mismatches = 0
     if debates is not None:
         for row in debates:
             level = by_level.setdefault(row["refinements"], {"debated": 0, "accepted": 0})
             if row["error"]:
-                generation_failures[row["error_stage"] or "generate"] += 1
+                count(row["error_stage"] or "generate", row["error"])
                 continue
             if row.get("believed_label"):  # the generator said which label it believes its sample gets
                 believed_given += 1
@@ -75,15 +85,20 @@ def run_statistics(
             level["accepted"] += int(row["accepted"])
             debate_paths[row["debate_path"]] += 1
             for debate_round in row["debate"]:
-                advocate_failures += int(bool(debate_round["advocate_error"]))
+                count("advocate", debate_round["advocate_error"])
                 for answer in debate_round["judges"]:
                     judge_answers += 1
-                    judge_failures += int(bool(answer["error"]))
+                    count("judge_answers", answer["error"])
     acceptance_by_refinement = {
         str(level): {**counts, "rate": round(counts["accepted"] / counts["debated"], 4) if counts["debated"] else None}
         for level, counts in sorted(by_level.items())
     }
     final_paths = Counter(train["debate_path"]) + Counter(p for p in rejected["debate_path"] if p)
+    for error in dims["error"]:
+        count("decompose", error)
+    for row in inst:
+        if row["dimension"]:
+            count("instantiate", row["error"])
     instantiations = sum(len(v) for v in inst["instantiations"]) if len(inst) else 0
     return {
         "task": task.name,
@@ -105,14 +120,8 @@ def run_statistics(
         "decomposition_rows": len(inst),
         "engine_model": next((m for m in list(train["model"]) + list(rejected["model"]) if m), ""),
         "instantiations": instantiations,
-        "parse_failures": {
-            "decompose": int(sum(1 for e in dims["error"] if e)),
-            "instantiate": int(sum(1 for row in inst if row["error"] and row["dimension"])),
-            "generate": generation_failures.get("generate", 0),
-            "refine": generation_failures.get("refine", 0),
-            "judge_answers": judge_failures,
-            "advocate": advocate_failures,
-        },
+        "parse_failures": {stage: parse.get(stage, 0) for stage in FAILURE_STAGES},
+        "request_failures": {stage: failed.get(stage, 0) for stage in FAILURE_STAGES},
         "judge_answers": judge_answers,
         "believed_label": {"given": believed_given, "mismatches": believed_mismatches},
         "requests": budget.calls,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -46,7 +47,8 @@ def load_saved(path: Path) -> Dataset:
 
 def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], reused: list[str]) -> Dataset:
     """The dataset saved at ``path`` when its fingerprint is ``fingerprint``, else ``compute()``
-    saved there (written to a temporary folder and renamed, so a killed run leaves no half folder)."""
+    saved there (written to a temporary folder of a unique name, then renamed, so a killed run leaves no
+    half folder and two writers never share one)."""
     if saved_fingerprint(path) == fingerprint:
         try:
             saved = load_saved(path)
@@ -55,8 +57,9 @@ def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], r
         except (OSError, ValueError):
             pass
     ds = compute()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed run (the output folder is locked)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     ds.save_to_disk(str(tmp))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)

@@ -3,7 +3,8 @@
 Tab *Guardrail*: pick a guardrail (local folder or Hub id), enter a text (and a rule or a taxonomy
 for policy-conditioned models), see the verdict, the score and the violated categories.
 Tab *Dataset*: browse a BARRED dataset with each sample's dimension, instantiation and debate.
-Everything the model wrote is shown escaped (``html.escape``), never as live HTML.
+Everything the model wrote, and everything the user typed that an error message repeats, is shown
+escaped (``html.escape``), never as live HTML (:func:`user_error`).
 
 Example:
     >>> from hf_barred.space.app import build_demo
@@ -23,6 +24,18 @@ import gradio as gr
 MAX_ROWS = 500
 
 
+def user_error(message: str, *typed: str) -> gr.Error:
+    """A ``gr.Error`` whose ``message`` repeats what the user ``typed`` escaped (the toast renders HTML).
+
+    ``message`` holds ``{}`` placeholders, one per value of ``typed``; each value (and the error text
+    it may carry) is HTML escaped and shortened to 500 characters.
+
+    >>> user_error("Could not load the guardrail {}: {}", "<img src=x onerror=alert(1)>", "not found").message
+    'Could not load the guardrail &lt;img src=x onerror=alert(1)&gt;: not found'
+    """
+    return gr.Error(message.format(*(html.escape(str(value)[:500]) for value in typed)))
+
+
 @functools.lru_cache(maxsize=4)
 def _load_guardrail(name: str):  # noqa: ANN202 - the Guardrail type imports torch; keep import lazy
     from ..guardrail import Guardrail
@@ -39,7 +52,7 @@ def check_text(guardrail: str, text: str, rule: str, taxonomy: str) -> tuple[str
     try:
         model = _load_guardrail(guardrail.strip())
     except Exception as err:  # shown to the user, who can fix the name
-        raise gr.Error(f"Could not load the guardrail {guardrail!r}: {err}") from err
+        raise user_error("Could not load the guardrail {}: {}", guardrail, err) from err
     kwargs: dict[str, Any] = {}
     if rule.strip():
         kwargs["rule"] = rule.strip()
@@ -75,7 +88,7 @@ def load_samples(dataset: str) -> tuple[list[list[Any]], dict[str, Any], list[di
     try:
         samples = _load_rows(dataset)
     except Exception as err:
-        raise gr.Error(f"Could not load the dataset {dataset!r}: {err}") from err
+        raise user_error("Could not load the dataset {}: {}", dataset, err) from err
     table = [
         [i, (r.get("text") or "")[:120], str(r.get("label")), r.get("dimension", ""), r.get("instantiation", ""),
          r.get("debate_path", "")]
