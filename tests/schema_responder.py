@@ -29,10 +29,10 @@ def stage_of(body: dict[str, Any]) -> str:
         return "decompose"
     if "values" in props:
         return "instantiate"
+    if "text" in props or "response" in props:  # a sample (the served set's also carries a believed label)
+        return "generate"
     if "label" in props:
         return "judge"
-    if "text" in props or "response" in props:
-        return "generate"
     return "other"
 
 
