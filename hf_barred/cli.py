@@ -61,8 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
         if hasattr(module, "register"):  # modules without it are shared helpers (engine_options)
+            before = set(subparsers.choices)
             module.register(subparsers)
+            for name in set(subparsers.choices) - before:
+                _add_examples(subparsers.choices[name], module.__doc__ or "")
     return parser
+
+
+def _add_examples(parser: argparse.ArgumentParser, doc: str) -> None:
+    """Show the ``$ barred ...`` lines of the command module's docstring at the end of its ``--help``.
+
+    >>> p = argparse.ArgumentParser(prog="barred x")
+    >>> _add_examples(p, "Run x.\n\nExample:\n    $ barred x --n 2 \\\n        --output out\n")
+    >>> p.epilog
+    'example:\n  barred x --n 2 \\\n      --output out'
+    """
+    lines, taking = [], False
+    for line in doc.splitlines():
+        text = line.strip()
+        if text.startswith("$ "):
+            lines.append("  " + text[2:])
+            taking = text.endswith("\\")
+        elif taking and text:
+            lines.append("      " + text)
+            taking = text.endswith("\\")
+        else:
+            taking = False
+    if lines:
+        parser.epilog = "example:\n" + "\n".join(lines)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class _StderrHandler(logging.StreamHandler):
