@@ -69,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_examples(parser: argparse.ArgumentParser, doc: str) -> None:
-    """Show the ``$ barred ...`` lines of the command module's docstring at the end of its ``--help``.
+    r"""Show the ``$ barred ...`` lines of the command module's docstring at the end of its ``--help``.
 
     >>> p = argparse.ArgumentParser(prog="barred x")
-    >>> _add_examples(p, "Run x.\n\nExample:\n    $ barred x --n 2 \\\n        --output out\n")
+    >>> _add_examples(p, "Run x.\n\nExample:\n    $ barred x --n 2 --output out\n")
     >>> p.epilog
-    'example:\n  barred x --n 2 \\\n      --output out'
+    'example:\n  barred x --n 2 --output out'
     """
     lines, taking = [], False
     for line in doc.splitlines():

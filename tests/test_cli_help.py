@@ -26,58 +26,58 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(tree: ast.AST, module: str) -> set[str]:
-    """The hf_barred modules ``module`` imports (at any depth of its code)."""
-    found = set()
-    package = module.split(".")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level] if node.level else []
-            target = ".".join(base + ([node.module] if node.module else []))
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {m for m in found if m.startswith("hf_barred")}
-
-
-def _suggestions_and_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    suggestions: dict[str, set[str]] = {}
-    graph: dict[str, set[str]] = {}
+def _functions() -> list[tuple[str, str, set[str], set[str]]]:
+    """Every function of the package: (module, name, the names it references, the flags its strings suggest)."""
+    found = []
     for path in PACKAGE.rglob("*.py"):
         module = _module_name(path)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        graph[module] = _imports(tree, module)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                for flag in SUGGESTION.findall(node.value):
-                    suggestions.setdefault(module, set()).add(flag)
-    return suggestions, graph
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names, flags = set(), set()
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Name):
+                        names.add(inner.id)
+                    elif isinstance(inner, ast.Attribute):
+                        names.add(inner.attr)
+                    elif isinstance(inner, ast.Constant) and isinstance(inner.value, str):
+                        flags.update(SUGGESTION.findall(inner.value))
+                found.append((module, node.name, names, flags))
+    return found
 
 
-def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
+def _commands_reaching(functions, holder: str, commands: set[str]) -> set[str]:
+    """The commands whose code calls ``holder``, directly or through other functions (by name: an over-
+    approximation where names repeat, which only makes the check stricter)."""
+    reached, seen, todo = set(), set(), [holder]
     while todo:
-        module = todo.pop()
-        if module in seen:
+        name = todo.pop()
+        if name in seen:
             continue
-        seen.add(module)
-        todo.extend(m for m in graph.get(module, ()) if m in graph)
-    return seen
+        seen.add(name)
+        for module, function, names, _ in functions:
+            if name in names:
+                if module.startswith("hf_barred.commands.") and module.rsplit(".", 1)[1] in commands:
+                    reached.add(module.rsplit(".", 1)[1])
+                elif not module.startswith("hf_barred.commands."):
+                    todo.append(function)
+    return reached
 
 
 def test_every_suggested_flag_is_accepted_by_the_commands_that_can_show_it():
-    suggestions, graph = _suggestions_and_graph()
-    assert suggestions, "no 'pass --flag' suggestion found: the pattern is stale"
+    functions = _functions()
     commands = _subparsers()
-    reach = {name: _reachable(graph, f"hf_barred.commands.{name}") for name in commands}
+    suggestions = [(module, name, flags) for module, name, _, flags in functions if flags]
+    assert suggestions, "no 'pass --flag' suggestion found: the pattern is stale"
     wrong = []
-    for module, flags in sorted(suggestions.items()):
-        shown_by = [name for name, modules in reach.items() if module in modules]
+    for module, holder, flags in suggestions:
+        if module.startswith("hf_barred.commands."):
+            shown_by = {module.rsplit(".", 1)[1]} & set(commands) or _commands_reaching(functions, holder, set(commands))
+        else:
+            shown_by = _commands_reaching(functions, holder, set(commands))
         for flag in sorted(flags):
-            for name in shown_by:
+            for name in sorted(shown_by):
                 if not any(flag in action.option_strings for action in commands[name]._actions):
-                    wrong.append(f"{module} suggests {flag}, which `barred {name}` does not accept")
+                    wrong.append(f"{module}.{holder} suggests {flag}, which `barred {name}` does not accept")
     assert not wrong, "\n".join(wrong)
 
 
