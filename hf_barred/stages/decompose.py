@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 from datasets import Dataset
 
-from ..answers import string_budget
+from ..answers import Dimensions, string_budget
 from ..embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from ..features import dimension_features, task_features
 from ..llm.structured import structured_chat
@@ -36,26 +36,12 @@ __all__ = ["DecomposeConfig", "extract_dimensions", "extract_dimensions_fingerpr
 
 STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
-DIMENSIONS_SCHEMA = {
-    "type": "object",
-    "properties": {"dimensions": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-    "required": ["dimensions"],
-}
-"""What answers are validated with: lenient, so that a model without constrained decoding that
-writes a usable answer with extra keys passes. Constrained engines decode with the strict schema
-of :func:`dimensions_grammar`."""
-
-
 def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
-    """The strict schema a constrained engine decodes dimensions with: at most ``max_dimensions``
-    short strings that fit in ``max_tokens``."""
+    """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.answers.Dimensions`):
+    at most ``max_dimensions`` short strings that fit in ``max_tokens``."""
     k = config.max_dimensions
-    text = {"type": "string", "minLength": 3, "maxLength": string_budget(config.max_tokens, k, 6 + 2 * k)}
-    return {
-        "type": "object",
-        "properties": {"dimensions": {"type": "array", "items": text, "minItems": 1, "maxItems": k}},
-        "required": ["dimensions"], "additionalProperties": False,
-    }
+    return Dimensions.grammar(max_length={"dimensions[]": string_budget(config.max_tokens, k, 6 + 2 * k)},
+                              max_items={"dimensions": k})
 
 
 @dataclass(frozen=True)
@@ -140,7 +126,7 @@ def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tup
             conversations.append(split_chat(text))
             owners.append((t, k))
     results = structured_chat(
-        engine_for(config.engine), conversations, DIMENSIONS_SCHEMA, config.sampling(),
+        engine_for(config.engine), conversations, Dimensions, config.sampling(),
         stage="decompose", max_repairs=config.max_repairs, constrained_schema=dimensions_grammar(config),
     )
     out: list[dict[str, Any]] = []
