@@ -1,4 +1,5 @@
-"""The coverage report of ``barred coverage``: ``coverage.json``, ``coverage.md``, ``coverage.png`` and the rows.
+"""``barred coverage``'s inputs and report: the decomposition of a generated folder (:func:`load_decomposition`);
+``coverage.json``, ``coverage.md``, ``coverage.png`` and the rows.
 
 Example:
     >>> from hf_barred.coverage_report import markdown_table
@@ -19,7 +20,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "plot_coverage", "write_coverage_report"]
+__all__ = ["load_decomposition", "markdown_table", "plot_coverage", "write_coverage_report"]
 
 
 def _cell(text: Any) -> str:
@@ -29,6 +30,32 @@ def _cell(text: Any) -> str:
 
 def _share(value: Any) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def load_decomposition(dataset_dir: str | Path) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """``(criterion, dimensions)`` of a ``barred generate`` output folder: its ``task.yaml`` and the
+    ``decomposition`` parquet (rows that failed or have no instantiation are left out)."""
+    from .recipes.barred_writer import DATA_FILES
+    from .task import GuardrailTask
+
+    folder = Path(dataset_dir)
+    parquet, task_file = folder / DATA_FILES["decomposition"], folder / "task.yaml"
+    missing = [str(p.relative_to(folder)) for p in (parquet, task_file) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: expected the output folder of `barred generate` (with task.yaml and "
+                                f"{DATA_FILES['decomposition']}), but {missing} were not found. Fix: pass the --output "
+                                "folder of a finished `barred generate` run.")
+    from datasets import Dataset
+
+    decomposition = Dataset.from_parquet(str(parquet))
+    dimensions = tuple(
+        (row["dimension"], tuple(dict.fromkeys(i["value"] for i in row["instantiations"] if i["value"])))
+        for row in decomposition if row["dimension"] and not row["error"] and row["instantiations"]
+    )
+    if not dimensions:
+        raise ValueError(f"{parquet}: expected dimensions with instantiations, found none usable among "
+                         f"{len(decomposition)} rows. Fix: rerun `barred generate` (its decomposition failed).")
+    return GuardrailTask.load(task_file).criterion, dimensions
 
 
 def markdown_table(summary: dict[str, Any]) -> str:

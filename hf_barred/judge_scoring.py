@@ -38,7 +38,7 @@ from .llm.base import Completion, Conversation, EngineError, SamplingParams
 from .llm.cache import ResponseCache
 from .llm.config import EngineConfig
 
-__all__ = ["JudgeScores", "digit_logprobs", "digit_score", "score_with_judge"]
+__all__ = ["JudgeScores", "digit_logprobs", "digit_score", "judge_dataset", "score_with_judge"]
 
 SCORING_VERSION = "digit-logprobs-v1"
 MODES = ("auto", "logprob", "generation")
@@ -306,3 +306,23 @@ def score_with_judge(config: EngineConfig, conversations: Sequence[Conversation]
 
 def _as_top(digits: Optional[dict[str, Optional[float]]]) -> dict[str, float]:
     return {k: v for k, v in (digits or {}).items() if v is not None}
+
+
+def judge_dataset(config: EngineConfig, ds: Any, *, format: str = "a4", **kwargs: Any) -> JudgeScores:
+    """:func:`score_with_judge` over a normalised dataset (columns ``text``, ``rule`` and ``task``, as
+    :func:`hf_barred.train.data.normalize_dataset` gives), with the classification format named ``format``.
+
+    >>> from datasets import Dataset
+    >>> judge_dataset(EngineConfig(), Dataset.from_dict({"text": ["x"], "rule": [None], "task": [None]}))
+    Traceback (most recent call last):
+    ...
+    ValueError: judge_dataset: row 0 has no rule; expected a rule column or --rule.
+    """
+    from .classification import classification_messages
+
+    conversations = []
+    for i, row in enumerate(ds):
+        if not row["rule"]:
+            raise ValueError(f"judge_dataset: row {i} has no rule; expected a rule column or --rule.")
+        conversations.append(classification_messages(row["rule"], row["text"], row.get("task"), format=format))
+    return score_with_judge(config, conversations, **kwargs)

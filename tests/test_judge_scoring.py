@@ -139,3 +139,18 @@ def test_embedded_smollm2_scores_one_above_zero_on_every_healthe_row(tmp_path):
     assert result.mode == "logprob"
     assert sum(s > 0.5 for s in result.scores) == len(labels)  # "1" above "0" on every row
     assert accuracy == pytest.approx(0.495)
+
+
+def test_judge_dataset_sends_the_task_and_the_response_in_one_user_message(tmp_path):
+    from datasets import Dataset
+
+    from hf_barred.judge_scoring import judge_dataset
+
+    rows = Dataset.from_dict({"text": ["1. Pack. 2. Drive."], "rule": ["The plan skips a step."],
+                              "task": ["Plan a move: book the van first."]})
+    with OpenAIServer(logprob_responder=lambda body: {"1": -0.1, "0": -3.0}) as server:
+        result = judge_dataset(openai_config(server, tmp_path), rows)
+        (sent,) = [r.body["messages"] for r in server.requests]
+    assert result.predictions == [1] and result.mode == "logprob"
+    assert sent[1]["content"] == ("<INPUT>\n<TASK>\nPlan a move: book the van first.\n</TASK>\n<RESPONSE>\n"
+                                  "1. Pack. 2. Drive.\n</RESPONSE>\n</INPUT>")

@@ -59,9 +59,9 @@ def coverage_to_report(dataset_dir: str, test_file: str, output: str, engine: An
                        threshold: float = 0.5, max_tokens: int = 160, max_repairs: int = 1,
                        batch_size: int = 16) -> dict[str, Any]:
     """Rate the test set against the decomposition of ``dataset_dir``, write the report; returns the summary."""
-    from ..coverage_report import write_coverage_report
+    from ..coverage_report import load_decomposition, write_coverage_report
     from ..data import load_labelled_data
-    from ..stages.coverage import CoverageConfig, coverage_summary, load_decomposition, rate_coverage
+    from ..stages.coverage import CoverageConfig, coverage_summary, rate_coverage
 
     criterion, dimensions = load_decomposition(dataset_dir)
     raw = load_labelled_data(test_file, split)

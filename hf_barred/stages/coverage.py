@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from datasets import Dataset, Features, List, Value
@@ -33,7 +32,7 @@ from ..llm.structured import structured_chat
 from ..prompting import load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
-__all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "load_decomposition", "parse_scores",
+__all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "parse_scores",
            "rate_coverage", "rate_coverage_fingerprint"]
 
 STAGE_VERSION = "1"
@@ -62,7 +61,7 @@ class CoverageConfig(LLMStageConfig):
     Parameters, by purpose:
 
     - What is rated against: ``criterion`` and ``dimensions`` (``((dimension, (instantiation, ...)), ...)``,
-      see :func:`load_decomposition`); both reach the fingerprint.
+      see :func:`hf_barred.coverage_report.load_decomposition`); both reach the fingerprint.
     - Decision: ``threshold`` (an instantiation rated at or above it covers the sample; paper: 0.5).
     - Plus the shared ``engine``, ``prompt_version``, ``max_tokens``, ``temperature`` (greedy by default),
       ``seed``, ``max_repairs``.
@@ -81,7 +80,7 @@ class CoverageConfig(LLMStageConfig):
             raise ValueError(f"CoverageConfig.threshold: expected a relevance in (0, 1], found {self.threshold}.")
         if not self.dimensions or any(not values for _, values in self.dimensions):
             raise ValueError("CoverageConfig.dimensions: expected at least one dimension, each with instantiations, "
-                             f"found {self.dimensions!r}. Load them with load_decomposition(DATASET_DIR).")
+                             f"found {self.dimensions!r}. Load them with hf_barred.coverage_report.load_decomposition(DATASET_DIR).")
 
 
 def coverage_features(extra: Optional[Features] = None) -> Features:
@@ -90,30 +89,6 @@ def coverage_features(extra: Optional[Features] = None) -> Features:
               "best_instantiation": Value("string"), "raw": Value("string"), "error": Value("string")}
     return Features(dict(extra or {}) | {"dimension_scores": List(rating), "max_relevance": Value("float32"),
                                          "covered": Value("bool"), "failures": Value("int32"), "usage": USAGE})
-
-
-def load_decomposition(dataset_dir: str | Path) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
-    """``(criterion, dimensions)`` of a ``barred generate`` output folder: its ``task.yaml`` and the
-    ``decomposition`` parquet (rows that failed or have no instantiation are left out)."""
-    from ..recipes.barred_writer import DATA_FILES
-    from ..task import GuardrailTask
-
-    folder = Path(dataset_dir)
-    parquet, task_file = folder / DATA_FILES["decomposition"], folder / "task.yaml"
-    missing = [str(p.relative_to(folder)) for p in (parquet, task_file) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder}: expected the output folder of `barred generate` (with task.yaml and "
-                                f"{DATA_FILES['decomposition']}), but {missing} were not found. Fix: pass the --output "
-                                "folder of a finished `barred generate` run.")
-    decomposition = Dataset.from_parquet(str(parquet))
-    dimensions = tuple(
-        (row["dimension"], tuple(dict.fromkeys(i["value"] for i in row["instantiations"] if i["value"])))
-        for row in decomposition if row["dimension"] and not row["error"] and row["instantiations"]
-    )
-    if not dimensions:
-        raise ValueError(f"{parquet}: expected dimensions with instantiations, found none usable among "
-                         f"{len(decomposition)} rows. Fix: rerun `barred generate` (its decomposition failed).")
-    return GuardrailTask.load(task_file).criterion, dimensions
 
 
 def parse_scores(data: dict[str, Any], n: int) -> tuple[Optional[list[float]], Optional[str]]:
