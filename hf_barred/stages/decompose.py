@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -29,12 +28,13 @@ from ..embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from ..features import dimension_features, task_features
 from ..llm.structured import structured_chat
 from ..prompting import load_prompt, split_chat
+from ..rowrandom import RowRandom
 from ..task import GuardrailTask
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["DecomposeConfig", "extract_dimensions", "extract_dimensions_fingerprint", "seed_subsets", "task_dataset"]
 
-STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
+STAGE_VERSION = "3"  # 2: strict schemas for constrained decoding; 3: seed subsets from RowRandom
 
 def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
     """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.answers.Dimensions`):
@@ -106,8 +106,9 @@ def task_dataset(task: GuardrailTask) -> Dataset:
 
 # --- step 1 ---------------------------------------------------------------------------------------
 def seed_subsets(seeds: Sequence[str], num_subsets: int, subset_size: int, seed: int, name: str) -> list[list[str]]:
-    """``num_subsets`` subsets of ``seeds`` drawn without replacement (cycling when they run out)."""
-    rng = random.Random(f"{seed}:{name}:subsets")
+    """``num_subsets`` subsets of ``seeds`` drawn without replacement (cycling when they run out),
+    from a :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, name)``."""
+    rng = RowRandom(seed, "subsets", name)
     order = list(seeds)
     rng.shuffle(order)
     size = min(subset_size, len(order))

@@ -43,13 +43,13 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..policy import check_policy_rows, lineage_column, missing_lineage, policy_features, row_taxonomy
+from ..policy import lineage_column, missing_lineage, row_taxonomy
 from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
 from ..taxonomy import Category, Taxonomy, find_codes, make_code
 from ..answers import EditAnswer, string_budget
 from ..prompting import Prompt, load_prompt
-from .common import map_stage
+from .common import map_policy_stage
 
 STAGE = "guideline_edit"
 VERSION = "2"  # bump when EditAnswer or the way answers are applied changes (2: edit_grammar)
@@ -219,16 +219,6 @@ def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfi
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
-    check_policy_rows(ds, STAGE)
     prompt = load_prompt(STAGE, config.prompt_version)
-    return map_stage(
-        ds,
-        _edit_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        prompts=(prompt,),
-        features=policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs=map_kwargs,
-    )
+    return map_policy_stage(ds, _edit_batch, stage=STAGE, version=VERSION, config=config, prompts=(prompt,),
+                            map_kwargs=map_kwargs)
