@@ -29,7 +29,8 @@ from datasets import Dataset, Features, List, Value
 
 from ..features import USAGE
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt
+from ..llm.base import Conversation
+from ..prompting import Prompt, load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "parse_scores",
@@ -113,17 +114,17 @@ def _escape(text: str) -> str:
     return _TAGS.sub(r"&lt;\1", text.strip())
 
 
-def _user_message(dimension: str, values: tuple[str, ...], text: str, task: str) -> str:
-    listed = "\n".join(f"{k}. {_escape(v)}" for k, v in enumerate(values, 1))
-    sample = f"<TASK>\n{_escape(task)}\n</TASK>\n{_escape(text)}" if task else _escape(text)
-    return (f"<DIMENSION>\n{_escape(dimension)}\n</DIMENSION>\n<INSTANTIATIONS>\n{listed}\n</INSTANTIATIONS>\n"
-            f"<TEST_SAMPLE>\n{sample}\n</TEST_SAMPLE>\n\nGive {len(values)} scores, one per instantiation, in order.")
+def conversation(prompt: Prompt, **variables: Any) -> Conversation:
+    """The template's ``system`` and ``user`` blocks, each rendered on its own into one message: the roles
+    come from the template, never from the data (tag-escaped by the caller)."""
+    context = prompt.template.new_context(dict(variables))
+    return [{"role": role, "content": "".join(prompt.template.blocks[role](context)).strip()}
+            for role in ("system", "user")]
 
 
 def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tuple, version: str) -> dict[str, list]:
     (prompt,) = prompts
     records = rows(batch)
-    system = {"role": "system", "content": prompt.render(criterion=config.criterion)}
     by_size: dict[int, list[tuple[int, int]]] = {}  # one structured call per instantiation count (its grammar)
     for r, record in enumerate(records):
         for d, (_, values) in enumerate(config.dimensions):
@@ -132,8 +133,10 @@ def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tup
     usage = [zero_usage() for _ in records]
     engine = engine_for(config.engine)
     for size, owners in by_size.items():
-        conversations = [[system, {"role": "user", "content": _user_message(
-            *config.dimensions[d], records[r]["text"], records[r].get("task") or "")}] for r, d in owners]
+        conversations = [conversation(
+            prompt, criterion=_escape(config.criterion), dimension=_escape(config.dimensions[d][0]),
+            instantiations=[_escape(v) for v in config.dimensions[d][1]], test_sample=_escape(records[r]["text"]),
+            task=_escape(records[r].get("task") or "")) for r, d in owners]
         results = structured_chat(engine, conversations, SCORES_SCHEMA, config.sampling(), stage="coverage",
                                   max_repairs=config.max_repairs, constrained_schema=scores_grammar(size))
         for (r, d), result in zip(owners, results):
