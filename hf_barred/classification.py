@@ -40,6 +40,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from .formats import BINARY_FORMAT_VERSION, binary_messages
+
 __all__ = [
     "A4_FORMAT_VERSION",
     "CLASSIFICATION_FORMATS",
@@ -107,8 +109,6 @@ def classification_messages(criterion: str, text: str, task: Optional[str] = Non
     if format == "a4":
         return a4_messages(criterion, text, task)
     if format == "binary":
-        from .formats import binary_messages
-
         return binary_messages(criterion, text, task)
     raise ValueError(f"Unknown classification format {format!r}: expected one of {', '.join(CLASSIFICATION_FORMATS)}. "
                      "Fix: pass format='a4' (the paper's A.4) or 'binary'.")
@@ -123,8 +123,6 @@ def format_version(name: str) -> str:
     if name == "a4":
         return A4_FORMAT_VERSION
     if name == "binary":
-        from .formats import BINARY_FORMAT_VERSION
-
         return BINARY_FORMAT_VERSION
     classification_messages("", "", format=name)  # raises the one error message
     raise AssertionError("unreachable")

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from .llm.base import Completion, Conversation, EngineError, SamplingParams
+from .llm.base import Completion, Conversation, SamplingParams
 from .llm.cache import ResponseCache
 from .llm.config import EngineConfig
+from .llm.first_token import local_digit_logprobs, openai_top_logprobs, vllm_top_logprobs
 
 __all__ = ["JudgeScores", "digit_logprobs", "digit_score", "judge_dataset", "score_with_judge"]
 
@@ -107,106 +106,6 @@ def digit_score(top: dict[str, float]) -> Optional[float]:
     return 1.0 / (1.0 + math.exp(zero - one))
 
 
-# --- the engines' log-probabilities -------------------------------------------------------------------
-def _local_logprobs(config: EngineConfig, conversations: list[Conversation]) -> tuple[str, list[dict[str, float]]]:
-    """Log P of every "1"/"0" token after each prompt, from the model the local engine loaded."""
-    import torch
-
-    from .llm import get_engine
-
-    backend = get_engine(config).backend
-    model, tokenizer = backend.model, backend.tokenizer
-    ids_of = _digit_token_ids(tokenizer)
-    prompts = [tokenizer(tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False),
-                         add_special_tokens=False)["input_ids"] for conv in conversations]
-    out: list[dict[str, float]] = [{} for _ in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                           position_ids=positions.to(model.device)).logits[:, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1).cpu()
-        for row, i in enumerate(batch):
-            for digit, ids in ids_of.items():
-                out[i][digit] = torch.logsumexp(logprobs[row, ids], dim=0).item()
-    return backend.model_name, out
-
-
-def _digit_token_ids(tokenizer: Any) -> dict[str, list[int]]:
-    """Every vocabulary id whose text is ``"1"`` or ``"0"`` once stripped (``"1"``, ``" 1"``, ...)."""
-    ids: dict[str, list[int]] = {"1": [], "0": []}
-    for token, index in tokenizer.get_vocab().items():
-        if "0" not in token and "1" not in token:  # cheap filter: decoding 50k tokens one by one is slow
-            continue
-        text = tokenizer.convert_tokens_to_string([token]).strip()
-        if text in ids:
-            ids[text].append(index)
-    if not ids["1"] or not ids["0"]:
-        raise ValueError("The local model's tokenizer has no token for the digit 1 or 0; it cannot be scored "
-                         "by logprobs. Fix: pass mode='generation'.")
-    return ids
-
-
-def _vllm_logprobs(config: EngineConfig, conversations: list[Conversation],
-                   top_logprobs: int) -> tuple[str, list[Optional[dict[str, float]]]]:
-    """One generated token with ``logprobs=top_logprobs`` from the in-process vLLM of the vllm engine."""
-    import vllm
-
-    from .llm import get_engine
-
-    backend = get_engine(config).backend
-    sampling = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=top_logprobs, seed=0)
-    outputs = backend.llm.chat(conversations, sampling, use_tqdm=False)
-    tops: list[Optional[dict[str, float]]] = []
-    for output in outputs:
-        logprobs = output.outputs[0].logprobs
-        tops.append({(lp.decoded_token or ""): lp.logprob for lp in logprobs[0].values()} if logprobs else None)
-    return backend.model_name, tops
-
-
-def _openai_logprobs(config: EngineConfig, conversations: list[Conversation],
-                     top_logprobs: int) -> tuple[str, list[Optional[dict[str, float]]]]:
-    """``max_tokens=1`` with ``logprobs``/``top_logprobs`` from an OpenAI-compatible server; None for a row
-    whose answer carries no logprobs. A server that refuses the parameter (HTTP 400) gives all None."""
-    import openai
-
-    key = os.environ.get(config.api_key_env, "") if config.api_key_env else "EMPTY"
-    client = openai.OpenAI(base_url=config.base_url, api_key=key or "EMPTY", timeout=config.timeout,
-                           max_retries=config.max_retries)
-
-    def one(conversation: Conversation) -> Optional[dict[str, float]]:
-        try:
-            answer = client.chat.completions.create(
-                model=config.model, messages=conversation, max_tokens=1, temperature=0.0, seed=0,
-                logprobs=True, top_logprobs=top_logprobs,
-            )
-        except openai.BadRequestError:
-            raise
-        except (openai.APIStatusError, openai.APITimeoutError):  # this row only: generation will retry it
-            return None
-        content = answer.choices[0].logprobs.content if answer.choices and answer.choices[0].logprobs else None
-        if not content:
-            return None
-        return {t.token: t.logprob for t in content[0].top_logprobs or []} or {content[0].token: content[0].logprob}
-
-    try:
-        with ThreadPoolExecutor(max_workers=min(config.max_concurrency, max(1, len(conversations)))) as pool:
-            return config.model, list(pool.map(one, conversations))
-    except openai.BadRequestError:  # e.g. "logprobs are not supported": generate instead
-        return config.model, [None] * len(conversations)
-    except openai.APIConnectionError as err:
-        raise EngineError(f"could not reach the openai engine at {config.base_url}: {err}. Fix: start the server "
-                          "or check --base-url.") from err
-    finally:
-        client.close()
-
-
 def _cache_key(config: EngineConfig, model_name: str, conversation: Conversation, top_logprobs: int) -> str:
     name = f"{config.engine}:{model_name}::{SCORING_VERSION}/top{top_logprobs}"
     return ResponseCache.key(name, conversation, SamplingParams(max_tokens=1, temperature=0.0, seed=0))
@@ -224,11 +123,11 @@ def _cached_logprobs(config: EngineConfig, conversations: list[Conversation],
     if todo:
         batch = [conversations[i] for i in todo]
         if config.engine == "local":
-            _, tops = _local_logprobs(config, batch)
+            tops: list[Optional[dict[str, float]]] = list(local_digit_logprobs(config, batch))
         elif config.engine == "vllm":
-            _, tops = _vllm_logprobs(config, batch, top_logprobs)
+            tops = vllm_top_logprobs(config, batch, top_logprobs)
         else:
-            _, tops = _openai_logprobs(config, batch, top_logprobs)
+            tops = openai_top_logprobs(config, batch, top_logprobs)
         for i, top in zip(todo, tops):
             digits = None if top is None else dict(zip(("1", "0"), digit_logprobs(top)))
             result[i] = digits
