@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 if TYPE_CHECKING:  # datasets loads on first use, so that hf_barred.task stays light
     from datasets import Dataset
 
-__all__ = ["YES_WORDS", "NO_WORDS", "label_index", "load_labelled_data"]
+__all__ = ["YES_WORDS", "NO_WORDS", "label_index", "load_labelled_data", "response_pairs", "seeds_from_pairs"]
 
 YES_WORDS = frozenset({"yes", "true", "1", "applies", "positive", "holds", "y"})
 """Free-text answers meaning "the rule holds" (accepted with ``answer=True``)."""
@@ -157,3 +157,66 @@ def require_two_classes(labels: Sequence[int], label_names: Sequence[str], sourc
             f"and 0 {names[1 - present]!r}. A guardrail needs examples of both: add rows labelled "
             f"{names[1 - present]!r}, or check --label_column / --positive_label."
         )
+
+
+POLARITIES = ("violation", "compliance")
+"""What a ``task_and_response`` criterion describes: the failing response (``violation``: the FAIL
+response is the positive class, label 1) or the passing one (``compliance``: the PASS response is)."""
+
+
+def response_pairs(source: Union[str, Path, "Dataset"], *, task_column: str = "task_input", pass_column: str,
+                   fail_column: str, criterion: Optional[str] = None, polarity: str = "violation",
+                   split: str = "train") -> "Dataset":
+    """A ``task_and_response`` test or training set from paired responses: each row of ``source`` (a task
+    and a PASS and a FAIL response to it) becomes two rows ``task, text, label`` (plus ``rule`` when
+    ``criterion`` is given), the columns ``barred train`` and ``barred evaluate`` read.
+
+    ``polarity`` says what the criterion describes: ``violation`` (the default; "the response skips a
+    required step") makes the FAIL response label 1 and the PASS one label 0; ``compliance`` ("the
+    response carries out every step") the reverse. An empty response is left out.
+
+    >>> from datasets import Dataset
+    >>> pairs = Dataset.from_dict({"task_input": ["Book a table"], "good": ["Booked for 8pm."], "bad": ["No."]})
+    >>> rows = response_pairs(pairs, pass_column="good", fail_column="bad")
+    >>> rows.column_names, list(rows["label"]), list(rows["text"])
+    (['task', 'text', 'label'], [0, 1], ['Booked for 8pm.', 'No.'])
+    >>> response_pairs(pairs, task_column="prompt", pass_column="good", fail_column="bad")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected the columns ['prompt', 'good', 'bad'], but ['prompt'] were not found among ['task_input', 'good', 'bad']. Fix: pass --task-column, --pass-column and --fail-column.
+    """
+    from datasets import Dataset
+
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity: expected one of {list(POLARITIES)}, found {polarity!r}. Use 'violation' when "
+                         "the criterion describes a failing response, 'compliance' when it describes a passing one.")
+    ds = load_labelled_data(source, split)
+    wanted = [task_column, pass_column, fail_column]
+    missing = [c for c in wanted if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"expected the columns {wanted}, but {missing} were not found among {ds.column_names}. "
+                         "Fix: pass --task-column, --pass-column and --fail-column.")
+    fail_label = 1 if polarity == "violation" else 0
+    out: dict[str, list[Any]] = {"task": [], "text": [], "label": []}
+    for row in ds.select_columns(wanted):
+        for column, label in ((pass_column, 1 - fail_label), (fail_column, fail_label)):
+            response = row[column]
+            if response is None or not str(response).strip():
+                continue
+            out["task"].append(str(row[task_column] or ""))
+            out["text"].append(str(response))
+            out["label"].append(label)
+    if criterion:
+        out["rule"] = [criterion] * len(out["text"])
+    return Dataset.from_dict(out)
+
+
+def seeds_from_pairs(pairs: "Dataset", limit: int = 30) -> list[dict[str, str]]:
+    """Unlabelled ``task_and_response`` seeds (``{"task": ..., "response": ...}``, the task file's format)
+    from the rows of :func:`response_pairs`, alternating the two kinds of response, at most ``limit``.
+
+    >>> from datasets import Dataset
+    >>> seeds_from_pairs(Dataset.from_dict({"task": ["t", "t"], "text": ["a", "b"], "label": [0, 1]}), limit=1)
+    [{'task': 't', 'response': 'a'}]
+    """
+    return [{"task": row["task"], "response": row["text"]} for row in pairs.select(range(min(limit, len(pairs))))]

@@ -47,6 +47,9 @@ Responder = Callable[[dict[str, Any]], Union[str, tuple[str, str]]]
 ``(text, reasoning)``: the reasoning goes into the message's ``reasoning_content`` field, as vLLM's
 reasoning parser sends it."""
 
+LogprobResponder = Callable[[dict[str, Any]], Optional[dict[str, float]]]
+"""Maps a request body to the first token's ``{token: log-probability}`` alternatives (None: no logprobs)."""
+
 
 @dataclass
 class Action:
@@ -61,10 +64,17 @@ class Action:
     finish_reason: str = "stop"
     message: str = ""  # error message when status >= 400
     reasoning: Optional[str] = None  # sent as the message's reasoning_content (a reasoning model's thinking)
+    top_logprobs: Optional[dict[str, float]] = None  # first-token alternatives, sent when the request asks
 
 
 def reply(text: str, **kwargs: Any) -> Action:
     return Action(text=text, **kwargs)
+
+
+def with_logprobs(top: dict[str, float], **kwargs: Any) -> Action:
+    """An answer whose first token has these ``{token: log-probability}`` alternatives (the answer text,
+    unless given, is the most probable token); sent only to a request with ``logprobs: true``."""
+    return Action(top_logprobs=dict(top), **kwargs)
 
 
 def error(status: int, message: str = "", headers: Optional[dict[str, str]] = None) -> Action:
@@ -128,6 +138,11 @@ class OpenAIServer:
     requests without ``Authorization: Bearer <api_key>`` get a 401 whose message echoes the header
     sent (as some providers do), to check that clients redact keys; ``latency`` and ``max_parallel``:
     see the module docstring; ``responder``: answer text for unscripted requests.
+
+    Log-probabilities: a request with ``logprobs: true`` gets ``choices[0].logprobs.content`` (the
+    first token with ``top_logprobs`` alternatives, OpenAI's shape) when its action has ``top_logprobs``
+    (:func:`with_logprobs`) or ``logprob_responder`` gives some; otherwise ``logprobs`` is null, like a
+    server without them. ``reject_logprobs``: answer such requests with a 400, as some servers do.
     """
 
     def __init__(
@@ -138,6 +153,8 @@ class OpenAIServer:
         latency: float = 0.0,
         max_parallel: Optional[int] = None,
         responder: Responder = echo,
+        logprob_responder: Optional[LogprobResponder] = None,
+        reject_logprobs: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -146,6 +163,8 @@ class OpenAIServer:
         self.latency = latency
         self.max_parallel = max_parallel
         self.responder = responder
+        self.logprob_responder = logprob_responder
+        self.reject_logprobs = reject_logprobs
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
@@ -239,11 +258,21 @@ class OpenAIServer:
                             headers=action.headers)
         if action.status >= 400:
             return _error(action.status, action.message, headers=action.headers)
-        answer = action.text if action.text is not None else self.responder(body)
+        wants_logprobs = bool(body.get("logprobs"))
+        if wants_logprobs and self.reject_logprobs:
+            return _error(400, "logprobs are not supported by this server", kind="invalid_request_error")
+        top = action.top_logprobs
+        if top is None and wants_logprobs and self.logprob_responder is not None:
+            top = self.logprob_responder(body)
+        if top is not None and action.text is None:
+            answer = max(top, key=top.__getitem__)
+        else:
+            answer = action.text if action.text is not None else self.responder(body)
         text, reasoning = answer if isinstance(answer, tuple) else (answer, action.reasoning)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
+        logprobs = _logprobs_payload(text, top, int(body.get("top_logprobs") or 0)) if wants_logprobs and top else None
         self._counter += 1
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(text.split()) + len((reasoning or "").split())
@@ -257,7 +286,7 @@ class OpenAIServer:
                     "index": 0,
                     "message": message,
                     "finish_reason": action.finish_reason,
-                    "logprobs": None,
+                    "logprobs": logprobs,
                 }
             ],
             "usage": {
@@ -326,6 +355,14 @@ class OpenAIServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _logprobs_payload(text: str, top: dict[str, float], k: int) -> dict[str, Any]:
+    """OpenAI's ``choices[0].logprobs`` for a one-token answer: ``content[0]`` with the ``k`` best alternatives."""
+    best = sorted(top.items(), key=lambda item: -item[1])[:k]
+    entry = lambda token, logprob: {"token": token, "logprob": logprob, "bytes": list(token.encode())}  # noqa: E731
+    first = entry(text, top.get(text, best[0][1] if best else 0.0))
+    return {"content": [first | {"top_logprobs": [entry(t, lp) for t, lp in best]}], "refusal": None}
 
 
 def _json(payload: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> Response:
