@@ -41,6 +41,7 @@ import re
 from typing import Optional
 
 from .formats import BINARY_FORMAT_VERSION, binary_messages
+from .llm.base import defuse_control_tokens
 
 __all__ = [
     "A4_FORMAT_VERSION",
@@ -92,7 +93,8 @@ def a4_messages(criterion: str, text: str, task: Optional[str] = None) -> list[d
     """The A.4 conversation: the judge and the rule as the system message, the input in tags as the user's."""
     system = (_A4_SYSTEM_TASK if task else _A4_SYSTEM).format(criterion=" ".join(criterion.split()))
     body = f"{_section('TASK', task)}\n{_section('RESPONSE', text)}" if task else escape_tags(text.strip())
-    return [{"role": "system", "content": system}, {"role": "user", "content": f"<INPUT>\n{body}\n</INPUT>"}]
+    return [{"role": "system", "content": defuse_control_tokens(system)},
+            {"role": "user", "content": defuse_control_tokens(f"<INPUT>\n{body}\n</INPUT>")}]
 
 
 def classification_messages(criterion: str, text: str, task: Optional[str] = None, *,

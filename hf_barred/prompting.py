@@ -61,7 +61,7 @@ PROMPT_SETS: dict[str, dict[str, str]] = {
     "small": {"decompose": "v1", "instantiate": "v1", "generate": "v1", "refine": "v1", "judge": "v2",
               "advocate": "v1", "guideline_edit": "v1"},
     "served": {"decompose": "v1", "instantiate": "v1", "generate": "v1", "refine": "v1", "judge": "v1",
-               "advocate": "v1", "guideline_edit": "v1"},
+               "advocate": "v1", "guideline_edit": "v1", "coverage": "v1"},
 }
 """The prompt sets and the default version of each stage's template in them."""
 

@@ -126,7 +126,8 @@ def test_accepted_responses_are_as_long_as_the_seeds_not_115_characters(tmp_path
                                          max_rows_per_round=2)
         config = fit_sample_budget(config, task)
         result = run_barred(task, 1, config, tmp_path / "out", progress=False)
-    accepted = [len(r) for r in result.train["text"]]
-    assert accepted and all(t for t in result.train["task"])
+    # every accepted sample counts here, those beyond n (the `extra` split) too: the point is their length
+    accepted = [len(r) for r in list(result.train["text"]) + list(result.extra["text"])]
+    assert accepted and all(t for t in list(result.train["task"]) + list(result.extra["task"]))
     cap_before = sample_grammar("task_and_response", 512)["properties"]["response"]["maxLength"]  # served default
     assert max(accepted) > max(115, cap_before) and max(accepted) > len(STEP * 16)  # longer than the longest seed

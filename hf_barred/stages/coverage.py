@@ -29,8 +29,7 @@ from datasets import Dataset, Features, List, Value
 
 from ..features import USAGE
 from ..llm.structured import structured_chat
-from ..llm.base import Conversation
-from ..prompting import Prompt, load_prompt
+from ..prompting import load_prompt
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "parse_scores",
@@ -114,14 +113,6 @@ def _escape(text: str) -> str:
     return _TAGS.sub(r"&lt;\1", text.strip())
 
 
-def conversation(prompt: Prompt, **variables: Any) -> Conversation:
-    """The template's ``system`` and ``user`` blocks, each rendered on its own into one message: the roles
-    come from the template, never from the data (tag-escaped by the caller)."""
-    context = prompt.template.new_context(dict(variables))
-    return [{"role": role, "content": "".join(prompt.template.blocks[role](context)).strip()}
-            for role in ("system", "user")]
-
-
 def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tuple, version: str) -> dict[str, list]:
     (prompt,) = prompts
     records = rows(batch)
@@ -133,8 +124,8 @@ def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tup
     usage = [zero_usage() for _ in records]
     engine = engine_for(config.engine)
     for size, owners in by_size.items():
-        conversations = [conversation(
-            prompt, criterion=_escape(config.criterion), dimension=_escape(config.dimensions[d][0]),
+        conversations = [prompt.messages(
+            criterion=_escape(config.criterion), dimension=_escape(config.dimensions[d][0]),
             instantiations=[_escape(v) for v in config.dimensions[d][1]], test_sample=_escape(records[r]["text"]),
             task=_escape(records[r].get("task") or "")) for r, d in owners]
         results = structured_chat(engine, conversations, SCORES_SCHEMA, config.sampling(), stage="coverage",
@@ -158,7 +149,7 @@ def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tup
 
 
 def _prompts(config: CoverageConfig) -> tuple:
-    return (load_prompt("coverage", config.prompt_version),)
+    return (load_prompt("coverage", config.prompt_version, prompt_set="served"),)  # one set: rating needs no few-shot
 
 
 def rate_coverage_fingerprint(ds: Dataset, config: CoverageConfig) -> str:
