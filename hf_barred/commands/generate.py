@@ -145,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     task.require_seeds()
     task.check_seed_sizes(args.max_seed_chars or MAX_SEED_CHARS)
     config = build_config(args)
+    if args.sample_max_tokens is None:  # long seeds (plans of thousands of characters) get room to be matched
+        from ..budgets import fit_sample_budget
+
+        config = fit_sample_budget(config, task)
     if args.push_to_hub:  # fail before the run, not after it
         from ..hub import require_token
 
