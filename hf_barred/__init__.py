@@ -30,7 +30,7 @@ _LAZY = {
     "augment": "apt",
     "load_policy_rows": "apt",
     "Guardrail": "guardrail",
-    "GuardrailConfig": "train",
+    "GuardrailConfig": "train", "GuardrailTrainingArguments": "train",
     "train_guardrail": "train",
     "push_dataset": "hub",
     "push_barred_run": "hub",

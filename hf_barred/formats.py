@@ -29,6 +29,26 @@ from typing import Optional
 
 BINARY_FORMAT_VERSION = "binary-v1"
 POLICY_FORMAT_VERSION = "policy-v1"
+# A prompt format is chosen by name (``prompt_format`` in a guardrail's config and card); each name
+# says which answer it asks for (``binary``: 1/0, ``policy``: the JSON) and the wording's version.
+FORMATS = {"binary": ("binary", BINARY_FORMAT_VERSION), "policy": ("policy", POLICY_FORMAT_VERSION)}
+
+
+def format_task(name: str) -> str:
+    """``binary`` or ``policy``: the answer that the format ``name`` asks for.
+
+    >>> format_task("policy")
+    'policy'
+    """
+    if name not in FORMATS:
+        raise ValueError(f"Unknown prompt format {name!r}: expected one of {', '.join(FORMATS)}.")
+    return FORMATS[name][0]
+
+
+def format_version(name: str) -> str:
+    """The wording's version of the format ``name`` (recorded in the guardrail's config and card)."""
+    format_task(name)
+    return FORMATS[name][1]
 
 _BINARY_TEMPLATE = """You are a strict and precise judge of whether a rule applies to an input.
 
@@ -108,6 +128,17 @@ class PolicyVerdict:
 
 
 _CODE = re.compile(r"\bS\s*(\d+)\b", re.IGNORECASE)
+
+
+def count_categories(taxonomy: Optional[str]) -> Optional[int]:
+    """Number of ``S<i>:`` headers in a taxonomy text (None without one).
+
+    >>> count_categories("S1: Violence.\\nS2: Privacy.")
+    2
+    """
+    if not taxonomy:
+        return None
+    return len(re.findall(r"^\s*S\d+\s*:", taxonomy, re.MULTILINE)) or None
 
 
 def sort_codes(codes: list[str]) -> list[str]:
