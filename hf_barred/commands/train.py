@@ -42,7 +42,12 @@ def build_parser() -> Any:
 
     from ..train.args import GuardrailTrainingArguments
 
-    parser = TrlParser((GuardrailTrainingArguments,), prog="barred train",
+    class _Parser(TrlParser):
+        def error(self, message: str) -> None:  # one line, not the ~200-flag usage block
+            print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
+            raise SystemExit(2)
+
+    parser = _Parser((GuardrailTrainingArguments,), prog="barred train",
                        description=__doc__.split("\n\n")[1].replace("\n", " "),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", metavar="DATASET", help="Folder, CSV/JSON/parquet file or Hub id.")
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"barred train: error: {error}", file=sys.stderr)
         return 2
+    except SystemExit as stop:  # --help, or a flag the parser rejected (already reported)
+        return int(stop.code or 0)
 
 
 def _train(argv: Sequence[str]) -> int:

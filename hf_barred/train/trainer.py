@@ -117,7 +117,10 @@ def classifier_metrics(eval_prediction: Any) -> dict[str, float]:
 
 def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: Sequence[Any] = ()) -> Any:
     """The ``Trainer`` (classifier) or ``SFTTrainer`` (generative) for prepared data, not yet trained."""
+    from transformers import set_seed
+
     targs = _trainer_args(args, data.eval is not None and len(data.eval) > 0)
+    set_seed(args.seed)  # before the model is built: the LoRA and head initialisation depend on it
     if args.model_kind == "classifier":
         from transformers import DataCollatorWithPadding, Trainer
 
