@@ -14,7 +14,8 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from hf_barred.metrics import load_metric
 from hf_barred.metrics.guardrail_metrics import binary_metrics, category_metrics
-from hf_barred.report import category_matrix, write_report
+from hf_barred.plots import category_matrix
+from hf_barred.report import write_report
 
 CODES = ["S1", "S2", "S3", "S4", "S10"]
 

@@ -300,3 +300,48 @@ def test_threshold_for_a_target_false_positive_rate(classifier_base, tmp_path):
     assert result.threshold_source == "FPR <= 0.1 on 40 validation rows"
     assert result.eval_metrics["eval_false_positive_rate"] <= 0.1
     assert json.loads((tmp_path / "fpr/guardrail_config.json").read_text())["threshold"] == result.threshold
+
+
+# -- several processes ------------------------------------------------------------------------------
+
+TOLERANCE = 1e-3  # 2 processes vs 1 without dropout: the same batches; only the order of float sums differs
+
+
+@pytest.mark.slow  # 107 s wall (35 s CPU) on the shared 2-core machine: two processes import torch+transformers
+def test_accelerate_launch_on_two_cpu_processes_matches_one(data, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m hf_barred.cli train` on a machine without GPUs (DDP
+    over gloo; accelerate's `--cpu` flag runs one process unless mpirun is set up): one model folder, one card,
+    validation metrics within TOLERANCE of a 1-process run with the same effective batch."""
+    import os
+    import subprocess
+    import sys
+
+    csv_path = tmp_path / "train.csv"
+    rows = xstest(200)  # 100 rows per class: a 20 + 20 validation split
+    rows.to_csv(str(csv_path))
+    base = make_tiny_classifier(tmp_path / "base", corpus=list(rows["prompt"]) + [RULE], dropout=0.0)
+    common = ["--base_model", base, "--rule", RULE, "--num_train_epochs", "4", "--learning_rate", "2e-3",
+              "--use_lora", "false", "--validation_size", "0.2", "--logging_steps", "5"]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                        "TOKENIZERS_PARALLELISM": "false"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env |= {"CUDA_VISIBLE_DEVICES": ""}  # CPU processes, also on a machine that has GPUs
+    two = subprocess.run(launch + ["-m", "hf_barred.cli", "train", str(csv_path), "--output", str(tmp_path / "two"),
+                                   "--per_device_train_batch_size", "4"] + common,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert main(["train", str(csv_path), "--output", str(tmp_path / "one"), "--per_device_train_batch_size", "8"]
+                + common) == 0
+    results = {n: json.loads((tmp_path / n / "train_results.json").read_text()) for n in ("one", "two")}
+    steps = (results["one"]["global_step"], results["two"]["global_step"])
+    assert steps == (80, 80), steps  # 160 rows / 8 per step, 4 epochs
+    spec = json.loads((tmp_path / "two/guardrail_config.json").read_text())
+    assert spec["training"]["processes"] == 2 and results["two"]["eval_rows"] == 40
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert (tmp_path / "two/README.md").read_text().count("model-index") == 1
+    one, two = results["one"]["eval_metrics"], results["two"]["eval_metrics"]
+    assert one["eval_accuracy"] > 0.55  # it learnt something, so the comparison means something
+    for key in ("eval_loss", "eval_accuracy", "eval_f1", "eval_average_precision"):
+        assert abs(two[key] - one[key]) <= TOLERANCE, (key, one, two)
+    assert abs(results["two"]["threshold"] - results["one"]["threshold"]) <= TOLERANCE

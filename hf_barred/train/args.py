@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -176,10 +177,13 @@ class GuardrailTrainingArguments(SFTConfig):
             )
         if self.taxonomy and "\n" not in self.taxonomy and len(self.taxonomy) < 1024 and Path(self.taxonomy).is_file():
             self.taxonomy = Path(self.taxonomy).read_text(encoding="utf-8")
-        if self.bf16 is None:  # SFTConfig would turn bf16 on everywhere, CPUs included
-            import torch
+        import torch
 
+        if self.bf16 is None:  # SFTConfig would turn bf16 on everywhere, CPUs included
             self.bf16 = bool(not self.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # `accelerate launch --multi_gpu` / `torchrun` on a machine without GPUs: DDP over gloo on CPUs
+            self.use_cpu = True
         super().__post_init__()
 
     def resolved_prompt_format(self, has_taxonomy_column: bool = False) -> str:

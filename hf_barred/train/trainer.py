@@ -99,6 +99,8 @@ def _trainer_args(args: GuardrailTrainingArguments, has_eval: bool) -> Guardrail
         changes["eval_strategy"] = "no"
     if args.model_kind == "generative":
         changes["completion_only_loss"] = True
+    else:  # a per-row mean loss: scaling it by the process count (meant for token sums) would double eval_loss
+        changes["average_tokens_across_devices"] = False
     return dataclasses.replace(args, **changes)
 
 
