@@ -307,7 +307,8 @@ def test_threshold_for_a_target_false_positive_rate(classifier_base, tmp_path):
 TOLERANCE = 1e-3  # 2 processes vs 1 without dropout: the same batches; only the order of float sums differs
 
 
-@pytest.mark.slow  # 107 s wall (35 s CPU) on the shared 2-core machine: two processes import torch+transformers
+# Default suite: 35 s of CPU (two processes importing torch + transformers, then 80 tiny steps); 107 s wall
+# were measured only under a load average of 15 on 2 cores.
 def test_accelerate_launch_on_two_cpu_processes_matches_one(data, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 -m hf_barred.cli train` on a machine without GPUs (DDP
     over gloo; accelerate's `--cpu` flag runs one process unless mpirun is set up): one model folder, one card,
