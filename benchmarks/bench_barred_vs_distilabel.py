@@ -17,7 +17,7 @@ samples that need a further round matters. A refined sample (level + 1) is a new
 
 Systems compared (same N target, same server, same client concurrency C):
 
-- ``hf_barred``: :func:`hf_barred.pipeline.run_barred` with the ``openai`` engine
+- ``hf_barred``: :func:`hf_barred.recipes.barred.run_barred` with the ``openai`` engine
   (``max_concurrency=C``), k judges, T rounds, R_max refinements; a fresh response cache
   (``HF_BARRED_CACHE`` in a temporary folder).
 - ``hf_barred, 2nd run``: the same run again into a new output folder with the now warm response
@@ -93,7 +93,7 @@ DIMENSIONS = {
     "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
 }
 WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
-STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred.stages.debate.JUDGE_PERSONAS) dissents
+STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred/prompts/judge_persona/strict.jinja) dissents
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
 _SAMPLE = re.compile(r"\(sample (\d+)\)")
 _ROUND = re.compile(r"Round (\d+)\.")
@@ -335,7 +335,7 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     """One run_barred (in this process) to ``out_dir``; the response cache is $HF_BARRED_CACHE."""
     from hf_barred import llm
     from hf_barred.llm import EngineConfig
-    from hf_barred.pipeline import BarredConfig, run_barred
+    from hf_barred.recipes.barred import BarredConfig, run_barred
     from hf_barred.task import GuardrailTask
 
     llm.clear_engines()  # a fresh engine: its usage counters start at zero
@@ -492,7 +492,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         if not args.skip_ours:
-            import hf_barred.pipeline  # noqa: F401  (imported before the clock starts, like the peer's imports)
+            import hf_barred.recipes.barred  # noqa: F401  (imported before the clock starts, like the peer's imports)
 
             for label, folder in (("hf_barred", "ours-1"), ("hf_barred, 2nd run (warm cache)", "ours-2")):
                 server.reset()

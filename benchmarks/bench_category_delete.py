@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, load_from_disk
 
-from hf_barred.apt import POLICY_FEATURES
+from hf_barred.features import POLICY_FEATURES
 from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
 from hf_barred.taxonomy import Taxonomy
 

@@ -23,7 +23,7 @@ from datasets import Dataset
 
 from hf_barred.hub import push_barred_run, require_token
 from hf_barred.llm import EngineConfig
-from hf_barred.pipeline import BarredConfig, run_barred
+from hf_barred.recipes.barred import BarredConfig, run_barred
 from hf_barred.task import GuardrailTask
 
 

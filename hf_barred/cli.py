@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         if module_info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
-        module.register(subparsers)
+        if hasattr(module, "register"):  # modules without it are shared helpers (engine_options)
+            module.register(subparsers)
     return parser
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .formats import format_task, sort_codes
+from .data import label_index
+from .formats import format_task
+from .taxonomy import sort_codes
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -119,17 +121,17 @@ def label_mapping(values: Sequence[Any], positive_label: Optional[str] = None) -
         if raw and str(positive_label).lower() not in {v.lower() for v in raw}:
             raise ValueError(f"positive_label {positive_label!r} is not among the label values {raw}. "
                              "Fix: pass one of them as --positive_label.")
-        mapping = {v: int(v.lower() == str(positive_label).lower()) for v in raw}
+        mapping = {v: int(label_index(v, (), (positive_label,)) == 1) for v in raw}
     else:
         mapping = {}
         for v in raw:
-            low = v.lower().removesuffix(".0")
-            if low not in POSITIVE_VALUES + NEGATIVE_VALUES:
+            index = label_index(v.removesuffix(".0"), NEGATIVE_VALUES, POSITIVE_VALUES)
+            if index is None:
                 raise ValueError(
                     f"Cannot tell which label value means 'the rule applies': found {raw}, expected values such as "
                     f"{POSITIVE_VALUES[:4]} / {NEGATIVE_VALUES[:4]}. Fix: pass --positive_label with the positive value."
                 )
-            mapping[v] = int(low in POSITIVE_VALUES)
+            mapping[v] = index
         if len(set(mapping.values())) < len(mapping):
             raise ValueError(f"The label values {raw} all mean the same class. Fix: pass --positive_label.")
     if all(v.removesuffix(".0") in ("0", "1") for v in raw):

@@ -8,7 +8,7 @@ citations. No card text is concatenated by hand.
 
 Example:
     >>> from hf_barred.dataset_card import make_dataset_card
-    >>> from hf_barred.pipeline import BarredConfig
+    >>> from hf_barred.recipes.barred import BarredConfig
     >>> from hf_barred.task import GuardrailTask
     >>> task = GuardrailTask(criterion="The agent's response contains health advice.",
     ...                      labels=("no_health_advice", "health_advice"), seeds=["User: hi\\nAgent: hello"])
@@ -44,7 +44,7 @@ DEFAULT_LICENSE_TEXT = (
 
 
 def dataset_configs(splits: tuple[str, ...] = ("train", "rejected")) -> list[dict[str, Any]]:
-    """The YAML ``configs`` of a generated dataset (paths as written by :mod:`hf_barred.pipeline`
+    """The YAML ``configs`` of a generated dataset (paths as written by :mod:`hf_barred.recipes.barred_writer`
     and by ``DatasetDict.push_to_hub``). ``splits``: the default config's non-empty splits
     (``datasets`` cannot load a declared split without rows)."""
     return [
@@ -103,14 +103,14 @@ def make_dataset_card(
     license_text: str = DEFAULT_LICENSE_TEXT,
 ) -> DatasetCard:
     """The card of a BARRED dataset for ``task`` made with ``config`` (a ``BarredConfig``), reporting
-    ``stats`` (:func:`hf_barred.pipeline.run_statistics`)."""
+    ``stats`` (:func:`hf_barred.recipes.barred_stats.run_statistics`)."""
     card_data = DatasetCardData(
         language="en",
         license=license,
         pretty_name=f"BARRED: {task.name}",
         size_categories=_size_category(stats["accepted"] + stats["rejected"]),
         task_categories=["text-classification"],
-        tags=["guardrail", "synthetic", "barred", "hf_barred"],
+        tags=["guardrail", "synthetic", "barred", "hf-barred"],
         configs=dataset_configs(
             tuple(split for split in ("train", "rejected") if stats.get("accepted" if split == "train" else split))
             or ("train",)
@@ -170,7 +170,7 @@ def make_augment_card(
     license: str = "other",
     license_text: str = "The rows keep the licence of their source data; check it before redistributing.",
 ) -> DatasetCard:
-    """The card of an APT-augmented dataset (:func:`hf_barred.apt.augment` statistics).
+    """The card of an APT-augmented dataset (:func:`hf_barred.recipes.apt.augment` statistics).
 
     Example:
         >>> stats = {"rows_original": 2, "rows_total": 4, "deleted_from": 2, "deleted_from_positive": 1,
@@ -184,7 +184,7 @@ def make_augment_card(
     card_data = DatasetCardData(
         language="en", license=license, pretty_name="APT-augmented guardrail data",
         size_categories=_size_category(stats["rows_total"]), task_categories=["text-classification"],
-        tags=["guardrail", "safety", "apt", "hf_barred", "policy-conditioned"],
+        tags=["guardrail", "safety", "apt", "hf-barred", "policy-conditioned"],
     )
     return DatasetCard.from_template(
         card_data, template_path=str(template_path("augment_card.md")),

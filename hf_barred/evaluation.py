@@ -128,16 +128,17 @@ def score(ds: "Dataset", predictions: Predictions, fmt: str) -> dict[str, Any]:
     return load_metric("binary").compute(predictions=predictions.predictions, references=references)
 
 
-def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: Optional[str] = None,
-                       base_url: Optional[str] = None, api_key_env: Optional[str] = None, split: str = "test",
+def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: Optional["EngineConfig"] = None,
+                       split: str = "test",
                        limit: Optional[int] = None, rule: Optional[str] = None, taxonomy: Optional[str] = None,
                        prompt_format: str = "auto", threshold: Optional[float] = None, batch_size: int = 32,
                        max_tokens: Optional[int] = None, columns: Optional[dict[str, Optional[str]]] = None,
                        positive_label: Optional[str] = None) -> dict[str, Any]:
-    """Evaluate a guardrail (``engine=None``) or a judge on ``dataset`` and write the report folder
+    """Evaluate a guardrail folder or repo ``model`` (``engine=None``), or the judge that ``engine`` serves,
+    on ``dataset`` and write the report folder
     (:func:`hf_barred.report.write_report`); returns the report. Guardrails also get calibration
     (ECE, reliability diagram, score histograms, precision-recall curve) and a count of long inputs."""
-    from .apt import load_labelled_data
+    from .data import load_labelled_data
     from .columns import ColumnMapping, normalize_dataset
     from .report import write_report
 
@@ -146,16 +147,13 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
         raw = raw.select(range(min(limit, len(raw))))
     columns = {f"{k}_column": v for k, v in (columns or {}).items() if v}
     extra: dict[str, Any] = {}
-    if engine:
-        from .llm import EngineConfig
-
-        engine_config = EngineConfig(engine=engine, model=model, base_url=base_url, api_key_env=api_key_env)
+    if engine is not None:
         mapping = ColumnMapping(rule=rule, taxonomy=taxonomy, prompt_format=prompt_format,
                                 positive_label=positive_label, **columns)
         norm, info = normalize_dataset(raw, mapping)
         fmt = mapping.resolved_prompt_format(has_taxonomy_column=info.columns["taxonomy"] is not None)
-        predictions = predict_with_judge(engine_config, norm, fmt, max_tokens=max_tokens)
-        subject = {"kind": "judge"} | engine_config.identity() | ({"base_url": base_url} if base_url else {})
+        predictions = predict_with_judge(engine, norm, fmt, max_tokens=max_tokens)
+        subject = {"kind": "judge"} | engine.identity() | ({"base_url": engine.base_url} if engine.base_url else {})
         label_names = info.label_names
     else:
         from .guardrail import Guardrail

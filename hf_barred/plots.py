@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .formats import sort_codes
+from .taxonomy import sort_codes
 from .metrics.calibration import expected_calibration_error, pr_curve, reliability_bins
 
 

@@ -25,11 +25,13 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+
+from .data import label_index
 
 INPUT_TYPES = ("input_block", "task_and_response")
 
@@ -38,7 +40,12 @@ class TaskFileError(ValueError):
     """A task or taxonomy file does not have the expected shape."""
 
 
-def _fail(source: str, field_name: str, expected: str, found: Any, fix: str = "") -> TaskFileError:
+def field_error(source: str, field_name: str, expected: str, found: Any, fix: str = "") -> TaskFileError:
+    """The error for one field of a task or taxonomy file: source, field, expected, found, fix.
+
+    >>> str(field_error("task.yaml", "labels", "two names", ["a"]))
+    "task.yaml: field 'labels': expected two names, found ['a']."
+    """
     found_text = repr(found)
     if len(found_text) > 120:
         found_text = found_text[:117] + "..."
@@ -72,18 +79,18 @@ class GuardrailTask:
     def __post_init__(self) -> None:
         source = f"task {self.name!r}"
         if not isinstance(self.criterion, str) or not self.criterion.strip():
-            raise _fail(source, "criterion", "a non-empty rule text", self.criterion,
+            raise field_error(source, "criterion", "a non-empty rule text", self.criterion,
                         "Write the rule, e.g. \"The agent's response contains health advice.\"")
         if self.input_type not in INPUT_TYPES:
-            raise _fail(source, "input_type", f"one of {', '.join(INPUT_TYPES)}", self.input_type)
+            raise field_error(source, "input_type", f"one of {', '.join(INPUT_TYPES)}", self.input_type)
         labels = tuple(self.labels)
         if len(labels) != 2 or len(set(labels)) != 2 or not all(isinstance(x, str) and x for x in labels):
-            raise _fail(source, "labels", "two distinct names [rule does not hold, rule holds]", self.labels)
+            raise field_error(source, "labels", "two distinct names [rule does not hold, rule holds]", self.labels)
         object.__setattr__(self, "labels", labels)
         seeds = tuple(s if isinstance(s, Seed) else _seed_from(s, source) for s in self.seeds)
         object.__setattr__(self, "seeds", seeds)
         if self.input_type == "task_and_response" and any(s.task is None for s in seeds):
-            raise _fail(source, "seeds", "objects with 'task' and 'response' for input_type task_and_response",
+            raise field_error(source, "seeds", "objects with 'task' and 'response' for input_type task_and_response",
                         next(s.text for s in seeds if s.task is None))
 
     @property
@@ -96,22 +103,15 @@ class GuardrailTask:
 
     def label_id(self, name: Union[str, bool, int]) -> int:
         """0/1 for a label name (or a bool / 0 / 1); a clear error for an unknown label."""
-        if isinstance(name, bool):
-            return int(name)
-        if isinstance(name, int) and name in (0, 1):
-            return name
-        text = str(name).strip()
-        if text in self.labels:
-            return self.labels.index(text)
-        lowered = [label.lower() for label in self.labels]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
+        index = label_index(name, self.labels[:1], self.labels[1:])
+        if index is not None:
+            return index
         raise ValueError(f"unknown label {name!r}: expected one of {list(self.labels)} (or 0/1, True/False).")
 
     def require_seeds(self) -> None:
         """Raise a clear error when the task has no seeds (BARRED needs 10-30)."""
         if not self.seeds:
-            raise _fail(f"task {self.name!r}", "seeds", "10-30 unlabelled examples of the inputs to guard", [],
+            raise field_error(f"task {self.name!r}", "seeds", "10-30 unlabelled examples of the inputs to guard", [],
                         "Add a 'seeds:' list to the task file.")
 
     # --- I/O -------------------------------------------------------------------------------
@@ -131,24 +131,24 @@ class GuardrailTask:
     @classmethod
     def from_dict(cls, data: Any, source: str = "task") -> "GuardrailTask":
         if not isinstance(data, dict):
-            raise _fail(source, "(top level)", "a mapping with criterion, labels, input_type, seeds", data)
+            raise field_error(source, "(top level)", "a mapping with criterion, labels, input_type, seeds", data)
         known = {"name", "criterion", "labels", "input_type", "description", "seeds"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise _fail(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0],
+            raise field_error(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0],
                         "Remove or rename the field.")
         if "criterion" not in data:
-            raise _fail(source, "criterion", "a rule text", None, "Add 'criterion: ...' to the file.")
+            raise field_error(source, "criterion", "a rule text", None, "Add 'criterion: ...' to the file.")
         seeds = data.get("seeds") or []
         if not isinstance(seeds, list):
-            raise _fail(source, "seeds", "a list of examples", seeds)
+            raise field_error(source, "seeds", "a list of examples", seeds)
         labels = data.get("labels", ["False", "True"])
         if isinstance(labels, dict):  # {negative: ..., positive: ...}
             if set(labels) != {"negative", "positive"}:
-                raise _fail(source, "labels", "a list [negative, positive] or {negative: ..., positive: ...}", labels)
+                raise field_error(source, "labels", "a list [negative, positive] or {negative: ..., positive: ...}", labels)
             labels = [labels["negative"], labels["positive"]]
         if not isinstance(labels, (list, tuple)):
-            raise _fail(source, "labels", "a list of two label names [negative, positive]", labels)
+            raise field_error(source, "labels", "a list of two label names [negative, positive]", labels)
         try:
             return cls(
                 criterion=data["criterion"],
@@ -180,7 +180,7 @@ def _seed_from(value: Any, source: str) -> Seed:
         return Seed(text=str(value["response"]), task=str(value["task"]))
     if isinstance(value, dict) and "text" in value:
         return Seed(text=str(value["text"]), task=value.get("task"))
-    raise _fail(source, "seeds", "non-empty strings, or objects with 'task' and 'response'", value)
+    raise field_error(source, "seeds", "non-empty strings, or objects with 'task' and 'response'", value)
 
 
 def read_structured_file(path: Union[str, Path]) -> Any:

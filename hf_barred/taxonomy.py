@@ -63,21 +63,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .task import TaskFileError, _fail, read_structured_file, write_structured_file
+from .task import TaskFileError, field_error, read_structured_file, write_structured_file
 
 __all__ = [
     "Category",
     "Taxonomy",
     "TaxonomyTextError",
     "code_number",
+    "find_codes",
     "make_code",
     "remap_codes",
+    "sort_codes",
 ]
 
 SHOULD_NOT = "Should not"
 CAN = "Can"
 _HEADER = re.compile(r"S(\d+): (.+)\.")
 _CODE = re.compile(r"S([1-9]\d*)")
+_WRITTEN_CODE = re.compile(r"\bS\s*(\d+)\b", re.IGNORECASE)
 
 
 class TaxonomyTextError(ValueError):
@@ -96,6 +99,28 @@ def code_number(code: str) -> int:
     if match is None:
         raise ValueError(f"expected a category code S1, S2, ..., found {code!r}.")
     return int(match.group(1))
+
+
+def find_codes(text: str) -> list[str]:
+    """The S-codes written in free text (a model's answer, a dataset cell), normalised, in order.
+
+    The one lenient S-code parser: ``s 3``, ``S03`` and ``"S3: Fraud"`` all give ``S3``. Codes
+    are not checked against a taxonomy (``S0`` is returned too): callers check the range.
+
+    >>> find_codes('{"Safety Categories": "s1, S 10,S03"}'), find_codes("none")
+    (['S1', 'S10', 'S3'], [])
+    """
+    return [f"S{int(number)}" for number in _WRITTEN_CODE.findall(str(text))]
+
+
+def sort_codes(codes: Iterable[str]) -> list[str]:
+    """Unique S-codes in numeric order, from items that each hold a code (see :func:`find_codes`).
+
+    >>> sort_codes(["S10", "S2", "s2", "x"])
+    ['S2', 'S10']
+    """
+    numbers = sorted({int(found[0][1:]) for found in map(find_codes, codes) if found})
+    return [f"S{n}" for n in numbers]
 
 
 def remap_codes(codes: Iterable[str], code_map: dict[str, str]) -> list[str]:
@@ -301,15 +326,15 @@ class Taxonomy:
     def from_dict(cls, data: Any, source: str = "taxonomy") -> "Taxonomy":
         """Build from plain data; errors name ``source``, the field, what was expected and found."""
         if not isinstance(data, dict):
-            raise _fail(source, "(top level)", "a mapping with a 'categories' list", data,
+            raise field_error(source, "(top level)", "a mapping with a 'categories' list", data,
                         "Write 'categories:' followed by one entry per category.")
         known = {"name", "description", "categories"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise _fail(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0], "Remove or rename it.")
+            raise field_error(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0], "Remove or rename it.")
         entries = data.get("categories")
         if not isinstance(entries, list) or not entries:
-            raise _fail(source, "categories", "a non-empty list of categories", entries,
+            raise field_error(source, "categories", "a non-empty list of categories", entries,
                         "Each entry: {name: ..., should_not: [...], can: [...]}.")
         categories = []
         for i, entry in enumerate(entries):
@@ -317,10 +342,10 @@ class Taxonomy:
         names = [c.name.lower() for c in categories]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise _fail(source, "categories", "distinct category names", duplicates[0], "Rename or merge them.")
+            raise field_error(source, "categories", "distinct category names", duplicates[0], "Rename or merge them.")
         for key in ("name", "description"):
             if not isinstance(data.get(key, ""), str):
-                raise _fail(source, key, "a string", data[key])
+                raise field_error(source, key, "a string", data[key])
         return cls(tuple(categories), name=data.get("name", ""), description=data.get("description", ""))
 
     @classmethod
@@ -339,18 +364,18 @@ class Taxonomy:
 
 def _category_from(entry: Any, where: str, code: str, source: str) -> Category:
     if not isinstance(entry, dict):
-        raise _fail(source, where, "a mapping {name: ..., should_not: [...], can: [...]}", entry)
+        raise field_error(source, where, "a mapping {name: ..., should_not: [...], can: [...]}", entry)
     known = {"code", "name", "should_not", "can"}
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise _fail(source, f"{where}.{unknown[0]}", f"one of the fields {sorted(known)}", unknown[0],
+        raise field_error(source, f"{where}.{unknown[0]}", f"one of the fields {sorted(known)}", unknown[0],
                     "Guidelines go under 'should_not' and 'can'.")
     if "code" in entry and entry["code"] != code:
-        raise _fail(source, f"{where}.code", f"{code!r} (codes follow the order of the list)", entry["code"],
+        raise field_error(source, f"{where}.code", f"{code!r} (codes follow the order of the list)", entry["code"],
                     "Fix the code or leave it out; it is derived from the position.")
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip() or "\n" in name.strip():
-        raise _fail(source, f"{where}.name", "a one-line category name", name)
+        raise field_error(source, f"{where}.name", "a one-line category name", name)
     lines: dict[str, tuple[str, ...]] = {}
     for key in ("should_not", "can"):
         value = entry.get(key, [])
@@ -359,10 +384,10 @@ def _category_from(entry: Any, where: str, code: str, source: str) -> Category:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise _fail(source, f"{where}.{key}", "a list of guideline lines", value)
+            raise field_error(source, f"{where}.{key}", "a list of guideline lines", value)
         for j, line in enumerate(value):
             if not isinstance(line, str) or not line.strip() or "\n" in line.strip():
-                raise _fail(source, f"{where}.{key}[{j}]", "a non-empty one-line string", line)
+                raise field_error(source, f"{where}.{key}[{j}]", "a non-empty one-line string", line)
         lines[key] = tuple(line.strip() for line in value)
     return Category(name.strip(), should_not=lines["should_not"], can=lines["can"])
 

@@ -13,7 +13,7 @@ from barred_script import BarredScript  # noqa: E402
 
 import hf_barred.llm as llm  # noqa: E402
 from hf_barred.llm import EngineConfig  # noqa: E402
-from hf_barred.pipeline import BarredConfig, run_barred  # noqa: E402
+from hf_barred.recipes.barred import BarredConfig, run_barred  # noqa: E402
 from hf_barred.task import GuardrailTask  # noqa: E402
 
 TASK = GuardrailTask(

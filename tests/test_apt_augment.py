@@ -11,14 +11,9 @@ import pytest
 from datasets import Dataset
 
 from hf_barred import llm
-from hf_barred.apt import (
-    POLICY_FEATURES,
-    AugmentConfig,
-    augment,
-    load_policy_rows,
-    policy_rows,
-    save_augmented,
-)
+from hf_barred.features import POLICY_FEATURES
+from hf_barred.policy import load_policy_rows, policy_rows
+from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
 from hf_barred.cli import main
 from hf_barred.llm import EngineConfig, clear_engines
 from hf_barred.stages.category_delete import CategoryDeleteConfig

@@ -15,8 +15,8 @@ from datasets import load_dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig, ResponseCache
-from hf_barred.pipeline import BarredConfig, run_barred
-from hf_barred.stages.decompose import embedder_path
+from hf_barred.recipes.barred import BarredConfig, run_barred
+from hf_barred.embedding import embedder_path
 from hf_barred.task import GuardrailTask
 
 TASK = GuardrailTask.load("dataset_scripts/health-advice/task.yaml")

@@ -17,7 +17,7 @@ from datasets import load_dataset
 import hf_barred.llm as llm
 from hf_barred.cli import main as cli_main
 from hf_barred.llm import EngineConfig, ResponseCache
-from hf_barred.pipeline import BarredConfig, rows_to_plan, run_barred
+from hf_barred.recipes.barred import BarredConfig, rows_to_plan, run_barred
 
 TASK = worker.TASK
 LABELS = TASK.labels

@@ -12,20 +12,14 @@ from datasets import Dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
-from hf_barred.schema import debated_features, generated_features, instantiation_features, plan_features
+from hf_barred.features import debated_features, generated_features, instantiation_features, plan_features
 from hf_barred.stages import debate as debate_module
-from hf_barred.stages._barred import forbidden_mention, normalize_label
-from hf_barred.stages._common import Prompt
+from hf_barred.embedding import embed, merge_near_duplicates
+from hf_barred.prompting import Prompt
+from hf_barred.stages.labels import forbidden_mention, normalize_label
 from hf_barred.stages.debate import DebateConfig, debate, debate_fingerprint, debate_outcome
-from hf_barred.stages.decompose import (
-    DecomposeConfig,
-    InstantiateConfig,
-    embed,
-    extract_dimensions,
-    instantiate,
-    merge_near_duplicates,
-    task_dataset,
-)
+from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
+from hf_barred.stages.instantiate import InstantiateConfig, instantiate
 from hf_barred.stages.generate import GenerateConfig, generate, generate_fingerprint
 from hf_barred.stages.plan import PlanConfig, plan
 from hf_barred.stages.refine import RefineConfig, refine

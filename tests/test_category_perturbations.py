@@ -8,7 +8,8 @@ from datasets import ClassLabel, Dataset, Value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_barred.apt import POLICY_FEATURES, policy_rows
+from hf_barred.features import POLICY_FEATURES
+from hf_barred.policy import policy_rows
 from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
 from hf_barred.stages.category_shuffle import CategoryShuffleConfig, category_shuffle
 from hf_barred.taxonomy import Category, Taxonomy, code_number

@@ -8,11 +8,11 @@ import datasets
 import pytest
 
 from hf_barred import llm
-from hf_barred.apt import policy_rows
+from hf_barred.policy import policy_rows
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines
-from hf_barred.stages import _common
+from hf_barred.stages import common
 from hf_barred.stages import guideline_edit as guideline_edit_module
-from hf_barred.stages._common import Prompt, load_prompt
+from hf_barred.prompting import Prompt, load_prompt
 from hf_barred.stages.guideline_edit import EDIT_SCHEMA, GuidelineEditConfig, apply_edit, guideline_edit
 from hf_barred.taxonomy import Category, Taxonomy
 from scripted_backend import ScriptedBackend
@@ -132,7 +132,7 @@ def test_positives_pass_through_without_a_call(scripted):
     "text, error",
     [
         ("JUNK", "no JSON object found"),
-        ("WRONGACTION", "is not one of ['edit_existing', 'add_category', 'keep_safe']"),
+        ("WRONGACTION", "at 'action': Input should be 'edit_existing', 'add_category' or 'keep_safe'"),
         ("BADCODE", "expected 'category' to be one of S1..S3, found 'S9'"),
         ("NOLINES", "expected at least one 'should_not' line"),
         ("DUP", "has the name of S2"),
@@ -208,8 +208,9 @@ def test_fingerprint_changes_with_prompt_and_config_not_with_throughput(scripted
     monkeypatch.setattr(guideline_edit_module, "load_prompt",
                         lambda name, version: Prompt(name, version, original.text + "\nBe brief."))
     assert fingerprint(base) != reference
-    assert _common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base) != \
-        _common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base)
+    assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base, guideline_edit) != \
+        common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base,
+                                 guideline_edit)
 
 
 def test_unknown_prompt_version_is_a_clear_error():

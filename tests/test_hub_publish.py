@@ -11,7 +11,7 @@ from huggingface_hub import DatasetCard, HfApi
 import hf_barred.llm as llm
 from hf_barred.hub import HubAuthError, push_barred_run, require_token
 from hf_barred.llm import EngineConfig
-from hf_barred.pipeline import BarredConfig, run_barred
+from hf_barred.recipes.barred import BarredConfig, run_barred
 
 
 @pytest.fixture(scope="module")

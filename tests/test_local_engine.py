@@ -156,7 +156,7 @@ def test_a_grammar_the_vocabulary_cannot_satisfy_falls_back_to_free_decoding():
     from transformers import AutoTokenizer
 
     from hf_barred.llm._constrained import JsonSchemaLogitsProcessor
-    from hf_barred.stages.decompose import embedder_path
+    from hf_barred.embedding import embedder_path
 
     tokenizer = AutoTokenizer.from_pretrained(embedder_path("embedded"))  # WordPiece: no space token
     info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, stop_token_ids=[tokenizer.sep_token_id])

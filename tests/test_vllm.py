@@ -173,7 +173,7 @@ class TestInProcess:
         import jsonschema
 
         from hf_barred.stages.debate import judge_grammar
-        from hf_barred.stages.decompose import InstantiateConfig, instantiations_grammar
+        from hf_barred.stages.instantiate import InstantiateConfig, instantiations_grammar
         from hf_barred.stages.generate import sample_grammar
         from hf_barred.stages.guideline_edit import edit_grammar
 

@@ -2,7 +2,7 @@
 
 Reads ``../xstest/xstest_prompts.csv`` (XSTest, Röttger et al., NAACL 2024, CC BY 4.0), assigns
 each prompt the categories of ``taxonomy.yaml`` it violates (``xstest_categories.yaml``), builds
-policy-conditioned rows and runs :func:`hf_barred.apt.augment`. The output folder holds the
+policy-conditioned rows and runs :func:`hf_barred.recipes.apt.augment`. The output folder holds the
 parquet data, ``augment_stats.json``, and the XSTest attribution and licence.
 
 Usage (from the repository root):
@@ -59,7 +59,7 @@ def build_rows(limit: int | None = None, seed: int = 0):
     """The 450 XSTest prompts as policy-conditioned rows (or ``limit`` of them, shuffled with ``seed``)."""
     from datasets import load_dataset
 
-    from hf_barred.apt import load_policy_rows
+    from hf_barred.policy import load_policy_rows
     from hf_barred.task import read_structured_file
 
     mapping = read_structured_file(HERE / "xstest_categories.yaml")
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="Rows per engine call.")
     args = parser.parse_args(argv)
 
-    from hf_barred.apt import AugmentConfig, augment, save_augmented
+    from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
     from hf_barred.llm import EngineConfig, SamplingParams
     from hf_barred.stages.category_delete import CategoryDeleteConfig
     from hf_barred.stages.guideline_edit import GuidelineEditConfig

@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Any
 
+from .engine_options import add_engine_arguments, engine_config
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -53,13 +55,7 @@ def register(subparsers: Any) -> None:
     recipe.add_argument("--temperature", type=float, default=0.0)
     recipe.add_argument("--max-repairs", type=int, default=1, help="Repair rounds for answers that break the schema.")
 
-    engine = parser.add_argument_group("LLM engine (guideline editing)")
-    engine.add_argument("--engine", choices=("local", "openai", "vllm"), default="local")
-    engine.add_argument("--model", default="embedded", help="Model name ('embedded': the bundled SmolLM2-135M-Instruct).")
-    engine.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (engine openai).")
-    engine.add_argument("--api-key-env", default=None, help="Name of the env var with the API key (engine openai).")
-    engine.add_argument("--max-concurrency", type=int, default=32, help="Requests in flight (engine openai).")
-    engine.add_argument("--engine-batch-size", type=int, default=8, help="Conversations per forward pass (engine local).")
+    add_engine_arguments(parser, title="LLM engine (guideline editing)")
 
     speed = parser.add_argument_group("throughput")
     speed.add_argument("--batch-size", type=int, default=None, help="Rows per Dataset.map batch (one engine call each).")
@@ -69,8 +65,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..dataset_card import add_dataset_info, make_augment_card
-    from ..apt import POLICY_FEATURES, AugmentConfig, augment, load_labelled_data, load_policy_rows, save_augmented
-    from ..llm import EngineConfig, EngineError, SamplingParams
+    from ..data import load_labelled_data
+    from ..features import POLICY_FEATURES
+    from ..llm import EngineError, SamplingParams
+    from ..policy import load_policy_rows
+    from ..recipes.apt import AugmentConfig, augment, save_augmented
     from ..stages.category_delete import CategoryDeleteConfig
     from ..stages.guideline_edit import GuidelineEditConfig
     from ..task import TaskFileError, read_structured_file
@@ -78,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         edit = None
         if not args.no_guideline_edit:
-            engine = EngineConfig(
-                engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-                max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size,
-            )
+            engine = engine_config(args)
             edit = GuidelineEditConfig(
                 engine=engine, prompt_version=args.prompt_version, max_repairs=args.max_repairs,
                 sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("local", "openai", "vllm")
+from .engine_options import add_engine_arguments, engine_config
 
 
 def register(subparsers: Any) -> None:
@@ -36,10 +36,7 @@ def register(subparsers: Any) -> None:
                         help="A guardrail folder or Hub repo (or, with --engine, a model name), then the labelled "
                              "dataset: a CSV/JSON/parquet file, a save_to_disk folder or a Hub id.")
     parser.add_argument("--output", required=True, help="Report folder.")
-    parser.add_argument("--engine", choices=ENGINES, help="Evaluate an LLM-as-judge on this engine instead.")
-    parser.add_argument("--model", help="The judge's model (instead of the MODEL argument).")
-    parser.add_argument("--base-url", "--base_url", help="OpenAI-compatible base URL (engine openai).")
-    parser.add_argument("--api-key-env", "--api_key_env", help="Name of the env var holding the API key (engine openai).")
+    add_engine_arguments(parser, default_engine=None, title="LLM-as-judge (instead of a trained guardrail)")
     parser.add_argument("--split", default="test", help="Split of a dataset folder or Hub id (default: test).")
     parser.add_argument("--limit", type=int, help="Evaluate only the first N rows.")
     parser.add_argument("--rule", help="The rule (default: the dataset's rule column or the guardrail's rule).")
@@ -78,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     model, dataset = sources
     from ..evaluation import evaluate_to_report
 
+    judge = engine_config(args, model=model) if args.engine else None
     report = evaluate_to_report(
-        model, dataset, args.output, engine=args.engine, base_url=args.base_url, api_key_env=args.api_key_env,
-        split=args.split, limit=args.limit, rule=args.rule, taxonomy=args.taxonomy, prompt_format=args.prompt_format,
+        model, dataset, args.output, engine=judge, split=args.split, limit=args.limit, rule=args.rule, taxonomy=args.taxonomy, prompt_format=args.prompt_format,
         threshold=args.threshold, batch_size=args.batch_size, max_tokens=args.max_tokens,
         columns={k: getattr(args, f"{k}_column") for k in ("text", "label", "rule", "task", "taxonomy", "categories")},
         positive_label=args.positive_label,

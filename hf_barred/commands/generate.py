@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from .engine_options import add_engine_arguments, engine_config
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -25,14 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds).")
     parser.add_argument("--n", type=int, required=True, help="Number of accepted samples to generate.")
     parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
-    engine = parser.add_argument_group("engine")
-    engine.add_argument("--engine", choices=["local", "openai", "vllm"], default="local", help="Engine (default: local).")
-    engine.add_argument("--model", default="embedded", help="Model (default: embedded SmolLM2-135M-Instruct).")
-    engine.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (openai engine).")
-    engine.add_argument("--api-key-env", default=None, metavar="VAR", help="Env var holding the API key (openai engine).")
-    engine.add_argument("--max-concurrency", type=int, default=32, help="Requests in flight (openai engine).")
-    engine.add_argument("--engine-batch-size", type=int, default=8, help="Conversations per forward batch (local engine).")
-    engine.add_argument("--cache-dir", default=None, help="Response cache folder (default: ~/.cache/hf_barred).")
+    add_engine_arguments(parser)
     method = parser.add_argument_group("method")
     method.add_argument("--judges", type=int, default=2, metavar="K", help="Number of judges (default 2).")
     method.add_argument("--rounds", type=int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
@@ -57,17 +52,13 @@ def register(subparsers: Any) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The :class:`~hf_barred.pipeline.BarredConfig` of the command line."""
+    """The :class:`~hf_barred.recipes.barred.BarredConfig` of the command line."""
     import dataclasses
 
-    from ..llm import EngineConfig
-    from ..pipeline import BarredConfig
+    from ..recipes.barred import BarredConfig
     from ..stages.plan import PlanConfig
 
-    engine = EngineConfig(
-        engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-        max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size, cache_dir=args.cache_dir,
-    )
+    engine = engine_config(args)
     config = BarredConfig.for_engine(
         engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
         judge_max_tokens=args.judge_max_tokens, max_refinements=args.max_refinements,
@@ -109,7 +100,7 @@ def format_summary(stats: dict[str, Any], seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import run_barred
+    from ..recipes.barred import run_barred
     from ..task import GuardrailTask, TaskFileError
 
     try:

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(argv: Sequence[str]) -> int:
-    from ..apt import load_labelled_data
+    from ..data import load_labelled_data
     from ..cards import write_model_card
     from ..train import train_guardrail
 

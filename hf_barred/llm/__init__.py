@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 from .base import Backend, Completion, Conversation, EngineError, Message, SamplingParams
 from .cache import CachedBackend, ResponseCache, UsageMeter
@@ -30,6 +31,7 @@ __all__ = [
     "SamplingParams",
     "UsageMeter",
     "build_backend",
+    "built_engine",
     "default_cache_dir",
     "get_engine",
 ]
@@ -64,6 +66,16 @@ def get_engine(config: EngineConfig) -> CachedBackend:
             engine = CachedBackend(build_backend(config), cache)
             _ENGINES[config] = engine
         return engine
+
+
+def built_engine(config: EngineConfig) -> Optional[CachedBackend]:
+    """The engine :func:`get_engine` has built for ``config`` in this process, or None (builds nothing).
+
+    >>> built_engine(EngineConfig(engine="openai", model="never-built", base_url="http://127.0.0.1:9")) is None
+    True
+    """
+    with _LOCK:
+        return _ENGINES.get(config)
 
 
 def clear_engines() -> None:

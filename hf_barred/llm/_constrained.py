@@ -8,7 +8,7 @@ rejects (a stop string), goes on unconstrained, and its answer is validated like
 Example:
     >>> import torch, xgrammar
     >>> from transformers import AutoTokenizer
-    >>> from hf_barred.stages.decompose import embedder_path
+    >>> from hf_barred.embedding import embedder_path
     >>> tokenizer = AutoTokenizer.from_pretrained(embedder_path("embedded"))
     >>> info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, stop_token_ids=[tokenizer.sep_token_id])
     >>> grammar = xgrammar.GrammarCompiler(info).compile_json_schema('{"type": "boolean"}')

@@ -68,135 +68,26 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
 import logging
 import os
 import queue
-import random
-import socket
 import threading
 import weakref
 from typing import Any, Optional, Sequence
 
 import openai
-from aiolimiter import AsyncLimiter
 
 from .base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
 from .config import EngineConfig
+from .openai_errors import api_error_completion, retries_text
+from .openai_runtime import HTTP, Runtime
+from .openai_wire import DEFAULT_BASE_URL, NO_KEY, MalformedResponse, backoff_delay, estimate_tokens, parse_chat_completion
+
+__all__ = ["MalformedResponse", "OpenAICompatBackend", "parse_chat_completion"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-NO_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp, Ollama) accept when no key is configured
-INITIAL_BACKOFF = 0.5  # seconds; same schedule as the SDK's own retries
-MAX_BACKOFF = 8.0
 _DONE = object()  # end-of-batch marker on the results queue
-# The HTTP library under the SDK: httpx (openai 1.x) or httpx2 (later versions).
-_http: Any = importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.partition(".")[0])
-
-
-class MalformedResponse(ValueError):
-    """A 200 response whose body is not a chat completion."""
-
-
-def estimate_tokens(conversation: Conversation, max_tokens: int) -> int:
-    """Tokens a request may cost, for the tokens-per-minute limit: prompt characters / 4 + ``max_tokens``.
-
-    >>> estimate_tokens([{"role": "user", "content": "x" * 400}], max_tokens=50)
-    150
-    """
-    chars = sum(len(str(message.get("content", ""))) for message in conversation)
-    return chars // 4 + max_tokens
-
-
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): 0.5 s doubling up to 8 s, minus 0-25 % jitter."""
-    return min(INITIAL_BACKOFF * 2.0**attempt, MAX_BACKOFF) * (1 - 0.25 * random.random())
-
-
-def parse_chat_completion(content: bytes, default_model: str) -> Completion:
-    """A :class:`Completion` from the raw body of a ``/chat/completions`` response.
-
-    Raises :class:`MalformedResponse` when the body is not JSON or has no ``choices[0].message``.
-    A missing ``usage`` (some servers omit it) counts as 0 tokens.
-    """
-    try:
-        data = json.loads(content)
-    except ValueError:
-        raise MalformedResponse(f"the body is not JSON: {content[:120]!r}") from None
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise MalformedResponse(f"expected a chat completion with a non-empty 'choices' list, found {content[:120]!r}")
-    message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(message, dict) or not isinstance(text, (str, type(None))):
-        raise MalformedResponse(f"expected choices[0].message.content to be a string, found {content[:120]!r}")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return Completion(
-        text=text or "",  # None: a refusal or a tool call, no text
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        finish_reason=str(choices[0].get("finish_reason") or "stop"),
-        model=str(data.get("model") or default_model),
-    )
-
-
-class _Runtime:
-    """What one process needs to talk to the server: an event loop in a daemon thread, the SDK
-    client, the concurrency semaphore and the rate limiters. Built on first use, never in a constructor."""
-
-    def __init__(self, backend: "OpenAICompatBackend", api_key: str):
-        self.pid = os.getpid()
-        self.secret = api_key
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="hf_barred-openai", daemon=True)
-        self.thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._setup(backend), self.loop).result()
-        except BaseException:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            raise
-
-    async def _setup(self, backend: "OpenAICompatBackend") -> None:
-        # Built inside the loop so every asyncio object belongs to it.
-        http_client = _make_http_client(backend.http_transport, backend.max_concurrency, backend.timeout)
-        self.client = openai.AsyncOpenAI(
-            api_key=self.secret, base_url=backend.base_url, timeout=backend.timeout,
-            max_retries=backend.max_retries, http_client=http_client,
-        )
-        self.semaphore = asyncio.Semaphore(backend.max_concurrency)
-        self.requests_limiter: Optional[AsyncLimiter] = None
-        self.tokens_limiter: Optional[AsyncLimiter] = None
-        if backend.requests_per_minute:
-            window = max(1.0, 60.0 / backend.requests_per_minute)  # at least one request per bucket
-            self.requests_limiter = AsyncLimiter(backend.requests_per_minute * window / 60.0, window)
-        if backend.tokens_per_minute:
-            self.tokens_limiter = AsyncLimiter(backend.tokens_per_minute, 60.0)
-
-    async def throttle(self, tokens: int) -> None:
-        if self.requests_limiter is not None:
-            await self.requests_limiter.acquire()
-        if self.tokens_limiter is not None:  # a request larger than the whole budget waits for a full bucket
-            await self.tokens_limiter.acquire(min(tokens, self.tokens_limiter.max_rate))
-
-    def redact(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret and self.secret != NO_KEY else text
-
-    def close(self) -> None:
-        if self.pid != os.getpid() or not self.thread.is_alive():
-            return  # a forked child does not own the parent's thread or sockets
-        if threading.current_thread() is self.thread:  # garbage-collected on the loop itself: don't wait
-            self.loop.create_task(self.client.close()).add_done_callback(lambda _: self.loop.stop())
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(timeout=5)
-        except Exception:  # closing is best effort (interpreter shutdown)
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 class OpenAICompatBackend:
@@ -235,7 +126,7 @@ class OpenAICompatBackend:
         self.timeout = timeout
         self.max_retries = max_retries
         self._read_api_key()  # fail now, with the variable's name, rather than at the first call
-        self._rt: Optional[_Runtime] = None
+        self._rt: Optional[Runtime] = None
         self._lock = threading.Lock()
         self._finalizer: Optional[weakref.finalize] = None
 
@@ -350,7 +241,7 @@ class OpenAICompatBackend:
             )
         return key
 
-    def _runtime(self) -> _Runtime:
+    def _runtime(self) -> Runtime:
         rt = self._rt
         if rt is not None and rt.pid == os.getpid():
             return rt
@@ -359,12 +250,12 @@ class OpenAICompatBackend:
             self._rt = self._finalizer = None
         with self._lock:
             if self._rt is None:
-                self._rt = _Runtime(self, self._read_api_key())
+                self._rt = Runtime(self, self._read_api_key())
                 self._finalizer = weakref.finalize(self, self._rt.close)
             return self._rt
 
     async def _run_batch(
-        self, rt: _Runtime, conversations: list[Conversation], params: SamplingParams, inbox: queue.SimpleQueue
+        self, rt: Runtime, conversations: list[Conversation], params: SamplingParams, inbox: queue.SimpleQueue
     ) -> None:
         async def one(i: int) -> None:
             inbox.put((i, await self._answer(rt, conversations[i], params)))
@@ -378,7 +269,7 @@ class OpenAICompatBackend:
             await asyncio.gather(*tasks, return_exceptions=True)
             inbox.put(_DONE)
 
-    async def _answer(self, rt: _Runtime, conversation: Conversation, params: SamplingParams) -> Completion:
+    async def _answer(self, rt: Runtime, conversation: Conversation, params: SamplingParams) -> Completion:
         payload = self.request_payload(conversation, params)
         tokens = estimate_tokens(conversation, params.max_tokens)
         problem = ""
@@ -389,117 +280,18 @@ class OpenAICompatBackend:
                     # client.post is the SDK's documented call for any endpoint: its retries and errors, without
                     # the per-call parameter transform and pydantic parsing of chat.completions.create
                     # (~0.8 ms CPU per request, which capped throughput on a small machine).
-                    response = await rt.client.post("/chat/completions", body=payload, cast_to=_http.Response)
+                    response = await rt.client.post("/chat/completions", body=payload, cast_to=HTTP.Response)
                     return parse_chat_completion(response.content, self.model_name)
                 except MalformedResponse as exc:
                     problem = str(exc)
                 except openai.APIError as exc:
-                    return await self._on_api_error(rt, exc)
+                    return await api_error_completion(self, rt, exc)
             if attempt < self.max_retries:
                 logger.info("malformed response from %s (%s); retry %d of %d", self.base_url, problem,
                             attempt + 1, self.max_retries)
                 await asyncio.sleep(backoff_delay(attempt))
-        return self._failed(rt, f"malformed response after {_retries(self.max_retries)}: {problem}")
+        return self.failed(rt, f"malformed response after {retries_text(self.max_retries)}: {problem}")
 
-    def _failed(self, rt: _Runtime, message: str) -> Completion:
+    def failed(self, rt: Runtime, message: str) -> Completion:
+        """An error Completion for one conversation, the API key redacted from ``message``."""
         return Completion(text="", finish_reason="error", model=self.model_name, error=rt.redact(message))
-
-    async def _on_api_error(self, rt: _Runtime, exc: openai.APIError) -> Completion:
-        """Turn an SDK error (after its retries) into an error Completion, or raise EngineError."""
-        url, retries = self.base_url, self.max_retries
-        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-            reason = _unreachable_reason(exc)
-            if reason is not None:
-                raise EngineError(rt.redact(
-                    f"could not reach the OpenAI-compatible server at {url} after {_retries(retries)} "
-                    f"({reason}). Start the server (e.g. `vllm serve {self.model_name}`) or fix --base-url."
-                )) from None
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "timeout"
-            return self._failed(
-                rt, f"no answer within the {self.timeout:g} s timeout, after {_retries(retries)} ({cause})"
-            )
-        if not isinstance(exc, openai.APIStatusError):
-            return self._failed(rt, f"{type(exc).__name__}: {exc}")
-        status, detail = exc.status_code, _error_detail(exc)
-        if status in (401, 403):
-            if self.api_key_env:
-                fix = f"Set {self.api_key_env} to a valid key for this server (and model)."
-            else:
-                fix = ("Put the key in an environment variable and pass its name as --api-key-env "
-                       "(EngineConfig.api_key_env), e.g. OPENAI_API_KEY.")
-            source = f"the API key in ${self.api_key_env}" if self.api_key_env else "no API key (api_key_env unset)"
-            raise EngineError(rt.redact(
-                f"the server at {url} refused the request for model {self.model_name!r} with {source} "
-                f"(HTTP {status}: {detail}). {fix}"
-            )) from None
-        if status == 404:
-            served = await self._served_models(rt)
-            found = f"it serves {served}" if served else f"GET {url}/models lists the models it serves"
-            raise EngineError(rt.redact(
-                f"the server at {url} does not know the model {self.model_name!r} (HTTP 404: {detail}); {found}. "
-                "Pass one of those as --model (EngineConfig.model), or check that --base-url ends with /v1."
-            )) from None
-        retried = f" after {_retries(retries)}" if status in (408, 409, 429) or status >= 500 else ""
-        return self._failed(rt, f"HTTP {status}{retried}: {detail}")
-
-    async def _served_models(self, rt: _Runtime) -> list[str]:
-        try:
-            page = await rt.client.with_options(max_retries=0, timeout=5.0).models.list()
-            return sorted(model.id for model in page.data)
-        except Exception:  # best effort: only used to improve an error message
-            return []
-
-
-def _make_http_client(transport: str, max_concurrency: int, timeout: float) -> Any:
-    """The SDK's aiohttp-based client when available (``transport="auto"``), else its httpx client.
-
-    aiohttp costs about 30 % less CPU per request than httpx's connection pool, which matters when
-    hundreds of requests per second share a small machine with the server. Either way the pool is
-    at least ``max_concurrency`` connections, each kept alive for reuse.
-    """
-    limits = _http.Limits(
-        max_connections=max(1000, 2 * max_concurrency), max_keepalive_connections=max(100, max_concurrency)
-    )
-    if transport not in ("auto", "aiohttp", "httpx"):
-        raise ValueError(f"http_transport: expected 'auto', 'aiohttp' or 'httpx', found {transport!r}.")
-    if transport != "httpx" and hasattr(openai, "DefaultAioHttpClient"):
-        try:
-            return openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
-        except RuntimeError:  # the SDK's aiohttp extra is not installed
-            if transport == "aiohttp":
-                raise
-    elif transport == "aiohttp":
-        raise RuntimeError(
-            "http_transport='aiohttp' needs openai.DefaultAioHttpClient (pip install -U 'openai[aiohttp]')."
-        )
-    return openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
-
-
-def _retries(n: int) -> str:
-    return "1 retry" if n == 1 else f"{n} retries"
-
-
-def _error_detail(exc: "openai.APIStatusError") -> str:
-    body = exc.body
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:500]
-    return str(exc.message)[:500]
-
-
-def _unreachable_reason(exc: "openai.APIConnectionError") -> Optional[str]:
-    """Why the server could not be reached at all, read from the exception chain; None for a timeout
-    of a server that was reached (that request fails alone). The aiohttp transport reports a refused
-    connection as a timeout, so the chain is checked before the exception's type."""
-    link: Optional[BaseException] = exc
-    seen: set[int] = set()
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(link, socket.gaierror):
-            return "host name not found"
-        link = link.__cause__ or link.__context__
-    if isinstance(exc, openai.APITimeoutError):
-        return None
-    cause = exc.__cause__
-    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

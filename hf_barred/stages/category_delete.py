@@ -5,14 +5,14 @@ protected from deletion) and stays positive with its remaining violated codes; a
 stays negative. The remaining categories are re-indexed S1..Sm and the codes remapped. A row
 whose policy has a single category is left as it is (``perturbation`` unchanged).
 
-Randomness is per row, from ``(config.seed, stage, text, policy text)`` (:class:`~hf_barred.apt.RowRandom`):
+Randomness is per row, from ``(config.seed, stage, text, policy text)`` (:class:`~hf_barred.rowrandom.RowRandom`):
 the same seed gives the same dataset whatever the batch size, ``num_proc`` or row order. The
 stage is pure Python over Arrow; each distinct policy text is parsed once and each distinct
 (policy, deletion) rendered once (both cached), so it runs at tens of thousands of rows per second.
 
 Example:
     >>> from datasets import Dataset
-    >>> from hf_barred.apt import policy_rows
+    >>> from hf_barred.policy import policy_rows
     >>> from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
     >>> from hf_barred.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy(tuple(Category(name) for name in ("Violence", "Fraud", "Privacy", "Hate")))
@@ -39,9 +39,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from .. import apt
+from ..policy import check_row_codes, lineage_column, missing_lineage, select_policy_text
+from ..rowrandom import RowRandom
 from ..taxonomy import Taxonomy, TaxonomyTextError, remap_codes
-from ._common import map_stage
+from .common import map_policy_stage
 
 STAGE = "category_delete"
 VERSION = "1"
@@ -92,7 +93,7 @@ def row_policy(stage: str, policy: str, codes: list[str], row: str) -> tuple[tup
     except TaxonomyTextError as err:
         raise ValueError(f"{stage}: row {row}: the 'taxonomy' column is not S-coded policy text: {err}") from None
     if any(c not in position for c in codes):
-        apt.check_row_codes(codes, len(all_codes), row)
+        check_row_codes(codes, len(all_codes), row)
     return all_codes, position, digest
 
 
@@ -100,9 +101,9 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
     texts, policies, labels, categories = batch["text"], batch["taxonomy"], batch["label"], batch["categories"]
     n = len(texts)
     ids = batch["id"] if "id" in batch else None
-    perturbation = apt.lineage_column(batch, "perturbation", n)
-    deleted_codes = apt.lineage_column(batch, "deleted_codes", n)
-    source_codes = apt.lineage_column(batch, "source_codes", n)
+    perturbation = lineage_column(batch, "perturbation", n)
+    deleted_codes = lineage_column(batch, "deleted_codes", n)
+    source_codes = lineage_column(batch, "source_codes", n)
     out_policies = list(policies)
     out_categories = list(categories)
     for i in range(n):
@@ -113,20 +114,20 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
         all_codes, position, digest = row_policy(STAGE, policy, codes, row)
         if len(all_codes) < 2:
             continue  # nothing can be deleted
-        rng = apt.RowRandom(config.seed, STAGE, texts[i], digest)
+        rng = RowRandom(config.seed, STAGE, texts[i], digest)
         k = 1 + rng.below(min(config.max_deleted, len(all_codes) - 1))
         if labels[i] == 1:
             if not codes:
                 raise ValueError(
                     f"{STAGE}: row {row} is unsafe but has no violated categories: expected at least one code in "
-                    "'categories'. Fix the row (hf_barred.apt.load_policy_rows checks this)."
+                    "'categories'. Fix the row (hf_barred.policy.load_policy_rows checks this)."
                 )
             protected = codes[rng.below(len(codes))] if len(codes) > 1 else codes[0]
             doomed = set(rng.sample([c for c in all_codes if c != protected], k))
         else:
             doomed = set(rng.sample(all_codes, k))
         remaining = tuple(c for c in all_codes if c not in doomed)
-        out_policies[i], code_map = apt.select_policy_text(policy, remaining)
+        out_policies[i], code_map = select_policy_text(policy, remaining)
         out_categories[i] = remap_codes(codes, code_map)
         sources = source_codes[i] or all_codes  # codes of the original policy
         deleted_codes[i] = deleted_codes[i] + [sources[position[c]] for c in all_codes if c in doomed]
@@ -139,24 +140,15 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
         "deleted_codes": deleted_codes,
         "source_codes": source_codes,
     }
-    return out | apt.missing_lineage(batch, n, out)
+    return out | missing_lineage(batch, n, out)
 
 
 def category_delete(ds: Dataset, config: CategoryDeleteConfig = CategoryDeleteConfig(), **map_kwargs: Any) -> Dataset:
     """Delete categories from each row's policy (see the module docstring).
 
-    ``ds`` holds policy-conditioned rows (:data:`hf_barred.apt.POLICY_FEATURES`; extra columns are
+    ``ds`` holds policy-conditioned rows (:data:`hf_barred.features.POLICY_FEATURES`; extra columns are
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000 here:
     the work per row is small).
     """
-    apt.check_policy_rows(ds, STAGE)
-    return map_stage(
-        ds,
-        _delete_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        features=apt.policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs={"batch_size": 1000} | map_kwargs,
-    )
+    return map_policy_stage(ds, _delete_batch, stage=STAGE, version=VERSION, config=config,
+                            map_kwargs={"batch_size": 1000} | map_kwargs)

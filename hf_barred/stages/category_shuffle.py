@@ -5,7 +5,7 @@ per row, from ``(config.seed, text, policy text)``, as in category deletion. A p
 single category is left as it is.
 
 Example:
-    >>> from hf_barred.apt import policy_rows
+    >>> from hf_barred.policy import policy_rows
     >>> from hf_barred.stages.category_shuffle import CategoryShuffleConfig, category_shuffle
     >>> from hf_barred.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy(tuple(Category(name) for name in ("Violence", "Fraud", "Privacy", "Hate")))
@@ -24,9 +24,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from .. import apt
+from ..policy import lineage_column, missing_lineage, select_policy_text
+from ..rowrandom import RowRandom
 from ..taxonomy import remap_codes
-from ._common import map_stage
+from .common import map_policy_stage
 from .category_delete import row_policy
 
 STAGE = "category_shuffle"
@@ -52,8 +53,8 @@ def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompt
     texts, policies, categories = batch["text"], batch["taxonomy"], batch["categories"]
     n = len(texts)
     ids = batch["id"] if "id" in batch else None
-    perturbation = apt.lineage_column(batch, "perturbation", n)
-    source_codes = apt.lineage_column(batch, "source_codes", n)
+    perturbation = lineage_column(batch, "perturbation", n)
+    source_codes = lineage_column(batch, "source_codes", n)
     out_policies = list(policies)
     out_categories = list(categories)
     for i in range(n):
@@ -63,28 +64,19 @@ def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompt
         if len(all_codes) < 2:
             continue
         order = list(all_codes)
-        apt.RowRandom(config.seed, STAGE, texts[i], digest).shuffle(order)
-        out_policies[i], code_map = apt.select_policy_text(policy, tuple(order))
+        RowRandom(config.seed, STAGE, texts[i], digest).shuffle(order)
+        out_policies[i], code_map = select_policy_text(policy, tuple(order))
         out_categories[i] = remap_codes(codes, code_map)
         sources = source_codes[i] or all_codes
         source_codes[i] = [sources[position[c]] for c in order]
         perturbation[i] = "category_shuffle"
     out = {"taxonomy": out_policies, "categories": out_categories, "perturbation": perturbation,
            "source_codes": source_codes}
-    return out | apt.missing_lineage(batch, n, out)
+    return out | missing_lineage(batch, n, out)
 
 
 def category_shuffle(ds: Dataset, config: CategoryShuffleConfig = CategoryShuffleConfig(), **map_kwargs: Any) -> Dataset:
     """Permute the categories of each row's policy (see the module docstring); ``map_kwargs`` go to
     :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000)."""
-    apt.check_policy_rows(ds, STAGE)
-    return map_stage(
-        ds,
-        _shuffle_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        features=apt.policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs={"batch_size": 1000} | map_kwargs,
-    )
+    return map_policy_stage(ds, _shuffle_batch, stage=STAGE, version=VERSION, config=config,
+                            map_kwargs={"batch_size": 1000} | map_kwargs)

@@ -1,7 +1,7 @@
 """Guideline editing (APT): an LLM turns a *negative* row into a positive one by editing its policy.
 
 For each negative row the LLM (any engine, through :class:`~hf_barred.llm.EngineConfig`) answers a
-JSON object (:data:`EDIT_SCHEMA`) choosing one of three actions:
+JSON object (:class:`~hf_barred.answers.EditAnswer`) choosing one of three actions:
 
 1. ``edit_existing``: rewrite the guidelines of the category the text comes closest to violating,
    so that it now violates it (``perturbation = "guideline_edit_existing"``, the row becomes
@@ -18,7 +18,7 @@ leaves the row unperturbed, with the raw answer in ``edit_raw`` and the reason i
 counted, never dropped.
 
 Example (with the embedded model; the tests use a scripted engine instead):
-    >>> from hf_barred.apt import policy_rows
+    >>> from hf_barred.policy import policy_rows
     >>> from hf_barred.llm import EngineConfig, SamplingParams
     >>> from hf_barred.stages.guideline_edit import GuidelineEditConfig, guideline_edit
     >>> from hf_barred.taxonomy import Category, Taxonomy
@@ -38,54 +38,33 @@ Example (with the embedded model; the tests use a scripted engine instead):
 
 from __future__ import annotations
 
-import copy
-import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from datasets import Dataset
 
-from .. import apt
+from ..policy import lineage_column, missing_lineage, row_taxonomy
 from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
-from ..taxonomy import Category, Taxonomy, make_code
-from ._barred import string_budget
-from ._common import Prompt, load_prompt, map_stage
+from ..taxonomy import Category, Taxonomy, find_codes, make_code
+from ..answers import EditAnswer, string_budget
+from ..prompting import Prompt, load_prompt
+from .common import map_policy_stage
 
 STAGE = "guideline_edit"
-VERSION = "2"  # bump when EDIT_SCHEMA or the way answers are applied changes (2: edit_grammar)
+VERSION = "2"  # bump when EditAnswer or the way answers are applied changes (2: edit_grammar)
 
-EDIT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "action": {"type": "string", "enum": list(apt.EDIT_KINDS)},
-        "category": {"type": "string"},
-        "name": {"type": "string"},
-        "should_not": {"type": "array", "items": {"type": "string"}},
-        "can": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["reasoning", "action", "category", "name", "should_not", "can"],
-    "additionalProperties": False,
-}
-"""The answer's JSON schema: flat, every key required, no extra keys, so that OpenAI strict mode,
-vLLM guided decoding and ``jsonschema`` validation all accept it. What depends on the action
-(a valid code, at least one "Should not" line, ...) is checked by :func:`apply_edit`."""
+EDIT_SCHEMA: dict[str, Any] = EditAnswer.grammar()
+"""The answer's JSON schema (:class:`~hf_barred.answers.EditAnswer` without length bounds): flat,
+every key required, no extra keys."""
 
 
 def edit_grammar(max_tokens: int) -> dict[str, Any]:
-    """:data:`EDIT_SCHEMA` with bounded lengths (codes like ``S3``, at most 3 guideline lines of each
-    kind), so that an answer decoded under constraint closes within ``max_tokens``."""
+    """:class:`~hf_barred.answers.EditAnswer`'s grammar with bounded lengths (codes like ``S3``, at
+    most 3 guideline lines of each kind), so that an answer decoded under constraint closes within
+    ``max_tokens``."""
     line_chars = string_budget(max_tokens, 8, 60)  # reasoning takes two shares, each of 6 lines one
-    schema = copy.deepcopy(EDIT_SCHEMA)
-    properties = schema["properties"]
-    properties["reasoning"]["maxLength"] = 2 * line_chars
-    properties["category"] |= {"pattern": "^(S[1-9][0-9]?)?$"}  # "" unless edit_existing
-    properties["name"]["maxLength"] = 60
-    for key in ("should_not", "can"):
-        properties[key] |= {"maxItems": 3}
-        properties[key]["items"]["maxLength"] = line_chars
-    return schema
+    return EditAnswer.grammar(max_length={"reasoning": 2 * line_chars, "should_not[]": line_chars, "can[]": line_chars})
 
 
 @dataclass(frozen=True)
@@ -125,9 +104,6 @@ class EditError(ValueError):
     """An answer that follows the schema but cannot be applied to the row's policy."""
 
 
-_CODE = re.compile(r"\s*S\s*(\d+)\b", re.IGNORECASE)
-
-
 def _lines(values: list[str]) -> tuple[str, ...]:
     """Guideline lines as one-line strings, list markers and duplicates removed."""
     lines: list[str] = []
@@ -155,12 +131,12 @@ def apply_edit(taxonomy: Taxonomy, answer: dict[str, Any]) -> tuple[str, Optiona
     if not should_not:
         raise EditError(f"{action}: expected at least one 'should_not' line that the text violates, found none")
     if action == "edit_existing":
-        match = _CODE.match(answer.get("category", ""))
-        if match is None or not 1 <= int(match.group(1)) <= len(taxonomy):
+        codes = find_codes(answer.get("category", ""))
+        if not codes or not 1 <= int(codes[0][1:]) <= len(taxonomy):
             raise EditError(
                 f"edit_existing: expected 'category' to be one of S1..S{len(taxonomy)}, found {answer.get('category')!r}"
             )
-        code = f"S{int(match.group(1))}"
+        code = codes[0]
         old = taxonomy[code]
         new = Category(old.name, should_not=should_not, can=can)
         if new == old:
@@ -194,15 +170,15 @@ _WRITTEN = (
 def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tuple[Prompt, ...], version: str) -> dict[str, list]:
     (prompt,) = prompts
     n = len(batch["text"])
-    out = {name: (list(batch[name]) if name in batch else apt.lineage_column(batch, name, n)) for name in _WRITTEN}
+    out = {name: (list(batch[name]) if name in batch else lineage_column(batch, name, n)) for name in _WRITTEN}
     ids = batch["id"] if "id" in batch else [str(i) for i in range(n)]
     todo = [i for i in range(n) if batch["label"][i] == 0]
     if not todo:
-        return out | apt.missing_lineage(batch, n, out)
-    taxonomies = {i: apt.row_taxonomy(batch["taxonomy"][i], ids[i]) for i in todo}
+        return out | missing_lineage(batch, n, out)
+    taxonomies = {i: row_taxonomy(batch["taxonomy"][i], ids[i]) for i in todo}
     conversations = [edit_messages(prompt, batch["taxonomy"][i], batch["text"][i]) for i in todo]
     engine = get_engine(config.engine)
-    results = structured_chat(engine, conversations, EDIT_SCHEMA, config.sampling, stage=STAGE,
+    results = structured_chat(engine, conversations, EditAnswer, config.sampling, stage=STAGE,
                               max_repairs=config.max_repairs, constrained_schema=edit_grammar(config.sampling.max_tokens))
     for i, result in zip(todo, results):
         out["edit_raw"][i] = result.raw
@@ -232,27 +208,17 @@ def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tu
             out["source_codes"][i] = list(out["source_codes"][i] or taxonomies[i].codes) + [""]
         else:
             out["perturbation"][i] = "guideline_edit_existing"
-    return out | apt.missing_lineage(batch, n, out)
+    return out | missing_lineage(batch, n, out)
 
 
 def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfig(), **map_kwargs: Any) -> Dataset:
     """Ask the LLM to edit the policy of every negative row (see the module docstring).
 
-    ``ds`` holds policy-conditioned rows (:data:`hf_barred.apt.POLICY_FEATURES`; extra columns are
+    ``ds`` holds policy-conditioned rows (:data:`hf_barred.features.POLICY_FEATURES`; extra columns are
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map`; each batch (``batch_size``, 64 by
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
-    apt.check_policy_rows(ds, STAGE)
     prompt = load_prompt(STAGE, config.prompt_version)
-    return map_stage(
-        ds,
-        _edit_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        prompts=(prompt,),
-        features=apt.policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs=map_kwargs,
-    )
+    return map_policy_stage(ds, _edit_batch, stage=STAGE, version=VERSION, config=config, prompts=(prompt,),
+                            map_kwargs=map_kwargs)

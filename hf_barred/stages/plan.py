@@ -9,14 +9,14 @@ Row ``i`` of a run's plan (``row_id = i``, numbered across rounds) gets
 - a seed example (``Uniform(seeds)``) whose domain and style the sample follows;
 - a sampling seed.
 
-Every draw comes from ``random.Random(f"{seed}:{row_id}")``: the plan is deterministic, and row
+Every draw comes from :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, row_id)``: the plan is deterministic, and row
 ``i`` is the same whether it is planned in the first round or a later one. When no dimension has
 an instantiation for ``y`` (a weak model's decomposition may be empty), the row is unconstrained
 (``dimension == ""``) if ``allow_unconstrained``, else a clear error is raised.
 
 Example:
     >>> from datasets import Dataset
-    >>> from hf_barred.schema import instantiation_features
+    >>> from hf_barred.features import instantiation_features
     >>> from hf_barred.stages.plan import PlanConfig, plan
     >>> from hf_barred.task import GuardrailTask
     >>> task = GuardrailTask(criterion="The agent gives health advice.", labels=("no", "yes"),
@@ -34,19 +34,18 @@ Example:
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ..schema import plan_features
+from ..features import plan_features
+from ..rowrandom import RowRandom
 from ..task import GuardrailTask
-from ._barred import zero_usage
-from ._common import config_identity, map_stage
+from .common import code_fingerprint, config_identity, map_stage, zero_usage
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: draws from RowRandom
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def _plan_batch(batch: dict[str, list], config: dict[str, Any], prompts: tuple, 
     relevance_of = ("negative", "positive")
     out: dict[str, list] = {name: [] for name in plan_features(labels)}
     for row_id in batch["row_id"]:
-        rng = random.Random(f"{plan_config.seed}:{row_id}")
+        rng = RowRandom(plan_config.seed, "plan", str(row_id))
         target = (row_id + plan_config.seed) % 2
         wanted = relevance_of[target]
         usable = [
@@ -102,9 +101,9 @@ def _plan_batch(batch: dict[str, list], config: dict[str, Any], prompts: tuple, 
                 "found none in the decomposition. Fix: rerun the decomposition with more dimensions or instantiations "
                 "(or a stronger model), or set PlanConfig.allow_unconstrained=True."
             )
-        seed_index = rng.randrange(len(task["seeds"]))
+        seed_index = rng.below(len(task["seeds"]))
         out["row_id"].append(row_id)
-        out["seed"].append(rng.getrandbits(31))
+        out["seed"].append(rng.below(2**31))
         out["criterion"].append(task["criterion"])
         out["input_type"].append(task["input_type"])
         out["labels"].append(list(labels))
@@ -137,7 +136,7 @@ def plan_fingerprint(decomposition: Dataset, task: GuardrailTask, n: int, config
     """The fingerprint of ``plan(decomposition, task, n, config, start)``: a pure function of its inputs."""
     inputs = _inputs(decomposition, task, config)
     return Hasher.hash({"stage": "plan", "version": STAGE_VERSION, "start": start, "n": n,
-                        "inputs": config_identity(inputs)})
+                        "inputs": config_identity(inputs), "code": code_fingerprint(_plan_batch)})
 
 
 def plan(
@@ -149,7 +148,7 @@ def plan(
     **map_kwargs: Any,
 ) -> Dataset:
     """Instantiated dimension rows -> ``n`` plan rows numbered ``start .. start + n - 1``
-    (:func:`~hf_barred.schema.plan_features`)."""
+    (:func:`~hf_barred.features.plan_features`)."""
     config = config or PlanConfig()
     if n < 0 or start < 0:
         raise ValueError(f"plan: expected n >= 0 and start >= 0, found n={n}, start={start}.")

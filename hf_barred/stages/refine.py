@@ -6,7 +6,7 @@ A sample the debate rejected is not dropped: the dissenting judges' reasoning (t
 generated-row schema again (so it re-enters :func:`~hf_barred.stages.debate.debate`), with
 ``refinements`` incremented and the failed input, its dissent and its debate appended to
 ``previous_texts``, ``dissents`` and ``debate_history``. The bound ``R_max`` on refinements is
-the pipeline's (:class:`~hf_barred.pipeline.BarredConfig.max_refinements`): this stage rewrites
+the pipeline's (:class:`~hf_barred.recipes.barred.BarredConfig.max_refinements`): this stage rewrites
 every row it is given.
 
 Example:
@@ -22,10 +22,10 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..schema import generated_features
-from ._barred import LLMStageConfig, split_chat
-from ._common import load_prompt, map_stage, rows, stage_fingerprint
-from .debate import _input_text
+from ..features import generated_features
+from ..prompting import load_prompt, split_chat
+from .common import LLMStageConfig, map_stage, rows, stage_fingerprint
+from .debate import input_text
 from .generate import write_samples
 
 STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
@@ -51,7 +51,7 @@ def _refine_batch(batch: dict[str, list], config: RefineConfig, prompts: tuple, 
     records = rows(batch)
     conversations = []
     for r in records:
-        failed = _input_text(r)
+        failed = input_text(r)
         dissent = r["dissent"] or "(no reason given)"
         conversations.append(split_chat(prompt.render(
             criterion=r["criterion"], input_type=r["input_type"], dimension=r["dimension"],
@@ -72,11 +72,11 @@ def _prompts(config: RefineConfig) -> tuple:
 
 
 def refine_fingerprint(ds: Dataset, config: RefineConfig) -> str:
-    return stage_fingerprint(ds, "refine", STAGE_VERSION, _prompts(config), config)
+    return stage_fingerprint(ds, "refine", STAGE_VERSION, _prompts(config), config, _refine_batch)
 
 
 def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Debated, rejected rows -> rewritten generated rows (:func:`~hf_barred.schema.generated_features`).
+    """Debated, rejected rows -> rewritten generated rows (:func:`~hf_barred.features.generated_features`).
 
     Example:
         >>> from hf_barred.stages.refine import RefineConfig, refine

@@ -1,4 +1,4 @@
-"""The declared ``datasets.Features`` of every BARRED stage's rows.
+"""The declared ``datasets.Features`` of every stage's rows: BARRED samples and APT policy rows.
 
 A stage's output features are part of its contract: :func:`hf_barred.stages.generate.generate`
 always returns :func:`generated_features`, whatever the model answered. Columns shared by several
@@ -15,7 +15,7 @@ Columns common to the sample stages (plan, generate, debate, refine):
 - ``usage``: cumulative ``calls``, ``prompt_tokens``, ``completion_tokens`` spent on this row.
 
 Example:
-    >>> from hf_barred.schema import accepted_features
+    >>> from hf_barred.features import accepted_features
     >>> features = accepted_features(["no_health_advice", "health_advice"])
     >>> features["label"].names
     ['no_health_advice', 'health_advice']
@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from datasets import ClassLabel, Features, List, Value
 
@@ -197,3 +197,71 @@ def decomposition_features() -> Features:
             "raw": Value("string"),
         }
     )
+
+
+# --- APT: policy-conditioned rows ------------------------------------------------------------------
+LABEL_NAMES = ("safe", "unsafe")
+PERTURBATIONS = (
+    "none",
+    "category_delete",
+    "category_shuffle",
+    "guideline_edit_existing",
+    "guideline_edit_new",
+    "kept_safe",
+)
+EDIT_KINDS = ("edit_existing", "add_category", "keep_safe")
+"""The three answers of the guideline-editing LLM (``edit_kind``; ``""`` when no edit was asked)."""
+
+POLICY_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "text": Value("string"),
+        "taxonomy": Value("string"),
+        "label": ClassLabel(names=list(LABEL_NAMES)),
+        "categories": List(Value("string")),
+        # lineage of the policy perturbation
+        "perturbation": Value("string"),
+        "deleted_codes": List(Value("string")),
+        "source_codes": List(Value("string")),
+        # lineage of the guideline edit (set by hf_barred.stages.guideline_edit)
+        "edit_kind": Value("string"),
+        "edited_code": Value("string"),
+        "edit_raw": Value("string"),
+        "edit_error": Value("string"),
+        "edit_model": Value("string"),
+        "edit_prompt": Value("string"),
+        "edit_prompt_tokens": Value("int64"),
+        "edit_completion_tokens": Value("int64"),
+    }
+)
+"""The columns of a policy-conditioned row.
+
+- ``id``: the id of the source row (kept by every perturbation, so a copy points to its original).
+- ``text``, ``taxonomy`` (S-coded policy text), ``label`` (ClassLabel safe|unsafe), ``categories``
+  (violated codes in numeric order, empty when safe).
+- ``perturbation``: one of :data:`PERTURBATIONS`. ``deleted_codes``: codes of the *original*
+  policy that were deleted. ``source_codes``: for each category of the row's policy, its code in
+  the original policy (``""`` for a category added by a guideline edit); empty when the policy is
+  the original one.
+- ``edit_*``: the guideline-editing call: its kind (:data:`EDIT_KINDS`), the edited or added code,
+  the raw answer, the error (None when the edit was applied or not asked), model, prompt id, tokens.
+"""
+
+REQUIRED_COLUMNS = ("text", "taxonomy", "label", "categories")
+POLICY_DEFAULTS: dict[str, Any] = {
+    "id": "",
+    "perturbation": "none",
+    "deleted_codes": [],
+    "source_codes": [],
+    "edit_kind": "",
+    "edited_code": "",
+    "edit_raw": "",
+    "edit_error": None,
+    "edit_model": "",
+    "edit_prompt": "",
+    "edit_prompt_tokens": 0,
+    "edit_completion_tokens": 0,
+}
+"""Values of the lineage columns of a row that no perturbation has touched yet."""
+LINEAGE_COLUMNS = tuple(POLICY_DEFAULTS)
+
