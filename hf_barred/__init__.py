@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type che
     from .stages.instantiate import InstantiateConfig, instantiate
     from .stages.plan import PlanConfig, plan
     from .stages.refine import RefineConfig, refine
-    from .train import GuardrailConfig, train_guardrail
+    from .train import GuardrailConfig, GuardrailTrainingArguments, train_guardrail
 
 _LAZY = {
     # recipes

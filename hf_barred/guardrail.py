@@ -186,8 +186,10 @@ class Guardrail:
 
     def _score_classifier(self, texts: list[str], rules: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
         pairs = rules if self.spec.pair_rule else None
-        enc = classifier_inputs(self.tokenizer, texts, pairs, self.window, chunk=True, stride=self.stride,
-                                padding=True, return_tensors="pt")
+        room = self.window - 2 - (max(len(self.tokenizer(r or "", add_special_tokens=False)["input_ids"])
+                                      for r in pairs) + 1 if pairs else 0)
+        enc = classifier_inputs(self.tokenizer, texts, pairs, self.window, chunk=True,
+                                stride=min(self.stride, max(0, room // 2)), padding=True, return_tensors="pt")
         owner = enc.pop("overflow_to_sample_mapping").tolist()
         counts = [owner.count(row) for row in range(len(texts))]
         if not self.chunk:  # keep the first window of each text only
