@@ -51,14 +51,15 @@ def plot_confusion(metrics: Mapping[str, Any], label_names: Sequence[str], path:
 
     plt = _pyplot()
     matrix = np.array(metrics["confusion_matrix"], dtype=float)
-    columns = [f"pred. {label_names[0]}", f"pred. {label_names[1]}"]
+    columns = [f"predicted\n{label_names[0]}", f"predicted\n{label_names[1]}"]
     unparsed = metrics.get("unparseable_by_reference", [0, 0])
     if sum(unparsed):
         matrix = np.column_stack([matrix, unparsed])
         columns.append("unparseable")
     totals = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    fig, ax = plt.subplots(figsize=(1.6 * len(columns) + 2.4, 3.8), dpi=120)
+    widest = max(len(str(name)) for name in label_names)
+    fig, ax = plt.subplots(figsize=(max(1.6, 0.11 * widest) * len(columns) + 2.4, 3.8), dpi=120)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, f"{int(count)}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=11,
