@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_guardrail_cpu import latency_ms  # noqa: E402  (the same p50 timing as the CPU benchmark)
 DATA = Path(os.environ.get("HF_BARRED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
@@ -68,16 +70,6 @@ def quiet(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` without the trainers' progress prints."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return fn()
-
-
-def p50_latency_ms(predict_one: Callable[[str], Any], texts: Sequence[str]) -> float:
-    predict_one(texts[0])
-    times = []
-    for text in texts:
-        start = time.perf_counter()
-        predict_one(text)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 # -- systems: each returns (predictions, train seconds, predict-one function) --------------------------
@@ -183,7 +175,7 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
         f1s.append(metrics["f1"])
         train_seconds.append(seconds)
         if k == len(folds) - 1:
-            latency = p50_latency_ms(predict_one, test_x[: args.latency_texts])
+            latency = latency_ms(predict_one, test_x[: args.latency_texts])[0]
         print(f"  {system:13s} {dataset:18s} fold {k + 1}/{len(folds)}: accuracy {metrics['accuracy']:.3f} "
               f"F1 {metrics['f1']:.3f} train {seconds:.1f} s", flush=True)
     accuracy, ci = mean_ci(accuracies)
