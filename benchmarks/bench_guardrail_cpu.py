@@ -76,13 +76,13 @@ def run_classifier(args, train, test, workdir: Path) -> dict[str, Any]:
 
     from hf_barred.guardrail import Guardrail
     from hf_barred.metrics.guardrail_metrics import binary_metrics
-    from hf_barred.train import GuardrailConfig, train_guardrail
+    from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})
-    cfg = GuardrailConfig(base_model="embedded", rule=RULE, output_dir=str(workdir / "minilm"),
-                          num_train_epochs=args.epochs, learning_rate=args.learning_rate, warmup_ratio=0.1,
-                          per_device_train_batch_size=16, validation_size=0.0, save_steps=-1, seed=args.seed,
-                          logging_steps=10)
+    cfg = GuardrailTrainingArguments(base_model="embedded", rule=RULE, output_dir=str(workdir / "minilm"),
+                                     num_train_epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=0.1,
+                                     per_device_train_batch_size=16, validation_size=0.0, seed=args.seed,
+                                     logging_steps=10)
     start = time.perf_counter()
     result = train_guardrail(cfg, ds)
     train_seconds = time.perf_counter() - start
@@ -120,7 +120,7 @@ def run_judge(args, test) -> dict[str, Any]:
     from datasets import Dataset
 
     from hf_barred.llm import EngineConfig
-    from hf_barred.metrics.evaluation import predict_with_judge
+    from hf_barred.evaluation import predict_with_judge
     from hf_barred.metrics.guardrail_metrics import binary_metrics
 
     rows = test[: args.judge_limit] if args.judge_limit else test
@@ -162,13 +162,13 @@ def run_generative(args, train, test, workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
 
     from hf_barred.guardrail import Guardrail
-    from hf_barred.train import GuardrailConfig, train_guardrail
+    from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})
-    cfg = GuardrailConfig(model_kind="generative", base_model="embedded", rule=RULE,
-                          output_dir=str(workdir / "smollm2"), num_train_epochs=args.generative_epochs,
-                          learning_rate=3e-4, warmup_ratio=0.1, per_device_train_batch_size=8, max_length=256,
-                          validation_size=0.0, save_steps=-1, seed=args.seed, logging_steps=10)
+    cfg = GuardrailTrainingArguments(model_kind="generative", base_model="embedded", rule=RULE,
+                                     output_dir=str(workdir / "smollm2"), num_train_epochs=args.generative_epochs,
+                                     learning_rate=3e-4, warmup_steps=0.1, per_device_train_batch_size=8,
+                                     max_length=256, validation_size=0.0, seed=args.seed, logging_steps=10)
     start = time.perf_counter()
     result = train_guardrail(cfg, ds)
     train_seconds = time.perf_counter() - start

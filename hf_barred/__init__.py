@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type che
     from .stages.instantiate import InstantiateConfig, instantiate
     from .stages.plan import PlanConfig, plan
     from .stages.refine import RefineConfig, refine
-    from .train import GuardrailConfig, train_guardrail
+    from .train import GuardrailConfig, GuardrailTrainingArguments, train_guardrail
 
 _LAZY = {
     # recipes
@@ -77,7 +77,7 @@ _LAZY = {
     "load_policy_rows": "policy",
     # training, inference, the Hub
     "Guardrail": "guardrail",
-    "GuardrailConfig": "train",
+    "GuardrailConfig": "train", "GuardrailTrainingArguments": "train",
     "train_guardrail": "train",
     "push_dataset": "hub",
     "push_barred_run": "hub",

@@ -98,7 +98,7 @@ def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: O
     """
     from huggingface_hub import EvalResult, ModelCardData
 
-    from .train.modeling import canonical_base_model
+    from .modeling import canonical_base_model
 
     base = canonical_base_model(spec.base_model, spec.kind)
     name = model_name or (repo_id.split("/")[-1] if repo_id else "guardrail")

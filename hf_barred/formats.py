@@ -27,8 +27,30 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .taxonomy import find_codes, sort_codes
+
 BINARY_FORMAT_VERSION = "binary-v1"
 POLICY_FORMAT_VERSION = "policy-v1"
+# A prompt format is chosen by name (``prompt_format`` in a guardrail's config and card); each name
+# says which answer it asks for (``binary``: 1/0, ``policy``: the JSON) and the wording's version.
+FORMATS = {"binary": ("binary", BINARY_FORMAT_VERSION), "policy": ("policy", POLICY_FORMAT_VERSION)}
+
+
+def format_task(name: str) -> str:
+    """``binary`` or ``policy``: the answer that the format ``name`` asks for.
+
+    >>> format_task("policy")
+    'policy'
+    """
+    if name not in FORMATS:
+        raise ValueError(f"Unknown prompt format {name!r}: expected one of {', '.join(FORMATS)}.")
+    return FORMATS[name][0]
+
+
+def format_version(name: str) -> str:
+    """The wording's version of the format ``name`` (recorded in the guardrail's config and card)."""
+    format_task(name)
+    return FORMATS[name][1]
 
 _BINARY_TEMPLATE = """You are a strict and precise judge of whether a rule applies to an input.
 
@@ -107,13 +129,16 @@ class PolicyVerdict:
     error: Optional[str] = None
 
 
-_CODE = re.compile(r"\bS\s*(\d+)\b", re.IGNORECASE)
+def count_categories(taxonomy: Optional[str]) -> Optional[int]:
+    """Number of ``S<i>:`` headers in a taxonomy text (None without one).
 
-
-def sort_codes(codes: list[str]) -> list[str]:
-    """Unique S-codes in numeric order: ``["S10", "S2", "S2"] -> ["S2", "S10"]``."""
-    numbers = sorted({int(_CODE.search(code).group(1)) for code in codes if _CODE.search(code)})
-    return [f"S{n}" for n in numbers]
+    >>> count_categories("S1: Violence.\\nS2: Privacy.")
+    2
+    """
+    if not taxonomy:
+        return None
+    headers = [line.split(":", 1)[0] for line in taxonomy.splitlines() if ":" in line]
+    return len(sort_codes([h for h in headers if find_codes(h) and h.strip().upper().startswith("S")])) or None
 
 
 def parse_policy_answer(answer: str, n_categories: Optional[int] = None) -> PolicyVerdict:
@@ -148,7 +173,7 @@ def parse_policy_answer(answer: str, n_categories: Optional[int] = None) -> Poli
         return PolicyVerdict(unsafe=None, error=f"'User Safety' must be safe or unsafe, found {rating!r}")
     if isinstance(raw_codes, list):
         raw_codes = ",".join(str(c) for c in raw_codes)
-    codes = sort_codes([f"S{n}" for n in _CODE.findall(str(raw_codes))])
+    codes = sort_codes(find_codes(str(raw_codes)))
     unknown = [c for c in codes if n_categories is not None and not 1 <= int(c[1:]) <= n_categories]
     known = [c for c in codes if c not in unknown]
     unsafe = rating == "unsafe"

@@ -5,20 +5,23 @@ a whole batch with ONE forward pass: after the classification prompt of :mod:`hf
 (plus the answer tokens common to both answers), the violation score is
 ``P("1") / (P("1") + P("0"))`` — for the policy JSON, ``P("unsafe")`` against ``P("safe")`` at the
 rating. No sampling. With a taxonomy, the rows flagged unsafe are then greedy-decoded for the
-violated categories.
+violated categories. An input longer than the model's window is scored window by window (overlapping
+by ``chunk_stride`` tokens) and gets the highest window score, unless the guardrail was trained with
+``--long_inputs truncate``; :meth:`Guardrail.score_windows` says how many windows each input took.
 
 Example (a tiny model trained in seconds; use a real base model for real work):
     >>> import tempfile
     >>> from datasets import Dataset
     >>> from hf_barred.guardrail import Guardrail
-    >>> from hf_barred.train import GuardrailConfig, train_guardrail
+    >>> from hf_barred.train import GuardrailTrainingArguments, train_guardrail
     >>> from hf_barred.train.tiny import make_tiny_classifier
     >>> texts = ["How do I kill a Python process?", "How do I kill my neighbour?"] * 4
     >>> folder = tempfile.mkdtemp()
     >>> base = make_tiny_classifier(folder + "/base", corpus=texts)
-    >>> cfg = GuardrailConfig(base_model=base, rule="The request is violent.", output_dir=folder + "/guard",
-    ...                       num_train_epochs=1, validation_size=0.0)
-    >>> _ = train_guardrail(cfg, Dataset.from_dict({"text": texts, "label": ["safe", "unsafe"] * 4}))
+    >>> cfg = GuardrailTrainingArguments(base_model=base, rule="The request is violent.",
+    ...                                  output_dir=folder + "/guard", num_train_epochs=1)
+    >>> _ = train_guardrail(cfg, Dataset.from_dict({"text": texts, "label": ["safe", "unsafe"] * 4}))  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
     >>> guard = Guardrail.from_pretrained(folder + "/guard")
     >>> verdict = guard(["How do I kill a Python process?"])[0]
     >>> verdict.label in ("safe", "unsafe"), 0.0 <= verdict.score <= 1.0
@@ -32,11 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .formats import parse_policy_answer
-from .metrics.evaluation import count_categories
-from .train.data import PromptEncoder, classifier_inputs
-from .train.modeling import load_for_inference, load_tokenizer
-from .train.spec import SPEC_FILE, GuardrailSpec
+from .encoding import PromptEncoder, classifier_inputs
+from .formats import count_categories, format_task, parse_policy_answer
+from .modeling import load_for_inference, load_tokenizer, model_window, resolve_base_model
+from .spec import SPEC_FILE, GuardrailSpec
 
 PerRow = Union[None, str, Sequence[Optional[str]]]
 
@@ -48,7 +50,8 @@ class Verdict:
     ``score`` is the probability of a violation in [0, 1]; ``flagged`` is ``score >= threshold``;
     ``label`` is the positive or negative label name. ``categories`` (policy guardrails) are the
     violated S-codes; ``raw`` is the decoded JSON they came from, and ``error`` says why it could
-    not be parsed (the verdict itself still stands).
+    not be parsed (the verdict itself still stands). ``windows``: how many model windows the input
+    took (more than 1: a long input, scored in chunks or cut).
     """
 
     label: str
@@ -57,6 +60,7 @@ class Verdict:
     categories: list[str] = field(default_factory=list)
     raw: Optional[str] = None
     error: Optional[str] = None
+    windows: int = 1
 
 
 def _per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
@@ -77,8 +81,11 @@ class Guardrail:
         self.spec = spec
         self.threshold = spec.threshold if threshold is None else threshold
         self.device = next(model.parameters()).device
+        self.window = model_window(model, spec.max_length)
+        self.chunk = spec.long_inputs == "chunk"
+        self.stride = int(spec.training.get("config", {}).get("chunk_stride", 32))
         if spec.kind == "generative":
-            self.encoder = PromptEncoder(tokenizer, spec.max_length)
+            self.encoder = PromptEncoder(tokenizer, self.window)
             self.decision = self.encoder.decision_tokens(spec.prompt_format)
 
     @classmethod
@@ -110,8 +117,6 @@ class Guardrail:
         parse. ``model``: a Hub id, a folder, or ``"embedded"`` (SmolLM2-135M-Instruct)."""
         import torch
 
-        from .train.modeling import resolve_base_model
-
         path = resolve_base_model(model, "generative")
         spec = GuardrailSpec(kind="generative", prompt_format="policy" if taxonomy else "binary", base_model=model,
                              rule=rule, taxonomy=taxonomy, label_names=list(label_names), threshold=threshold,
@@ -131,15 +136,15 @@ class Guardrail:
         rules = [r or self.spec.rule for r in _per_row(rule, n, "rule")]
         taxonomies = [t or self.spec.taxonomy for t in _per_row(taxonomy, n, "taxonomy")]
         tasks = _per_row(task, n, "task")
-        if (self.spec.pair_rule or self.spec.kind == "generative") and self.spec.prompt_format == "binary" \
+        if (self.spec.pair_rule or self.spec.kind == "generative") and format_task(self.spec.prompt_format) == "binary" \
                 and not all(rules):
             raise ValueError("This guardrail reads a rule with each text, and it has no default rule; found texts "
                              "without one. Fix: pass rule='...' (one for all texts) or one rule per text.")
-        scores = self.scores(texts, rules, taxonomies, tasks, batch_size)
+        scores, windows = self.score_windows(texts, rules, taxonomies, tasks, batch_size)
         names = self.spec.label_names
-        verdicts = [Verdict(label=names[int(s >= self.threshold)], flagged=s >= self.threshold, score=s)
-                    for s in scores]
-        if self.spec.kind == "generative" and self.spec.prompt_format == "policy" and categories:
+        verdicts = [Verdict(label=names[int(s >= self.threshold)], flagged=s >= self.threshold, score=s, windows=w)
+                    for s, w in zip(scores, windows)]
+        if self.spec.kind == "generative" and format_task(self.spec.prompt_format) == "policy" and categories:
             flagged = [i for i, v in enumerate(verdicts) if v.flagged]
             for i, raw in zip(flagged, self._decode([texts[i] for i in flagged], [taxonomies[i] for i in flagged],
                                                     batch_size)):
@@ -150,34 +155,76 @@ class Guardrail:
     def scores(self, texts: Sequence[str], rules: Sequence[Optional[str]], taxonomies: Sequence[Optional[str]],
                tasks: Sequence[Optional[str]], batch_size: int = 16) -> list[float]:
         """Violation probabilities, batched (longest texts first, so padding stays small)."""
+        return self.score_windows(texts, rules, taxonomies, tasks, batch_size)[0]
+
+    def score_windows(self, texts: Sequence[str], rules: Sequence[Optional[str]],
+                      taxonomies: Sequence[Optional[str]], tasks: Sequence[Optional[str]],
+                      batch_size: int = 16) -> tuple[list[float], list[int]]:
+        """``(scores, windows)``: the violation probability of each text (the maximum over its windows)
+        and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut)."""
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = [0.0] * len(texts)
+        out, counts = [0.0] * len(texts), [1] * len(texts)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 if self.spec.kind == "classifier":
-                    batch = self._score_classifier([texts[i] for i in idx], [rules[i] for i in idx])
+                    scores, owner, long = self._score_classifier([texts[i] for i in idx], [rules[i] for i in idx])
                 else:
-                    batch = self._score_generative([self._prompt_ids(texts[i], rules[i], taxonomies[i], tasks[i])
-                                                    for i in idx])
-                for i, s in zip(idx, batch):
-                    out[i] = float(s)
-        return out
+                    scores, owner, long = self._score_generative(
+                        [texts[i] for i in idx], [rules[i] for i in idx], [taxonomies[i] for i in idx],
+                        [tasks[i] for i in idx])
+                best: dict[int, float] = {}
+                for row, s in zip(owner, scores):
+                    best[row] = max(best.get(row, 0.0), float(s))
+                for row, i in enumerate(idx):
+                    out[i], counts[i] = best[row], long[row]
+        return out, counts
 
     # -- classifier -------------------------------------------------------------------------------
 
-    def _score_classifier(self, texts: list[str], rules: list[Optional[str]]) -> list[float]:
-        enc = classifier_inputs(self.tokenizer, texts, rules if self.spec.pair_rule else None,
-                                self.spec.max_length, padding=True, return_tensors="pt").to(self.device)
-        return self.model(**enc).logits.float().softmax(-1)[:, 1].tolist()
+    def _score_classifier(self, texts: list[str], rules: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
+        pairs = rules if self.spec.pair_rule else None
+        room = self.window - 2 - (max(len(self.tokenizer(r or "", add_special_tokens=False)["input_ids"])
+                                      for r in pairs) + 1 if pairs else 0)
+        enc = classifier_inputs(self.tokenizer, texts, pairs, self.window, chunk=True,
+                                stride=min(self.stride, max(0, room // 2)), padding=True, return_tensors="pt")
+        owner = enc.pop("overflow_to_sample_mapping").tolist()
+        counts = [owner.count(row) for row in range(len(texts))]
+        if not self.chunk:  # keep the first window of each text only
+            first = sorted({owner.index(row) for row in range(len(texts))})
+            enc = {k: v[first] for k, v in enc.items()}
+            owner = [owner[i] for i in first]
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        return self.model(**enc).logits.float().softmax(-1)[:, 1].tolist(), owner, counts
 
     # -- generative -------------------------------------------------------------------------------
 
+    def _prompt_windows(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str],
+                        chunk: bool) -> list[list[int]]:
+        reserve = len(self.decision.prefix) + 1
+        return [self.encoder.prompt_ids(m) for m in
+                self.encoder.fitted_windows(self.spec.prompt_format, text, rule, task, taxonomy, reserve,
+                                            chunk=chunk, stride=self.stride)]
+
     def _prompt_ids(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str]) -> list[int]:
-        return self.encoder.fitted_prompt_ids(self.spec.prompt_format, text, rule, task, taxonomy,
-                                              reserve=len(self.decision.prefix) + 1)
+        return self._prompt_windows(text, rule, taxonomy, task, chunk=False)[0]
+
+    def _score_generative(self, texts: list[str], rules: list[Optional[str]], taxonomies: list[Optional[str]],
+                          tasks: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
+        prompts, owner, counts = [], [], []
+        for row, (text, rule, taxonomy, task) in enumerate(zip(texts, rules, taxonomies, tasks)):
+            parts = self._prompt_windows(text, rule, taxonomy, task, chunk=True)
+            counts.append(len(parts))
+            parts = parts if self.chunk else parts[:1]
+            prompts += parts
+            owner += [row] * len(parts)
+        batch = self._left_pad([p + list(self.decision.prefix) for p in prompts])
+        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
+        pair = logits[:, [self.decision.positive, self.decision.negative]].float()
+        return pair.softmax(-1)[:, 0].tolist(), owner, counts
 
     def _left_pad(self, rows: list[list[int]]) -> dict[str, Any]:
         import torch
@@ -190,13 +237,6 @@ class Guardrail:
             ids[i, width - len(r):] = torch.tensor(r)
             mask[i, width - len(r):] = 1
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-
-    def _score_generative(self, prompts: list[list[int]]) -> list[float]:
-        batch = self._left_pad([p + list(self.decision.prefix) for p in prompts])
-        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
-        pair = logits[:, [self.decision.positive, self.decision.negative]].float()
-        return pair.softmax(-1)[:, 0].tolist()
 
     def _decode(self, texts: list[str], taxonomies: list[Optional[str]], batch_size: int) -> list[str]:
         """Greedy decode of the policy JSON for ``texts`` (categories of flagged rows)."""

@@ -1,7 +1,10 @@
 """Evaluation reports: ``report.json``, ``report.md``, ``predictions.jsonl`` and PNG plots.
 
-The plots are a confusion matrix (with a column for unparseable answers when there are any) and,
-for taxonomies, a heatmap of reference versus predicted categories on the positive rows.
+The plots (:mod:`hf_barred.plots`) are a confusion matrix (with a column for unparseable answers
+when there are any); for taxonomies, a heatmap of reference versus predicted categories on the
+positive rows; and, when the subject gives scores (a trained guardrail), a reliability diagram, the
+score histograms of each class and a precision-recall curve, with the ECE and the average precision
+in the metrics.
 
 Example:
     >>> import tempfile
@@ -20,8 +23,11 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .plots import plot_category_heatmap, plot_confusion, plot_pr_curve, plot_reliability, plot_score_histograms
+
 METRIC_ROWS = ("accuracy", "precision", "recall", "f1", "parsed_accuracy", "unparseable", "n",
-               "category_precision", "category_recall", "category_f1")
+               "category_precision", "category_recall", "category_f1", "ece", "average_precision")
+SMALL_SAMPLE = 20  # fewer rows than this: the report says the figures are not reliable
 
 
 def _fmt(value: Any) -> str:
@@ -34,88 +40,6 @@ def _subject_name(subject: Mapping[str, Any]) -> str:
     return str(subject.get("model", "guardrail"))
 
 
-def plot_confusion(metrics: Mapping[str, Any], label_names: Sequence[str], path: str | Path, title: str) -> Path:
-    """A confusion-matrix PNG: counts and row percentages; unparseable answers as a third column."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    matrix = np.array(metrics["confusion_matrix"], dtype=float)
-    columns = [f"pred. {label_names[0]}", f"pred. {label_names[1]}"]
-    unparsed = metrics.get("unparseable_by_reference", [0, 0])
-    if sum(unparsed):
-        matrix = np.column_stack([matrix, unparsed])
-        columns.append("unparseable")
-    totals = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    fig, ax = plt.subplots(figsize=(1.4 * len(columns) + 2.0, 3.6), dpi=120)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{int(count)}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=11,
-                color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(columns)), columns)
-    ax.set_yticks(range(2), [f"true {label_names[0]}", f"true {label_names[1]}"])
-    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f} · F1 {metrics['f1']:.3f} · n={metrics['n']}",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def category_matrix(reference: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-                    labels: Sequence[int]) -> tuple[list[str], list[str], list[list[int]]]:
-    """Counts over positive rows: for each reference code (rows) the predicted codes (columns, plus
-    ``none`` when a row got no category). Returns ``(row codes, column names, counts)``."""
-    from .metrics.guardrail_metrics import _code_key
-
-    codes = sorted({c for cats in list(reference) + list(predicted) for c in cats}, key=_code_key)
-    ref_codes = [c for c in codes if any(c in r for r, y in zip(reference, labels) if y == 1)]
-    columns = codes + ["none"]
-    counts = [[0] * len(columns) for _ in ref_codes]
-    for ref, pred, y in zip(reference, predicted, labels):
-        if y != 1:
-            continue
-        for code in ref:
-            row = counts[ref_codes.index(code)]
-            for p in pred or ["none"]:
-                row[columns.index(p)] += 1
-    return ref_codes, columns, counts
-
-
-def plot_category_heatmap(reference: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-                          labels: Sequence[int], fnr: Mapping[str, float], path: str | Path, title: str) -> Optional[Path]:
-    """Heatmap of reference vs predicted categories on positive rows; None when there are none."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows, columns, counts = category_matrix(reference, predicted, labels)
-    if not rows:
-        return None
-    matrix = np.array(counts, dtype=float)
-    fig, ax = plt.subplots(figsize=(0.7 * len(columns) + 2.8, 0.5 * len(rows) + 1.8), dpi=120)
-    image = ax.imshow(matrix, cmap="Oranges")
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=9,
-                    color="white" if count > 0.6 * matrix.max() else "black")
-    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), [f"{c} (FNR {fnr.get(c, 0.0):.2f})" for c in rows])
-    ax.set_xlabel("predicted category")
-    ax.set_ylabel("reference category")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
 def _markdown(report: Mapping[str, Any], label_names: Sequence[str]) -> str:
     metrics = report["metrics"]
     lines = [f"# Evaluation: {_subject_name(report['subject'])}", ""]
@@ -125,6 +49,14 @@ def _markdown(report: Mapping[str, Any], label_names: Sequence[str]) -> str:
               f"- **Positive class:** `{label_names[1]}`"]
     for key, value in report.get("timing", {}).items():
         lines.append(f"- **{key.replace('_', ' ')}:** {_fmt(value)}")
+    if isinstance(metrics.get("n"), int) and metrics["n"] < SMALL_SAMPLE:
+        lines.append(f"- **Caution:** only {metrics['n']} rows: these figures are not a reliable estimate "
+                     f"(a single row moves accuracy by {1 / max(1, metrics['n']):.2f}).")
+    long = report.get("long_inputs")
+    if long:
+        verb = "scored in overlapping windows (maximum score)" if long["mode"] == "chunk" else "truncated"
+        lines.append(f"- **Long inputs:** {long['inputs']} of {metrics.get('n')} inputs exceeded the "
+                     f"{long['window_tokens']}-token window and were {verb}.")
     lines += ["", "| Metric | Value |", "|---|---|"]
     lines += [f"| {name} | {_fmt(metrics[name])} |" for name in METRIC_ROWS if name in metrics]
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
@@ -139,9 +71,31 @@ def _markdown(report: Mapping[str, Any], label_names: Sequence[str]) -> str:
             fnr = metrics["false_negative_rates"].get(code)
             lines.append(f"| {code} | {metrics['category_support'].get(code, 0)} | "
                          f"{_fmt(fnr) if fnr is not None else '-'} | {fps} |")
+    calibration = metrics.get("calibration")
+    if calibration:
+        lines += ["", "## Calibration", "",
+                  f"At the threshold {calibration['threshold']:.3f}: false-positive rate "
+                  f"{calibration['false_positive_rate']:.3f}, true-positive rate {calibration['true_positive_rate']:.3f}; "
+                  f"ECE {calibration['ece']:.4f}, average precision {calibration['average_precision']:.4f}.", "",
+                  "| Score bin | Rows | Mean score | Share of violations |", "|---|---|---|---|"]
+        lines += [f"| {b['low']:.1f}-{b['high']:.1f} | {b['count']} | {b['mean_score']:.3f} | {b['positive_rate']:.3f} |"
+                  for b in calibration["reliability"]]
     if report.get("plots"):
-        lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in report["plots"]]
+        lines += ["", "## Plots", ""]
+        for name in report["plots"]:
+            lines += [f"![{name}]({name})", "", PLOT_CAPTIONS.get(name, ""), ""]
     return "\n".join(lines) + "\n"
+
+
+PLOT_CAPTIONS = {
+    "confusion_matrix.png": "Confusion matrix: counts and row shares (unparseable answers in their own column).",
+    "category_heatmap.png": "Reference (rows) against predicted (columns) categories on the unsafe rows.",
+    "reliability.png": "Reliability diagram: the share of true violations in each score bin; bars on the "
+                       "diagonal are calibrated, bars below it over-flag, above it under-flag.",
+    "score_histograms.png": "Scores of the truly negative and truly positive rows, and the threshold: the less "
+                            "they overlap, the better the guardrail separates them.",
+    "pr_curve.png": "Precision against recall over all thresholds; the dot is the guardrail's threshold.",
+}
 
 
 def write_report(output_dir: str | Path, metrics: Mapping[str, Any], *, label_names: Sequence[str] = ("0", "1"),
@@ -150,24 +104,36 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any], *, label_na
                  reference_categories: Optional[Sequence[Sequence[str]]] = None,
                  predicted_categories: Optional[Sequence[Sequence[str]]] = None,
                  references: Optional[Sequence[int]] = None, timing: Optional[Mapping[str, Any]] = None,
+                 scores: Optional[Sequence[float]] = None, threshold: Optional[float] = None,
                  extra: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
-    """Write the report folder; returns ``{name: path}`` of what was written."""
+    """Write the report folder; returns ``{name: path}`` of what was written. With ``scores`` (and
+    ``references``) the calibration figures and ``metrics["calibration"]`` are added."""
+    from .metrics.calibration import calibration_summary
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     subject = dict(subject or {})
-    title = f"{_subject_name(subject)} on {(dataset or {}).get('name', 'dataset')}"
-    written: dict[str, str] = {}
-    plots = [str(plot_confusion(metrics, label_names, out / "confusion_matrix.png", title).name)]
-    written["confusion_matrix"] = str(out / "confusion_matrix.png")
+    metrics = dict(metrics)
+    title = f"{_short(_subject_name(subject))} on {_short(str((dataset or {}).get('name', 'dataset')))}"
+    written = {"confusion_matrix": str(plot_confusion(metrics, label_names, out / "confusion_matrix.png", title))}
     if reference_categories is not None and predicted_categories is not None and references is not None:
         heatmap = plot_category_heatmap(reference_categories, predicted_categories, references,
                                         metrics.get("false_negative_rates", {}), out / "category_heatmap.png",
                                         f"Categories on unsafe rows: {title}")
         if heatmap:
-            plots.append(heatmap.name)
             written["category_heatmap"] = str(heatmap)
+    if scores is not None and references is not None and len(set(references)) == 2:
+        cut = 0.5 if threshold is None else threshold
+        summary = calibration_summary(scores, references, cut)
+        metrics["ece"], metrics["average_precision"] = summary["ece"], summary["average_precision"]
+        metrics["calibration"] = summary
+        written["reliability"] = str(plot_reliability(scores, references, out / "reliability.png", title))
+        written["score_histograms"] = str(plot_score_histograms(scores, references, label_names,
+                                                                out / "score_histograms.png", title, cut))
+        written["pr_curve"] = str(plot_pr_curve(scores, references, out / "pr_curve.png", title, cut))
+    plots = [Path(path).name for path in written.values()]
     report = {"subject": subject, "dataset": dict(dataset or {}), "label_names": list(label_names),
-              "metrics": dict(metrics), "timing": dict(timing or {}), "plots": plots} | dict(extra or {})
+              "metrics": metrics, "timing": dict(timing or {}), "plots": plots} | dict(extra or {})
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
     (out / "report.md").write_text(_markdown(report, label_names), encoding="utf-8")
     written["report.json"], written["report.md"] = str(out / "report.json"), str(out / "report.md")
@@ -177,3 +143,9 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any], *, label_na
                 handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         written["predictions.jsonl"] = str(out / "predictions.jsonl")
     return written
+
+
+def _short(name: str) -> str:
+    """The last path part of a folder or file name (titles stay short); Hub ids are kept."""
+    path = Path(name)
+    return path.name if (name.startswith(("/", ".", "~")) or len(path.parts) > 2) else name

@@ -219,3 +219,72 @@ def test_push_to_hub_and_load_by_repo_id(classifier_dir, hub_server, tmp_path):
     from huggingface_hub import HfApi
 
     assert not any(f.startswith("checkpoint-") for f in HfApi().list_repo_files(repo_id))
+
+
+# -- long inputs ------------------------------------------------------------------------------------
+
+
+def test_long_inputs_get_the_maximum_window_score(tmp_path, data):
+    """A text longer than the window is scored window by window; its score is the highest one. With
+    long_inputs="truncate" only the first window counts, and the verdict still says how many it spans."""
+    from hf_barred.encoding import classifier_inputs
+    from hf_barred.spec import GuardrailSpec
+
+    long_text = " ".join(TEXTS * 12)
+    base = make_tiny_classifier(tmp_path / "base", corpus=list(data["prompt"]) + [RULE] + TEXTS)
+    train_guardrail(GuardrailConfig(base_model=base, rule=RULE, output_dir=str(tmp_path / "out"), num_train_epochs=1,
+                                    learning_rate=5e-3, max_length=24), data)
+    guard = Guardrail.from_pretrained(tmp_path / "out")
+    verdict = guard([long_text, TEXTS[0]])
+    assert verdict[0].windows > 3 and verdict[1].windows == 1
+    enc = classifier_inputs(guard.tokenizer, [long_text], None, 24, chunk=True, stride=min(guard.stride, 11),
+                            padding=True, return_tensors="pt")
+    enc.pop("overflow_to_sample_mapping")
+    with torch.no_grad():
+        per_window = guard.model(**enc).logits.softmax(-1)[:, 1]
+    assert len(per_window) == verdict[0].windows
+    assert verdict[0].score == pytest.approx(per_window.max().item(), abs=1e-5)
+    spec = GuardrailSpec.load(tmp_path / "out")
+    spec.long_inputs = "truncate"
+    cut = Guardrail(guard.model, guard.tokenizer, spec)([long_text])[0]
+    assert cut.score == pytest.approx(per_window[0].item(), abs=1e-5) and cut.windows == verdict[0].windows
+
+
+def test_generative_long_inputs_are_scored_in_windows(generative_dir):
+    guard = Guardrail.from_pretrained(generative_dir)
+    guard.encoder.max_length = guard.window = 160
+    long_text = " ".join(TEXTS * 20)
+    verdict = guard([long_text])[0]
+    windows = guard.encoder.fitted_windows("binary", long_text, RULE, None, None, reserve=1, stride=guard.stride)
+    assert verdict.windows == len(windows) > 1
+    manual = [_manual_score_messages(guard, m) for m in windows]
+    assert verdict.score == pytest.approx(max(manual), abs=1e-4)
+
+
+def _manual_score_messages(guard: Guardrail, messages: list) -> float:
+    tok = guard.tokenizer
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logits = guard.model(input_ids=ids).logits[0, -1]
+    one, zero = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("0")
+    return torch.softmax(logits[[one, zero]], -1)[0].item()
+
+
+def test_evaluate_writes_calibration_plots_and_counts_long_inputs(classifier_dir, tmp_path):
+    rows = xstest_rows(60)
+    csv_path = tmp_path / "test.csv"
+    Dataset.from_dict({"prompt": [r["prompt"] for r in rows[:-1]] + [" ".join(TEXTS * 200)],
+                       "label": [r["label"] for r in rows]}).to_csv(str(csv_path))
+    assert main(["evaluate", str(classifier_dir), str(csv_path), "--output", str(tmp_path / "r"),
+                 "--batch_size", "16"]) == 0
+    report = json.loads((tmp_path / "r/report.json").read_text())
+    assert report["plots"] == ["confusion_matrix.png", "reliability.png", "score_histograms.png", "pr_curve.png"]
+    for name in report["plots"]:
+        assert (tmp_path / "r" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m = report["metrics"]
+    assert 0.0 <= m["ece"] <= 1.0 and 0.0 <= m["average_precision"] <= 1.0
+    assert sum(b["count"] for b in m["calibration"]["reliability"]) == 60
+    assert report["long_inputs"]["inputs"] == 1 and report["long_inputs"]["mode"] == "chunk"
+    md = (tmp_path / "r/report.md").read_text()
+    assert "## Calibration" in md and "1 of 60 inputs exceeded" in md and "Reliability diagram" in md

@@ -20,7 +20,6 @@ import ast
 from pathlib import Path
 from typing import Iterable, Optional
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "hf_barred"
@@ -235,8 +234,6 @@ def test_layering_outside_issue_11():
     assert broken == [], "\n".join(broken)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 (training helper) removes the cycles among guardrail, metrics "
-                                        "and train, and the inference -> training imports; remove after merging it")
 def test_layering_everywhere():
     broken = violations(read_graph())
     assert broken == [], "\n".join(broken)

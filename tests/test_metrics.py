@@ -4,6 +4,7 @@ reports are written with readable plots."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import numpy as np
@@ -14,7 +15,8 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from hf_barred.metrics import load_metric
 from hf_barred.metrics.guardrail_metrics import binary_metrics, category_metrics
-from hf_barred.report import category_matrix, write_report
+from hf_barred.plots import category_matrix
+from hf_barred.report import write_report
 
 CODES = ["S1", "S2", "S3", "S4", "S10"]
 
@@ -158,3 +160,46 @@ def test_report_without_parse_failures_has_no_unparseable_column(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["plots"] == ["confusion_matrix.png"]
     assert "| true bad | 0 | 1 | 0 |" in (tmp_path / "report.md").read_text()
     assert set(paths) == {"confusion_matrix", "report.json", "report.md"}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_calibration_agrees_with_sklearn(seed):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    from hf_barred.metrics.calibration import (expected_calibration_error, pr_curve, reliability_bins,
+                                               threshold_for_f1, threshold_for_fpr)
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 80)
+    labels[:2] = [0, 1]
+    scores = np.clip(labels * 0.3 + rng.random(80) * 0.7, 0, 1).round(3)
+    assert pr_curve(scores, labels)["average_precision"] == pytest.approx(average_precision_score(labels, scores))
+    table = reliability_bins(scores, labels, bins=10)
+    manual = sum(len(b) / 80 * abs(labels[b].mean() - scores[b].mean())
+                 for k in range(10) if len(b := np.where(np.minimum((scores * 10).astype(int), 9) == k)[0]))
+    assert expected_calibration_error(scores, labels) == pytest.approx(manual)
+    assert sum(b["count"] for b in table) == 80
+    best = threshold_for_f1(scores, labels)
+    assert f1_score(labels, scores >= best) == pytest.approx(max(f1_score(labels, scores >= t) for t in set(scores)))
+    for target in (0.0, 0.1, 0.3):
+        t = threshold_for_fpr(scores, labels, target)
+        fpr = ((scores >= t) & (labels == 0)).sum() / (labels == 0).sum()
+        assert fpr <= target
+        lower = [s for s in set(scores) if s < t]
+        if lower:  # the next lower threshold would break the target: t catches the most violations allowed
+            nxt = max(lower)
+            assert ((scores >= nxt) & (labels == 0)).sum() / (labels == 0).sum() > target
+
+
+def test_report_with_scores_has_calibration_figures(tmp_path):
+    labels = [0, 0, 1, 1, 1, 0, 1, 0] * 5
+    scores = [0.1, 0.3, 0.8, 0.7, 0.4, 0.6, 0.9, 0.2] * 5
+    metrics = binary_metrics([int(s >= 0.5) for s in scores], labels)
+    paths = write_report(tmp_path, metrics, label_names=["safe", "unsafe"], subject={"model": "/a/long/path/guard"},
+                         dataset={"name": "/data/xstest.csv"}, references=labels, scores=scores, threshold=0.5)
+    assert {"reliability", "score_histograms", "pr_curve"} <= set(paths)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metrics"]["calibration"]["false_positive_rate"] == pytest.approx(0.25)
+    assert "| ece |" in (tmp_path / "report.md").read_text()
+    small = write_report(tmp_path / "small", binary_metrics([1, 0], [1, 0]), subject={"model": "m"})
+    assert "only 2 rows: these figures are not a reliable estimate" in Path(small["report.md"]).read_text()

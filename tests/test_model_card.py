@@ -117,3 +117,11 @@ def test_template_lookup(monkeypatch, tmp_path):
     assert "custom guard" in str(model_card(binary_spec(), model_name="guard"))
     with pytest.raises(FileNotFoundError, match="Expected the card template 'no_such_card.md' in one of"):
         template_path("no_such_card.md")
+
+
+def test_a_card_says_when_its_figures_come_from_fewer_than_20_rows():
+    tiny = [{"dataset": "held-out validation", "split": "validation",
+             "metrics": {"accuracy": 1.0, "f1": 0.0, "n": 4}}]
+    text = str(model_card(binary_spec(), repo_id="me/guard", evaluations=tiny))
+    assert "**Caution:** the held-out validation (validation) figures come from only 4 rows" in text
+    assert "Caution" not in str(model_card(binary_spec(), repo_id="me/guard", evaluations=EVALS))

@@ -4,7 +4,9 @@ MODEL is a folder made by ``barred train`` or a Hub repo of one. With ``--engine
 MODEL is instead the model that engine serves (``embedded`` for the local SmolLM2), asked the same
 classification prompt (:mod:`hf_barred.formats`); ``--model NAME`` may replace the MODEL argument.
 Answers that cannot be parsed are counted and scored as wrong. The report folder gets
-``report.json``, ``report.md``, ``predictions.jsonl`` and PNG plots.
+``report.json``, ``report.md``, ``predictions.jsonl`` and PNG plots: the confusion matrix and, for a
+trained guardrail, a reliability diagram (with the ECE), per-class score histograms and a
+precision-recall curve. Flags take dashes or underscores (``--batch-size`` or ``--batch_size``).
 
 Example:
     $ barred evaluate outputs/xstest-guard dataset_scripts/xstest/xstest_prompts.csv --output reports/guard \\
@@ -17,12 +19,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-ENGINES = ("local", "openai", "vllm")
+from .engine_options import add_engine_arguments, engine_config
 
 
 def register(subparsers: Any) -> None:
@@ -35,85 +36,25 @@ def register(subparsers: Any) -> None:
                         help="A guardrail folder or Hub repo (or, with --engine, a model name), then the labelled "
                              "dataset: a CSV/JSON/parquet file, a save_to_disk folder or a Hub id.")
     parser.add_argument("--output", required=True, help="Report folder.")
-    parser.add_argument("--engine", choices=ENGINES, help="Evaluate an LLM-as-judge on this engine instead.")
-    parser.add_argument("--model", help="The judge's model (instead of the MODEL argument).")
-    parser.add_argument("--base-url", help="OpenAI-compatible base URL (engine openai).")
-    parser.add_argument("--api-key-env", help="Name of the env var holding the API key (engine openai).")
+    add_engine_arguments(parser, default_engine=None, title="LLM-as-judge (instead of a trained guardrail)")
     parser.add_argument("--split", default="test", help="Split of a dataset folder or Hub id (default: test).")
     parser.add_argument("--limit", type=int, help="Evaluate only the first N rows.")
     parser.add_argument("--rule", help="The rule (default: the dataset's rule column or the guardrail's rule).")
     parser.add_argument("--taxonomy", help="S-coded taxonomy text or file (policy format).")
     parser.add_argument("--format", dest="prompt_format", choices=("auto", "binary", "policy"), default="auto",
                         help="Judge prompt: binary rule or policy taxonomy (auto: policy when a taxonomy is given).")
-    parser.add_argument("--threshold", type=float, help="Guardrail threshold (default: the saved one).")
-    parser.add_argument("--batch-size", type=int, default=32, help="Rows per forward pass (guardrail).")
-    parser.add_argument("--max-tokens", type=int, help="Judge answer length (default: 2 binary, 96 policy).")
+    parser.add_argument("--threshold", type=float, help="Guardrail threshold (default: the saved, calibrated one).")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="Rows per forward pass (guardrail).")
+    parser.add_argument("--max-tokens", "--max_tokens", type=int, help="Judge answer length (default: 2 binary, 96 policy).")
     for column in ("text", "label", "rule", "task", "taxonomy", "categories"):
-        parser.add_argument(f"--{column}-column", help=f"The {column} column (detected if unset).")
-    parser.add_argument("--positive-label", help="The label value meaning 'the rule applies / unsafe'.")
+        parser.add_argument(f"--{column}-column", f"--{column}_column", help=f"The {column} column (detected if unset).")
+    parser.add_argument("--positive-label", "--positive_label", help="The label value meaning 'the rule applies / unsafe'.")
     parser.set_defaults(run=run)
-
-
-def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: Optional[str] = None,
-                       base_url: Optional[str] = None, api_key_env: Optional[str] = None, split: str = "test",
-                       limit: Optional[int] = None, rule: Optional[str] = None, taxonomy: Optional[str] = None,
-                       prompt_format: str = "auto", threshold: Optional[float] = None, batch_size: int = 32,
-                       max_tokens: Optional[int] = None, columns: Optional[dict[str, Optional[str]]] = None,
-                       positive_label: Optional[str] = None) -> dict[str, Any]:
-    """Evaluate a guardrail (``engine=None``) or a judge and write the report folder; returns the report."""
-    from ..data import load_labelled_data
-    from ..metrics.evaluation import predict_with_guardrail, predict_with_judge, score
-    from ..report import write_report
-    from ..train.config import GuardrailConfig
-    from ..train.data import normalize_dataset
-
-    raw = load_labelled_data(dataset, split)
-    if limit:
-        raw = raw.select(range(min(limit, len(raw))))
-    columns = {f"{k}_column": v for k, v in (columns or {}).items() if v}
-    if engine:
-        from ..llm import EngineConfig
-
-        engine_config = EngineConfig(engine=engine, model=model, base_url=base_url, api_key_env=api_key_env)
-        cfg = GuardrailConfig(rule=rule, taxonomy=taxonomy, prompt_format=prompt_format,
-                              positive_label=positive_label, **columns)
-        norm, info = normalize_dataset(raw, cfg)
-        fmt = cfg.resolved_prompt_format(has_taxonomy_column=info.columns["taxonomy"] is not None)
-        predictions = predict_with_judge(engine_config, norm, fmt, max_tokens=max_tokens)
-        subject = {"kind": "judge"} | engine_config.identity() | ({"base_url": base_url} if base_url else {})
-        label_names = info.label_names
-    else:
-        from ..guardrail import Guardrail
-
-        guardrail = Guardrail.from_pretrained(model, threshold=threshold)
-        spec = guardrail.spec
-        fmt = spec.prompt_format
-        cfg = GuardrailConfig(rule=rule or spec.rule, taxonomy=taxonomy or spec.taxonomy, prompt_format=fmt,
-                              positive_label=positive_label, **columns)
-        norm, info = normalize_dataset(raw, cfg, label_names=spec.label_names)
-        predictions = predict_with_guardrail(guardrail, norm, batch_size=batch_size)
-        subject = {"kind": "guardrail", "model": str(model), "guardrail_kind": spec.kind,
-                   "threshold": guardrail.threshold}
-        label_names = spec.label_names
-    metrics = score(norm, predictions, fmt)
-    rows = [{"text": t, "label": y} | p for t, y, p in zip(norm["text"], norm["label"], predictions.rows())]
-    timing = {"seconds": round(predictions.seconds, 3),
-              "rows_per_second": round(len(norm) / predictions.seconds, 2) if predictions.seconds else None}
-    policy = fmt == "policy"
-    write_report(
-        output, metrics, label_names=label_names, subject=subject,
-        dataset={"name": str(dataset), "split": split if not Path(dataset).is_file() else None, "rows": len(norm)},
-        rows=rows, timing=timing, references=list(norm["label"]) if policy else None,
-        reference_categories=[list(c) for c in norm["categories"]] if policy else None,
-        predicted_categories=predictions.categories if policy else None,
-        extra={"prompt_format": fmt, "usage": predictions.usage} if predictions.usage else {"prompt_format": fmt},
-    )
-    return json.loads((Path(output) / "report.json").read_text())
 
 
 def print_summary(report: dict[str, Any], output: str | Path) -> None:
     metrics = report["metrics"]
-    keys = ("accuracy", "precision", "recall", "f1", "unparseable", "n", "category_f1")
+    keys = ("accuracy", "precision", "recall", "f1", "unparseable", "n", "category_f1", "ece")
     print("  ".join(f"{k}={metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                     for k in keys if k in metrics))
     print(f"Report written to {Path(output) / 'report.md'}")
@@ -132,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     model, dataset = sources
+    from ..evaluation import evaluate_to_report
+
+    judge = engine_config(args, model=model) if args.engine else None
     report = evaluate_to_report(
-        model, dataset, args.output, engine=args.engine, base_url=args.base_url, api_key_env=args.api_key_env,
-        split=args.split, limit=args.limit, rule=args.rule, taxonomy=args.taxonomy, prompt_format=args.prompt_format,
+        model, dataset, args.output, engine=judge, split=args.split, limit=args.limit, rule=args.rule, taxonomy=args.taxonomy, prompt_format=args.prompt_format,
         threshold=args.threshold, batch_size=args.batch_size, max_tokens=args.max_tokens,
         columns={k: getattr(args, f"{k}_column") for k in ("text", "label", "rule", "task", "taxonomy", "categories")},
         positive_label=args.positive_label,

@@ -1,8 +1,11 @@
-"""Training guardrail models: :class:`GuardrailConfig` and :func:`train_guardrail`.
+"""Training guardrail models: :class:`GuardrailTrainingArguments` and :func:`train_guardrail`.
+
+Classifiers train on ``transformers.Trainer``, generative guardrails on ``trl.SFTTrainer`` (LoRA via
+peft); both run unchanged under ``accelerate launch`` (several processes or GPUs, DeepSpeed, FSDP).
 
 Example:
-    >>> from hf_barred.train import GuardrailConfig
-    >>> GuardrailConfig(model_kind="generative", rule="The agent gives health advice.").lora_r
+    >>> from hf_barred.train import GuardrailTrainingArguments
+    >>> GuardrailTrainingArguments(model_kind="generative", rule="The agent gives health advice.").lora_r
     16
 """
 
@@ -10,15 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import GuardrailConfig
-from .spec import GuardrailSpec
+__all__ = ["GuardrailConfig", "GuardrailSpec", "GuardrailTrainingArguments", "TrainResult", "train_guardrail"]
 
-__all__ = ["GuardrailConfig", "GuardrailSpec", "TrainResult", "train_guardrail"]
+_LAZY = {"GuardrailTrainingArguments": "args", "GuardrailConfig": "args", "train_guardrail": "trainer",
+         "TrainResult": "trainer", "GuardrailSpec": "spec"}
 
 
-def __getattr__(name: str) -> Any:  # the trainer imports torch: load it on first use
-    if name in ("train_guardrail", "TrainResult"):
-        from . import trainer
+def __getattr__(name: str) -> Any:  # transformers and trl load on first use
+    if name in _LAZY:
+        import importlib
 
-        return getattr(trainer, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

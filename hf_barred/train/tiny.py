@@ -34,8 +34,9 @@ def _prompt_corpus(corpus: Iterable[str]) -> list[str]:
                     policy_answer(True, ["S1", "S2"]), policy_answer(False, []), "0 1"]
 
 
-def make_tiny_classifier(folder: str | Path, corpus: Iterable[str] = (), seed: int = 0) -> str:
-    """A 2-layer BERT (hidden 32) for sequence classification and a word-level tokenizer."""
+def make_tiny_classifier(folder: str | Path, corpus: Iterable[str] = (), seed: int = 0, dropout: float = 0.1) -> str:
+    """A 2-layer BERT (hidden 32) for sequence classification and a word-level tokenizer
+    (``dropout=0``: runs that see the same batches give the same weights)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
@@ -55,7 +56,8 @@ def make_tiny_classifier(folder: str | Path, corpus: Iterable[str] = (), seed: i
                                         cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=512, pad_token_id=0, num_labels=2)
+                        intermediate_size=37, max_position_embeddings=512, pad_token_id=0, num_labels=2,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

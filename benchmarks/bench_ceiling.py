@@ -1,0 +1,244 @@
+"""The human-label ceiling of each guardrail kind: 5-fold stratified cross-validation on human labels.
+
+On the human-labelled sets in ``../shared/data`` (BARRED health advice and message repetition, XSTest),
+each system is trained on four folds and scored on the fifth:
+
+- ``minilm-lora``: the default guardrail, an all-MiniLM-L6-v2 classifier with LoRA (``transformers.Trainer``);
+- ``minilm-full``: the same classifier fully fine-tuned;
+- ``setfit``: SetFit on the same MiniLM (contrastive fine-tuning + logistic head), the small-data peer;
+- ``smollm2-lora``: SmolLM2-135M-Instruct, a generative guardrail with LoRA (``trl.SFTTrainer``);
+- ``tfidf``: TF-IDF (word 1-2 grams) and logistic regression.
+
+Per system and dataset: accuracy mean ± 95% CI over the folds (Student t), F1 mean, training time per
+fold, and p50 latency at batch 1 (one forward pass per text, long inputs in windows). Bounded by
+``--max-rows`` (a stratified subsample per dataset), ``--epochs``, ``--max-length`` and
+``--generative-folds`` (SmolLM2 is slow on a CPU), so that the default run fits ~25 minutes on 2 cores.
+
+Example:
+    $ OMP_NUM_THREADS=2 python benchmarks/bench_ceiling.py --out benchmarks/ceiling.json
+    $ python benchmarks/bench_ceiling.py --datasets xstest --systems tfidf minilm-lora --folds 3
+    $ python benchmarks/bench_ceiling.py --table-from a.json b.json   # one table of runs split by system
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_guardrail_cpu import latency_ms  # noqa: E402  (the same p50 timing as the CPU benchmark)
+DATA = Path(os.environ.get("HF_BARRED_SHARED_DATA", ROOT.parent / "shared" / "data"))
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+XSTEST_RULE = "The request asks for help with something harmful, dangerous, violent, hateful or illegal."
+DATASETS = {
+    "healthe": ("barred/healthe_test.csv", "transcript", "predicate_label", "predicate"),
+    "message_repetition": ("barred/message_repetition_test.csv", "transcript", "predicate_label", "predicate"),
+    "xstest": ("xstest/xstest_prompts.csv", "prompt", "label", None),
+}
+PAPER = {"message_repetition": 0.92, "healthe": 0.79}  # fine-tuned Qwen2.5-3B, BARRED paper Table 3
+SYSTEMS = ("tfidf", "minilm-lora", "minilm-full", "setfit", "smollm2-lora")
+
+
+def load(name: str, max_rows: int, seed: int) -> tuple[list[str], list[int], str]:
+    """Texts, 0/1 labels and the rule of one dataset (a stratified subsample of ``max_rows`` if smaller)."""
+    from sklearn.model_selection import train_test_split
+
+    file, text_col, label_col, rule_col = DATASETS[name]
+    rows = list(csv.DictReader(open(DATA / file, encoding="utf-8")))
+    texts = [r[text_col] for r in rows]
+    labels = [int(r[label_col] in ("1", "unsafe")) for r in rows]
+    rule = rows[0][rule_col] if rule_col else XSTEST_RULE
+    if max_rows and len(rows) > max_rows:
+        texts, _, labels, _ = train_test_split(texts, labels, train_size=max_rows, stratify=labels, random_state=seed)
+    return texts, labels, rule
+
+
+def quiet(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` without the trainers' progress prints."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn()
+
+
+# -- systems: each returns (predictions, train seconds, predict-one function) --------------------------
+
+
+def run_tfidf(args, train_x, train_y, test_x, rule, workdir):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                          LogisticRegression(max_iter=2000, random_state=args.seed))
+    start = time.perf_counter()
+    model.fit(train_x, train_y)
+    return list(model.predict(test_x)), time.perf_counter() - start, lambda t: model.predict_proba([t])
+
+
+def _hf_guardrail(args, train_x, train_y, test_x, rule, workdir, **overrides):
+    from datasets import Dataset
+
+    from hf_barred.guardrail import Guardrail
+    from hf_barred.train import GuardrailTrainingArguments, train_guardrail
+
+    settings = dict(base_model="embedded", rule=rule, output_dir=str(workdir), num_train_epochs=args.epochs,
+                    learning_rate=args.learning_rate, per_device_train_batch_size=16, max_length=args.max_length,
+                    seed=args.seed, disable_tqdm=True, logging_strategy="no") | overrides
+    training_args = GuardrailTrainingArguments(**settings)
+    data = Dataset.from_dict({"text": list(train_x), "label": list(train_y)})
+    start = time.perf_counter()
+    quiet(lambda: train_guardrail(training_args, data))
+    seconds = time.perf_counter() - start
+    guard = Guardrail.from_pretrained(workdir, device="cpu")
+    verdicts = guard(list(test_x), batch_size=16)
+    return [int(v.flagged) for v in verdicts], seconds, lambda t: guard([t], batch_size=1)
+
+
+def run_minilm_lora(args, *data):
+    return _hf_guardrail(args, *data)
+
+
+def run_minilm_full(args, *data):
+    return _hf_guardrail(args, *data, use_lora=False, learning_rate=args.full_learning_rate)
+
+
+def run_smollm2_lora(args, *data):
+    return _hf_guardrail(args, *data, model_kind="generative", num_train_epochs=args.generative_epochs,
+                         learning_rate=3e-4, per_device_train_batch_size=8, max_length=args.generative_max_length)
+
+
+def run_setfit(args, train_x, train_y, test_x, rule, workdir):
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from hf_barred.modeling import embedded_classifier_path
+
+    model = SetFitModel.from_pretrained(str(embedded_classifier_path()))
+    model.model_body.max_seq_length = args.max_length
+    training = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=args.setfit_iterations, seed=args.seed,
+                                 show_progress_bar=False, output_dir=str(workdir), save_strategy="no",
+                                 report_to="none", logging_strategy="no")
+    trainer = Trainer(model=model, args=training,
+                      train_dataset=Dataset.from_dict({"text": list(train_x), "label": list(train_y)}))
+    start = time.perf_counter()
+    quiet(trainer.train)
+    seconds = time.perf_counter() - start
+    return [int(p) for p in model.predict(list(test_x))], seconds, lambda t: model.predict_proba([t])
+
+
+RUNNERS = {"tfidf": run_tfidf, "minilm-lora": run_minilm_lora, "minilm-full": run_minilm_full,
+           "setfit": run_setfit, "smollm2-lora": run_smollm2_lora}
+
+
+# -- cross-validation -----------------------------------------------------------------------------------
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (0 for a single value)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str, Any]:
+    from sklearn.model_selection import StratifiedKFold
+
+    from hf_barred.metrics.guardrail_metrics import binary_metrics
+
+    texts, labels, rule = load(dataset, args.max_rows, args.seed)
+    folds = list(StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed).split(texts, labels))
+    if system == "smollm2-lora":
+        folds = folds[: args.generative_folds]
+    accuracies, f1s, train_seconds, latency = [], [], [], None
+    for k, (train_idx, test_idx) in enumerate(folds):
+        train_x, train_y = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+        test_x, test_y = [texts[i] for i in test_idx], [labels[i] for i in test_idx]
+        predictions, seconds, predict_one = RUNNERS[system](args, train_x, train_y, test_x, rule,
+                                                            workroot / f"{system}-{dataset}-{k}")
+        metrics = binary_metrics(predictions, test_y)
+        accuracies.append(metrics["accuracy"])
+        f1s.append(metrics["f1"])
+        train_seconds.append(seconds)
+        if k == len(folds) - 1:
+            latency = latency_ms(predict_one, test_x[: args.latency_texts])[0]
+        print(f"  {system:13s} {dataset:18s} fold {k + 1}/{len(folds)}: accuracy {metrics['accuracy']:.3f} "
+              f"F1 {metrics['f1']:.3f} train {seconds:.1f} s", flush=True)
+    accuracy, ci = mean_ci(accuracies)
+    return {"system": system, "dataset": dataset, "rows": len(texts), "folds": len(folds), "accuracy": accuracy,
+            "accuracy_ci95": ci, "f1": statistics.fmean(f1s), "train_s": statistics.fmean(train_seconds),
+            "p50_ms": latency, "fold_accuracies": accuracies}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ["system", "dataset", "rows", "folds", "accuracy (mean ± 95% CI)", "F1", "train s / fold", "p50 ms @1",
+            "paper: fine-tuned Qwen2.5-3B"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        lines.append("| " + " | ".join([
+            r["system"], r["dataset"], str(r["rows"]), str(r["folds"]), f"{r['accuracy']:.3f} ± {r['accuracy_ci95']:.3f}",
+            f"{r['f1']:.3f}", f"{r['train_s']:.1f}", f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
+            f"{PAPER[r['dataset']]:.2f}" if r["dataset"] in PAPER else "-"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-rows", type=int, default=200, help="Stratified subsample per dataset (0: all).")
+    parser.add_argument("--epochs", type=float, default=4, help="Epochs of the MiniLM classifiers.")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="MiniLM + LoRA learning rate.")
+    parser.add_argument("--full-learning-rate", type=float, default=5e-5, help="MiniLM full fine-tuning rate.")
+    parser.add_argument("--max-length", type=int, default=256, help="MiniLM window (longer inputs: windows).")
+    parser.add_argument("--setfit-iterations", type=int, default=3, help="SetFit contrastive pairs per row / 2.")
+    parser.add_argument("--generative-folds", type=int, default=1, help="Folds run for SmolLM2 (slow on a CPU).")
+    parser.add_argument("--generative-epochs", type=float, default=2)
+    parser.add_argument("--generative-max-length", type=int, default=384)
+    parser.add_argument("--latency-texts", type=int, default=20, help="Texts timed one by one (last fold).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="Write the results (JSON) here.")
+    parser.add_argument("--table-from", nargs="+", type=Path, metavar="JSON",
+                        help="Only print the table of earlier --out files (e.g. of runs split by system).")
+    args = parser.parse_args(argv)
+    if args.table_from:
+        runs = [json.loads(path.read_text()) for path in args.table_from]
+        print(table([r for run in runs for r in run["results"]]))
+        print("\nwall time per run: " + ", ".join(f"{run['wall_s'] / 60:.1f} min" for run in runs))
+        return 0
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for system in args.systems:
+            for dataset in args.datasets:
+                results.append(cross_validate(args, system, dataset, Path(tmp)))
+    wall = time.perf_counter() - started
+    print(table(results))
+    print(f"\nwall time {wall / 60:.1f} min, {torch.get_num_threads()} threads; settings: {vars(args)}")
+    if args.out:
+        args.out.write_text(json.dumps({"results": results, "wall_s": wall, "settings": {
+            k: str(v) for k, v in vars(args).items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
