@@ -93,7 +93,7 @@ DIMENSIONS = {
     "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
 }
 WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
-STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred.stages.debate.JUDGE_PERSONAS) dissents
+STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred/prompts/judge_persona/strict.jinja) dissents
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
 _SAMPLE = re.compile(r"\(sample (\d+)\)")
 _ROUND = re.compile(r"Round (\d+)\.")

@@ -42,7 +42,7 @@ from distilabel.steps import LoadDataFromDicts, Step, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
-JUDGE_PERSONAS = [  # hf_barred.stages.debate.JUDGE_PERSONAS, alternated like DebateConfig.with_judges
+JUDGE_PERSONAS = [  # hf_barred/prompts/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
     ("recall", ("You are a careful reviewer who must not miss a case where the rule applies: "
                 "if the rule plausibly applies, say yes.")),
     ("strict", "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."),

@@ -5,8 +5,14 @@ Hugging Face stack: every stage is a ``Dataset.map`` transform, every artefact g
 with a generated card. Heavy modules (recipes, training, inference) load on first use, so
 ``import hf_barred`` stays light.
 
+The stages (``Dataset -> Dataset`` transforms) and their configs, the recipes, training and
+inference are exported here and load on first use; ``dir(hf_barred)`` and type checkers (through
+the ``TYPE_CHECKING`` imports below) see them all.
+
 Example:
     >>> import hf_barred
+    >>> {"debate", "DebateConfig", "category_delete", "run_barred"} <= set(dir(hf_barred))
+    True
     >>> task = hf_barred.GuardrailTask(criterion="The agent's response contains health advice.")
     >>> task.labels
     ('False', 'True')
@@ -15,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -23,12 +29,53 @@ from .llm import EngineConfig, SamplingParams, get_engine
 from .task import GuardrailTask, Seed
 from .taxonomy import Category, Taxonomy
 
+if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
+    from .guardrail import Guardrail
+    from .hub import push_barred_run, push_dataset
+    from .policy import load_policy_rows, policy_rows
+    from .recipes.apt import AugmentConfig, augment
+    from .recipes.barred import BarredConfig, run_barred
+    from .stages.category_delete import CategoryDeleteConfig, category_delete
+    from .stages.category_shuffle import CategoryShuffleConfig, category_shuffle
+    from .stages.debate import DebateConfig, debate
+    from .stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
+    from .stages.generate import GenerateConfig, generate
+    from .stages.guideline_edit import GuidelineEditConfig, guideline_edit
+    from .stages.instantiate import InstantiateConfig, instantiate
+    from .stages.plan import PlanConfig, plan
+    from .stages.refine import RefineConfig, refine
+    from .train import GuardrailConfig, train_guardrail
+
 _LAZY = {
+    # recipes
     "BarredConfig": "recipes.barred",
     "run_barred": "recipes.barred",
     "AugmentConfig": "recipes.apt",
     "augment": "recipes.apt",
+    # stages and their configs (BARRED, then APT)
+    "task_dataset": "stages.decompose",
+    "DecomposeConfig": "stages.decompose",
+    "extract_dimensions": "stages.decompose",
+    "InstantiateConfig": "stages.instantiate",
+    "instantiate": "stages.instantiate",
+    "PlanConfig": "stages.plan",
+    "plan": "stages.plan",
+    "GenerateConfig": "stages.generate",
+    "generate": "stages.generate",
+    "DebateConfig": "stages.debate",
+    "debate": "stages.debate",
+    "RefineConfig": "stages.refine",
+    "refine": "stages.refine",
+    "CategoryDeleteConfig": "stages.category_delete",
+    "category_delete": "stages.category_delete",
+    "CategoryShuffleConfig": "stages.category_shuffle",
+    "category_shuffle": "stages.category_shuffle",
+    "GuidelineEditConfig": "stages.guideline_edit",
+    "guideline_edit": "stages.guideline_edit",
+    # policy-conditioned rows
+    "policy_rows": "policy",
     "load_policy_rows": "policy",
+    # training, inference, the Hub
     "Guardrail": "guardrail",
     "GuardrailConfig": "train",
     "train_guardrail": "train",
@@ -44,5 +91,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # resolved once
+        return value
     raise AttributeError(f"module 'hf_barred' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

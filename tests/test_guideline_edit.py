@@ -132,7 +132,7 @@ def test_positives_pass_through_without_a_call(scripted):
     "text, error",
     [
         ("JUNK", "no JSON object found"),
-        ("WRONGACTION", "is not one of ['edit_existing', 'add_category', 'keep_safe']"),
+        ("WRONGACTION", "at 'action': Input should be 'edit_existing', 'add_category' or 'keep_safe'"),
         ("BADCODE", "expected 'category' to be one of S1..S3, found 'S9'"),
         ("NOLINES", "expected at least one 'should_not' line"),
         ("DUP", "has the name of S2"),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 from hf_barred.llm.base import SamplingParams
@@ -84,3 +85,48 @@ def test_constrained_schema_is_decoded_with_and_schema_validates(tmp_path):
     plain = CachedBackend(ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite"))
     [result] = structured_chat(plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
     assert result.ok  # an engine without constrained decoding is never sent a schema
+
+
+def test_json_repair_mends_near_json_but_never_a_truncated_answer(tmp_path):
+    assert extract_json_object("{'label': 'True', 'confidence': 0.5,}") == {"label": "True", "confidence": 0.5}
+    assert extract_json_object('Here: {label: "False", confidence: 1}') == {"label": "False", "confidence": 1}
+    assert extract_json_object('{"label": "True", "confidence": 0.', repair=False) is None
+
+    class Truncating(ScriptedBackend):
+        def chat(self, conversations, params, on_result=None):
+            def cut_off(i, completion):
+                if on_result is not None:
+                    on_result(i, dataclasses.replace(completion, finish_reason="length"))
+
+            return [dataclasses.replace(c, finish_reason="length") for c in super().chat(conversations, params, cut_off)]
+
+    cut = '{"label": "True", "confidence": 0.9, "reasoning": "The user asks'
+    engine = CachedBackend(Truncating(lambda c: cut), ResponseCache(tmp_path / "t.sqlite"))
+    [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
+    assert result.data is None and result.raw == cut  # counted as a failure, raw text kept
+    assert "cut off at max_tokens" in result.error
+    mended = CachedBackend(ScriptedBackend(lambda c: "{'label': 'True', 'confidence': 1,}"), ResponseCache(tmp_path / "m.sqlite"))
+    [result] = structured_chat(mended, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
+    assert result.ok and result.data == {"label": "True", "confidence": 1} and result.attempts == 1
+
+
+def test_answer_models_validate_leniently_and_decode_strictly(tmp_path):
+    from hf_barred.answers import Instantiations, JudgeAnswer
+
+    assert JudgeAnswer.validation_error({"label": "health_advice", "confidence": "high"}) is None
+    assert JudgeAnswer.validation_error({"label": 0.5}).startswith("at 'label': ")
+    assert Instantiations.validation_error({"values": [{"value": "night", "p": 0.2}]}) is None  # extra keys pass
+    assert Instantiations.validation_error({"values": [{"applies": "yes"}]}) == "'values/0/value' is required"
+    grammar = Instantiations.grammar(max_items={"values": 4})
+    item = grammar["properties"]["values"]["items"]
+    assert item["required"] == ["value", "applies", "probability"] and item["additionalProperties"] is False
+    assert grammar["properties"]["values"]["maxItems"] == 4 and "$defs" not in grammar
+    backend = Constraining(lambda c: '{"reasoning": "r", "confidence": 0.9, "label": "yes"}')
+    [result] = structured_chat(CachedBackend(backend, ResponseCache(tmp_path / "a.sqlite")),
+                               [[{"role": "user", "content": "x"}]], JudgeAnswer, SamplingParams())
+    assert result.ok and result.data["label"] == "yes" and backend.schemas == [JudgeAnswer.grammar()]
+    bad = ScriptedBackend(lambda c: '{"reasoning": "r"}')
+    [result] = structured_chat(CachedBackend(bad, ResponseCache(tmp_path / "b.sqlite")),
+                               [[{"role": "user", "content": "x"}]], JudgeAnswer, SamplingParams(), max_repairs=1)
+    assert result.error == "'label' is required" and result.raw == '{"reasoning": "r"}' and len(bad.sent) == 2
+    assert json.dumps(JudgeAnswer.grammar()) in bad.sent[1][-1]["content"]  # the repair shows the grammar

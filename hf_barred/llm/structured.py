@@ -3,8 +3,9 @@
 Engines that support constrained decoding (vLLM guided JSON, OpenAI ``response_format``, the local
 engine with ``xgrammar``) get the schema with the request — or a stricter ``constrained_schema``
 (closed enums, bounded string lengths so that the answer ends within ``max_tokens``) that the
-answer must then follow. Every answer is then parsed and validated with ``jsonschema``; an answer
-that fails is sent back once per repair round, in one batched call, with the validation error,
+answer must then follow. Every answer is then parsed (exact JSON first; else ``json-repair``
+mends single quotes, trailing commas, unquoted keys and the like, but never a truncated answer)
+and validated with ``jsonschema``; an answer that fails is sent back once per repair round, in one batched call, with the validation error,
 at most ``max_repairs`` times. A row that still fails keeps its raw text and its error: it is
 counted, never dropped or silently replaced by ``None``.
 
@@ -15,6 +16,8 @@ Example:
     ({'label': 'True'}, None)
     >>> parse_json_answer('{"lable": "True"}', schema)[1]
     "'label' is a required property"
+    >>> parse_json_answer("{'label': 'True',}", schema)   # mended by json-repair
+    ({'label': 'True'}, None)
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence, Union
 
+import json_repair
 import jsonschema
 
 from .base import Conversation, SamplingParams
@@ -34,6 +38,18 @@ REPAIR_MESSAGE = (
     "Your previous answer could not be used: {error}\n"
     "Reply again with only one JSON object that follows this schema, and nothing else:\n{schema}"
 )
+
+
+class AnswerSchema(Protocol):
+    """What :func:`structured_chat` needs of an answer model (:class:`hf_barred.answers.Answer`)."""
+
+    def validation_error(self, value: Any) -> Optional[str]: ...
+
+    def grammar(self) -> dict[str, Any]: ...
+
+
+Schema = Union[dict[str, Any], AnswerSchema]
+"""A JSON schema (validated with ``jsonschema``) or an answer model (validated by the model)."""
 
 
 @dataclass
@@ -60,8 +76,12 @@ def _candidates(text: str) -> list[str]:
     return found
 
 
-def extract_json_object(text: str) -> Optional[Any]:
-    """The first JSON object in ``text`` (inside code fences, or surrounded by prose), else None."""
+def extract_json_object(text: str, repair: bool = True) -> Optional[Any]:
+    """The first JSON object in ``text`` (inside code fences, or surrounded by prose), else None.
+
+    Exact JSON is looked for first; with ``repair`` an answer with none is handed to
+    ``json_repair`` (single quotes, trailing commas, unquoted keys, missing closing brackets).
+    """
     decoder = json.JSONDecoder()
     for candidate in _candidates(text):
         candidate = candidate.strip()
@@ -72,15 +92,29 @@ def extract_json_object(text: str) -> Optional[Any]:
                 continue
             if isinstance(value, dict):
                 return value
+    if repair and "{" in text:
+        mended = json_repair.loads(text)
+        for value in mended if isinstance(mended, list) else [mended]:
+            if isinstance(value, dict) and value:
+                return value
     return None
 
 
-def parse_json_answer(text: str, schema: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """``(data, None)`` when ``text`` holds a JSON object valid under ``schema``, else ``(None, error)``."""
-    value = extract_json_object(text)
+def parse_json_answer(
+    text: str, schema: Schema, repair: bool = True
+) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """``(data, None)`` when ``text`` holds a JSON object valid under ``schema``, else ``(None, error)``.
+    ``data`` is the object as the model wrote it; an answer model only validates it.
+
+    ``repair=False`` accepts exact JSON only (for an answer cut off at ``max_tokens``, which
+    json-repair would close into a shorter, wrong answer)."""
+    value = extract_json_object(text, repair=repair)
     if value is None:
         snippet = text.strip().replace("\n", " ")[:80]
         return None, f"no JSON object found in the answer (it starts: {snippet!r})"
+    if not isinstance(schema, dict):
+        problem = schema.validation_error(value)
+        return (None, problem) if problem else (value, None)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
@@ -92,7 +126,7 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> tuple[Optional[dict[
 def structured_chat(
     engine: Any,
     conversations: Sequence[Conversation],
-    schema: dict[str, Any],
+    schema: Schema,
     params: SamplingParams,
     stage: str = "",
     max_repairs: int = 2,
@@ -101,12 +135,15 @@ def structured_chat(
     """Ask every conversation for a JSON object following ``schema``; one batched call per round.
 
     ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
-    ``constrained_schema`` (default: ``schema``) is what an engine with constrained decoding decodes
-    with; it should accept only answers that ``schema`` accepts. Answers are validated with ``schema``.
+    ``schema`` is a JSON schema or an answer model (:mod:`hf_barred.answers`). ``constrained_schema``
+    (default: ``schema``, or the model's grammar) is what an engine with constrained decoding decodes
+    with, and what a repair round shows; it should accept only answers that ``schema`` accepts.
+    Answers are validated with ``schema``.
     """
+    decoded = constrained_schema or (schema if isinstance(schema, dict) else schema.grammar())
     if engine.supports_json_schema:
-        params = params.replace(json_schema=constrained_schema or schema)
-    schema_text = json.dumps(schema, ensure_ascii=False)
+        params = params.replace(json_schema=decoded)
+    schema_text = json.dumps(schema if isinstance(schema, dict) else decoded, ensure_ascii=False)
     current = [list(conv) for conv in conversations]
     results: list[Optional[StructuredResult]] = [None] * len(conversations)
     pending = list(range(len(conversations)))
@@ -121,7 +158,10 @@ def structured_chat(
             if not completion.ok:  # the engine gave up on this request; a repair would not help
                 results[i] = StructuredResult(None, "", completion.error, attempt, prompt_tokens, completion_tokens, cached)
                 continue
-            data, error = parse_json_answer(completion.text, schema)
+            # a truncated answer is never mended: closing its brackets would keep a cut-off text
+            data, error = parse_json_answer(completion.text, schema, repair=completion.finish_reason != "length")
+            if error is not None and completion.finish_reason == "length":
+                error += " (the answer was cut off at max_tokens)"
             results[i] = StructuredResult(data, completion.text, error, attempt, prompt_tokens, completion_tokens, cached)
             if error is not None:
                 still_failing.append(i)

@@ -3,9 +3,9 @@
 Example:
     >>> from hf_barred.recipes.barred_config import BarredConfig
     >>> from hf_barred.llm import EngineConfig
-    >>> config = BarredConfig.for_engine(EngineConfig(engine="local"), judges=3, rounds=2, max_refinements=1)
-    >>> len(config.debate.judges), config.debate.rounds, config.max_refinements
-    (3, 2, 1)
+    >>> config = BarredConfig.for_engine(EngineConfig(engine="vllm", model="m"), judges=4)
+    >>> config.debate.judges, config.generate.max_tokens
+    (('recall', 'strict', 'literal', 'contextual'), 512)
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..policy import check_policy_rows, check_row_codes, lineage_column, missing_lineage, policy_features, select_policy_text
+from ..policy import check_row_codes, lineage_column, missing_lineage, select_policy_text
 from ..rowrandom import RowRandom
 from ..taxonomy import Taxonomy, TaxonomyTextError, remap_codes
-from .common import map_stage
+from .common import map_policy_stage
 
 STAGE = "category_delete"
 VERSION = "1"
@@ -150,14 +150,5 @@ def category_delete(ds: Dataset, config: CategoryDeleteConfig = CategoryDeleteCo
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000 here:
     the work per row is small).
     """
-    check_policy_rows(ds, STAGE)
-    return map_stage(
-        ds,
-        _delete_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        features=policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs={"batch_size": 1000} | map_kwargs,
-    )
+    return map_policy_stage(ds, _delete_batch, stage=STAGE, version=VERSION, config=config,
+                            map_kwargs={"batch_size": 1000} | map_kwargs)

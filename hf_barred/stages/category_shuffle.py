@@ -24,10 +24,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..policy import check_policy_rows, lineage_column, missing_lineage, policy_features, select_policy_text
+from ..policy import lineage_column, missing_lineage, select_policy_text
 from ..rowrandom import RowRandom
 from ..taxonomy import remap_codes
-from .common import map_stage
+from .common import map_policy_stage
 from .category_delete import row_policy
 
 STAGE = "category_shuffle"
@@ -78,14 +78,5 @@ def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompt
 def category_shuffle(ds: Dataset, config: CategoryShuffleConfig = CategoryShuffleConfig(), **map_kwargs: Any) -> Dataset:
     """Permute the categories of each row's policy (see the module docstring); ``map_kwargs`` go to
     :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000)."""
-    check_policy_rows(ds, STAGE)
-    return map_stage(
-        ds,
-        _shuffle_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        features=policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs={"batch_size": 1000} | map_kwargs,
-    )
+    return map_policy_stage(ds, _shuffle_batch, stage=STAGE, version=VERSION, config=config,
+                            map_kwargs={"batch_size": 1000} | map_kwargs)

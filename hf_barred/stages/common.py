@@ -26,6 +26,7 @@ from datasets.fingerprint import Hasher
 from ..llm.base import SamplingParams
 from ..llm.config import EngineConfig
 from ..llm.structured import StructuredResult
+from ..policy import check_policy_rows, policy_features
 from ..prompting import Prompt
 
 _PACKAGE = __name__.split(".")[0]
@@ -36,6 +37,7 @@ __all__ = [
     "code_fingerprint",
     "config_identity",
     "engine_for",
+    "map_policy_stage",
     "map_stage",
     "rows",
     "stage_fingerprint",
@@ -178,6 +180,15 @@ def map_stage(
         remove_columns=ds.column_names if remove_columns is None else remove_columns,
         **kwargs,
     )
+
+
+def map_policy_stage(ds: Dataset, function: Callable[..., dict[str, list]], *, stage: str, version: str, config: Any,
+                     prompts: tuple[Prompt, ...] = (), map_kwargs: Optional[dict[str, Any]] = None) -> Dataset:
+    """:func:`map_stage` for an APT stage: checks the policy-conditioned columns, keeps every column
+    (the stage rewrites some) and declares the policy features."""
+    check_policy_rows(ds, stage)
+    return map_stage(ds, function, stage=stage, version=version, config=config, prompts=prompts,
+                     features=policy_features(ds.features), remove_columns=[], map_kwargs=map_kwargs)
 
 
 def rows(batch: dict[str, list]) -> list[dict[str, Any]]:

@@ -53,57 +53,21 @@ from datasets import Dataset
 
 from ..llm.structured import structured_chat
 from ..features import debated_features
-from ..answers import string_budget
-from ..prompting import load_prompt, split_chat
+from ..answers import JudgeAnswer, string_budget
+from ..prompting import Prompt, load_prompt, split_chat
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, normalize_label
 
 STAGE_VERSION = "3"  # 2: reasoning optional in a judge's answer; 3: strict schema for constrained decoding
 
-JUDGE_PERSONAS = {
-    "recall": (
-        "You are a careful reviewer who must not miss a case where the rule applies: "
-        "if the rule plausibly applies, say yes."
-    ),
-    "strict": (
-        "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."
-    ),
-    "literal": (
-        "You are a literal-minded judge: apply the rule exactly as written, without reading intent into it."
-    ),
-    "contextual": (
-        "You are a context-minded judge: weigh the whole input and what the speaker most plausibly means."
-    ),
-    "skeptic": (
-        "You are a skeptical judge: before deciding, look for the reason the obvious answer could be wrong."
-    ),
-}
-"""Built-in judge personas; a judge given as any other string uses that string as its persona."""
-
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "confidence": {"type": ["number", "string"]},
-        "label": {"type": ["string", "boolean", "integer"]},
-    },
-    "required": ["label"],
-}
-"""What judge answers are validated with (lenient: yes/no, a label name, true/false or 1/0)."""
-
+JUDGE_PERSONAS = ("recall", "strict", "literal", "contextual", "skeptic")
+"""Built-in judge personas, one template each (``hf_barred/prompts/judge_persona/<name>.jinja``); a
+judge given as any other string uses that string as its persona."""
 
 def judge_grammar(max_tokens: int) -> dict[str, Any]:
-    """The strict schema a constrained engine judges with: short reasoning first, a confidence in
-    [0, 1], then ``yes`` or ``no``."""
-    return {
-        "type": "object",
-        "properties": {
-            "reasoning": {"type": "string", "maxLength": string_budget(max_tokens, 1, 24)},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {"type": "string", "enum": ["yes", "no"]},
-        },
-        "required": ["reasoning", "confidence", "label"], "additionalProperties": False,
-    }
+    """The strict schema a constrained engine judges with (:class:`~hf_barred.answers.JudgeAnswer`):
+    short reasoning first, a confidence in [0, 1], then ``yes`` or ``no``."""
+    return JudgeAnswer.grammar(max_length={"reasoning": string_budget(max_tokens, 1, 24)})
 
 
 @dataclass(frozen=True)
@@ -149,8 +113,20 @@ class DebateConfig(LLMStageConfig):
         return cls(judges=tuple(names[i % len(names)] for i in range(k)), **kwargs)
 
 
+def persona_prompt(judge: str) -> Prompt:
+    """The persona of ``judge``: its built-in template, or the judge's own text (never rendered as a template).
+
+    >>> persona_prompt("strict").id, persona_prompt("You are terse.").text
+    ('judge_persona/strict', 'You are terse.')
+    """
+    if judge in JUDGE_PERSONAS:
+        return load_prompt("judge_persona", judge)
+    return Prompt("judge_persona", "custom", judge)
+
+
 def persona_text(judge: str) -> str:
-    return JUDGE_PERSONAS.get(judge, judge)
+    """The persona sentence of ``judge`` (see :func:`persona_prompt`)."""
+    return persona_prompt(judge).text.strip()
 
 
 def judge_names(judges: Sequence[str]) -> list[str]:
@@ -209,7 +185,7 @@ def _describe(name: str, answer: dict[str, Any], labels: Sequence[str]) -> str:
 
 
 def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, version: str) -> dict[str, list]:
-    judge_prompt, advocate_prompt = prompts
+    judge_prompt, advocate_prompt, *personas = prompts
     engine = engine_for(config.engine)
     records = rows(batch)
     names = judge_names(config.judges)
@@ -249,7 +225,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
             r = records[i]
             if t == 1:
                 conversations[i, j] = split_chat(judge_prompt.render(
-                    round=1, persona=persona_text(config.judges[j]), criterion=r["criterion"], input_text=input_text(r),
+                    round=1, persona=personas[j].text.strip(), criterion=r["criterion"], input_text=input_text(r),
                 ))
             else:
                 others = "; ".join(_describe(n, a, r["labels"]) for k, (n, a) in enumerate(zip(names, last[i])) if k != j)
@@ -258,7 +234,7 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
                     *split_chat(judge_prompt.render(round=t, others=others, advocate=advocate[i][0] or "(no argument)")),
                 ]
         results = structured_chat(
-            engine, [conversations[key] for key in keys], JUDGE_SCHEMA, config.sampling(),
+            engine, [conversations[key] for key in keys], JudgeAnswer, config.sampling(),
             stage="debate/judge", max_repairs=config.max_repairs, constrained_schema=judge_grammar(config.max_tokens),
         )
         answers: dict[int, list[dict[str, Any]]] = {i: [] for i in pending}
@@ -301,7 +277,9 @@ def _debate_batch(batch: dict[str, list], config: DebateConfig, prompts: tuple, 
 
 
 def _prompts(config: DebateConfig) -> tuple:
-    return (load_prompt("judge", config.prompt_version), load_prompt("advocate", config.advocate_prompt_version))
+    """The judge and advocate templates, then each judge's persona (so persona texts reach the fingerprint)."""
+    return (load_prompt("judge", config.prompt_version), load_prompt("advocate", config.advocate_prompt_version),
+            *(persona_prompt(judge) for judge in config.judges))
 
 
 def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:

@@ -18,44 +18,30 @@ Example:
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from datasets import Dataset
 
-from ..answers import string_budget
+from ..answers import Dimensions, string_budget
 from ..embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from ..features import dimension_features, task_features
 from ..llm.structured import structured_chat
 from ..prompting import load_prompt, split_chat
+from ..rowrandom import RowRandom
 from ..task import GuardrailTask
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["DecomposeConfig", "extract_dimensions", "extract_dimensions_fingerprint", "seed_subsets", "task_dataset"]
 
-STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
-
-DIMENSIONS_SCHEMA = {
-    "type": "object",
-    "properties": {"dimensions": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-    "required": ["dimensions"],
-}
-"""What answers are validated with: lenient, so that a model without constrained decoding that
-writes a usable answer with extra keys passes. Constrained engines decode with the strict schema
-of :func:`dimensions_grammar`."""
-
+STAGE_VERSION = "3"  # 2: strict schemas for constrained decoding; 3: seed subsets from RowRandom
 
 def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
-    """The strict schema a constrained engine decodes dimensions with: at most ``max_dimensions``
-    short strings that fit in ``max_tokens``."""
+    """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.answers.Dimensions`):
+    at most ``max_dimensions`` short strings that fit in ``max_tokens``."""
     k = config.max_dimensions
-    text = {"type": "string", "minLength": 3, "maxLength": string_budget(config.max_tokens, k, 6 + 2 * k)}
-    return {
-        "type": "object",
-        "properties": {"dimensions": {"type": "array", "items": text, "minItems": 1, "maxItems": k}},
-        "required": ["dimensions"], "additionalProperties": False,
-    }
+    return Dimensions.grammar(max_length={"dimensions[]": string_budget(config.max_tokens, k, 6 + 2 * k)},
+                              max_items={"dimensions": k})
 
 
 @dataclass(frozen=True)
@@ -120,8 +106,9 @@ def task_dataset(task: GuardrailTask) -> Dataset:
 
 # --- step 1 ---------------------------------------------------------------------------------------
 def seed_subsets(seeds: Sequence[str], num_subsets: int, subset_size: int, seed: int, name: str) -> list[list[str]]:
-    """``num_subsets`` subsets of ``seeds`` drawn without replacement (cycling when they run out)."""
-    rng = random.Random(f"{seed}:{name}:subsets")
+    """``num_subsets`` subsets of ``seeds`` drawn without replacement (cycling when they run out),
+    from a :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, name)``."""
+    rng = RowRandom(seed, "subsets", name)
     order = list(seeds)
     rng.shuffle(order)
     size = min(subset_size, len(order))
@@ -140,7 +127,7 @@ def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tup
             conversations.append(split_chat(text))
             owners.append((t, k))
     results = structured_chat(
-        engine_for(config.engine), conversations, DIMENSIONS_SCHEMA, config.sampling(),
+        engine_for(config.engine), conversations, Dimensions, config.sampling(),
         stage="decompose", max_repairs=config.max_repairs, constrained_schema=dimensions_grammar(config),
     )
     out: list[dict[str, Any]] = []

@@ -29,7 +29,7 @@ from datasets import Dataset
 from ..llm.base import Conversation
 from ..llm.structured import structured_chat
 from ..features import generated_features
-from ..answers import string_budget
+from ..answers import sample_answer, string_budget
 from ..prompting import load_prompt, split_chat
 from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, forbidden_mention
@@ -37,26 +37,15 @@ from .labels import clean_text, forbidden_mention
 STAGE_VERSION = "3"  # 2: reasoning optional in the answer; 3: strict schema for constrained decoding
 
 
-def sample_schema(input_type: str) -> dict[str, Any]:
-    """The JSON schema of a generated sample. ``reasoning`` is asked for but optional: a small
-    model often stops after the input, and the input is what the debate validates."""
-    keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
-    return {
-        "type": "object",
-        "properties": {key: {"type": "string", "minLength": 1} for key in keys + ["reasoning"]},
-        "required": keys,
-    }
-
-
 def sample_grammar(input_type: str, max_tokens: int) -> dict[str, Any]:
-    """The strict schema a constrained engine writes a sample with: the input field(s), then a
-    short ``reasoning``; string lengths bounded so the answer closes within ``max_tokens``."""
+    """The strict schema a constrained engine writes a sample with (:func:`~hf_barred.answers.sample_answer`):
+    the input field(s), then a short ``reasoning``; string lengths bounded so the answer closes
+    within ``max_tokens``."""
     keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
     input_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) * 7 // 10  # 70 % for the input
     reasoning_chars = string_budget(max_tokens, 1, 10 + 4 * len(keys)) - input_chars
-    properties = {key: {"type": "string", "minLength": 1, "maxLength": input_chars // len(keys)} for key in keys}
-    properties["reasoning"] = {"type": "string", "minLength": 1, "maxLength": max(8, reasoning_chars)}
-    return {"type": "object", "properties": properties, "required": keys + ["reasoning"], "additionalProperties": False}
+    lengths = {key: input_chars // len(keys) for key in keys} | {"reasoning": max(8, reasoning_chars)}
+    return sample_answer(input_type).grammar(max_length=lengths)
 
 
 @dataclass(frozen=True)
@@ -100,7 +89,7 @@ def write_samples(
         by_type.setdefault(record["input_type"], []).append(i)
     for input_type, indexes in by_type.items():  # one call per input type (one in practice)
         results = structured_chat(
-            engine, [conversations[i] for i in indexes], sample_schema(input_type), config.sampling(),
+            engine, [conversations[i] for i in indexes], sample_answer(input_type), config.sampling(),
             stage=stage, max_repairs=config.max_repairs,
             constrained_schema=sample_grammar(input_type, config.max_tokens),
         )

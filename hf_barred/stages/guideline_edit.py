@@ -1,7 +1,7 @@
 """Guideline editing (APT): an LLM turns a *negative* row into a positive one by editing its policy.
 
 For each negative row the LLM (any engine, through :class:`~hf_barred.llm.EngineConfig`) answers a
-JSON object (:data:`EDIT_SCHEMA`) choosing one of three actions:
+JSON object (:class:`~hf_barred.answers.EditAnswer`) choosing one of three actions:
 
 1. ``edit_existing``: rewrite the guidelines of the category the text comes closest to violating,
    so that it now violates it (``perturbation = "guideline_edit_existing"``, the row becomes
@@ -38,55 +38,33 @@ Example (with the embedded model; the tests use a scripted engine instead):
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..policy import check_policy_rows, lineage_column, missing_lineage, policy_features, row_taxonomy
-from ..features import EDIT_KINDS
+from ..policy import lineage_column, missing_lineage, row_taxonomy
 from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
 from ..taxonomy import Category, Taxonomy, find_codes, make_code
-from ..answers import string_budget
+from ..answers import EditAnswer, string_budget
 from ..prompting import Prompt, load_prompt
-from .common import map_stage
+from .common import map_policy_stage
 
 STAGE = "guideline_edit"
-VERSION = "2"  # bump when EDIT_SCHEMA or the way answers are applied changes (2: edit_grammar)
+VERSION = "2"  # bump when EditAnswer or the way answers are applied changes (2: edit_grammar)
 
-EDIT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "action": {"type": "string", "enum": list(EDIT_KINDS)},
-        "category": {"type": "string"},
-        "name": {"type": "string"},
-        "should_not": {"type": "array", "items": {"type": "string"}},
-        "can": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["reasoning", "action", "category", "name", "should_not", "can"],
-    "additionalProperties": False,
-}
-"""The answer's JSON schema: flat, every key required, no extra keys, so that OpenAI strict mode,
-vLLM guided decoding and ``jsonschema`` validation all accept it. What depends on the action
-(a valid code, at least one "Should not" line, ...) is checked by :func:`apply_edit`."""
+EDIT_SCHEMA: dict[str, Any] = EditAnswer.grammar()
+"""The answer's JSON schema (:class:`~hf_barred.answers.EditAnswer` without length bounds): flat,
+every key required, no extra keys."""
 
 
 def edit_grammar(max_tokens: int) -> dict[str, Any]:
-    """:data:`EDIT_SCHEMA` with bounded lengths (codes like ``S3``, at most 3 guideline lines of each
-    kind), so that an answer decoded under constraint closes within ``max_tokens``."""
+    """:class:`~hf_barred.answers.EditAnswer`'s grammar with bounded lengths (codes like ``S3``, at
+    most 3 guideline lines of each kind), so that an answer decoded under constraint closes within
+    ``max_tokens``."""
     line_chars = string_budget(max_tokens, 8, 60)  # reasoning takes two shares, each of 6 lines one
-    schema = copy.deepcopy(EDIT_SCHEMA)
-    properties = schema["properties"]
-    properties["reasoning"]["maxLength"] = 2 * line_chars
-    properties["category"] |= {"pattern": "^(S[1-9][0-9]?)?$"}  # "" unless edit_existing
-    properties["name"]["maxLength"] = 60
-    for key in ("should_not", "can"):
-        properties[key] |= {"maxItems": 3}
-        properties[key]["items"]["maxLength"] = line_chars
-    return schema
+    return EditAnswer.grammar(max_length={"reasoning": 2 * line_chars, "should_not[]": line_chars, "can[]": line_chars})
 
 
 @dataclass(frozen=True)
@@ -200,7 +178,7 @@ def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tu
     taxonomies = {i: row_taxonomy(batch["taxonomy"][i], ids[i]) for i in todo}
     conversations = [edit_messages(prompt, batch["taxonomy"][i], batch["text"][i]) for i in todo]
     engine = get_engine(config.engine)
-    results = structured_chat(engine, conversations, EDIT_SCHEMA, config.sampling, stage=STAGE,
+    results = structured_chat(engine, conversations, EditAnswer, config.sampling, stage=STAGE,
                               max_repairs=config.max_repairs, constrained_schema=edit_grammar(config.sampling.max_tokens))
     for i, result in zip(todo, results):
         out["edit_raw"][i] = result.raw
@@ -241,16 +219,6 @@ def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfi
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
-    check_policy_rows(ds, STAGE)
     prompt = load_prompt(STAGE, config.prompt_version)
-    return map_stage(
-        ds,
-        _edit_batch,
-        stage=STAGE,
-        version=VERSION,
-        config=config,
-        prompts=(prompt,),
-        features=policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs=map_kwargs,
-    )
+    return map_policy_stage(ds, _edit_batch, stage=STAGE, version=VERSION, config=config, prompts=(prompt,),
+                            map_kwargs=map_kwargs)

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..answers import string_budget
+from ..answers import Instantiations, string_budget
 from ..features import instantiation_features
 from ..llm.structured import structured_chat
 from ..prompting import load_prompt, split_chat
@@ -31,40 +31,12 @@ __all__ = ["InstantiateConfig", "instantiate", "instantiate_fingerprint", "parse
 
 STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
-INSTANTIATIONS_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "values": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]},
-        }
-    },
-    "required": ["values"],
-}
-"""What answers are validated with: lenient, so that a model without constrained decoding that
-writes a usable answer with extra keys passes. Constrained engines decode with the strict schemas
-of :func:`instantiations_grammar`."""
-
-
 def instantiations_grammar(config: "InstantiateConfig") -> dict[str, Any]:
-    """The strict schema a constrained engine decodes instantiations with: every item has a short
-    ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
+    """The strict schema a constrained engine decodes instantiations with (:class:`~hf_barred.answers.Instantiations`):
+    every item has a short ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
     k = config.max_instantiations
-    item = {
-        "type": "object",
-        "properties": {
-            "value": {"type": "string", "minLength": 2, "maxLength": string_budget(config.max_tokens, k, 4 + 18 * k)},
-            "applies": {"type": "string", "enum": ["yes", "no", "both"]},
-            "probability": {"type": "number", "minimum": 0, "maximum": 1},
-        },
-        "required": ["value", "applies", "probability"], "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "properties": {"values": {"type": "array", "items": item, "minItems": 1, "maxItems": k}},
-        "required": ["values"], "additionalProperties": False,
-    }
+    return Instantiations.grammar(max_length={"values[].value": string_budget(config.max_tokens, k, 4 + 18 * k)},
+                                  max_items={"values": k})
 
 
 @dataclass(frozen=True)
@@ -122,7 +94,7 @@ def _instantiate_batch(batch: dict[str, list], config: InstantiateConfig, prompt
         for i in todo
     ]
     results = structured_chat(
-        engine_for(config.engine), conversations, INSTANTIATIONS_SCHEMA, config.sampling(),
+        engine_for(config.engine), conversations, Instantiations, config.sampling(),
         stage="instantiate", max_repairs=config.max_repairs, constrained_schema=instantiations_grammar(config),
     ) if todo else []
     for record in records:

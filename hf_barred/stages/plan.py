@@ -9,7 +9,7 @@ Row ``i`` of a run's plan (``row_id = i``, numbered across rounds) gets
 - a seed example (``Uniform(seeds)``) whose domain and style the sample follows;
 - a sampling seed.
 
-Every draw comes from ``random.Random(f"{seed}:{row_id}")``: the plan is deterministic, and row
+Every draw comes from :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, row_id)``: the plan is deterministic, and row
 ``i`` is the same whether it is planned in the first round or a later one. When no dimension has
 an instantiation for ``y`` (a weak model's decomposition may be empty), the row is unconstrained
 (``dimension == ""``) if ``allow_unconstrained``, else a clear error is raised.
@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -42,10 +41,11 @@ from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from ..features import plan_features
+from ..rowrandom import RowRandom
 from ..task import GuardrailTask
 from .common import code_fingerprint, config_identity, map_stage, zero_usage
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: draws from RowRandom
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _plan_batch(batch: dict[str, list], config: dict[str, Any], prompts: tuple, 
     relevance_of = ("negative", "positive")
     out: dict[str, list] = {name: [] for name in plan_features(labels)}
     for row_id in batch["row_id"]:
-        rng = random.Random(f"{plan_config.seed}:{row_id}")
+        rng = RowRandom(plan_config.seed, "plan", str(row_id))
         target = (row_id + plan_config.seed) % 2
         wanted = relevance_of[target]
         usable = [
@@ -101,9 +101,9 @@ def _plan_batch(batch: dict[str, list], config: dict[str, Any], prompts: tuple, 
                 "found none in the decomposition. Fix: rerun the decomposition with more dimensions or instantiations "
                 "(or a stronger model), or set PlanConfig.allow_unconstrained=True."
             )
-        seed_index = rng.randrange(len(task["seeds"]))
+        seed_index = rng.below(len(task["seeds"]))
         out["row_id"].append(row_id)
-        out["seed"].append(rng.getrandbits(31))
+        out["seed"].append(rng.below(2**31))
         out["criterion"].append(task["criterion"])
         out["input_type"].append(task["input_type"])
         out["labels"].append(list(labels))
