@@ -23,7 +23,8 @@ All calls into the training and inference API are in :func:`train_policy_guardra
 
 Usage (from the repository root):
 
-    python benchmarks/bench_apt.py                                  # CPU defaults (names-only policy)
+    python benchmarks/bench_apt.py                                  # CPU defaults (names-only policy, tiny)
+    python benchmarks/bench_apt.py --train-rows 120 --steps 60 --eval-unsafe 36 --eval-safe 24   # 2 quiet cores
     python benchmarks/bench_apt.py --policy-detail full --train-rows 300 --steps 600 --batch-size 16 \\
         --eval-unsafe 80 --eval-safe 60 --base-model HuggingFaceTB/SmolLM2-1.7B-Instruct --threads 8   # a GPU
 """
@@ -286,11 +287,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--base-model", default="embedded", help="Causal LM to put LoRA on (Hub id, folder, 'embedded').")
     parser.add_argument("--policy-detail", choices=("names", "full"), default="names",
                         help="names: policies list category names only (CPU budget); full: names and guideline lines.")
-    parser.add_argument("--train-rows", type=int, default=120, help="Training rows (APT doubles them; base repeats them).")
-    parser.add_argument("--eval-unsafe", type=int, default=36, help="Held-out unsafe rows.")
-    parser.add_argument("--eval-safe", type=int, default=24, help="Held-out safe rows.")
+    parser.add_argument("--train-rows", type=int, default=48, help="Training rows (APT doubles them; base repeats them).")
+    parser.add_argument("--eval-unsafe", type=int, default=10, help="Held-out unsafe rows.")
+    parser.add_argument("--eval-safe", type=int, default=6, help="Held-out safe rows.")
     parser.add_argument("--edit-share", type=float, default=0.5, help="Share of safe training rows given a scripted edit.")
-    parser.add_argument("--steps", type=int, default=60, help="Optimizer steps of each model.")
+    parser.add_argument("--steps", type=int, default=6, help="Optimizer steps of each model.")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-length", type=int, default=1024)
