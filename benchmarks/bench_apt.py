@@ -336,6 +336,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name, gold in policies.items():
         block = {system: score_system(gold, *runs[name][system], args.resamples, args.seed) for system in ("base", "apt")}
         block["difference"] = paired_differences(gold, runs[name], args.resamples, args.seed)
+        block["rows"] = [{"id": i, "label": y, "categories": list(c), **{f"{s}_{k}": v for s in ("base", "apt")
+                          for k, v in zip(("prediction", "categories"), (runs[name][s][0][j], runs[name][s][1][j]))}}
+                         for j, (i, y, c) in enumerate(zip(gold["id"], gold["label"], gold["categories"]))]
         results["policies"][name] = block
     timings["total"] = time.perf_counter() - started
     results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
