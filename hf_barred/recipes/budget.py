@@ -86,4 +86,5 @@ def engine_usage(config: BarredConfig) -> dict[str, Any]:
 
 
 def usage_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What was spent between two :func:`engine_usage` readings."""
     return {key: after[key] - before[key] for key in after}

@@ -3,7 +3,7 @@
 Row ``i`` of a run's plan (``row_id = i``, numbered across rounds) gets
 
 - the target label ``y = labels[(i + seed) % 2]``: labels are exactly balanced over any even
-  range of rows (the pipeline plans even counts);
+  range of rows (the recipe plans even counts);
 - a dimension ``d ~ Uniform(D_y)``, the dimensions with at least one instantiation relevant to
   ``y`` (relevance ``y`` or ``both``), and ``v ~ Uniform(V_d)`` restricted the same way;
 - a seed example (``Uniform(seeds)``) whose domain and style the sample follows;

@@ -6,7 +6,7 @@ A sample the debate rejected is not dropped: the dissenting judges' reasoning (t
 generated-row schema again (so it re-enters :func:`~hf_barred.stages.debate.debate`), with
 ``refinements`` incremented and the failed input, its dissent and its debate appended to
 ``previous_texts``, ``dissents`` and ``debate_history``. The bound ``R_max`` on refinements is
-the pipeline's (:class:`~hf_barred.recipes.barred.BarredConfig.max_refinements`): this stage rewrites
+the recipe's (:class:`~hf_barred.recipes.barred.BarredConfig.max_refinements`): this stage rewrites
 every row it is given.
 
 Example:
