@@ -34,6 +34,7 @@ import traceback
 from typing import NoReturn, Optional, Sequence
 
 from . import commands
+from .commands.help_text import add_examples
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "OneLineParser", "build_parser", "main"]
 
@@ -64,32 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
             before = set(subparsers.choices)
             module.register(subparsers)
             for name in set(subparsers.choices) - before:
-                _add_examples(subparsers.choices[name], module.__doc__ or "")
+                add_examples(subparsers.choices[name], module.__doc__ or "")
     return parser
-
-
-def _add_examples(parser: argparse.ArgumentParser, doc: str) -> None:
-    r"""Show the ``$ barred ...`` lines of the command module's docstring at the end of its ``--help``.
-
-    >>> p = argparse.ArgumentParser(prog="barred x")
-    >>> _add_examples(p, "Run x.\n\nExample:\n    $ barred x --n 2 --output out\n")
-    >>> p.epilog
-    'example:\n  barred x --n 2 --output out'
-    """
-    lines, taking = [], False
-    for line in doc.splitlines():
-        text = line.strip()
-        if text.startswith("$ "):
-            lines.append("  " + text[2:])
-            taking = text.endswith("\\")
-        elif taking and text:
-            lines.append("      " + text)
-            taking = text.endswith("\\")
-        else:
-            taking = False
-    if lines:
-        parser.epilog = "example:\n" + "\n".join(lines)
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class _StderrHandler(logging.StreamHandler):

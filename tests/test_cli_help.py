@@ -16,9 +16,30 @@ SUGGESTION = re.compile(r"\b(?:[Pp]ass|[Uu]se|[Gg]ive|[Aa]dd|[Ss]et)\s+(--[a-z][
 
 
 def _subparsers() -> dict:
+    """Each command's parser (``barred train`` parses its flags with TrlParser: that one)."""
+    from hf_barred.commands import train
+
     parser = build_parser()
     action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return dict(action.choices)
+    return dict(action.choices) | {"train": train.build_parser()}
+
+
+def _command_of_module() -> dict[str, set[str]]:
+    """The command names each ``hf_barred.commands`` module registers."""
+    import argparse
+    import importlib
+    import pkgutil
+
+    from hf_barred import commands
+
+    names = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"hf_barred.commands.{info.name}")
+        if hasattr(module, "register"):
+            subparsers = argparse.ArgumentParser().add_subparsers()
+            module.register(subparsers)
+            names[module.__name__] = set(subparsers.choices)
+    return names
 
 
 def _module_name(path: Path) -> str:
@@ -45,9 +66,13 @@ def _functions() -> list[tuple[str, str, set[str], set[str]]]:
     return found
 
 
-def _commands_reaching(functions, holder: str, commands: set[str]) -> set[str]:
-    """The commands whose code calls ``holder``, directly or through other functions (by name: an over-
-    approximation where names repeat, which only makes the check stricter)."""
+def _commands_reaching(functions, holder: str, owners: dict[str, set[str]]) -> set[str]:
+    """The commands whose code calls ``holder``, directly or through other functions, by name. Names
+    defined in several places (``chat``, ``run``, ``load``) are not followed further than one step:
+    following them would make every command reach every engine."""
+    defined: dict[str, int] = {}
+    for _, function, _, _ in functions:
+        defined[function] = defined.get(function, 0) + 1
     reached, seen, todo = set(), set(), [holder]
     while todo:
         name = todo.pop()
@@ -56,9 +81,9 @@ def _commands_reaching(functions, holder: str, commands: set[str]) -> set[str]:
         seen.add(name)
         for module, function, names, _ in functions:
             if name in names:
-                if module.startswith("hf_barred.commands.") and module.rsplit(".", 1)[1] in commands:
-                    reached.add(module.rsplit(".", 1)[1])
-                elif not module.startswith("hf_barred.commands."):
+                if module in owners:
+                    reached |= owners[module]
+                elif not module.startswith("hf_barred.commands.") and defined[function] == 1:
                     todo.append(function)
     return reached
 
@@ -66,14 +91,12 @@ def _commands_reaching(functions, holder: str, commands: set[str]) -> set[str]:
 def test_every_suggested_flag_is_accepted_by_the_commands_that_can_show_it():
     functions = _functions()
     commands = _subparsers()
+    owners = _command_of_module()
     suggestions = [(module, name, flags) for module, name, _, flags in functions if flags]
     assert suggestions, "no 'pass --flag' suggestion found: the pattern is stale"
     wrong = []
     for module, holder, flags in suggestions:
-        if module.startswith("hf_barred.commands."):
-            shown_by = {module.rsplit(".", 1)[1]} & set(commands) or _commands_reaching(functions, holder, set(commands))
-        else:
-            shown_by = _commands_reaching(functions, holder, set(commands))
+        shown_by = owners[module] if module in owners else _commands_reaching(functions, holder, owners)
         for flag in sorted(flags):
             for name in sorted(shown_by):
                 if not any(flag in action.option_strings for action in commands[name]._actions):
@@ -93,5 +116,6 @@ def test_each_command_help_has_an_example_and_names_the_embedded_default(name, c
 def test_flags_are_kebab_case():
     snake = [f"barred {name} {opt}" for name, parser in _subparsers().items() for a in parser._actions
              for opt in a.option_strings if opt.startswith("--") and "_" in opt
-             and not any(o.startswith("--") and "-" in o[2:] and o.replace("-", "_") == opt for o in a.option_strings)]
+             and not any(o.startswith("--") and "-" in o[2:] and "--" + o[2:].replace("-", "_") == opt
+                        for o in a.option_strings)]
     assert not snake, f"flags without a kebab-case spelling: {snake}"

@@ -41,6 +41,7 @@ def build_parser() -> Any:
     from trl import TrlParser
 
     from ..train.args import GuardrailTrainingArguments
+    from .help_text import examples_epilog
 
     class _Parser(TrlParser):
         def error(self, message: str) -> None:  # one line, not the ~200-flag usage block
@@ -49,7 +50,7 @@ def build_parser() -> Any:
 
     parser = _Parser((GuardrailTrainingArguments,), prog="barred train",
                        description=__doc__.split("\n\n")[1].replace("\n", " "),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=examples_epilog(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", metavar="DATASET", help="Folder, CSV/JSON/parquet file or Hub id.")
     parser.add_argument("--split", default="train", help="Training split of a folder or Hub id (default: train).")
     parser.add_argument("--eval-dataset", "--eval_dataset", dest="eval_dataset",
