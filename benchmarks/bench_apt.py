@@ -73,16 +73,16 @@ def train_policy_guardrail(rows: Any, out_dir: Path, *, steps: int, seed: int, b
                            learning_rate: float, max_length: int) -> str:
     """Train a generative policy guardrail (LoRA) on policy rows (``text, label, taxonomy,
     categories``) for exactly ``steps`` optimizer steps; returns the saved guardrail's folder."""
-    from hf_barred.train import GuardrailConfig, train_guardrail
+    from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
-    config = GuardrailConfig(
+    args = GuardrailTrainingArguments(
         model_kind="generative", base_model=base_model, prompt_format="policy", text_column="text",
         label_column="label", taxonomy_column="taxonomy", categories_column="categories",
         max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        max_length=max_length, validation_size=0.0, save_steps=-1, logging_steps=max(1, steps // 5),
-        output_dir=str(out_dir), seed=seed,
+        max_length=max_length, validation_size=0.0, save_strategy="no", eval_strategy="no",
+        logging_steps=max(1, steps // 5), output_dir=str(out_dir), seed=seed, report_to="none",
     )
-    train_guardrail(config, rows.select_columns(["text", "label", "taxonomy", "categories"]))
+    train_guardrail(args, rows.select_columns(["text", "label", "taxonomy", "categories"]))
     return str(out_dir)
 
 
