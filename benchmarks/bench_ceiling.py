@@ -231,13 +231,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for system in args.systems:
             for dataset in args.datasets:
                 results.append(cross_validate(args, system, dataset, Path(tmp)))
+                if args.out:  # after each system x dataset, so a stopped run keeps what it finished
+                    _write(args, results, time.perf_counter() - started)
     wall = time.perf_counter() - started
     print(table(results))
     print(f"\nwall time {wall / 60:.1f} min, {torch.get_num_threads()} threads; settings: {vars(args)}")
     if args.out:
-        args.out.write_text(json.dumps({"results": results, "wall_s": wall, "settings": {
-            k: str(v) for k, v in vars(args).items()}}, indent=2))
+        _write(args, results, wall)
     return 0
+
+
+def _write(args: argparse.Namespace, results: list[dict[str, Any]], wall: float) -> None:
+    args.out.write_text(json.dumps({"results": results, "wall_s": wall,
+                                    "settings": {k: str(v) for k, v in vars(args).items()}}, indent=2))
 
 
 if __name__ == "__main__":

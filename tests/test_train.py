@@ -280,6 +280,7 @@ def test_generative_lora_trains_and_saves_an_adapter(causal_base, tmp_path):
     assert {"eval_loss", "eval_accuracy", "eval_f1", "eval_ece"} <= set(result.eval_metrics)
     out = tmp_path / "gen"
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert not (out / "README.md").exists() and not list(out.glob("checkpoint-*"))  # no trl card, no checkpoints
     adapter = load_file(str(out / "adapter_model.safetensors"))
     assert adapter and all("lora_" in k for k in adapter)
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)

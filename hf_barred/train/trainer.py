@@ -226,8 +226,11 @@ def save_guardrail(trainer: Any, spec: GuardrailSpec, args: GuardrailTrainingArg
     output_dir = Path(args.output_dir)
     merge = args.use_lora and not spec.adapter
     target = output_dir / "adapter.tmp" if merge else output_dir
+    had_card = (output_dir / "README.md").exists()
     trainer.save_model(str(target))
     if trainer.is_world_process_zero():
+        if not had_card:  # trl's generic card; `barred train` writes the guardrail's own (hf_barred.cards)
+            (output_dir / "README.md").unlink(missing_ok=True)
         if merge:
             merge_adapter_folder(target, output_dir, args.model_kind, args.base_model, spec.label_names)
             shutil.rmtree(target, ignore_errors=True)
