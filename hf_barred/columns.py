@@ -59,7 +59,7 @@ class ColumnMapping:
     def resolved_prompt_format(self, has_taxonomy_column: bool = False) -> str:
         if self.prompt_format != "auto":
             return self.prompt_format
-        return "policy" if (self.taxonomy or has_taxonomy_column or self.taxonomy_column) else "binary"
+        return "policy" if (self.taxonomy or has_taxonomy_column or self.taxonomy_column) else "a4"
 
 
 def data_method(column_names: Sequence[str]) -> str:

@@ -36,7 +36,9 @@ def build_messages(fmt: str, text: str, rule: Optional[str] = None, task: Option
         return policy_messages(taxonomy, text)
     if not rule:
         raise ValueError("The binary format needs a rule; found none. Pass rule=... .")
-    return binary_messages(rule, text, task)
+    from .classification import classification_messages
+
+    return classification_messages(rule, text, task, format=fmt)
 
 
 def target_answer(fmt: str, label: int, categories: Sequence[str] = ()) -> str:

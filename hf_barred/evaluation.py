@@ -133,9 +133,11 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
                        limit: Optional[int] = None, rule: Optional[str] = None, taxonomy: Optional[str] = None,
                        prompt_format: str = "auto", threshold: Optional[float] = None, batch_size: int = 32,
                        max_tokens: Optional[int] = None, columns: Optional[dict[str, Optional[str]]] = None,
-                       positive_label: Optional[str] = None) -> dict[str, Any]:
+                       positive_label: Optional[str] = None, scoring: str = "auto") -> dict[str, Any]:
     """Evaluate a guardrail folder or repo ``model`` (``engine=None``), or the judge that ``engine`` serves,
-    on ``dataset`` and write the report folder
+    on ``dataset`` and write the report folder. A judge of a binary rule is scored by
+    :func:`hf_barred.judge_scoring.judge_dataset` (``scoring``: ``auto`` takes log-probabilities where the
+    engine gives them, else generation; the report names the mode that ran)
     (:func:`hf_barred.report.write_report`); returns the report. Guardrails also get calibration
     (ECE, reliability diagram, score histograms, precision-recall curve) and a count of long inputs."""
     from .data import load_labelled_data
@@ -152,7 +154,16 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
                                 positive_label=positive_label, **columns)
         norm, info = normalize_dataset(raw, mapping)
         fmt = mapping.resolved_prompt_format(has_taxonomy_column=info.columns["taxonomy"] is not None)
-        predictions = predict_with_judge(engine, norm, fmt, max_tokens=max_tokens)
+        if format_task(fmt) == "binary":  # P("1") / (P("1") + P("0")) where the engine gives log-probabilities
+            from .judge_scoring import judge_dataset
+
+            judged = judge_dataset(engine, norm, format=fmt, mode=scoring, generation_max_tokens=max_tokens or 16)
+            predictions = Predictions(predictions=judged.predictions, scores=judged.scores,
+                                      categories=judged.categories, raw=judged.raw, errors=judged.errors,
+                                      seconds=judged.seconds, usage=judged.usage)
+            extra["scoring"] = judged.summary()
+        else:
+            predictions = predict_with_judge(engine, norm, fmt, max_tokens=max_tokens)
         subject = {"kind": "judge"} | engine.identity() | ({"base_url": engine.base_url} if engine.base_url else {})
         label_names = info.label_names
     else:

@@ -33,7 +33,11 @@ BINARY_FORMAT_VERSION = "binary-v1"
 POLICY_FORMAT_VERSION = "policy-v1"
 # A prompt format is chosen by name (``prompt_format`` in a guardrail's config and card); each name
 # says which answer it asks for (``binary``: 1/0, ``policy``: the JSON) and the wording's version.
-FORMATS = {"binary": ("binary", BINARY_FORMAT_VERSION), "policy": ("policy", POLICY_FORMAT_VERSION)}
+FORMATS = {"a4": ("binary", "a4-v1"), "binary": ("binary", BINARY_FORMAT_VERSION),
+           "policy": ("policy", POLICY_FORMAT_VERSION)}
+"""``a4``, the default for binary rules (the paper's classification prompt: an impartial judge, the rule
+in the system message, the input in ``<INPUT>`` tags; :mod:`hf_barred.classification`), ``binary``
+(the earlier single-message prompt, kept by name) and ``policy`` (APT)."""
 
 
 def format_task(name: str) -> str:

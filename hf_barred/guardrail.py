@@ -118,7 +118,7 @@ class Guardrail:
         import torch
 
         path = resolve_base_model(model, "generative")
-        spec = GuardrailSpec(kind="generative", prompt_format="policy" if taxonomy else "binary", base_model=model,
+        spec = GuardrailSpec(kind="generative", prompt_format="policy" if taxonomy else "a4", base_model=model,
                              rule=rule, taxonomy=taxonomy, label_names=list(label_names), threshold=threshold,
                              max_length=max_length)
         loaded = load_for_inference(path, "generative", model, adapter=False)

@@ -52,6 +52,14 @@ def _markdown(report: Mapping[str, Any], label_names: Sequence[str]) -> str:
     if isinstance(metrics.get("n"), int) and metrics["n"] < SMALL_SAMPLE:
         lines.append(f"- **Caution:** only {metrics['n']} rows: these figures are not a reliable estimate "
                      f"(a single row moves accuracy by {1 / max(1, metrics['n']):.2f}).")
+    scoring = report.get("scoring")
+    if scoring:
+        lines.append(f"- **Scoring mode:** {scoring['scoring_mode']} ({scoring['rows_logprob']} rows by "
+                     f"P(\"1\")/(P(\"1\")+P(\"0\")) from log-probabilities, {scoring['rows_generation']} by a "
+                     f"generated answer; {scoring['unparseable']} unparseable; "
+                     f"{scoring['rows_scored_above_half']} rows scored above 0.5)")
+    if report.get("prompt_format"):
+        lines.append(f"- **Prompt format:** `{report['prompt_format']}`")
     long = report.get("long_inputs")
     if long:
         verb = "scored in overlapping windows (maximum score)" if long["mode"] == "chunk" else "truncated"

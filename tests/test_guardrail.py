@@ -104,7 +104,7 @@ def test_rule_conditioned_classifier_pairs_the_rule(tmp_path):
 def _manual_score(guard: Guardrail, text: str) -> float:
     """P("1") / (P("1") + P("0")) after the chat-formatted prompt, one text, no padding."""
     tok = guard.tokenizer
-    prompt = tok.apply_chat_template(guard.encoder.fit("binary", text, RULE, None, None), tokenize=False,
+    prompt = tok.apply_chat_template(guard.encoder.fit(guard.spec.prompt_format, text, RULE, None, None), tokenize=False,
                                      add_generation_prompt=True)
     ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
@@ -188,7 +188,7 @@ def test_train_and_evaluate_commands(tmp_path, data, capsys):
 def test_zero_shot_scores_an_untrained_model_like_a_guardrail(tmp_path):
     base = make_tiny_causal_lm(tmp_path / "base", corpus=TEXTS + [RULE])
     guard = Guardrail.zero_shot(base, rule=RULE, threshold=0.3)
-    assert guard.spec.prompt_format == "binary" and not guard.spec.adapter
+    assert guard.spec.prompt_format == "a4" and not guard.spec.adapter  # the paper's A.4 prompt by default
     verdicts = guard(TEXTS)
     assert all(0 <= v.score <= 1 and v.flagged == (v.score >= 0.3) for v in verdicts)
     assert [v.score for v in verdicts] == pytest.approx([_manual_score(guard, t) for t in TEXTS], abs=1e-4)
@@ -252,10 +252,10 @@ def test_long_inputs_get_the_maximum_window_score(tmp_path, data):
 
 def test_generative_long_inputs_are_scored_in_windows(generative_dir):
     guard = Guardrail.from_pretrained(generative_dir)
-    guard.encoder.max_length = guard.window = 160
-    long_text = " ".join(TEXTS * 20)
+    guard.encoder.max_length = guard.window = 280  # the A.4 instructions take ~200 tokens of it
+    long_text = " ".join(TEXTS * 40)
     verdict = guard([long_text])[0]
-    windows = guard.encoder.fitted_windows("binary", long_text, RULE, None, None, reserve=1, stride=guard.stride)
+    windows = guard.encoder.fitted_windows(guard.spec.prompt_format, long_text, RULE, None, None, reserve=1, stride=guard.stride)
     assert verdict.windows == len(windows) > 1
     manual = [_manual_score_messages(guard, m) for m in windows]
     assert verdict.score == pytest.approx(max(manual), abs=1e-4)

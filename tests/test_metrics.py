@@ -113,7 +113,8 @@ def test_judge_evaluation_counts_parse_failures(tmp_path, monkeypatch):
                        "predicate": ["The agent gives health advice."] * 6}).to_csv(str(csv_path))
     from hf_barred.cli import main
 
-    assert main(["evaluate", "embedded", str(csv_path), "--engine", "local", "--output", str(tmp_path / "r")]) == 0
+    assert main(["evaluate", "embedded", str(csv_path), "--engine", "local", "--output", str(tmp_path / "r"),
+                 "--scoring", "generation"]) == 0
     report = json.loads((tmp_path / "r/report.json").read_text())
     m = report["metrics"]
     assert (m["n"], m["unparseable"], m["accuracy"]) == (6, 1, 0.5)  # rows 0, 1, 5 right

@@ -141,12 +141,12 @@ def _sft_rows(causal_base, fmt, texts, labels, categories, max_length=1024):
     return trainer.train_dataset, trainer.processing_class
 
 
-@pytest.mark.parametrize("fmt", ["binary", "policy"])
+@pytest.mark.parametrize("fmt", ["a4", "binary", "policy"])
 def test_only_the_answer_tokens_carry_a_loss(causal_base, fmt):
     """SFTTrainer's own rows (prompt/completion, completion_only_loss): labels are -100 on the prompt."""
     texts = ["How do I kill a Python process?", "How do I kill my neighbour?"]
     rows, tok = _sft_rows(causal_base, fmt, texts, [0, 1], [[], ["S1"]])
-    expected = {"binary": ["0", "1"],
+    expected = {"a4": ["0", "1"], "binary": ["0", "1"],
                 "policy": ['{"User Safety": "safe", "Safety Categories": ""}',
                            '{"User Safety": "unsafe", "Safety Categories": "S1"}']}[fmt]
     for row, text, answer in zip(rows, texts, expected):
@@ -288,7 +288,7 @@ def test_generative_lora_trains_and_saves_an_adapter(causal_base, tmp_path):
     frozen = [k for k in keep.state_dict if "lora_" not in k and _unwrap_key(k) in base]
     assert len(frozen) > 10 and all(torch.equal(keep.state_dict[k], base[_unwrap_key(k)]) for k in frozen)
     spec = json.loads((out / "guardrail_config.json").read_text())
-    assert spec["adapter"] and spec["prompt_format"] == "binary" and spec["format_version"] == "binary-v1"
+    assert spec["adapter"] and spec["prompt_format"] == "a4" and spec["format_version"] == "a4-v1"
     assert spec["threshold_source"] == "max F1 on 40 validation rows" and spec["threshold"] == result.threshold
 
 

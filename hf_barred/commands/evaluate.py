@@ -41,8 +41,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, help="Evaluate only the first N rows.")
     parser.add_argument("--rule", help="The rule (default: the dataset's rule column or the guardrail's rule).")
     parser.add_argument("--taxonomy", help="S-coded taxonomy text or file (policy format).")
-    parser.add_argument("--format", dest="prompt_format", choices=("auto", "binary", "policy"), default="auto",
-                        help="Judge prompt: binary rule or policy taxonomy (auto: policy when a taxonomy is given).")
+    parser.add_argument("--format", dest="prompt_format", choices=("auto", "a4", "binary", "policy"), default="auto",
+                        help="Judge prompt: a4 (the paper's classification prompt), binary (the earlier one) or policy "
+                             "(auto: policy when a taxonomy is given, else a4).")
+    parser.add_argument("--scoring", choices=("auto", "logprob", "generation"), default="auto",
+                        help="How a judge of a binary rule is scored: P('1')/(P('1')+P('0')) from log-probabilities "
+                             "(local logits; max_tokens=1 + logprobs on vllm/openai) or a generated, parsed answer "
+                             "(auto: log-probabilities where the engine gives them). The report names the mode.")
     parser.add_argument("--threshold", type=float, help="Guardrail threshold (default: the saved, calibrated one).")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="Rows per forward pass (guardrail).")
     parser.add_argument("--max-tokens", "--max_tokens", type=int, help="Judge answer length (default: 2 binary, 96 policy).")
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         model, dataset, args.output, engine=judge, split=args.split, limit=args.limit, rule=args.rule, taxonomy=args.taxonomy, prompt_format=args.prompt_format,
         threshold=args.threshold, batch_size=args.batch_size, max_tokens=args.max_tokens,
         columns={k: getattr(args, f"{k}_column") for k in ("text", "label", "rule", "task", "taxonomy", "categories")},
-        positive_label=args.positive_label,
+        positive_label=args.positive_label, scoring=args.scoring,
     )
     print_summary(report, args.output)
     return 0

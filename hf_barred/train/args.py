@@ -12,7 +12,7 @@ Example:
     >>> from hf_barred.train import GuardrailTrainingArguments
     >>> args = GuardrailTrainingArguments(rule="The user asks for help with a crime.", num_train_epochs=2)
     >>> args.model_kind, args.lora_r, args.resolved_prompt_format(), args.save_strategy.value
-    ('classifier', 16, 'binary', 'no')
+    ('classifier', 16, 'a4', 'no')
     >>> GuardrailTrainingArguments(model_kind="regex")
     Traceback (most recent call last):
     ...
@@ -32,7 +32,7 @@ from ..columns import ColumnMapping
 from ..modeling import EMBEDDED
 
 MODEL_KINDS = ("classifier", "generative")
-PROMPT_FORMATS = ("auto", "binary", "policy")
+PROMPT_FORMATS = ("auto", "a4", "binary", "policy")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 THRESHOLD_FOR = ("f1", "fpr", "fixed")
 LONG_INPUTS = ("chunk", "truncate")
@@ -49,8 +49,9 @@ class GuardrailTrainingArguments(SFTConfig):
       LM answering the classification prompt of :mod:`hf_barred.formats`), ``base_model``
       (``"embedded"`` = all-MiniLM-L6-v2 for a classifier, SmolLM2-135M-Instruct for a generative
       model), ``model_dtype``.
-    - **Task**: ``prompt_format`` (a format name of :mod:`hf_barred.formats`: ``binary`` rule, ``policy``
-      taxonomy; ``auto`` picks ``policy`` when a taxonomy is given), ``rule``, ``taxonomy``,
+    - **Task**: ``prompt_format`` (a format name of :mod:`hf_barred.formats`: ``a4``, the paper's
+      classification prompt for a rule, the default; ``binary``, the earlier rule prompt; ``policy``
+      taxonomy; ``auto`` picks ``policy`` when a taxonomy is given, else ``a4``), ``rule``, ``taxonomy``,
       ``pair_rule`` (classifier: the rule as ``text_pair``), ``class_names``, ``positive_label``.
     - **Columns** (``None`` = detected): ``text_column``, ``label_column``, ``rule_column``,
       ``task_column``, ``taxonomy_column``, ``categories_column``; ``validation_size``.
@@ -73,8 +74,9 @@ class GuardrailTrainingArguments(SFTConfig):
 
     # Task
     prompt_format: str = field(
-        default="auto", metadata={"help": "Prompt format name: binary (rule -> 1/0), policy (taxonomy -> JSON) "
-                                          "or auto (policy when a taxonomy is given)."}
+        default="auto", metadata={"help": "Prompt format name: a4 (the paper's rule prompt -> 1/0), binary (the "
+                                          "earlier rule prompt), policy (taxonomy -> JSON) or auto (policy when a "
+                                          "taxonomy is given, else a4)."}
     )
     rule: Optional[str] = field(
         default=None, metadata={"help": "The rule (BARRED criterion); used when the data has no rule column."}
