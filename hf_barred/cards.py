@@ -26,6 +26,8 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .markdown import fenced, inline_code
+
 TEMPLATES_ENV = "HF_BARRED_MODEL_CARDS"
 TEMPLATES_DIR = "model_cards"
 CARD_SETTINGS = (
@@ -147,14 +149,19 @@ def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: O
         "taxonomy": spec.taxonomy,
         "label_names": list(spec.label_names),
         "threshold": spec.threshold,
+        "threshold_source": spec.threshold_source,
+        # user text goes into the body inert (hf_barred.markdown): fenced blocks, code spans
+        "rule_block": fenced(spec.rule) if spec.rule else "",
+        "taxonomy_block": fenced(spec.taxonomy) if spec.taxonomy else "",
+        "label_code": [inline_code(str(name)) for name in spec.label_names],
         "example_text": EXAMPLE_TEXT,
         "eval_rows": rows,
         "has_category_metrics": any(isinstance(r["category_f1"], float) for r in rows),
-        "training_data": ", ".join(f"`{d}`" for d in datasets) or "not recorded",
+        "training_data": ", ".join(inline_code(str(d)) for d in datasets) or "not recorded",
         "train_rows": spec.training.get("train_rows", "not recorded"),
         "validation_rows": spec.training.get("eval_rows", 0),
         "global_step": spec.training.get("global_step", "not recorded"),
-        "training_settings": [(k, settings[k]) for k in CARD_SETTINGS if k in settings],
+        "training_settings": [(k, inline_code(str(settings[k]))) for k in CARD_SETTINGS if k in settings],
         "data_method": spec.training.get("data_method", "labelled"),
         "library_version": library_version(),
     }

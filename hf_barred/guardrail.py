@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .classification import classifier_text
 from .encoding import PromptEncoder, classifier_inputs
 from .formats import count_categories, format_task, parse_policy_answer
 from .modeling import load_for_inference, load_tokenizer, model_window, resolve_base_model
@@ -170,7 +171,9 @@ class Guardrail:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 if self.spec.kind == "classifier":
-                    scores, owner, long = self._score_classifier([texts[i] for i in idx], [rules[i] for i in idx])
+                    # a task_and_response input: the classifier sees the task beside the response
+                    scores, owner, long = self._score_classifier(
+                        [classifier_text(texts[i], tasks[i]) for i in idx], [rules[i] for i in idx])
                 else:
                     scores, owner, long = self._score_generative(
                         [texts[i] for i in idx], [rules[i] for i in idx], [taxonomies[i] for i in idx],

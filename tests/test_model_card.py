@@ -72,7 +72,7 @@ GOLDEN = [
     r"^# health-guard$",
     r"^A binary rule guardrail: a sequence classifier$",
     r"fine-tuned from \[sentence-transformers/all-MiniLM-L6-v2\]\(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2\) with LoRA by hf_barred",
-    r"^> The agent's response contains health advice\.$",
+    r"^```text\nThe agent's response contains health advice\.\n```$",  # user text fenced, inert
     r'^guardrail = Guardrail\.from_pretrained\("me/health-guard"\)$',
     r'^classifier = pipeline\("text-classification", model="me/health-guard"\)$',
     r"^\| dataset_scripts/health-advice/human_test\.csv \| test \| 200 \| 0\.9123 \| 0\.9 \| 0\.92 \| 0\.91 \|$",

@@ -184,3 +184,16 @@ def test_a_single_class_training_set_is_refused_naming_the_class():
     assert str(caught.value).startswith("train.csv: expected rows of both classes ['no_health_advice', 'health_advice'], "
                                         "found only 'no_health_advice' (4 rows) and 0 'health_advice'.")
     require_two_classes([0, 1, 1], ["a", "b"])  # both present: no error
+
+
+def test_barred_train_refuses_a_single_class_training_set(tmp_path, capsys):
+    from datasets import Dataset
+
+    csv_path = tmp_path / "train.csv"
+    Dataset.from_dict({"text": [f"User: question {i}\nAgent: answer" for i in range(6)],
+                       "label": [0] * 6}).to_csv(str(csv_path))
+    assert main(["train", str(csv_path), "--output_dir", str(tmp_path / "model"), "--rule", "Health advice.",
+                 "--class_names", "no_health_advice", "health_advice"]) == 2
+    [line], _ = lines_of(capsys)
+    assert "expected rows of both classes" in line and "'no_health_advice' (6 rows)" in line
+    assert not (tmp_path / "model" / "guardrail_config.json").exists()  # no model, no card

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..classification import classifier_text
 from ..encoding import PromptEncoder, build_messages, classifier_inputs, target_answer
 from .args import MIN_VALIDATION_PER_CLASS
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 
 def _tokenize_classifier_rows(batch: dict[str, list], tokenizer: Any, pair_rule: bool, max_length: int) -> dict:
-    enc = classifier_inputs(tokenizer, batch["text"], batch["rule"] if pair_rule else None, max_length)
+    texts = [classifier_text(text, task) for text, task in zip(batch["text"], batch["task"])]  # the task too
+    enc = classifier_inputs(tokenizer, texts, batch["rule"] if pair_rule else None, max_length)
     return dict(enc) | {"labels": batch["label"]}
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ..columns import DataInfo, data_method, normalize_dataset
+from ..data import require_two_classes
 from ..spec import GuardrailSpec
 from .args import GuardrailTrainingArguments
 from .calibrate import validation_report
@@ -173,6 +174,9 @@ def train_guardrail(args: GuardrailTrainingArguments, train_dataset: "Dataset",
     started = time.perf_counter()
     with args.main_process_first(desc="normalising"):
         data = prepare_data(args, train_dataset, eval_dataset)
+    # one class only: a model trained on it flags everything or nothing, and its card would not say so
+    require_two_classes(list(data.train["label"]) + (list(data.eval["label"]) if data.eval is not None else []),
+                        data.info.label_names, source="the training set")
     logger.info("Training a %s guardrail (%s) on %d rows; %s.", args.model_kind, data.fmt, len(data.train),
                 data.split_note)
     trainer = build_trainer(args, data, callbacks)
