@@ -297,3 +297,29 @@ def test_policy_guardrail_results_carry_its_s_codes(tmp_path):
     result = _result({"policy": Verdict("unsafe", True, 0.9, ["S2"])}, {"policy": guard})
     assert result.categories == {"policy": True, "policy/S1": False, "policy/S2": True}
     assert result.category_scores["policy/S2"] == 0.9 and json.loads(result.model_dump_json())["flagged"]
+
+
+def test_policy_guardrail_in_the_pool_decodes_like_in_process(tmp_path):
+    from datasets import Dataset
+    from fastapi.testclient import TestClient
+
+    from hf_barred.train.spec import GuardrailSpec
+
+    taxonomy = "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+    base = make_tiny_causal_lm(tmp_path / "base", corpus=TEXTS + [taxonomy])
+    ds = Dataset.from_dict({"text": TEXTS[:4], "label": [0, 1, 1, 0], "categories": [[], ["S1"], ["S2"], []]})
+    train_guardrail(GuardrailConfig(model_kind="generative", base_model=base, taxonomy=taxonomy, max_steps=1,
+                                    output_dir=str(tmp_path / "out"), validation_size=0.0), ds)
+    spec = GuardrailSpec.load(tmp_path / "out")
+    spec.threshold = 0.0  # every row flagged: the server decodes the categories of each
+    spec.save(tmp_path / "out")
+    expected = Guardrail.from_pretrained(tmp_path / "out")(TEXTS[:3])
+    registry = build_registry(load_guards([f"policy={tmp_path / 'out'}"]))
+    assert [b.backend for b in registry.backends] == ["adapter-pool"]
+    with TestClient(create_app(registry)) as client:
+        body = client.post("/v1/moderations", json={"input": TEXTS[:3]}).json()
+    for result, want in zip(body["results"], expected):
+        got = result["guardrails"]["policy"]
+        assert abs(got["score"] - want.score) < TOL and got["flagged"]
+        assert (got["categories"], got["error"]) == (want.categories, want.error)
+        assert {k for k in result["categories"]} == {"policy", "policy/S1", "policy/S2"}
