@@ -56,6 +56,10 @@ class AdapterPool:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         first, *rest = guards
+        for guard in rest:  # rows of all guardrails are padded together: their tokenizers must agree
+            if (len(guard.tokenizer), guard.tokenizer.pad_token_id) != (len(first.tokenizer), first.tokenizer.pad_token_id):
+                raise ValueError(f"Guardrails {first.name} and {guard.name} share the base {self.base_path} but not "
+                                 "its tokenizer (vocabulary or pad token differ). Fix: serve them separately.")
         model = PeftModel.from_pretrained(load_base(first, dtype), str(first.folder), adapter_name=first.name)
         for guard in rest:
             model.load_adapter(str(guard.folder), adapter_name=guard.name)
@@ -107,7 +111,7 @@ class AdapterPool:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 batch = _left_pad([self.guards[n].prompt_ids(t) for n, t in chunk], self.tokenizer.pad_token_id)
-                out = self.model.generate(**batch, adapter_names=[n for n, _ in chunk], do_sample=False,
+                out = self.model.generate(**batch, **self._adapters([n for n, _ in chunk]), do_sample=False,
                                           max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
                 answers += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return answers
@@ -130,9 +134,17 @@ class AdapterPool:
                 out[i] = f
         return out
 
+    def _adapters(self, names: list[str]) -> dict[str, Any]:
+        """Forward kwargs for rows of ``names``: one adapter -> make it active (peft's plain path, no
+        per-layer gather/scatter); several -> ``adapter_names`` (peft's mixed-batch path)."""
+        if len(set(names)) == 1:
+            self.model.set_adapter(names[0])
+            return {}
+        return {"adapter_names": names}
+
     def _classify(self, features: list[dict[str, list[int]]], names: list[str]) -> list[float]:
         batch = self.tokenizer.pad(features, padding=True, return_tensors="pt")
-        logits = self.model(**batch, adapter_names=names).logits
+        logits = self.model(**batch, **self._adapters(names)).logits
         return logits.float().softmax(-1)[:, 1].tolist()
 
     def _next_token(self, features: list[dict[str, list[int]]], names: list[str], decisions: list[Any]) -> list[float]:
@@ -140,7 +152,8 @@ class AdapterPool:
 
         batch = _left_pad([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
         position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1, adapter_names=names).logits[:, -1]
+        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1,
+                            **self._adapters(names)).logits[:, -1]
         pos = torch.tensor([d.positive for d in decisions])
         neg = torch.tensor([d.negative for d in decisions])
         rows = torch.arange(len(decisions))
