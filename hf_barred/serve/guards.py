@@ -139,7 +139,8 @@ class ServedGuard:
 
     @cached_property
     def tokenizer(self) -> Any:
-        return load_tokenizer(str(self.folder), self.kind)
+        """The folder's tokenizer; guardrails whose tokenizer files are identical share one object."""
+        return _shared_tokenizer(_tokenizer_fingerprint(self.folder), str(self.folder), self.kind)
 
     def classifier_features(self, texts: list[str]) -> list[dict[str, list[int]]]:
         """Unpadded tokenizer outputs, one dict per text, as ``Guardrail._score_classifier`` tokenises."""
@@ -181,6 +182,29 @@ class ServedGuard:
     def load_model(self, dtype: Optional[str] = None) -> Guardrail:
         """The whole guardrail in-process (for full-weight folders that cannot share a base)."""
         return Guardrail.from_pretrained(self.folder, device="cpu", dtype=dtype)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "chat_template.jinja")
+
+
+def _tokenizer_fingerprint(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return digest.hexdigest()
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}
+
+
+def _shared_tokenizer(fingerprint: str, folder: str, kind: str) -> Any:
+    if (fingerprint, kind) not in _TOKENIZERS:
+        _TOKENIZERS[(fingerprint, kind)] = load_tokenizer(folder, kind)
+    return _TOKENIZERS[(fingerprint, kind)]
 
 
 def auto_model_class(kind: str) -> Any:
