@@ -169,7 +169,16 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
     else:
         from .guardrail import Guardrail
 
-        guardrail = Guardrail.from_pretrained(model, threshold=threshold)
+        if str(model).startswith(("http://", "https://")):  # a guardrail that `barred serve` serves: URL#NAME
+            url, _, name = str(model).partition("#")
+            if not name:
+                raise ValueError(f"expected a served guardrail as URL#NAME (e.g. http://127.0.0.1:8000#health), "
+                                 f"found {model!r}. Fix: add '#' and the guardrail's name (GET {url}/v1/models).")
+            from .remote import from_endpoint
+
+            guardrail = from_endpoint(url, name, threshold=threshold)
+        else:
+            guardrail = Guardrail.from_pretrained(model, threshold=threshold)
         spec = guardrail.spec
         fmt = spec.prompt_format
         mapping = ColumnMapping(rule=rule or spec.rule, taxonomy=taxonomy or spec.taxonomy, prompt_format=fmt,
@@ -180,7 +189,8 @@ def evaluate_to_report(model: str, dataset: str, output: str | Path, *, engine: 
                    "threshold": guardrail.threshold, "threshold_source": spec.threshold_source}
         label_names = spec.label_names
         long = sum(w > 1 for w in predictions.windows)
-        extra["long_inputs"] = {"mode": spec.long_inputs, "window_tokens": guardrail.window, "inputs": long,
+        extra["long_inputs"] = {"mode": spec.long_inputs, "window_tokens": getattr(guardrail, "window", spec.max_length),
+                                "inputs": long,
                                 "windows": sum(predictions.windows)}
     metrics = score(norm, predictions, fmt)
     rows = [{"text": t, "label": y} | p for t, y, p in zip(norm["text"], norm["label"], predictions.rows())]

@@ -64,7 +64,7 @@ class Verdict:
     windows: int = 1
 
 
-def _per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
+def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
     if value is None or isinstance(value, str):
         return [value] * n
     values = list(value)
@@ -134,9 +134,9 @@ class Guardrail:
         if isinstance(texts, str):
             texts = [texts]
         n = len(texts)
-        rules = [r or self.spec.rule for r in _per_row(rule, n, "rule")]
-        taxonomies = [t or self.spec.taxonomy for t in _per_row(taxonomy, n, "taxonomy")]
-        tasks = _per_row(task, n, "task")
+        rules = [r or self.spec.rule for r in per_row(rule, n, "rule")]
+        taxonomies = [t or self.spec.taxonomy for t in per_row(taxonomy, n, "taxonomy")]
+        tasks = per_row(task, n, "task")
         if (self.spec.pair_rule or self.spec.kind == "generative") and format_task(self.spec.prompt_format) == "binary" \
                 and not all(rules):
             raise ValueError("This guardrail reads a rule with each text, and it has no default rule; found texts "

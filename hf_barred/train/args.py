@@ -56,7 +56,7 @@ class GuardrailTrainingArguments(SFTConfig):
     - **Columns** (``None`` = detected): ``text_column``, ``label_column``, ``rule_column``,
       ``task_column``, ``taxonomy_column``, ``categories_column``; ``validation_size``.
     - **LoRA** (peft): ``use_lora``, ``lora_r`` (paper: 16 for models up to 7B, 8 for 14B),
-      ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``, ``merge_adapter``.
+      ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``, ``merge_adapter``, ``keep_adapter``.
     - **Decision**: ``threshold``, ``threshold_for`` (``f1``/``fpr``: calibrated on the validation
       split; ``fixed``), ``target_fpr``; ``long_inputs`` (``chunk``/``truncate``), ``chunk_stride``.
     """
@@ -123,7 +123,14 @@ class GuardrailTrainingArguments(SFTConfig):
     )
     merge_adapter: bool = field(
         default=False,
-        metadata={"help": "Generative: save merged weights instead of the adapter. Classifiers are always merged."},
+        metadata={"help": "Generative: save merged weights instead of the adapter. Classifiers are merged unless "
+                          "--keep_adapter."},
+    )
+    keep_adapter: bool = field(
+        default=False,
+        metadata={"help": "Classifier: save the LoRA adapter and its head instead of merged weights, so that "
+                          "`barred serve` runs many such guardrails on one shared base (the folder then loads "
+                          "with Guardrail.from_pretrained or peft, not transformers.pipeline)."},
     )
 
     # Decision

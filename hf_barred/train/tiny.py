@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 from ..formats import binary_prompt, policy_answer, policy_prompt
 
@@ -90,3 +92,36 @@ def make_tiny_causal_lm(folder: str | Path, corpus: Iterable[str] = (), seed: in
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def make_tiny_lora_classifier(base_model: str, output_dir: str | Path, texts: Sequence[str], labels: Sequence[int],
+                              *, rule: Optional[str] = None, steps: int = 5, learning_rate: float = 5e-3,
+                              lora_r: int = 8, seed: int = 0, label_names: Sequence[str] = ("safe", "unsafe")) -> str:
+    """A LoRA classifier guardrail that keeps its adapter (``keep_adapter=True``: the folders that
+    ``barred serve`` runs on one shared base), trained by :func:`hf_barred.train.train_guardrail` for
+    ``steps`` full-batch steps; returns its folder.
+
+    >>> import tempfile
+    >>> from hf_barred.guardrail import Guardrail
+    >>> root = tempfile.mkdtemp()
+    >>> base = make_tiny_classifier(root + "/base", corpus=["kill a process", "kill my neighbour"])
+    >>> folder = make_tiny_lora_classifier(base, root + "/guard", ["kill a process", "kill my neighbour"], [0, 1])
+    >>> guard = Guardrail.from_pretrained(folder)
+    >>> guard.spec.adapter, 0.0 <= guard(["kill a process"])[0].score <= 1.0
+    (True, True)
+    """
+    from datasets import Dataset
+
+    from .args import GuardrailTrainingArguments
+    from .trainer import train_guardrail
+
+    args = GuardrailTrainingArguments(
+        model_kind="classifier", base_model=base_model, rule=rule or "The input is unsafe.",
+        output_dir=str(output_dir), lora_r=lora_r,
+        lora_alpha=2 * lora_r, class_names=list(label_names), validation_size=0.0, max_steps=steps,
+        learning_rate=learning_rate, per_device_train_batch_size=len(texts), seed=seed, keep_adapter=True,
+        threshold_for="fixed", logging_steps=steps, disable_tqdm=True,
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its log lines: a helper stays quiet
+        train_guardrail(args, Dataset.from_dict({"text": list(texts), "label": list(labels)}))
+    return str(output_dir)

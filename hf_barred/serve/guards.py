@@ -1,0 +1,227 @@
+"""What the server knows of one saved guardrail: the ONLY module of :mod:`hf_barred.serve` that reads
+the folder format of ``barred train`` (``guardrail_config.json``, the adapter, the tokenizer).
+
+A :class:`ServedGuard` turns texts into model inputs exactly as :class:`hf_barred.guardrail.Guardrail`
+does in-process (same tokenizer calls, same prompt, same decision tokens), and turns a score into the
+same :class:`~hf_barred.guardrail.Verdict`. If the saved format changes, this module is the one to adapt.
+
+Example:
+    >>> import tempfile
+    >>> from hf_barred.serve.guards import ServedGuard, parse_source
+    >>> from hf_barred.train.spec import GuardrailSpec
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="embedded", rule="r",
+    ...                   label_names=["safe", "unsafe"]).save(folder)
+    >>> guard = ServedGuard.load(folder, name="violence")
+    >>> guard.name, guard.kind, guard.adapter
+    ('violence', 'classifier', False)
+    >>> guard.verdict(0.75).label
+    'unsafe'
+    >>> parse_source("crime=outputs/crime-guard")
+    ('crime', 'outputs/crime-guard')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+from ..encoding import DecisionTokens, PromptEncoder, classifier_inputs
+from ..formats import count_categories, parse_policy_answer
+from ..guardrail import Guardrail, Verdict
+from ..modeling import load_tokenizer, resolve_base_model, torch_dtype
+from ..spec import SPEC_FILE, GuardrailSpec
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def parse_source(source: str) -> tuple[Optional[str], str]:
+    """``"NAME=PATH"`` -> ``(NAME, PATH)``; a bare ``PATH`` -> ``(None, PATH)``."""
+    name, sep, path = source.partition("=")
+    if sep and NAME_PATTERN.match(name):
+        return name, path
+    return None, source
+
+
+def default_name(path: str) -> str:
+    """A guardrail's name from its folder or Hub id: the last path part, cleaned."""
+    tail = Path(str(path).rstrip("/")).name or "guardrail"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", tail).strip("-._") or "guardrail"
+    return cleaned[:64]
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"Guardrail name {name!r}: expected letters, digits, '.', '_' or '-' (at most 64, starting "
+                         "with a letter or digit). Fix: serve it as NAME=PATH with such a name.")
+    return name
+
+
+@dataclass
+class ServedGuard:
+    """One guardrail folder, as the server runs it (see the module docstring)."""
+
+    name: str
+    folder: Path
+    spec: GuardrailSpec
+    source: str = ""
+    _encoder: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def load(cls, source: str, name: Optional[str] = None, revision: Optional[str] = None,
+             token: Optional[str] = None) -> "ServedGuard":
+        """A local folder made by ``barred train``, or a Hub repo id (downloaded once)."""
+        folder = Path(source).expanduser()
+        if not (folder / SPEC_FILE).is_file():
+            if folder.exists() or str(source).startswith((".", "/", "~")):
+                GuardrailSpec.load(folder)  # raises the expected/found/fix error
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(source), revision=revision, token=token))
+        spec = GuardrailSpec.load(folder)
+        guard = cls(name=check_name(name or default_name(source)), folder=folder, spec=spec, source=str(source))
+        if spec.prompt_format == "binary" and not spec.rule and (spec.kind == "generative" or spec.pair_rule):
+            raise ValueError(f"Guardrail {guard.name} ({source}) reads a rule with each text and has no saved rule; "
+                             "the server has no rule to give it. Fix: train it with --rule, or serve another one.")
+        return guard
+
+    # -- facts ------------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def adapter(self) -> bool:
+        """The folder holds a peft LoRA adapter on ``base_path`` (else full weights)."""
+        return (self.folder / ADAPTER_CONFIG).is_file()
+
+    @cached_property
+    def base_path(self) -> str:
+        """What the base model loads from (the embedded folder for ``"embedded"``)."""
+        return resolve_base_model(self.spec.base_model, self.kind)
+
+    @cached_property
+    def lora_rank(self) -> int:
+        """The adapter's LoRA rank (0 for full weights)."""
+        if not self.adapter:
+            return 0
+        config = json.loads((self.folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        ranks = [int(config.get("r") or 0), *map(int, (config.get("rank_pattern") or {}).values())]
+        return max(ranks)
+
+    @property
+    def policy(self) -> bool:
+        return self.spec.prompt_format == "policy"
+
+    @cached_property
+    def category_codes(self) -> list[str]:
+        """``S1..Sn`` of a policy guardrail's taxonomy (empty otherwise)."""
+        n = count_categories(self.spec.taxonomy) if self.policy else None
+        return [f"S{i}" for i in range(1, (n or 0) + 1)]
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/v1/models`` entry (everything a client needs to rebuild the spec)."""
+        spec = self.spec
+        return {"id": self.name, "object": "model", "owned_by": "hf_barred", "kind": spec.kind,
+                "base_model": spec.base_model, "prompt_format": spec.prompt_format, "rule": spec.rule,
+                "taxonomy": spec.taxonomy, "categories": self.category_codes, "label_names": list(spec.label_names),
+                "threshold": spec.threshold, "pair_rule": spec.pair_rule, "max_length": spec.max_length,
+                "format_version": spec.format_version, "adapter": self.adapter}
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The folder's tokenizer; guardrails whose tokenizer files are identical share one object."""
+        return _shared_tokenizer(_tokenizer_fingerprint(self.folder), str(self.folder), self.kind)
+
+    def classifier_features(self, texts: list[str]) -> list[dict[str, list[int]]]:
+        """Unpadded tokenizer outputs, one dict per text, as ``Guardrail._score_classifier`` tokenises."""
+        rules = [self.spec.rule] * len(texts) if self.spec.pair_rule else None
+        enc = classifier_inputs(self.tokenizer, texts, rules, self.spec.max_length)
+        return [{key: enc[key][i] for key in enc.keys()} for i in range(len(texts))]
+
+    @property
+    def encoder(self) -> PromptEncoder:
+        if self._encoder is None:
+            self._encoder = PromptEncoder(self.tokenizer, self.spec.max_length)
+        return self._encoder
+
+    @cached_property
+    def decision(self) -> DecisionTokens:
+        """After which ids, and between which two tokens, the verdict is read."""
+        return self.encoder.decision_tokens(self.spec.prompt_format)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The classification prompt's ids (what the policy JSON is decoded after)."""
+        messages = self.encoder.fit(self.spec.prompt_format, text, self.spec.rule, None, self.spec.taxonomy,
+                                    reserve=len(self.decision.prefix) + 1)  # a long text: its first window
+        return self.encoder.prompt_ids(messages)
+
+    def scoring_ids(self, text: str) -> list[int]:
+        """The prompt plus the answer tokens common to both answers: the next token is the verdict."""
+        return self.prompt_ids(text) + list(self.decision.prefix)
+
+    # -- outputs ----------------------------------------------------------------------------------
+
+    def verdict(self, score: float, raw: Optional[str] = None) -> Verdict:
+        """The :class:`Verdict` of ``score`` (and, for a policy guardrail, of its decoded JSON)."""
+        flagged = score >= self.spec.threshold
+        out = Verdict(label=self.spec.label_names[int(flagged)], flagged=flagged, score=float(score))
+        if raw is not None:
+            parsed = parse_policy_answer(raw, n_categories=count_categories(self.spec.taxonomy))
+            out.raw, out.categories, out.error = raw, parsed.categories, parsed.error
+        return out
+
+    def load_model(self, dtype: Optional[str] = None) -> Guardrail:
+        """The whole guardrail in-process (for full-weight folders that cannot share a base)."""
+        return Guardrail.from_pretrained(self.folder, device="cpu", dtype=dtype)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "chat_template.jinja")
+
+
+def _tokenizer_fingerprint(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return digest.hexdigest()
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}
+
+
+def _shared_tokenizer(fingerprint: str, folder: str, kind: str) -> Any:
+    if (fingerprint, kind) not in _TOKENIZERS:
+        _TOKENIZERS[(fingerprint, kind)] = load_tokenizer(folder, kind)
+    return _TOKENIZERS[(fingerprint, kind)]
+
+
+def auto_model_class(kind: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+
+
+def load_base(guard: ServedGuard, dtype: Optional[str] = None) -> Any:
+    """The base model of an adapter guardrail, loaded as ``Guardrail.from_pretrained`` loads it."""
+    kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}
+    return auto_model_class(guard.kind).from_pretrained(guard.base_path, **kwargs)
+
+
+def spec_from_card(card: dict[str, Any]) -> GuardrailSpec:
+    """The :class:`GuardrailSpec` of a ``/v1/models`` entry (what :meth:`ServedGuard.describe` wrote)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(GuardrailSpec)} - {"training"}
+    return GuardrailSpec(**{k: v for k, v in card.items() if k in known})
