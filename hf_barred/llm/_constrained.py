@@ -59,6 +59,10 @@ class GrammarRows:
         if target is not logits:
             logits.copy_(target.to(logits.device))
 
+    def release(self, row: int) -> None:
+        """``row`` is finished: mask nothing more for it."""
+        self.active[row] = False
+
     def accept(self, row: int, token: int) -> None:
         """Advance ``row``'s matcher by ``token`` (a rejected token ends its constraint)."""
         if self._live(row) and not self.matchers[row].accept_token(token):

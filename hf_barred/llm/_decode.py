@@ -6,8 +6,11 @@ What it does that a plain ``model.generate`` does not:
   other prompts, kept in a :class:`~hf_barred.llm._prefix.PrefixCache`; only the rest of the
   prompt (its tail) is run through the model.
 - **Finished rows leave the batch.** A row that ended (end-of-turn token, stop string or
-  ``max_new_tokens``) is reported at once through ``on_row`` and is dropped from the batch's
-  key/value cache, so no step computes tokens that are thrown away.
+  ``max_new_tokens``) is reported at once through ``on_row``; once a quarter of the batch is done,
+  those rows are dropped from the batch and its key/value cache, so few steps compute tokens that
+  are thrown away.
+- **Reserved key/value storage.** Each layer's keys and values are written into storage sized for
+  the whole answer, instead of being copied into a longer tensor at every step.
 - **Per-row seeds.** A sampled row draws from its own generator, seeded from the call's seed and
   the row's prompt, so its answer does not depend on which prompts share its micro-batch.
 
@@ -28,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ._prefix import PrefixCache
 
@@ -65,6 +69,49 @@ class TokenPicker:
             scores = scores.masked_fill(drop.scatter(1, order, drop), -float("inf"))
         probs = scores.softmax(dim=-1)
         return [int(torch.multinomial(probs[k], 1, generator=self.generators[row])) for k, row in enumerate(rows)]
+
+
+class _ReservedLayer(DynamicLayer):
+    """A key/value cache layer that writes into storage reserved for ``capacity`` positions,
+    instead of copying the whole cache at each step as ``DynamicLayer`` does (``torch.cat``)."""
+
+    def __init__(self, capacity: int, keys: Optional[torch.Tensor] = None, values: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.capacity = capacity
+        if keys is not None and values is not None and keys.shape[-2]:
+            self._reserve(keys, values)
+            self._k[:, :, : keys.shape[-2]], self._v[:, :, : keys.shape[-2]] = keys, values
+            self.keys, self.values = self._k[:, :, : keys.shape[-2]], self._v[:, :, : keys.shape[-2]]
+
+    def _reserve(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.lazy_initialization(keys, values)
+        self._k = keys.new_empty((*keys.shape[:2], self.capacity, keys.shape[3]))
+        self._v = values.new_empty((*values.shape[:2], self.capacity, values.shape[3]))
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if not self.is_initialized:
+            self._reserve(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        self._k[:, :, start:end], self._v[:, :, start:end] = key_states, value_states
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        length = self.get_seq_length()
+        self._k, self._v = self._k[indices], self._v[indices]
+        self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
+
+
+def _reserved_cache(cache: Optional[DynamicCache], config: Any, capacity: int) -> DynamicCache:
+    """``cache`` (or an empty one) with every layer moved into storage for ``capacity`` positions
+    (layers of other kinds, such as sliding windows, are left as they are)."""
+    fresh = cache is None
+    cache = DynamicCache(config=config) if cache is None else cache
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_ReservedLayer(capacity) if fresh else _ReservedLayer(capacity, layer.keys, layer.values)
+                        for layer in cache.layers]
+    return cache
 
 
 def _first_inputs(prompts: Sequence[Sequence[int]], depths: Sequence[int], width: int, pad_id: int, device: Any):
@@ -106,11 +153,9 @@ def decode(
     """
     device = model.device
     depths = [0] * len(prompts) if prefix_cache is None else list(prefix_depths or [0] * len(prompts))
-    if any(depths):
-        cache, width = prefix_cache.batch_cache(prompts, depths)
-    else:
-        cache, width = DynamicCache(config=model.config), 0
+    cache, width = prefix_cache.batch_cache(prompts, depths) if any(depths) else (None, 0)
     ids, mask, positions = _first_inputs(prompts, depths, width, pad_id, device)
+    cache = _reserved_cache(cache, model.config, mask.shape[1] + max_new_tokens)
     next_position = mask.sum(dim=-1, keepdim=True)
     rows = list(range(len(prompts)))  # the prompt index of each batch row
     tokens: list[list[int]] = [[] for _ in prompts]
@@ -124,6 +169,8 @@ def decode(
                 grammar.mask(logits, rows)
             chosen = pick(logits, rows)
             for row, token in zip(rows, chosen):
+                if finish[row] is not None:  # done, still in the batch until the next compaction
+                    continue
                 tokens[row].append(token)
                 if grammar is not None:
                     grammar.accept(row, token)
@@ -131,12 +178,16 @@ def decode(
                     finish[row] = "stop"
                 elif len(tokens[row]) >= max_new_tokens:
                     finish[row] = "length"
-                if finish[row] is not None and on_row is not None:
-                    on_row(row, tokens[row], finish[row])
+                if finish[row] is not None:
+                    if grammar is not None:
+                        grammar.release(row)
+                    if on_row is not None:
+                        on_row(row, tokens[row], finish[row])
             keep = [k for k, row in enumerate(rows) if finish[row] is None]
             if not keep:
                 break
-            if len(keep) < len(rows):  # drop finished rows from the batch and its cache
+            # Dropping rows copies the cache: worth it once a quarter of the batch is done.
+            if len(rows) - len(keep) >= max(1, len(rows) // 4):
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 mask, next_position = mask[index], next_position[index]

