@@ -327,3 +327,24 @@ def test_two_concurrent_runs_with_one_thread_each_both_finish(tiny_folder, tmp_p
     assert first["threads"] == second["threads"] == 1
     assert max(first["start"], second["start"]) < min(first["end"], second["end"])  # they ran at the same time
     assert first["end"] - first["start"] < 60 and second["end"] - second["start"] < 60
+
+
+def test_the_prefix_cache_reuses_any_shared_start(tiny_folder):
+    import torch
+
+    from hf_barred.llm._prefix import PrefixCache, shared_depths
+
+    engine = tiny_engine(tiny_folder)
+    cache = PrefixCache(engine.model, min_tokens=4)
+    long = engine._encode(shared_prefix_conversations()[0])
+    whole = cache.kv(long)
+    assert (cache.computed_tokens, cache.reused_tokens) == (len(long), 0)
+    start = cache.kv(long[:20])  # the start of a stored prefix: nothing to compute
+    assert cache.computed_tokens == len(long) and cache.reused_tokens == 20
+    assert all(torch.equal(k[:, :, :20], s) for (k, _), (s, _) in zip(whole, start))
+    other = long[:20] + long[5:15]
+    branched = cache.kv(other)  # 20 tokens from memory, 10 computed
+    assert cache.computed_tokens == len(long) + 10
+    fresh = PrefixCache(engine.model).kv(other)
+    assert all(torch.allclose(b, f, atol=1e-5) for (b, _), (f, _) in zip(branched, fresh))
+    assert shared_depths([long, other, long[:3]], stored=cache.keys(), min_tokens=4) == [len(long) - 1, len(other) - 1, 0]

@@ -86,21 +86,28 @@ class PrefixCache:
                 known, base = shared, layers
         self.reused_tokens += known
         self.computed_tokens += len(prefix) - known
+        if base is not None and known == len(prefix):  # the start of a longer stored prefix
+            layers = [(k[:, :, :known], v[:, :, :known]) for k, v in base]
+        else:
+            layers = self._extend(base, known, prefix)
+        self._entries[prefix] = layers
+        self._evict()
+        return layers
+
+    def _extend(self, base: KV | None, known: int, prefix: tuple[int, ...]) -> KV:
+        """Keys and values of ``prefix``: ``base``'s first ``known`` positions, then the rest run."""
         cache = DynamicCache(config=self.model.config)
         if base is not None:
             cache = DynamicCache(ddp_cache_data=[(k[:, :, :known], v[:, :, :known]) for k, v in base])
         device = self.model.device
         with torch.inference_mode():
             self.model(
-                input_ids=torch.tensor([prefix[known:]], device=device),
+                input_ids=torch.tensor([prefix[known:]], dtype=torch.long, device=device),
                 attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=device),
                 position_ids=torch.arange(known, len(prefix), device=device)[None],
                 past_key_values=cache, use_cache=True, logits_to_keep=1,
             )
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        self._entries[prefix] = layers
-        self._evict()
-        return layers
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _evict(self) -> None:
         def size(layers: KV) -> int:
