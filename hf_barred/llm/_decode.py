@@ -47,8 +47,8 @@ def row_seed(seed: int, prompt: Sequence[int]) -> int:
 
 class TokenPicker:
     """Chooses each row's next token: argmax when ``temperature == 0``, else temperature and
-    nucleus (``top_p``) sampling, like transformers' warpers, with one generator per row
-    (``seeds[row]``; None draws from torch's global generator)."""
+    nucleus (``top_p``) filtering as transformers' warpers do, then one draw from the row's
+    distribution by its own generator (``seeds[row]``; None: torch's global generator)."""
 
     def __init__(self, temperature: float, top_p: float, seeds: Sequence[Optional[int]]):
         self.temperature = temperature
@@ -67,8 +67,11 @@ class TokenPicker:
             drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p
             drop[..., -1:] = False  # keep the most likely token
             scores = scores.masked_fill(drop.scatter(1, order, drop), -float("inf"))
-        probs = scores.softmax(dim=-1)
-        return [int(torch.multinomial(probs[k], 1, generator=self.generators[row])) for k, row in enumerate(rows)]
+        # Inverse-CDF sampling: one uniform draw per row from the row's generator, one batched search.
+        cdf = scores.softmax(dim=-1).cumsum(dim=-1)
+        draws = torch.cat([torch.rand(1, generator=self.generators[row]) for row in rows]).to(cdf.device)
+        chosen = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None], right=True)[:, 0]
+        return chosen.clamp_(max=cdf.shape[-1] - 1).tolist()
 
 
 class _ReservedLayer(DynamicLayer):
