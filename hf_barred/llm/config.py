@@ -46,7 +46,7 @@ class EngineConfig:
     - Where (``openai``): ``base_url``, ``api_key_env`` (the *name* of the env var holding the key,
       never the key itself, so configs and datasets never carry secrets).
     - Throughput (not in fingerprints): ``max_concurrency``, ``requests_per_minute``,
-      ``tokens_per_minute``, ``timeout``, ``max_retries``, ``batch_size``, ``vllm_kwargs``.
+      ``tokens_per_minute``, ``timeout``, ``max_retries``, ``batch_size``, ``threads``, ``vllm_kwargs``.
     - Accounting: ``price_per_million_input_tokens``, ``price_per_million_output_tokens``.
     - Cache: ``cache`` (on by default), ``cache_dir``.
     """
@@ -72,6 +72,9 @@ class EngineConfig:
                 "a refused connection at most twice."})
     batch_size: int = field(default=8, metadata={"help": "Conversations per forward batch (local)."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device for local: cpu, cuda, mps."})
+    threads: Optional[int] = field(
+        default=None, metadata={"help": "CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical cores)."}
+    )
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(
         default=(), metadata={"help": "Extra vllm.LLM(...) arguments, e.g. (('tensor_parallel_size', 2),)."}
     )
@@ -103,6 +106,8 @@ class EngineConfig:
                 f"EngineConfig: expected timeout > 0 seconds and max_retries >= 0, found timeout={self.timeout} and "
                 f"max_retries={self.max_retries}. Pass e.g. --timeout 30 --max-retries 2."
             )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"EngineConfig.threads: expected >= 1 or None (the physical cores), found {self.threads}.")
         if isinstance(self.vllm_kwargs, dict):
             object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
 

