@@ -92,3 +92,22 @@ class BarredScript(ScriptedBackend):
                 return "hmm"
             return json.dumps({"reasoning": f"judge says {answer}", "confidence": 0.8, "label": answer})
         return "hmm"
+
+
+class TargetAwareScript(BarredScript):
+    """Writes the target label into each sample (`` [yes]`` / `` [no]``); with ``verdict=target_verdict`` the
+    judges agree with it, so both labels get accepted."""
+
+    def _reply(self, conversation):
+        last = conversation[-1]["content"]
+        answer = super()._reply(conversation)
+        if "Write a new, tricky" in last or "Rewrite it so" in last:
+            wanted = "no" if "does not apply" in last else "yes"
+            row = json.loads(answer)
+            return json.dumps(row | {"text": row["text"] + f" [{wanted}]"})
+        return answer
+
+
+def target_verdict(text: str, round_: int, judge: int) -> str:
+    """The judges' answer for a :class:`TargetAwareScript` sample: the label written into it."""
+    return "no" if "[no]" in text else "yes"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import barred_resume_worker as worker
 import pytest
-from barred_script import BarredScript
+from barred_script import BarredScript, TargetAwareScript, target_verdict
 from datasets import load_dataset
 
 import hf_barred.llm as llm
@@ -255,22 +255,9 @@ def test_a_run_into_the_task_files_folder_keeps_the_task_file(scripted, tmp_path
     assert (out / "task.yaml").read_text().startswith("# my notes\n")
 
 
-class TargetAwareScript(BarredScript):
-    """Writes the target label into each sample, and the judges agree with it: both labels get accepted."""
-
-    def _reply(self, conversation):
-        last = conversation[-1]["content"]
-        answer = super()._reply(conversation)
-        if "Write a new, tricky" in last or "Rewrite it so" in last:
-            wanted = "no" if "does not apply" in last else "yes"
-            row = json.loads(answer)
-            return json.dumps(row | {"text": row["text"] + f" [{wanted}]"})
-        return answer
-
-
 @pytest.mark.parametrize("n", [3, 8])
 def test_train_holds_exactly_n_balanced_and_the_rest_goes_to_extra(monkeypatch, cache_dir, tmp_path, n):
-    script = TargetAwareScript(verdict=lambda text, round_, judge: "no" if "[no]" in text else "yes")
+    script = TargetAwareScript(verdict=target_verdict)
     monkeypatch.setattr(llm, "build_backend", lambda config: script)
     llm.clear_engines()
     engine = EngineConfig(engine="local", cache_dir=str(cache_dir))

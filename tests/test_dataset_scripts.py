@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from barred_script import BarredScript
+from barred_script import BarredScript, TargetAwareScript, target_verdict
 from datasets import load_dataset
 
 import hf_barred.llm as llm
@@ -39,7 +39,7 @@ def test_human_test_of_another_rule_is_refused(tmp_path):
 
 
 def test_build_publishes_barred_health_advice(hub_server, monkeypatch, tmp_path):
-    script = BarredScript(verdict=lambda text, round_, judge: "yes")
+    script = TargetAwareScript(verdict=target_verdict)  # both labels accepted: train holds exactly n
     monkeypatch.setattr(llm, "build_backend", lambda config: script)
     llm.clear_engines()
     folder = ROOT / "dataset_scripts" / "health-advice"
@@ -50,7 +50,7 @@ def test_build_publishes_barred_health_advice(hub_server, monkeypatch, tmp_path)
     ds = load_dataset("barred/health-advice", cache_dir=str(tmp_path / "c1"))
     assert {"train", "test"} <= set(ds)
     assert len(ds["test"]) == 200 and sum(ds["test"]["label"]) == 99
-    assert len(ds["train"]) >= 4 and set(ds["test"]["model"]) == {"human"}
+    assert len(ds["train"]) == 4 and set(ds["test"]["model"]) == {"human"}
     assert ds["train"].features == ds["test"].features
     decomposition = load_dataset("barred/health-advice", "decomposition", split="train", cache_dir=str(tmp_path / "c2"))
     assert len(decomposition) > 0
