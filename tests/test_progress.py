@@ -75,6 +75,9 @@ def test_a_run_shows_its_own_view_and_hides_the_libraries_bars(scripted, tmp_pat
 
 
 def test_verbose_keeps_the_libraries_bars(scripted, tmp_path, capsys):
+    import datasets
+
+    datasets.utils.logging.enable_progress_bar()  # whatever an earlier test left
     run_barred(TASK, 2, BarredConfig.for_engine(scripted, max_refinements=0), tmp_path / "out", progress=True,
                verbose=True)
     assert "Saving the dataset" in capsys.readouterr().err

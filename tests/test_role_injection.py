@@ -106,6 +106,7 @@ def test_every_template_gives_its_roles_whatever_the_variables_hold():
         "failed_task": marker, "failed_response": marker, "dissent": marker, "persona": marker, "persona_name": "strict",
         "input_text": marker, "task": marker, "response": marker, "reasoning": marker, "objections": marker,
         "taxonomy": marker, "text": marker, "n_categories": 2, "new_code": "S3",
+        "instantiations": [marker, marker], "test_sample": marker,  # coverage
     }
     later = {"round": 2, "previous_answer": marker, "others": marker, "advocate": marker, "disagreed": True,
              "previous": {"label": "yes", "confidence": "0.90", "reasoning": marker},
