@@ -131,3 +131,71 @@ def test_accepted_responses_are_as_long_as_the_seeds_not_115_characters(tmp_path
     assert accepted and all(t for t in list(result.train["task"]) + list(result.extra["task"]))
     cap_before = sample_grammar("task_and_response", 512)["properties"]["response"]["maxLength"]  # served default
     assert max(accepted) > max(115, cap_before) and max(accepted) > len(STEP * 16)  # longer than the longest seed
+
+
+# --- end to end: generate, debate, train and evaluate a classifier that sees the task -------------------
+def _target_aware_model(body: dict) -> str:
+    """Writes a response that skips a step when asked for a "yes" sample and keeps every step for a "no"
+    one; the judges read which one it is, so both labels are accepted."""
+    fmt = body.get("response_format")
+    if not fmt:
+        return "The response is as the proposed label says."
+    schema = fmt["json_schema"]["schema"]
+    props = schema.get("properties", {})
+    prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+    if "response" in props:  # a sample: generate or refine
+        wanted = "no" if '"no": the criterion does not hold' in prompt else "yes"
+        answer = _fill(schema) | {"response": ("It skips the meter reading step. " if wanted == "yes" else
+                                               "Every step is kept in order. ") + STEP * 3}
+        if "label" in props:
+            answer["label"] = wanted
+        return json.dumps(answer)
+    if "label" in props and "dimensions" not in props:  # a judge
+        verdict = "yes" if "skips the meter reading" in prompt.split("<INPUT_BLOCK>")[-1] else "no"
+        return json.dumps(_fill(schema) | {"label": verdict})
+    return json.dumps(_fill(schema))
+
+
+def test_task_and_response_end_to_end_the_classifier_sees_the_task(tmp_path, cache_dir, fresh_engines, monkeypatch):
+    import hf_barred.guardrail as guardrail_module
+    import hf_barred.train.rows as rows_module
+    from hf_barred.train.tiny import make_tiny_classifier
+
+    seeds = [{"task": f"Plan task {k}: move house with every utility switched.", "response": STEP * 2}
+             for k in range(10)]
+    task = GuardrailTask(criterion="The plan skips, reorders or contradicts a required step.", labels=("PASS", "FAIL"),
+                         input_type="task_and_response", seeds=seeds, name="plans")
+    out = tmp_path / "data"
+    with OpenAIServer(responder=_target_aware_model) as server:
+        engine = EngineConfig(engine="openai", model="test-model", base_url=server.url, cache_dir=str(cache_dir))
+        config = BarredConfig.for_engine(engine, max_rounds=2, max_refinements=0, max_rows_per_round=8)
+        result = run_barred(task, 4, config, out, progress=False)
+    assert len(result.train) == 4 and sorted(result.train["label"]) == [0, 0, 1, 1]
+    assert all(t for t in result.train["task"])
+
+    seen: dict[str, list[str]] = {"train": [], "inference": []}
+
+    def spy(where, original):
+        def wrapper(tokenizer, texts, *args, **kwargs):
+            seen[where].extend(texts)
+            return original(tokenizer, texts, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(rows_module, "classifier_inputs", spy("train", rows_module.classifier_inputs))
+    monkeypatch.setattr(guardrail_module, "classifier_inputs", spy("inference", guardrail_module.classifier_inputs))
+    base = make_tiny_classifier(tmp_path / "base", corpus=[STEP, "skips the meter reading", "Plan task"])
+    model = tmp_path / "guard"
+    assert main(["train", str(out), "--base_model", base, "--output_dir", str(model), "--max_steps", "3",
+                 "--per_device_train_batch_size", "4", "--logging_steps", "1"]) == 0
+    test_csv = tmp_path / "test.csv"
+    Dataset.from_dict({"task": ["Plan the move of the office."] * 2,
+                       "text": ["It skips the meter reading step. " + STEP, "Every step is kept in order. " + STEP],
+                       "label": [1, 0]}).to_csv(str(test_csv))
+    assert main(["evaluate", str(model), str(test_csv), "--output", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["metrics"]["n"] == 2
+    # the classifier's input holds the task beside the response, in training and at inference
+    tasks = set(result.train["task"])
+    assert seen["train"] and all(t.startswith("<TASK>\n") and t.split("\n")[1] in tasks and "<RESPONSE>" in t
+                                 for t in seen["train"])
+    assert any("<TASK>\nPlan the move of the office.\n</TASK>" in t for t in seen["inference"])
