@@ -18,27 +18,21 @@ import hf_barred.llm as llm
 from hf_barred.cli import main
 from hf_barred.data import load_labelled_data, require_two_classes
 
+from cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
+
 try:
     from tests.servers.openai_server import OpenAIServer, error
 except ImportError:  # only tests/ is on sys.path
     from servers.openai_server import OpenAIServer, error  # type: ignore[no-redef]
 
-TASK = Path("dataset_scripts/health-advice/task.yaml")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_BARRED_CACHE", str(tmp_path / "cache"))
-    llm.clear_engines()
-    yield
-    llm.clear_engines()
+pytestmark = pytest.mark.usefixtures("fresh_cli")
 
 
 def generate(task: Path, url: str, output: Path, *more: str) -> list[str]:
-    return ["generate", str(task), "--n", "2", "--output", str(output), "--engine", "openai", "--base-url", url,
-            "--model", "test-model", "--max-rounds", "1", "--max-rows-per-round", "2", "--max-refinements", "0",
-            "--max-retries", "0", "--no-progress", *more]
+    return generate_argv(url, output, "--max-retries", "0", *more, task=task)
 
 
 def lines_of(capsys) -> tuple[list[str], str]:

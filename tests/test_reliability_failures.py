@@ -16,6 +16,8 @@ import pytest
 import hf_barred.llm as llm
 from hf_barred.cli import main
 
+from cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
+
 try:
     from tests.schema_responder import StageServer
     from tests.servers.openai_server import OpenAIServer, error, hang, malformed
@@ -23,21 +25,8 @@ except ImportError:  # only tests/ is on sys.path
     from schema_responder import StageServer  # type: ignore[no-redef]
     from servers.openai_server import OpenAIServer, error, hang, malformed  # type: ignore[no-redef]
 
-TASK = "dataset_scripts/health-advice/task.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_BARRED_CACHE", str(tmp_path / "cache"))
-    llm.clear_engines()
-    yield
-    llm.clear_engines()
-
-
-def generate(url: str, output: Path, *more: str) -> list[str]:
-    return ["generate", TASK, "--n", "2", "--output", str(output), "--engine", "openai", "--base-url", url,
-            "--model", "test-model", "--max-rounds", "1", "--max-rows-per-round", "2", "--max-refinements", "0",
-            "--no-progress", *more]
+pytestmark = pytest.mark.usefixtures("fresh_cli")
+generate = generate_argv
 
 
 def error_lines(capsys) -> list[str]:

@@ -16,32 +16,24 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-import hf_barred.llm as llm
 from hf_barred.cli import main
 from hf_barred.recipes.output_folder import LOCK_FILE, PID_FILE, locked_output
 from hf_barred.recipes.store import saved_or_run
+
+from cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
 
 try:
     from tests.servers.openai_server import OpenAIServer, error, hang
 except ImportError:  # only tests/ is on sys.path
     from servers.openai_server import OpenAIServer, error, hang  # type: ignore[no-redef]
 
-TASK = "dataset_scripts/health-advice/task.yaml"
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_BARRED_CACHE", str(tmp_path / "cache"))
-    llm.clear_engines()
-    yield
-    llm.clear_engines()
+pytestmark = pytest.mark.usefixtures("fresh_cli")
 
 
 def generate(url: str, output: Path, *more: str) -> list[str]:
-    return ["generate", TASK, "--n", "2", "--output", str(output), "--engine", "openai", "--base-url", url,
-            "--model", "test-model", "--max-rounds", "1", "--max-rows-per-round", "2", "--max-refinements", "0",
-            "--max-retries", "0", "--no-progress", *more]
+    return generate_argv(url, output, "--max-retries", "0", *more)
 
 
 def one_error_line(capsys) -> str:
