@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, Sequence
 
+from .activity import ACTIVITY
 from .base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
 from .config import EMBEDDED_MODEL, EngineConfig
 
@@ -130,7 +131,9 @@ class VLLMBackend:
         """One ``LLM.chat`` call for ``todo``. A request vLLM refuses (e.g. a prompt longer than
         max_model_len) fails the whole call, so the batch is halved until the bad request is alone
         and gets an error Completion; the others are still answered in batches."""
-        use_tqdm = (sys.stderr.isatty() and len(todo) > 1) if self.progress is None else self.progress
+        # a run's live view (hf_barred.progress) shows the requests already: no second bar under it
+        use_tqdm = (sys.stderr.isatty() and len(todo) > 1 and not ACTIVITY.view_open) if self.progress is None \
+            else self.progress
         try:
             outputs = self.llm.chat([conversations[i] for i in todo], sampling, use_tqdm=use_tqdm)
         except self._request_errors as err:
