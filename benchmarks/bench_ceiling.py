@@ -72,7 +72,15 @@ def quiet(fn: Callable[[], Any]) -> Any:
         return fn()
 
 
-# -- systems: each returns (predictions, train seconds, predict-one function) --------------------------
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of ``fn()``, run quietly. CPU seconds stay
+    comparable on a shared machine, where wall time depends on the other jobs."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    quiet(fn)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+# -- systems: each returns (predictions, (train wall s, train CPU s), predict-one function) --------------------------
 
 
 def run_tfidf(args, train_x, train_y, test_x, rule, workdir):
@@ -82,9 +90,8 @@ def run_tfidf(args, train_x, train_y, test_x, rule, workdir):
 
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
                           LogisticRegression(max_iter=2000, random_state=args.seed))
-    start = time.perf_counter()
-    model.fit(train_x, train_y)
-    return list(model.predict(test_x)), time.perf_counter() - start, lambda t: model.predict_proba([t])
+    seconds = timed(lambda: model.fit(train_x, train_y))
+    return list(model.predict(test_x)), seconds, lambda t: model.predict_proba([t])
 
 
 def _hf_guardrail(args, train_x, train_y, test_x, rule, workdir, **overrides):
@@ -98,9 +105,7 @@ def _hf_guardrail(args, train_x, train_y, test_x, rule, workdir, **overrides):
                     seed=args.seed, disable_tqdm=True, logging_strategy="no") | overrides
     training_args = GuardrailTrainingArguments(**settings)
     data = Dataset.from_dict({"text": list(train_x), "label": list(train_y)})
-    start = time.perf_counter()
-    quiet(lambda: train_guardrail(training_args, data))
-    seconds = time.perf_counter() - start
+    seconds = timed(lambda: train_guardrail(training_args, data))
     guard = Guardrail.from_pretrained(workdir, device="cpu")
     verdicts = guard(list(test_x), batch_size=16)
     return [int(v.flagged) for v in verdicts], seconds, lambda t: guard([t], batch_size=1)
@@ -132,9 +137,7 @@ def run_setfit(args, train_x, train_y, test_x, rule, workdir):
                                  report_to="none", logging_strategy="no")
     trainer = Trainer(model=model, args=training,
                       train_dataset=Dataset.from_dict({"text": list(train_x), "label": list(train_y)}))
-    start = time.perf_counter()
-    quiet(trainer.train)
-    seconds = time.perf_counter() - start
+    seconds = timed(trainer.train)
     return [int(p) for p in model.predict(list(test_x))], seconds, lambda t: model.predict_proba([t])
 
 
@@ -164,7 +167,9 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
     folds = list(StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed).split(texts, labels))
     if system == "smollm2-lora":
         folds = folds[: args.generative_folds]
-    accuracies, f1s, train_seconds, latency = [], [], [], None
+    if args.run_folds:  # the first folds only (the same splits as a full run: paired with it)
+        folds = folds[: args.run_folds]
+    accuracies, f1s, train_seconds, train_cpu, latency = [], [], [], [], None
     for k, (train_idx, test_idx) in enumerate(folds):
         train_x, train_y = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
         test_x, test_y = [texts[i] for i in test_idx], [labels[i] for i in test_idx]
@@ -173,25 +178,27 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
         metrics = binary_metrics(predictions, test_y)
         accuracies.append(metrics["accuracy"])
         f1s.append(metrics["f1"])
-        train_seconds.append(seconds)
+        train_seconds.append(seconds[0])
+        train_cpu.append(seconds[1])
         if k == len(folds) - 1:
             latency = latency_ms(predict_one, test_x[: args.latency_texts])[0]
         print(f"  {system:13s} {dataset:18s} fold {k + 1}/{len(folds)}: accuracy {metrics['accuracy']:.3f} "
-              f"F1 {metrics['f1']:.3f} train {seconds:.1f} s", flush=True)
+              f"F1 {metrics['f1']:.3f} train {seconds[0]:.1f} s ({seconds[1]:.0f} CPU-s)", flush=True)
     accuracy, ci = mean_ci(accuracies)
     return {"system": system, "dataset": dataset, "rows": len(texts), "folds": len(folds), "accuracy": accuracy,
             "accuracy_ci95": ci, "f1": statistics.fmean(f1s), "train_s": statistics.fmean(train_seconds),
+            "train_cpu_s": statistics.fmean(train_cpu), "load_average": os.getloadavg()[0],
             "p50_ms": latency, "fold_accuracies": accuracies}
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ["system", "dataset", "rows", "folds", "accuracy (mean ± 95% CI)", "F1", "train s / fold", "p50 ms @1",
+    head = ["system", "dataset", "rows", "folds", "accuracy (mean ± 95% CI)", "F1", "train s / fold", "train CPU-s / fold", "p50 ms @1",
             "paper: fine-tuned Qwen2.5-3B"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         lines.append("| " + " | ".join([
             r["system"], r["dataset"], str(r["rows"]), str(r["folds"]), f"{r['accuracy']:.3f} ± {r['accuracy_ci95']:.3f}",
-            f"{r['f1']:.3f}", f"{r['train_s']:.1f}", f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
+            f"{r['f1']:.3f}", f"{r['train_s']:.1f}", f"{r.get('train_cpu_s', float('nan')):.0f}", f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
             f"{PAPER[r['dataset']]:.2f}" if r["dataset"] in PAPER else "-"]) + " |")
     return "\n".join(lines)
 
@@ -208,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=256, help="MiniLM window (longer inputs: windows).")
     parser.add_argument("--setfit-iterations", type=int, default=3, help="SetFit contrastive pairs per row / 2.")
     parser.add_argument("--generative-folds", type=int, default=1, help="Folds run for SmolLM2 (slow on a CPU).")
+    parser.add_argument("--run-folds", type=int, default=0,
+                        help="Run only the first N of the --folds folds (0: all), e.g. for slow peers.")
     parser.add_argument("--generative-epochs", type=float, default=2)
     parser.add_argument("--generative-max-length", type=int, default=384)
     parser.add_argument("--latency-texts", type=int, default=20, help="Texts timed one by one (last fold).")

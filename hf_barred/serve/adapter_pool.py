@@ -85,11 +85,11 @@ class AdapterPool:
         return verdicts
 
     def scores(self, rows: Sequence[Row]) -> list[float]:
-        """Violation probabilities: longest inputs first, ``batch_size`` rows per mixed-adapter pass."""
+        """Violation probabilities, ``batch_size`` rows per mixed-adapter pass, in :func:`batch_order`."""
         import torch
 
         inputs = self._inputs(rows)
-        order = sorted(range(len(rows)), key=lambda i: -len(inputs[i]["input_ids"]))
+        order = batch_order([len(f["input_ids"]) for f in inputs], [name for name, _ in rows])
         out = [0.0] * len(rows)
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
@@ -189,6 +189,20 @@ class SeparateModels:
                 for i, verdict in zip(idx, self.models[name]([rows[i][1] for i in idx], batch_size=self.batch_size)):
                     out[i] = verdict
         return out
+
+
+def batch_order(lengths: Sequence[int], adapters: Sequence[str], bucket: int = 32) -> list[int]:
+    """Row order for batching: longest first by ``bucket``-token length band, then by adapter within a band.
+
+    Padding stays small (a batch spans about one band), and a batch holds few distinct adapters: peft's
+    mixed-adapter forward loops over the distinct adapters of a batch in every LoRA layer, so 64 rows
+    of 4 adapters cost about half as much as 64 rows of 32 (measured on 32 MiniLM adapters, CPU).
+
+    Example:
+        >>> batch_order([5, 40, 6, 41], ["b", "a", "a", "b"])
+        [1, 3, 2, 0]
+    """
+    return sorted(range(len(lengths)), key=lambda i: (-(lengths[i] // bucket), adapters[i], -lengths[i]))
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class ServeOptions:
     dtype: Optional[str] = None
     batch_size: int = 64
     max_wait_ms: float = 5.0
+    max_batch_rows: int = 1024
 
 
 def load_guards(sources: Sequence[str]) -> list[ServedGuard]:
@@ -82,7 +83,7 @@ def build_registry(guards: Sequence[ServedGuard], options: ServeOptions = ServeO
         for process in started:
             process.stop()
         raise
-    return Registry(guards, backends, max_wait_ms=options.max_wait_ms)
+    return Registry(guards, backends, max_wait_ms=options.max_wait_ms, max_batch_rows=options.max_batch_rows)
 
 
 def _vllm_backend(guards: list[ServedGuard], options: ServeOptions, started: list[VLLMProcess]) -> VLLMBackend:

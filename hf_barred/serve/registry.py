@@ -60,7 +60,7 @@ class Registry:
     """Routes checks to backends. A backend has ``names``, ``check(rows)`` (sync or async) and ``health()``."""
 
     def __init__(self, guards: Sequence[ServedGuard], backends: Sequence[Any], *, max_wait_ms: float = 5.0,
-                 max_batch_rows: int = 256):
+                 max_batch_rows: int = 1024):
         self.guards = {g.name: g for g in guards}
         self.backends = list(backends)
         self.route: dict[str, Any] = {name: b for b in self.backends for name in b.names}

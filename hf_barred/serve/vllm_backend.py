@@ -7,9 +7,9 @@ on 127.0.0.1 and watches it; or attach to a running server with ``--vllm-url``.
 :class:`VLLMBackend` scores a check exactly as :class:`~hf_barred.guardrail.Guardrail` does: the same
 prompt token ids (plus the answer tokens common to both answers) go to ``/v1/completions`` with the
 guardrail's adapter as ``model``, ``max_tokens=1``, greedy, ``logprobs=20`` (token ids, not strings);
-the score is ``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe). If a decision token is
-not among the top 20, its log-probability is read exactly as a prompt log-probability of the prompt
-plus that token. All guardrails of a check are sent at once (one request per adapter, each with all
+the score is ``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe), with both decision tokens'
+log-probabilities asked for by id (``logprob_token_ids``). On an older server, which answers the top 20
+only, a decision token outside them is read exactly as a prompt log-probability of the prompt plus it. All guardrails of a check are sent at once (one request per adapter, each with all
 texts), so vLLM batches them. A dead or unreachable server raises :class:`BackendUnavailable`.
 
 Example:
@@ -65,6 +65,14 @@ def vllm_command(guards: Sequence[ServedGuard], port: int, *, python: Optional[s
             "--max-logprobs", str(TOP_LOGPROBS), *extra_args]
 
 
+def own_process_group() -> dict[str, Any]:
+    """``Popen`` arguments for a child in its own process group (stopped as one group with ``killpg``, out of
+    reach of the terminal's Ctrl-C) but in this session: where the kernel groups CPU shares by session
+    (``sched_autogroup``), a new session would compete with this server as an equal instead of sharing its
+    share, and a starved OpenMP team stalls at every barrier."""
+    return {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+
+
 class VLLMProcess:
     """A vLLM server subprocess in its own process group; :meth:`stop` ends the group."""
 
@@ -79,7 +87,7 @@ class VLLMProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
+                                            **own_process_group())
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -212,8 +220,11 @@ class VLLMBackend:
 
     async def _scores(self, guard: ServedGuard, texts: list[str]) -> list[float]:
         prompts = [guard.scoring_ids(t) for t in texts]
+        # logprob_token_ids (recent vLLM): the two decision tokens' log-probabilities over the whole
+        # vocabulary, whatever their rank; a server without it answers the top 20 instead.
         body = {"model": guard.name, "prompt": prompts, "max_tokens": 1, "temperature": 0.0,
-                "logprobs": TOP_LOGPROBS, "return_tokens_as_token_ids": True}
+                "logprobs": TOP_LOGPROBS, "logprob_token_ids": [guard.decision.positive, guard.decision.negative],
+                "return_tokens_as_token_ids": True}
         choices = sorted((await self._post(body))["choices"], key=lambda c: c["index"])
         pos, neg = guard.decision.positive, guard.decision.negative
         scores = []
@@ -225,7 +236,9 @@ class VLLMBackend:
         return scores
 
     async def _prompt_logprob(self, guard: ServedGuard, prompt: list[int], token: int) -> float:
-        """log P(token | prompt), exactly: the prompt log-probability of ``token`` appended to the prompt."""
+        """log P(token | prompt), exactly: the prompt log-probability of ``token`` appended to the prompt.
+        Only for servers without ``logprob_token_ids`` (vLLM 0.32's CPU build fails on prompt log-probabilities
+        with LoRA adapters, which ``logprob_token_ids`` avoids)."""
         body = {"model": guard.name, "prompt": prompt + [token], "max_tokens": 1, "temperature": 0.0,
                 "prompt_logprobs": 0}
         last = (await self._post(body))["choices"][0]["prompt_logprobs"][-1]
