@@ -10,9 +10,11 @@ each system is trained on four folds and scored on the fifth:
 - ``tfidf``: TF-IDF (word 1-2 grams) and logistic regression.
 
 Per system and dataset: accuracy mean ± 95% CI over the folds (Student t), F1 mean, training time per
-fold, and p50 latency at batch 1 (one forward pass per text, long inputs in windows). Bounded by
-``--max-rows`` (a stratified subsample per dataset), ``--epochs``, ``--max-length`` and
-``--generative-folds`` (SmolLM2 is slow on a CPU), so that the default run fits ~25 minutes on 2 cores.
+fold (wall and CPU seconds), and p50 latency at batch 1 (one forward pass per text, long inputs in
+windows). Bounded by ``--max-rows`` (a stratified subsample per dataset), ``--epochs``, ``--max-length``,
+``--run-folds`` (the first N of the folds: the same splits as a full run) and ``--generative-folds``
+(SmolLM2 is slow on a CPU). On 2 quiet cores a MiniLM fold takes about 75 s, SetFit about 4 minutes, a
+SmolLM2 fold 2-5 minutes: all systems on all folds take hours, so run them one system per process.
 
 Example:
     $ OMP_NUM_THREADS=2 python benchmarks/bench_ceiling.py --out benchmarks/ceiling.json
