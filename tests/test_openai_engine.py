@@ -324,7 +324,8 @@ def test_cache_is_shared_across_processes(srv, tmp_path):
 def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
     srv.script(hang(20), match="stuck", forever=True)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.replace("{sys.argv[3]} {i}", "{'stuck' if i % 2 else 'quick'} {i}"),
+        [sys.executable, "-c", "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+         + CHILD.replace("{sys.argv[3]} {i}", "{'stuck' if i % 2 else 'quick'} {i}"),
          srv.url, str(tmp_path), "unused", "6"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT,
     )
@@ -336,7 +337,13 @@ def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.05)
         child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=20)
+        try:
+            _, stderr = child.communicate(timeout=20)
+        except subprocess.TimeoutExpired:  # say where it hangs: the child dumps its threads' stacks on SIGUSR1
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            child.kill()
+            pytest.fail(f"the child did not stop within 20 s of Ctrl-C; its stacks:\n{child.communicate()[1][-6000:]}")
     finally:
         child.kill()
     assert child.returncode != 0 and "KeyboardInterrupt" in stderr
