@@ -321,6 +321,20 @@ def test_cache_is_shared_across_processes(srv, tmp_path):
     assert ResponseCache(tmp_path / "responses.sqlite").stats()["hits"] == 4
 
 
+def _rows(db: Path) -> int:
+    """Answers in the child's cache, read through one short-lived read-only connection (no schema write,
+    nothing left open while the child shuts down)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+    finally:
+        conn.close()
+
+
 def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
     srv.script(hang(20), match="stuck", forever=True)
     child = subprocess.Popen(
@@ -333,7 +347,7 @@ def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
         assert child.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 30
         db = tmp_path / "responses.sqlite"
-        while len(srv.requests) < 6 or len(ResponseCache(db)) < 3:  # 3 answered, 3 stuck in flight
+        while not db.exists() or len(srv.requests) < 6 or _rows(db) < 3:  # 3 answered, 3 stuck in flight
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.05)
         child.send_signal(signal.SIGINT)
