@@ -9,8 +9,9 @@ prompt token ids (plus the answer tokens common to both answers) go to ``/v1/com
 guardrail's adapter as ``model``, ``max_tokens=1``, greedy, ``logprobs=20`` (token ids, not strings);
 the score is ``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe), with both decision tokens'
 log-probabilities asked for by id (``logprob_token_ids``). On an older server, which answers the top 20
-only, a decision token outside them is read exactly as a prompt log-probability of the prompt plus it. All guardrails of a check are sent at once (one request per adapter, each with all
-texts), so vLLM batches them. A dead or unreachable server raises :class:`BackendUnavailable`.
+only, a decision token outside them is read exactly as a prompt log-probability of the prompt plus it.
+All guardrails of a check are sent at once (one request per adapter, each with all texts), so vLLM
+batches them. A dead or unreachable server raises :class:`BackendUnavailable`.
 
 Example:
     >>> from hf_barred.serve.vllm_backend import vllm_lora_rank
