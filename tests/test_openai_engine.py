@@ -335,7 +335,7 @@ def _rows(db: Path) -> int:
         conn.close()
 
 
-@pytest.mark.isolated  # run by scripts/test.sh in a pytest process of its own (see there)
+@pytest.mark.isolated  # quarantined: its child hangs at exit after the main suite ran (see scripts/test.sh)
 def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
     srv.script(hang(20), match="stuck", forever=True)
     child = subprocess.Popen(
