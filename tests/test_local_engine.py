@@ -39,7 +39,10 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def engine(cache_dir) -> LocalBackend:
-    return LocalBackend.from_config(EngineConfig(engine="local", batch_size=4, device="cpu"), progress=False)
+    # float32: these tests check exact properties (same tokens batched or alone, with or without prefix
+    # reuse) that bfloat16 rounding, the default on AMX CPUs, keeps only approximately (tests/test_precision.py).
+    return LocalBackend.from_config(EngineConfig(engine="local", batch_size=4, device="cpu", dtype="float32"),
+                                    progress=False)
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -201,9 +204,9 @@ def tiny_folder(tmp_path_factory) -> str:
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), corpus=[SHARED, *QUESTIONS])
 
 
-def tiny_engine(folder: str, prefix_reuse: bool = True) -> LocalBackend:
-    return LocalBackend.from_config(EngineConfig(engine="local", model=folder, device="cpu", batch_size=3),
-                                    progress=False, prefix_reuse=prefix_reuse)
+def tiny_engine(folder: str, prefix_reuse: bool = True, dtype: str = "float32") -> LocalBackend:
+    return LocalBackend.from_config(EngineConfig(engine="local", model=folder, device="cpu", batch_size=3,
+                                                 dtype=dtype), progress=False, prefix_reuse=prefix_reuse)
 
 
 def test_greedy_tokens_match_transformers_generate(tiny_folder):
@@ -348,3 +351,24 @@ def test_the_prefix_cache_reuses_any_shared_start(tiny_folder):
     fresh = PrefixCache(engine.model).kv(other)
     assert all(torch.allclose(b, f, atol=1e-5) for (b, _), (f, _) in zip(branched, fresh))
     assert shared_depths([long, other, long[:3]], stored=cache.keys(), min_tokens=4) == [len(long) - 1, len(other) - 1, 0]
+
+
+def test_a_conversion_parses_each_gguf_file_once(tmp_path):
+    import gguf
+    import numpy as np
+
+    from hf_barred.llm.local import _gguf_parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.ones((4, 2), dtype=np.float32))
+    for write in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        write()
+    writer.close()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(str(path))
+        assert gguf.GGUFReader(str(path)) is first and first.tensors[0].name == "token_embd.weight"
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)  # restored
+    assert gguf.GGUFReader(str(path)) is not first

@@ -149,10 +149,10 @@ class TestInProcess:
         assert stopped.finish_reason == "stop" and answers[2].text.startswith(stopped.text) and "5" not in stopped.text
 
     def test_greedy_answers_match_the_local_engine(self, engine):
-        # Both engines answer as "HuggingFaceTB/SmolLM2-135M-Instruct" and so share response-cache entries.
+        # Both engines answer as "HuggingFaceTB/SmolLM2-135M-Instruct" in float32 and so share response-cache entries.
         from hf_barred.llm.local import LocalBackend
 
-        local = LocalBackend.from_config(EngineConfig(engine="local", device="cpu"), progress=False)
+        local = LocalBackend.from_config(EngineConfig(engine="local", device="cpu", dtype="float32"), progress=False)
         conversations = [user("What is the capital of France?"), user("Name three fruits."), BENCH[1]]
         params = SamplingParams(max_tokens=12, temperature=0)
         assert [c.text for c in engine.chat(conversations, params)] == [c.text for c in local.chat(conversations, params)]

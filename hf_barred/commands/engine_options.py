@@ -25,6 +25,7 @@ __all__ = ["ENGINES", "PROMPT_SET_NAMES", "add_engine_arguments", "add_prompt_se
            "engine_config", "positive_int", "share"]
 
 ENGINES = ("local", "openai", "vllm")
+DTYPES = ("auto", "float32", "bfloat16")  # hf_barred.llm.config.DTYPES, likewise
 PROMPT_SET_NAMES = ("small", "served")  # hf_barred.prompting.PROMPT_SETS, without importing it at parse time
 
 
@@ -105,6 +106,9 @@ def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local"
     group.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical cores; "
                             "give each of two runs on one machine half).")
+    group.add_argument("--dtype", choices=DTYPES, default=None,
+                       help="Precision of the local engine (default auto: bfloat16 on CPUs with AMX, else float32; "
+                            "float32 reproduces float32 answers anywhere).")
     group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                        help="Seconds a request may take before it is retried (openai engine; default 120).")
     group.add_argument("--max-retries", type=int, default=None, metavar="N",
@@ -122,7 +126,7 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> Any:
         engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
         max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size, cache_dir=args.cache_dir,
         timeout=getattr(args, "timeout", None), max_retries=getattr(args, "max_retries", None),
-        threads=getattr(args, "threads", None),
+        threads=getattr(args, "threads", None), dtype=getattr(args, "dtype", None),
     )
     values.update(changes)
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env",

