@@ -303,6 +303,26 @@ def test_threshold_for_a_target_false_positive_rate(classifier_base, tmp_path):
     assert json.loads((tmp_path / "fpr/guardrail_config.json").read_text())["threshold"] == result.threshold
 
 
+def test_train_hides_the_libraries_output_unless_verbose(classifier_base, data, tmp_path, capfd):
+    from transformers import AutoModel, AutoTokenizer
+
+    headless = tmp_path / "headless"  # a base without a classification head, as a user's base usually is
+    AutoModel.from_pretrained(classifier_base).save_pretrained(headless)
+    AutoTokenizer.from_pretrained(classifier_base).save_pretrained(headless)
+    csv_path = tmp_path / "d.csv"
+    data.to_csv(str(csv_path))
+    common = [str(csv_path), "--base_model", str(headless), "--rule", RULE, "--num_train_epochs", "1"]
+    capfd.readouterr()
+    assert main(["train", *common, "--output", str(tmp_path / "quiet")]) == 0
+    quiet = capfd.readouterr()
+    assert main(["train", *common, "--output", str(tmp_path / "loud"), "--verbose"]) == 0
+    loud = capfd.readouterr()
+    assert "Writing model shards" in loud.err  # the switch is real: the bars are there with --verbose
+    for noise in ("LOAD REPORT", "Loading weights", "Writing model shards", "pin_memory"):
+        assert noise not in quiet.out + quiet.err
+    assert "Guardrail saved to" in quiet.out
+
+
 # -- several processes ------------------------------------------------------------------------------
 
 TOLERANCE = 1e-3  # 2 processes vs 1 without dropout: the same batches; only the order of float sums differs

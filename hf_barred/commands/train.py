@@ -60,6 +60,9 @@ def build_parser() -> Any:
                         help="Labelled test set scored after training (report in OUTPUT/eval, scores in the card).")
     parser.add_argument("--test-split", "--test_split", dest="test_split", default="test",
                         help="Split of --test-dataset (default: test).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Show the libraries' own output: load reports, weight loading and saving bars, their "
+                             "warnings (hidden by default; the training bar and the summary always show).")
     return parser
 
 
@@ -99,11 +102,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(argv: Sequence[str]) -> int:
-    from ..data import load_labelled_data
-    from ..cards import write_model_card
-    from ..train import train_guardrail
+    from ..progress import quiet_libraries
 
     training_args, options = parse(argv)
+    with quiet_libraries(options.verbose):
+        return _train_quietly(training_args, options)
+
+
+def _train_quietly(training_args: Any, options: argparse.Namespace) -> int:
+    from ..cards import write_model_card
+    from ..data import load_labelled_data
+    from ..train import train_guardrail
+
     train_ds = load_labelled_data(options.dataset, options.split)
     eval_ds = load_labelled_data(options.eval_dataset, "validation") if options.eval_dataset else None
     result = train_guardrail(training_args, train_ds, eval_ds)

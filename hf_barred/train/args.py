@@ -188,6 +188,8 @@ class GuardrailTrainingArguments(SFTConfig):
             self.taxonomy = Path(self.taxonomy).read_text(encoding="utf-8")
         import torch
 
+        if not torch.accelerator.is_available():  # pinned memory is for copies to an accelerator
+            self.dataloader_pin_memory = False
         if self.bf16 is None:  # SFTConfig would turn bf16 on everywhere, CPUs included
             self.bf16 = bool(not self.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
