@@ -194,7 +194,8 @@ class LocalBackend:
     uses) is installed: every generated token is masked to what the schema allows, so an answer
     that is not cut by ``max_tokens`` parses. Without it (``supports_json_schema`` is False), the
     structured layer validates and repairs instead. ``prefix_reuse=False`` turns the prefix cache
-    off (same answers, more computation; for benchmarks).
+    off (more computation, for benchmarks; the same answers in float32, the same up to rounding in
+    bfloat16).
 
     ``cache_name`` keys the response cache: the model's name, with its precision when that is not
     float32 (bfloat16 answers are not float32 answers).
