@@ -166,7 +166,7 @@ def main() -> None:
     from hf_barred.llm.config import default_cache_dir
 
     cache_dir = args.cache_dir or str(default_cache_dir())
-    from hf_barred.llm.local import embedded_model_path
+    from hf_barred.llm.embedded import embedded_model_path
 
     os.environ["HF_BARRED_CACHE"] = cache_dir
     embedded_model_path()  # convert the GGUF once, outside the timed runs

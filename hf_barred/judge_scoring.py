@@ -138,7 +138,7 @@ def _cached_logprobs(config: EngineConfig, conversations: list[Conversation],
 
 def _model_name(config: EngineConfig) -> str:
     if config.model == "embedded":
-        from .llm.local import EMBEDDED_MODEL_ID
+        from .llm.embedded import EMBEDDED_MODEL_ID
 
         return EMBEDDED_MODEL_ID
     return config.model

