@@ -13,7 +13,7 @@ are trained with the same steps, batch and seed on a train split of the XSTest p
   safe training rows: the embedded 135M model does not write usable edits, and the run must fit
   2 CPU cores.
 
-Both are scored on held-out rows under three policies (:mod:`hf_barred.apt_eval`): the training
+Both are scored on held-out rows under three policies (:mod:`hf_barred.evaluation.apt`): the training
 policy (``seen``), categories deleted (``deleted``; some unsafe rows lose every violated category
 and must now be judged safe) and categories shuffled under new codes (``shuffled``), with 95%
 bootstrap CIs over rows and paired APT - base differences.
@@ -89,7 +89,7 @@ def train_policy_guardrail(rows: Any, out_dir: Path, *, steps: int, seed: int, b
 def predict_policy_guardrail(model_dir: str, rows: Any, batch_size: int) -> tuple[list[int], list[list[str]]]:
     """``(predictions 0/1, predicted codes)`` of a saved policy guardrail on ``rows``, each row
     judged under its own ``taxonomy``."""
-    from hf_barred.guardrail import Guardrail
+    from hf_barred.guardrails.guardrail import Guardrail
 
     guard = Guardrail.from_pretrained(model_dir)
     verdicts = guard(list(rows["text"]), taxonomy=list(rows["taxonomy"]), batch_size=batch_size)
@@ -135,7 +135,7 @@ def scripted_edits(train: Any, share: float, seed: int) -> tuple[Any, int]:
     from hf_barred.rowrandom import RowRandom
     from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
     from hf_barred.stages.guideline_edit import apply_edit
-    from hf_barred.taxonomy import Taxonomy
+    from hf_barred.policy.taxonomy import Taxonomy
 
     written = ("taxonomy", "label", "categories", "edited_code", "edit_kind", "edit_model", "perturbation",
                "source_codes")
@@ -180,7 +180,7 @@ def original_codes(codes: Sequence[str], source_codes: Sequence[str]) -> list[st
     >>> original_codes(["S2", "S9"], ["S3", "S1"]), original_codes(["S2"], [])
     (['S1', 'S?'], ['S2'])
     """
-    from hf_barred.taxonomy import code_number
+    from hf_barred.policy.taxonomy import code_number
 
     if not source_codes:
         return list(codes)
@@ -195,8 +195,8 @@ def score_system(gold: Any, predictions: list[int], categories: list[list[str]],
                  seed: int) -> dict[str, Any]:
     """Metrics of one system on one policy, their bootstrap CIs, and per-category metrics by
     original category."""
-    from hf_barred.apt_eval import bootstrap_ci, policy_metrics
-    from hf_barred.metrics.guardrail_metrics import category_metrics
+    from hf_barred.evaluation.apt import bootstrap_ci, policy_metrics
+    from hf_barred.evaluation.metrics.guardrail_metrics import category_metrics
 
     refs, ref_cats = list(gold["label"]), [list(c) for c in gold["categories"]]
     deleted = list(gold["deleted_to_safe"]) if "deleted_to_safe" in gold.column_names else None
@@ -215,7 +215,7 @@ def score_system(gold: Any, predictions: list[int], categories: list[list[str]],
 def statistic_functions(predictions, refs, categories, ref_cats, deleted) -> dict[str, Any]:
     """``{name: statistic(row indices)}`` for the bootstrap: F1, category F1 and, under the deleted
     policy, the false-positive rate on the rows whose violated categories were all deleted."""
-    from hf_barred.apt_eval import policy_metrics
+    from hf_barred.evaluation.apt import policy_metrics
 
     def pick(idx: Sequence[int], name: str) -> float:
         sub = lambda xs: [xs[i] for i in idx]  # noqa: E731
@@ -232,7 +232,7 @@ def statistic_functions(predictions, refs, categories, ref_cats, deleted) -> dic
 def paired_differences(gold: Any, runs: dict[str, tuple[list[int], list[list[str]]]], resamples: int,
                        seed: int) -> dict[str, Any]:
     """APT - base for each statistic, with a paired bootstrap CI (the same resampled rows)."""
-    from hf_barred.apt_eval import bootstrap_ci
+    from hf_barred.evaluation.apt import bootstrap_ci
 
     refs, ref_cats = list(gold["label"]), [list(c) for c in gold["categories"]]
     deleted = list(gold["deleted_to_safe"]) if "deleted_to_safe" in gold.column_names else None
@@ -305,8 +305,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from hf_barred.apt_eval import evaluation_policies, names_only_rows
-    from hf_barred.taxonomy import Taxonomy
+    from hf_barred.evaluation.apt import evaluation_policies, names_only_rows
+    from hf_barred.policy.taxonomy import Taxonomy
 
     started = time.perf_counter()
     output = Path(args.output or tempfile.mkdtemp(prefix="bench_apt-"))

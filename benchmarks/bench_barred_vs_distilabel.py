@@ -1,6 +1,6 @@
 """LLM calls and wall time per accepted sample: hf_barred's BARRED loop vs the same work in distilabel.
 
-Both sides talk to one loopback OpenAI-protocol server (``tests/servers/openai_server.py``, its own
+Both sides talk to one loopback OpenAI-protocol server (``tests/utils/servers/openai_server.py``, its own
 process) that answers every request after a fixed latency L and processes at most C requests at
 once. Its responder answers deterministically by role, recognising each prompt by its text
 (decompose, instantiate, generate, judge round 1, judge round t > 1, advocate, refine), always with
@@ -17,7 +17,7 @@ samples that need a further round matters. A refined sample (level + 1) is a new
 
 Systems compared (same N target, same server, same client concurrency C):
 
-- ``hf_barred``: :func:`hf_barred.recipes.barred.run_barred` with the ``openai`` engine
+- ``hf_barred``: :func:`hf_barred.recipes.barred.run.run_barred` with the ``openai`` engine
   (``max_concurrency=C``), k judges, T rounds, R_max refinements; a fresh response cache
   (``HF_BARRED_CACHE`` in a temporary folder).
 - ``hf_barred, 2nd run``: the same run again into a new output folder with the now warm response
@@ -93,7 +93,7 @@ DIMENSIONS = {
     "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
 }
 WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
-STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred/prompts/small/judge_persona/strict.jinja) dissents
+STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred/stages/prompts/small/judge_persona/strict.jinja) dissents
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
 _SAMPLE = re.compile(r"\(sample (\d+)\)")
 _ROUND = re.compile(r"Round (\d+)\.")
@@ -206,7 +206,7 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--max-parallel", type=int, default=32)
     parser.add_argument("--workload", default=json.dumps(WORKLOAD), help="JSON: against, converge, stay fractions")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tests" / "servers"))
+    sys.path.insert(0, str(ROOT / "tests" / "utils" / "servers"))
     from openai_server import OpenAIServer
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -335,8 +335,8 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     """One run_barred (in this process) to ``out_dir``; the response cache is $HF_BARRED_CACHE."""
     from hf_barred import llm
     from hf_barred.llm import EngineConfig
-    from hf_barred.recipes.barred import BarredConfig, run_barred
-    from hf_barred.task import GuardrailTask
+    from hf_barred.recipes.barred.run import BarredConfig, run_barred
+    from hf_barred.policy.task import GuardrailTask
 
     llm.clear_engines()  # a fresh engine: its usage counters start at zero
     task = GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")
@@ -369,7 +369,7 @@ def run_peer(url: str, args: argparse.Namespace, mode: str, work: Path) -> dict[
            "--rounds", str(args.rounds), "--mode", mode, "--batch-size", str(args.concurrency),
            "--initial-acceptance", str(args.initial_acceptance), "--overplan", str(args.peer_overplan),
            "--task", str(task_file),
-           "--prompts", str(ROOT / "hf_barred" / "prompts"), "--cache-dir", str(work / f"distilabel-{mode}"),
+           "--prompts", str(ROOT / "hf_barred" / "stages" / "prompts"), "--cache-dir", str(work / f"distilabel-{mode}"),
            "--out", str(out)]
     env = dict(os.environ, OPENAI_API_KEY="not-needed", DISTILABEL_LOG_LEVEL=args.distilabel_log_level)
     started = time.perf_counter()
@@ -492,7 +492,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         if not args.skip_ours:
-            import hf_barred.recipes.barred  # noqa: F401  (imported before the clock starts, like the peer's imports)
+            import hf_barred.recipes.barred.run  # noqa: F401  (imported before the clock starts, like the peer's imports)
 
             for label, folder in (("hf_barred", "ours-1"), ("hf_barred, 2nd run (warm cache)", "ours-2")):
                 server.reset()

@@ -19,9 +19,9 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, load_from_disk
 
-from hf_barred.features import POLICY_FEATURES
+from hf_barred.policy.rows import POLICY_FEATURES
 from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
-from hf_barred.taxonomy import Taxonomy
+from hf_barred.policy.taxonomy import Taxonomy
 
 TAXONOMY = Path(__file__).resolve().parents[1] / "dataset_scripts" / "policy-xstest" / "taxonomy.yaml"
 

@@ -99,7 +99,7 @@ def run_tfidf(args, train_x, train_y, test_x, rule, workdir):
 def _hf_guardrail(args, train_x, train_y, test_x, rule, workdir, **overrides):
     from datasets import Dataset
 
-    from hf_barred.guardrail import Guardrail
+    from hf_barred.guardrails.guardrail import Guardrail
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     settings = dict(base_model="embedded", rule=rule, output_dir=str(workdir), num_train_epochs=args.epochs,
@@ -130,7 +130,7 @@ def run_setfit(args, train_x, train_y, test_x, rule, workdir):
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    from hf_barred.modeling import embedded_classifier_path
+    from hf_barred.guardrails.loading import embedded_classifier_path
 
     model = SetFitModel.from_pretrained(str(embedded_classifier_path()))
     model.model_body.max_seq_length = args.max_length
@@ -163,7 +163,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
 def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str, Any]:
     from sklearn.model_selection import StratifiedKFold
 
-    from hf_barred.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
 
     texts, labels, rule = load(dataset, args.max_rows, args.seed)
     folds = list(StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed).split(texts, labels))

@@ -53,12 +53,12 @@ def build(engine: str, threads: int | None, batch_size: int) -> Any:
     from hf_barred.llm import EngineConfig
 
     if engine.startswith("vllm"):
-        from hf_barred.llm.vllm_engine import VLLMBackend
+        from hf_barred.llm.engines.vllm.engine import VLLMBackend
 
         kwargs = {"max_model_len": 2048, "enforce_eager": os.environ.get("HF_BARRED_VLLM_COMPILE") != "1",
                   "dtype": "bfloat16" if engine == "vllm-bfloat16" else "float32"}
         return VLLMBackend.from_config(EngineConfig(engine="vllm", vllm_kwargs=kwargs), progress=False)
-    from hf_barred.llm.local import LocalBackend
+    from hf_barred.llm.engines.local.engine import LocalBackend
 
     config = EngineConfig(engine="local", batch_size=batch_size, device="cpu", threads=threads,
                           dtype="float32" if engine == "local-float32" else "auto")
@@ -122,8 +122,8 @@ def record(out: str, generate_args: list[str]) -> int:
     """``barred generate generate_args`` with every local-engine call appended to ``out``."""
     import dataclasses
 
-    from hf_barred.cli import main
-    from hf_barred.llm import local
+    from hf_barred.cli.main import main
+    from hf_barred.llm.engines.local import engine as local
 
     chat = local.LocalBackend.chat
     sink = open(out, "w", encoding="utf-8")

@@ -6,7 +6,7 @@ latency per text at batch 1, accuracy and F1 (``unsafe`` = positive) beside
 
 - a scikit-learn TF-IDF + LogisticRegression trained and scored on the same split, and
 - the embedded SmolLM2-135M-Instruct as an LLM-as-judge (engine ``local``, the binary prompt of
-  :mod:`hf_barred.formats`, greedy, ``max_tokens=2``; answers that are not 0/1 count as wrong), and
+  :mod:`hf_barred.guardrails.formats`, greedy, ``max_tokens=2``; answers that are not 0/1 count as wrong), and
   the same model read through its answer-token probabilities (``Guardrail.zero_shot``), which
   never fails to parse;
 - optionally (``--with-generative``) SmolLM2-135M fine-tuned with LoRA as a generative guardrail.
@@ -74,8 +74,8 @@ def throughput(predict_many: Callable[[list[str]], Any], texts: list[str], repea
 def run_classifier(args, train, test, workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
 
-    from hf_barred.guardrail import Guardrail
-    from hf_barred.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.guardrails.guardrail import Guardrail
+    from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})
@@ -102,7 +102,7 @@ def run_tfidf(args, train, test) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from hf_barred.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
 
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
                           LogisticRegression(max_iter=2000, random_state=args.seed))
@@ -120,8 +120,8 @@ def run_judge(args, test) -> dict[str, Any]:
     from datasets import Dataset
 
     from hf_barred.llm import EngineConfig
-    from hf_barred.evaluation import predict_with_judge
-    from hf_barred.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.evaluation.evaluate import predict_with_judge
+    from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
 
     rows = test[: args.judge_limit] if args.judge_limit else test
     ds = Dataset.from_dict({"text": [r["prompt"] for r in rows], "rule": [RULE] * len(rows),
@@ -137,7 +137,7 @@ def run_judge(args, test) -> dict[str, Any]:
 
 def score_llm_guardrail(guard: Any, test: list[dict], args) -> dict[str, Any]:
     """Accuracy/F1, one batched pass timed, and latency at batch 1 (a quarter of the texts: it is slow)."""
-    from hf_barred.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
 
     texts = [r["prompt"] for r in test]
     start = time.perf_counter()
@@ -150,7 +150,7 @@ def score_llm_guardrail(guard: Any, test: list[dict], args) -> dict[str, Any]:
 
 def run_zero_shot(args, test) -> dict[str, Any]:
     """The same SmolLM2, not fine-tuned, read through its answer-token probabilities (P("1") vs P("0"))."""
-    from hf_barred.guardrail import Guardrail
+    from hf_barred.guardrails.guardrail import Guardrail
 
     guard = Guardrail.zero_shot("embedded", rule=RULE, device="cpu")
     return {"method": "SmolLM2-135M zero-shot (answer-token scores)", "train_s": None} | score_llm_guardrail(
@@ -161,7 +161,7 @@ def run_generative(args, train, test, workdir: Path) -> dict[str, Any]:
     """SmolLM2-135M fine-tuned with LoRA as a generative guardrail (the BARRED recipe's model kind)."""
     from datasets import Dataset
 
-    from hf_barred.guardrail import Guardrail
+    from hf_barred.guardrails.guardrail import Guardrail
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})

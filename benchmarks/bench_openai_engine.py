@@ -1,6 +1,6 @@
 """Throughput of the ``openai`` engine against a loopback server, and the overhead of a cache hit.
 
-The server (``tests/servers/openai_server.py``, its own process) answers every request after a fixed
+The server (``tests/utils/servers/openai_server.py``, its own process) answers every request after a fixed
 latency L and processes at most C requests at once, so the best possible throughput is C / L
 requests/s. The engine runs N requests with ``max_concurrency=C``; the target is >= 90 % of C / L.
 Then the same conversations are answered again through :class:`CachedBackend` (all cache hits):
@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_barred.llm import CachedBackend, ResponseCache, SamplingParams  # noqa: E402
-from hf_barred.llm.openai_compat import OpenAICompatBackend  # noqa: E402
+from hf_barred.llm.engines.openai.backend import OpenAICompatBackend  # noqa: E402
 
 
 def start_server(latency: float, concurrency: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, str(ROOT / "tests" / "servers" / "openai_server.py"),
+    cmd = [sys.executable, str(ROOT / "tests" / "utils" / "servers" / "openai_server.py"),
            "--latency", str(latency), "--max-parallel", str(concurrency)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()

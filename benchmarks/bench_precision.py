@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hf_barred.llm import EngineConfig
-    from hf_barred.llm.local import LocalBackend
+    from hf_barred.llm.engines.local.engine import LocalBackend
 
     engines = {dtype: LocalBackend.from_config(EngineConfig(engine="local", device="cpu", dtype=dtype,
                                                             threads=args.threads), progress=False)

@@ -100,7 +100,7 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 def separate_worker(folders: list[str], requests: int, latency_runs: int) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hf_barred.guardrail import Guardrail
+    from hf_barred.guardrails.guardrail import Guardrail
 
     guards = [Guardrail.from_pretrained(f, device="cpu") for f in folders]
     for g in guards:

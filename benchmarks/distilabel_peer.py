@@ -1,7 +1,7 @@
 """The distilabel peer of ``bench_barred_vs_distilabel.py``: BARRED's generate + judge work as a
 distilabel 1.5 pipeline. Run it with the python of its own venv (distilabel's pins may clash with
 hf_barred's); it does not import hf_barred. It renders hf_barred's own prompt templates
-(``hf_barred/prompts/small/<name>/<version>.jinja``, the versions and ``max_tokens`` of hf_barred's
+(``hf_barred/stages/prompts/small/<name>/<version>.jinja``, the versions and ``max_tokens`` of hf_barred's
 defaults on the local engine) with jinja2, one chat message per template block as hf_barred does, so
 both systems send the same prompts.
 
@@ -43,7 +43,7 @@ from distilabel.steps import LoadDataFromDicts, Step, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
-JUDGE_PERSONAS = [  # hf_barred/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
+JUDGE_PERSONAS = [  # hf_barred/stages/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
     ("recall", ("You are a careful reviewer who must not miss a case where the rule applies: "
                 "if the rule plausibly applies, say yes.")),
     ("strict", "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."),
@@ -65,7 +65,7 @@ def load_template(prompts: str, name: str) -> jinja2.Template:
 
 
 def render(template: jinja2.Template, **variables: Any) -> list[dict[str, str]]:
-    """One message per block of the template, its role the block's name (as hf_barred.prompting)."""
+    """One message per block of the template, its role the block's name (as hf_barred.stages.prompting)."""
     context = template.new_context(dict(variables))
     messages = []
     for name, block in template.blocks.items():

@@ -2,7 +2,7 @@
 
 An independent measurement with the paper's A.4 wording found that this model scores "1" above "0" on
 every row, so its accuracy is the positive base rate, 0.495. This script prints the figures of
-:func:`hf_barred.judge_scoring.score_with_judge` (mode, accuracy, share of rows scored above 0.5) for
+:func:`hf_barred.evaluation.judges.score_with_judge` (mode, accuracy, share of rows scored above 0.5) for
 both classification formats::
 
     OMP_NUM_THREADS=2 python benchmarks/judge_crosscheck.py /work/shared/data/barred/healthe_test.csv
@@ -15,9 +15,9 @@ import json
 import statistics
 import sys
 
-from hf_barred.classification import CLASSIFICATION_FORMATS, classification_messages
-from hf_barred.data import load_labelled_data
-from hf_barred.judge_scoring import score_with_judge
+from hf_barred.guardrails.formats import CLASSIFICATION_FORMATS, classification_messages
+from hf_barred.policy.data import load_labelled_data
+from hf_barred.evaluation.judges import score_with_judge
 from hf_barred.llm import EngineConfig
 
 

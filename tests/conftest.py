@@ -45,4 +45,4 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 # The Hub look-alike on loopback (HF_ENDPOINT is set when the plugin is imported, before the test modules).
-pytest_plugins = ["conftest_hub"]
+pytest_plugins = ["tests.utils.hub_plugin"]

@@ -7,14 +7,15 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from barred_script import BarredScript, TargetAwareScript, target_verdict
+from tests.utils.barred_script import BarredScript, TargetAwareScript, target_verdict
 from datasets import load_dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
-from hf_barred.task import GuardrailTask
+from hf_barred.policy.task import GuardrailTask
+from tests.utils import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _build_module():

@@ -7,15 +7,15 @@ import re
 import time
 
 import pytest
-from barred_resume_worker import TASK
-from barred_script import BarredScript
+from tests.utils.barred_resume_worker import TASK
+from tests.utils.barred_script import BarredScript
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
 from hf_barred.llm.activity import ACTIVITY
 from hf_barred.llm.base import Completion
 from hf_barred.progress import RunView
-from hf_barred.recipes.barred import BarredConfig, run_barred
+from hf_barred.recipes.barred.run import BarredConfig, run_barred
 
 
 class FakeTerminal(io.StringIO):

@@ -7,7 +7,7 @@ import hf_barred
 
 
 def test_every_exported_name_resolves_to_the_object_of_its_module():
-    from hf_barred.recipes.barred import run_barred
+    from hf_barred.recipes.barred.run import run_barred
     from hf_barred.stages.debate import DebateConfig
 
     for name in hf_barred.__all__:

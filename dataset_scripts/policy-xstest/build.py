@@ -59,8 +59,8 @@ def build_rows(limit: int | None = None, seed: int = 0):
     """The 450 XSTest prompts as policy-conditioned rows (or ``limit`` of them, shuffled with ``seed``)."""
     from datasets import load_dataset
 
-    from hf_barred.policy import load_policy_rows
-    from hf_barred.task import read_structured_file
+    from hf_barred.policy.rows import load_policy_rows
+    from hf_barred.policy.task import read_structured_file
 
     mapping = read_structured_file(HERE / "xstest_categories.yaml")
     raw = load_dataset("csv", data_files=str(XSTEST / "xstest_prompts.csv"), split="train",

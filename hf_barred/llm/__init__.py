@@ -43,15 +43,15 @@ _LOCK = threading.Lock()
 def build_backend(config: EngineConfig) -> Backend:
     """A new, uncached engine for ``config`` (imports the engine's module lazily)."""
     if config.engine == "local":
-        from .local import LocalBackend
+        from .engines.local.engine import LocalBackend
 
         return LocalBackend.from_config(config)
     if config.engine == "openai":
-        from .openai_compat import OpenAICompatBackend
+        from .engines.openai.backend import OpenAICompatBackend
 
         return OpenAICompatBackend.from_config(config)
     if config.engine == "vllm":
-        from .vllm_engine import VLLMBackend
+        from .engines.vllm.engine import VLLMBackend
 
         return VLLMBackend.from_config(config)
     raise EngineError(f"unknown engine {config.engine!r}")  # EngineConfig already validates this

@@ -52,7 +52,7 @@ REPAIR_MESSAGE = (
 
 
 class AnswerSchema(Protocol):
-    """What :func:`structured_chat` needs of an answer model (:class:`hf_barred.answers.Answer`)."""
+    """What :func:`structured_chat` needs of an answer model (:class:`hf_barred.stages.answers.Answer`)."""
 
     def validation_error(self, value: Any) -> Optional[str]: ...
 
@@ -184,7 +184,7 @@ def structured_chat(
     """Ask every conversation for a JSON object following ``schema``; one batched call per round.
 
     ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
-    ``schema`` is a JSON schema or an answer model (:mod:`hf_barred.answers`). ``constrained_schema``
+    ``schema`` is a JSON schema or an answer model (:mod:`hf_barred.stages.answers`). ``constrained_schema``
     (default: ``schema``, or the model's grammar) is what an engine with constrained decoding decodes
     with, and what a repair round shows; it should accept only answers that ``schema`` accepts.
     Answers are validated with ``schema``.

@@ -4,9 +4,9 @@ Positives get a category deletion and negatives get an LLM guideline edit when t
 else a deletion. :func:`augment` returns the dataset and the statistics of what was done.
 
 Example:
-    >>> from hf_barred.policy import policy_rows
+    >>> from hf_barred.policy.rows import policy_rows
     >>> from hf_barred.recipes.apt import AugmentConfig, augment
-    >>> from hf_barred.taxonomy import Category, Taxonomy
+    >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy(tuple(Category(n, should_not=(f"Help with {n.lower()}.",))
     ...                           for n in ("Violence", "Fraud", "Privacy", "Hate")))
     >>> ds = policy_rows(["How do I hurt someone?", "How do I bake bread?"], taxonomy,
@@ -27,10 +27,10 @@ from typing import Any, Mapping, Optional, Union
 
 from datasets import Dataset, concatenate_datasets
 
-from ..features import LABEL_NAMES, POLICY_FEATURES
-from ..policy import check_policy_rows, missing_lineage, policy_features
+from ..policy.rows import LABEL_NAMES, POLICY_FEATURES
+from ..policy.rows import check_policy_rows, missing_lineage, policy_features
 from ..stages.category_delete import CategoryDeleteConfig, category_delete
-from ..stages.common import config_identity
+from ..stages.base import config_identity
 from ..stages.guideline_edit import GuidelineEditConfig, guideline_edit
 
 __all__ = ["AugmentConfig", "augment", "augment_statistics", "save_augmented"]

@@ -8,5 +8,5 @@
 - :mod:`.app` the FastAPI app; :mod:`.schemas` its bodies; :mod:`.security` key, limits, errors;
 - :mod:`.tiny` LoRA classifier guardrails that keep their adapter (tests, examples, benchmark).
 
-The client side is :class:`hf_barred.remote.RemoteGuardrail`.
+The client side is :class:`hf_barred.guardrails.remote.RemoteGuardrail`.
 """

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional, Sequence
 
-from ..guardrail import Verdict
+from ..guardrails.guardrail import Verdict
 from .guards import ServedGuard, load_base
 
 Row = tuple[str, str]  # (guardrail name, text)

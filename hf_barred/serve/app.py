@@ -8,11 +8,11 @@ known names), 413 (too long, too many texts, too big a body), 422 (malformed bod
 
 Example (any backend with ``names``, ``check`` and ``health``; here one that flags long texts):
     >>> from fastapi.testclient import TestClient
-    >>> from hf_barred.guardrail import Verdict
+    >>> from hf_barred.guardrails.guardrail import Verdict
     >>> from hf_barred.serve.app import create_app
     >>> from hf_barred.serve.registry import Registry
     >>> from hf_barred.serve.guards import ServedGuard
-    >>> from hf_barred.train.spec import GuardrailSpec
+    >>> from hf_barred.guardrails.spec import GuardrailSpec
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
     >>> _ = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="x", label_names=["ok", "long"]).save(folder)
@@ -38,7 +38,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Optional
 
-from ..guardrail import Verdict
+from ..guardrails.guardrail import Verdict
 from .registry import Registry, UnknownGuardrail
 from .schemas import GuardVerdict, Health, ModelList, ModerationRequest, ModerationResponse, ModerationResult
 from .security import ServeLimits, bearer_ok, error_body, validation_summary

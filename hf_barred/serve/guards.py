@@ -1,14 +1,14 @@
 """What the server knows of one saved guardrail: the ONLY module of :mod:`hf_barred.serve` that reads
 the folder format of ``barred train`` (``guardrail_config.json``, the adapter, the tokenizer).
 
-A :class:`ServedGuard` turns texts into model inputs exactly as :class:`hf_barred.guardrail.Guardrail`
+A :class:`ServedGuard` turns texts into model inputs exactly as :class:`hf_barred.guardrails.guardrail.Guardrail`
 does in-process (same tokenizer calls, same prompt, same decision tokens), and turns a score into the
-same :class:`~hf_barred.guardrail.Verdict`. If the saved format changes, this module is the one to adapt.
+same :class:`~hf_barred.guardrails.guardrail.Verdict`. If the saved format changes, this module is the one to adapt.
 
 Example:
     >>> import tempfile
     >>> from hf_barred.serve.guards import ServedGuard, parse_source
-    >>> from hf_barred.train.spec import GuardrailSpec
+    >>> from hf_barred.guardrails.spec import GuardrailSpec
     >>> folder = tempfile.mkdtemp()
     >>> _ = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="embedded", rule="r",
     ...                   label_names=["safe", "unsafe"]).save(folder)
@@ -30,11 +30,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
-from ..encoding import DecisionTokens, PromptEncoder, classifier_inputs
-from ..formats import count_categories, parse_policy_answer
-from ..guardrail import Guardrail, Verdict
-from ..modeling import load_tokenizer, resolve_base_model, torch_dtype
-from ..spec import SPEC_FILE, GuardrailSpec
+from ..guardrails.encoding import DecisionTokens, PromptEncoder, classifier_inputs
+from ..guardrails.formats import count_categories, parse_policy_answer
+from ..guardrails.guardrail import Guardrail, Verdict
+from ..guardrails.loading import load_tokenizer, resolve_base_model, torch_dtype
+from ..guardrails.spec import SPEC_FILE, GuardrailSpec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -217,11 +217,3 @@ def load_base(guard: ServedGuard, dtype: Optional[str] = None) -> Any:
     """The base model of an adapter guardrail, loaded as ``Guardrail.from_pretrained`` loads it."""
     kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}
     return auto_model_class(guard.kind).from_pretrained(guard.base_path, **kwargs)
-
-
-def spec_from_card(card: dict[str, Any]) -> GuardrailSpec:
-    """The :class:`GuardrailSpec` of a ``/v1/models`` entry (what :meth:`ServedGuard.describe` wrote)."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(GuardrailSpec)} - {"training"}
-    return GuardrailSpec(**{k: v for k, v in card.items() if k in known})

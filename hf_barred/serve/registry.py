@@ -18,7 +18,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..guardrail import Verdict
+from ..guardrails.guardrail import Verdict
 from .batching import MicroBatcher
 from .guards import ServedGuard
 

@@ -37,7 +37,7 @@ class ModerationRequest(BaseModel):
 
 
 class GuardVerdict(BaseModel):
-    """One guardrail's verdict on one text (the fields of :class:`hf_barred.guardrail.Verdict`)."""
+    """One guardrail's verdict on one text (the fields of :class:`hf_barred.guardrails.guardrail.Verdict`)."""
 
     label: str
     flagged: bool

@@ -4,7 +4,7 @@
 = the largest rank, rounded up to a size vLLM accepts); :class:`VLLMProcess` runs it as a subprocess
 on 127.0.0.1 and watches it; or attach to a running server with ``--vllm-url``.
 
-:class:`VLLMBackend` scores a check exactly as :class:`~hf_barred.guardrail.Guardrail` does: the same
+:class:`VLLMBackend` scores a check exactly as :class:`~hf_barred.guardrails.guardrail.Guardrail` does: the same
 prompt token ids (plus the answer tokens common to both answers) go to ``/v1/completions`` with the
 guardrail's adapter as ``model``, ``max_tokens=1``, greedy, ``logprobs=20`` (token ids, not strings);
 the score is ``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe), with both decision tokens'
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..guardrail import Verdict
+from ..guardrails.guardrail import Verdict
 from .guards import ServedGuard
 
 Row = tuple[str, str]

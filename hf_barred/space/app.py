@@ -38,7 +38,7 @@ def user_error(message: str, *typed: str) -> gr.Error:
 
 @functools.lru_cache(maxsize=4)
 def _load_guardrail(name: str):  # noqa: ANN202 - the Guardrail type imports torch; keep import lazy
-    from ..guardrail import Guardrail
+    from ..guardrails.guardrail import Guardrail
 
     return Guardrail.from_pretrained(name)
 

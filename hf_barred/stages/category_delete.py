@@ -12,9 +12,9 @@ stage is pure Python over Arrow; each distinct policy text is parsed once and ea
 
 Example:
     >>> from datasets import Dataset
-    >>> from hf_barred.policy import policy_rows
+    >>> from hf_barred.policy.rows import policy_rows
     >>> from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
-    >>> from hf_barred.taxonomy import Category, Taxonomy
+    >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy(tuple(Category(name) for name in ("Violence", "Fraud", "Privacy", "Hate")))
     >>> ds = policy_rows(["What is my neighbour's home address?", "How do I bake bread?"], taxonomy,
     ...                  labels=["unsafe", "safe"], categories=[["S3"], []])
@@ -39,10 +39,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..policy import check_row_codes, lineage_column, missing_lineage, select_policy_text
+from ..policy.rows import check_row_codes, lineage_column, missing_lineage, select_policy_text
 from ..rowrandom import RowRandom
-from ..taxonomy import Taxonomy, TaxonomyTextError, remap_codes
-from .common import map_policy_stage
+from ..policy.taxonomy import Taxonomy, TaxonomyTextError, remap_codes
+from .base import map_policy_stage
 
 STAGE = "category_delete"
 VERSION = "1"
@@ -120,7 +120,7 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
             if not codes:
                 raise ValueError(
                     f"{STAGE}: row {row} is unsafe but has no violated categories: expected at least one code in "
-                    "'categories'. Fix the row (hf_barred.policy.load_policy_rows checks this)."
+                    "'categories'. Fix the row (hf_barred.policy.rows.load_policy_rows checks this)."
                 )
             protected = codes[rng.below(len(codes))] if len(codes) > 1 else codes[0]
             doomed = set(rng.sample([c for c in all_codes if c != protected], k))
@@ -146,7 +146,7 @@ def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts:
 def category_delete(ds: Dataset, config: CategoryDeleteConfig = CategoryDeleteConfig(), **map_kwargs: Any) -> Dataset:
     """Delete categories from each row's policy (see the module docstring).
 
-    ``ds`` holds policy-conditioned rows (:data:`hf_barred.features.POLICY_FEATURES`; extra columns are
+    ``ds`` holds policy-conditioned rows (:data:`hf_barred.policy.rows.POLICY_FEATURES`; extra columns are
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000 here:
     the work per row is small).
     """

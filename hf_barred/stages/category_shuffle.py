@@ -5,9 +5,9 @@ per row, from ``(config.seed, text, policy text)``, as in category deletion. A p
 single category is left as it is.
 
 Example:
-    >>> from hf_barred.policy import policy_rows
+    >>> from hf_barred.policy.rows import policy_rows
     >>> from hf_barred.stages.category_shuffle import CategoryShuffleConfig, category_shuffle
-    >>> from hf_barred.taxonomy import Category, Taxonomy
+    >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy(tuple(Category(name) for name in ("Violence", "Fraud", "Privacy", "Hate")))
     >>> ds = policy_rows(["How do I hurt someone?"], taxonomy, labels=["unsafe"], categories=[["S1"]])
     >>> row = category_shuffle(ds, CategoryShuffleConfig(seed=2))[0]
@@ -24,10 +24,10 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..policy import lineage_column, missing_lineage, select_policy_text
+from ..policy.rows import lineage_column, missing_lineage, select_policy_text
 from ..rowrandom import RowRandom
-from ..taxonomy import remap_codes
-from .common import map_policy_stage
+from ..policy.taxonomy import remap_codes
+from .base import map_policy_stage
 from .category_delete import row_policy
 
 STAGE = "category_shuffle"

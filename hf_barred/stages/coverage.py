@@ -27,10 +27,10 @@ from typing import Any, Optional
 
 from datasets import Dataset, Features, List, Value
 
-from ..features import USAGE
+from .features import USAGE
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt
-from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
+from .prompting import load_prompt
+from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "parse_scores",
            "rate_coverage", "rate_coverage_fingerprint"]
@@ -61,7 +61,7 @@ class CoverageConfig(LLMStageConfig):
     Parameters, by purpose:
 
     - What is rated against: ``criterion`` and ``dimensions`` (``((dimension, (instantiation, ...)), ...)``,
-      see :func:`hf_barred.coverage_report.load_decomposition`); both reach the fingerprint.
+      see :func:`hf_barred.evaluation.coverage.load_decomposition`); both reach the fingerprint.
     - Decision: ``threshold`` (an instantiation rated at or above it covers the sample; paper: 0.5).
     - Plus the shared ``engine``, ``prompt_version``, ``max_tokens``, ``temperature`` (greedy by default),
       ``seed``, ``max_repairs``.
@@ -80,7 +80,7 @@ class CoverageConfig(LLMStageConfig):
             raise ValueError(f"CoverageConfig.threshold: expected a relevance in (0, 1], found {self.threshold}.")
         if not self.dimensions or any(not values for _, values in self.dimensions):
             raise ValueError("CoverageConfig.dimensions: expected at least one dimension, each with instantiations, "
-                             f"found {self.dimensions!r}. Load them with hf_barred.coverage_report.load_decomposition(DATASET_DIR).")
+                             f"found {self.dimensions!r}. Load them with hf_barred.evaluation.coverage.load_decomposition(DATASET_DIR).")
 
 
 def coverage_features(extra: Optional[Features] = None) -> Features:

@@ -52,20 +52,20 @@ from typing import Any, Optional, Sequence
 from datasets import Dataset
 
 from ..llm.structured import answer_text, structured_chat
-from ..features import debated_features
-from ..answers import JudgeAnswer, string_budget
-from ..prompting import Prompt, load_prompt
-from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
+from .features import debated_features
+from .answers import JudgeAnswer, string_budget
+from .prompting import Prompt, load_prompt
+from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, normalize_label
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: prompt sets
 
 JUDGE_PERSONAS = ("recall", "strict", "literal", "contextual", "skeptic")
-"""Built-in judge personas, one template each (``hf_barred/prompts/<set>/judge_persona/<name>.jinja``); a
+"""Built-in judge personas, one template each (``hf_barred/stages/prompts/<set>/judge_persona/<name>.jinja``); a
 judge given as any other string uses that string as its persona."""
 
 def judge_grammar(max_tokens: int) -> dict[str, Any]:
-    """The strict schema a constrained engine judges with (:class:`~hf_barred.answers.JudgeAnswer`):
+    """The strict schema a constrained engine judges with (:class:`~hf_barred.stages.answers.JudgeAnswer`):
     short reasoning first, a confidence in [0, 1], then ``yes`` or ``no``."""
     return JudgeAnswer.grammar(max_length={"reasoning": string_budget(max_tokens, 1, 24)})
 
@@ -332,7 +332,7 @@ def debate_fingerprint(ds: Dataset, config: DebateConfig) -> str:
 
 
 def debate(ds: Dataset, config: Optional[DebateConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Generated rows -> debated rows (:func:`~hf_barred.features.debated_features`): ``debate``,
+    """Generated rows -> debated rows (:func:`~hf_barred.stages.features.debated_features`): ``debate``,
     ``accepted``, ``debate_path``, ``dissent``.
 
     Example:

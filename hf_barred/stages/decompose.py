@@ -4,7 +4,7 @@
 ``num_subsets`` subsets of the seeds, asks the LLM (one batched call) for the dimensions along
 which such inputs vary in ways that matter for the criterion, pools the answers and merges
 near-duplicates (cosine similarity of sentence embeddings >= ``similarity_threshold``; see
-:mod:`hf_barred.embedding`). Step 2 is :mod:`hf_barred.stages.instantiate`.
+:mod:`hf_barred.stages.embedding`). Step 2 is :mod:`hf_barred.stages.instantiate`.
 
 A call whose answer cannot be parsed gives a row with ``error`` and ``raw`` set (and an empty
 ``dimension``): it is counted by the recipe, never dropped.
@@ -23,21 +23,21 @@ from typing import Any, Optional, Sequence
 
 from datasets import Dataset
 
-from ..answers import Dimensions, string_budget
-from ..embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
-from ..features import dimension_features, task_features
+from .answers import Dimensions, string_budget
+from .embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
+from .features import dimension_features, task_features
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt
+from .prompting import load_prompt
 from ..rowrandom import RowRandom
-from ..task import GuardrailTask
-from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
+from ..policy.task import GuardrailTask
+from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
 
 __all__ = ["DecomposeConfig", "extract_dimensions", "extract_dimensions_fingerprint", "seed_subsets", "task_dataset"]
 
 STAGE_VERSION = "3"  # 2: strict schemas for constrained decoding; 3: seed subsets from RowRandom
 
 def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
-    """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.answers.Dimensions`):
+    """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.stages.answers.Dimensions`):
     at most ``max_dimensions`` short strings that fit in ``max_tokens``."""
     k = config.max_dimensions
     return Dimensions.grammar(max_length={"dimensions[]": string_budget(config.max_tokens, k, 6 + 2 * k)},
@@ -86,7 +86,7 @@ class DecomposeConfig(LLMStageConfig):
 def task_dataset(task: GuardrailTask) -> Dataset:
     """One row holding ``task``: the input of :func:`extract_dimensions`.
 
-    >>> from hf_barred.task import GuardrailTask
+    >>> from hf_barred.policy.task import GuardrailTask
     >>> task_dataset(GuardrailTask(criterion="Says hi", seeds=["User: hi"])).column_names[:3]
     ['task_name', 'criterion', 'labels']
     """
@@ -182,10 +182,10 @@ def extract_dimensions_fingerprint(ds: Dataset, config: DecomposeConfig) -> str:
 
 
 def extract_dimensions(ds: Dataset, config: Optional[DecomposeConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Task rows (see :func:`task_dataset`) -> dimension rows (:func:`~hf_barred.features.dimension_features`).
+    """Task rows (see :func:`task_dataset`) -> dimension rows (:func:`~hf_barred.stages.features.dimension_features`).
 
     Example:
-        >>> from hf_barred.task import GuardrailTask
+        >>> from hf_barred.policy.task import GuardrailTask
         >>> from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
         >>> task = GuardrailTask(criterion="The agent's response contains health advice.",
         ...                      seeds=["User: hi\\nAgent: hello"])

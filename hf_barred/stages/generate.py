@@ -31,10 +31,10 @@ from datasets import Dataset
 
 from ..llm.base import Conversation
 from ..llm.structured import structured_chat
-from ..features import generated_features
-from ..answers import sample_answer, string_budget
-from ..prompting import load_prompt
-from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
+from .features import generated_features
+from .answers import sample_answer, string_budget
+from .prompting import load_prompt
+from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, forbidden_mention, normalize_label
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: believed label
@@ -47,7 +47,7 @@ def asks_believed_label(prompt_set: str) -> bool:
 
 
 def sample_grammar(input_type: str, max_tokens: int, believed_label: bool = False) -> dict[str, Any]:
-    """The strict schema a constrained engine writes a sample with (:func:`~hf_barred.answers.sample_answer`):
+    """The strict schema a constrained engine writes a sample with (:func:`~hf_barred.stages.answers.sample_answer`):
     the input field(s), then a short ``reasoning`` (then, with ``believed_label``, the ``label``
     yes/no the generator believes); string lengths bounded so the answer closes within ``max_tokens``."""
     keys = ["task", "response"] if input_type == "task_and_response" else ["text"]
@@ -146,8 +146,8 @@ def generate_fingerprint(ds: Dataset, config: GenerateConfig) -> str:
 
 
 def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Plan rows (:func:`~hf_barred.features.plan_features`) -> generated rows
-    (:func:`~hf_barred.features.generated_features`), one batched call per map batch.
+    """Plan rows (:func:`~hf_barred.stages.features.plan_features`) -> generated rows
+    (:func:`~hf_barred.stages.features.generated_features`), one batched call per map batch.
 
     Example:
         >>> from hf_barred.stages.generate import GenerateConfig, generate

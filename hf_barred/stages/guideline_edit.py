@@ -1,7 +1,7 @@
 """Guideline editing (APT): an LLM turns a *negative* row into a positive one by editing its policy.
 
 For each negative row the LLM (any engine, through :class:`~hf_barred.llm.EngineConfig`) answers a
-JSON object (:class:`~hf_barred.answers.EditAnswer`) choosing one of three actions:
+JSON object (:class:`~hf_barred.stages.answers.EditAnswer`) choosing one of three actions:
 
 1. ``edit_existing``: rewrite the guidelines of the category the text comes closest to violating,
    so that it now violates it (``perturbation = "guideline_edit_existing"``, the row becomes
@@ -18,10 +18,10 @@ leaves the row unperturbed, with the raw answer in ``edit_raw`` and the reason i
 counted, never dropped.
 
 Example (with the embedded model; the tests use a scripted engine instead):
-    >>> from hf_barred.policy import policy_rows
+    >>> from hf_barred.policy.rows import policy_rows
     >>> from hf_barred.llm import EngineConfig, SamplingParams
     >>> from hf_barred.stages.guideline_edit import GuidelineEditConfig, guideline_edit
-    >>> from hf_barred.taxonomy import Category, Taxonomy
+    >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> t = Taxonomy((Category("Violence", should_not=("Help hurt people.",)),
     ...               Category("Privacy", should_not=("Reveal private addresses.",))))
     >>> ds = policy_rows(["How much does my boss earn?"], t, labels=["safe"])
@@ -43,24 +43,24 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..policy import lineage_column, missing_lineage, row_taxonomy
+from ..policy.rows import lineage_column, missing_lineage, row_taxonomy
 from ..llm import EngineConfig, SamplingParams, get_engine
 from ..llm.structured import structured_chat
-from ..taxonomy import Category, Taxonomy, find_codes, make_code
-from ..answers import EditAnswer, string_budget
-from ..prompting import Prompt, default_prompt_set, load_prompt
-from .common import map_policy_stage
+from ..policy.taxonomy import Category, Taxonomy, find_codes, make_code
+from .answers import EditAnswer, string_budget
+from .prompting import Prompt, default_prompt_set, load_prompt
+from .base import map_policy_stage
 
 STAGE = "guideline_edit"
 VERSION = "2"  # bump when EditAnswer or the way answers are applied changes (2: edit_grammar)
 
 EDIT_SCHEMA: dict[str, Any] = EditAnswer.grammar()
-"""The answer's JSON schema (:class:`~hf_barred.answers.EditAnswer` without length bounds): flat,
+"""The answer's JSON schema (:class:`~hf_barred.stages.answers.EditAnswer` without length bounds): flat,
 every key required, no extra keys."""
 
 
 def edit_grammar(max_tokens: int) -> dict[str, Any]:
-    """:class:`~hf_barred.answers.EditAnswer`'s grammar with bounded lengths (codes like ``S3``, at
+    """:class:`~hf_barred.stages.answers.EditAnswer`'s grammar with bounded lengths (codes like ``S3``, at
     most 3 guideline lines of each kind), so that an answer decoded under constraint closes within
     ``max_tokens``."""
     line_chars = string_budget(max_tokens, 8, 60)  # reasoning takes two shares, each of 6 lines one
@@ -76,7 +76,7 @@ class GuidelineEditConfig:
     - Who answers: ``engine`` (only its engine and model reach the fingerprint; concurrency,
       timeouts and batch size do not).
     - What is asked: ``prompt_set`` (``small`` or ``served``; None: the engine's default) and
-      ``prompt_version`` (``hf_barred/prompts/<set>/guideline_edit/<version>.jinja``),
+      ``prompt_version`` (``hf_barred/stages/prompts/<set>/guideline_edit/<version>.jinja``),
       ``sampling`` (greedy by default, so a rerun gives the same edits).
     - Robustness: ``max_repairs``, the repair rounds for answers that do not follow the schema.
     """
@@ -220,7 +220,7 @@ def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tu
 def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfig(), **map_kwargs: Any) -> Dataset:
     """Ask the LLM to edit the policy of every negative row (see the module docstring).
 
-    ``ds`` holds policy-conditioned rows (:data:`hf_barred.features.POLICY_FEATURES`; extra columns are
+    ``ds`` holds policy-conditioned rows (:data:`hf_barred.policy.rows.POLICY_FEATURES`; extra columns are
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map`; each batch (``batch_size``, 64 by
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).

@@ -20,11 +20,11 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..answers import Instantiations, string_budget
-from ..features import instantiation_features
+from .answers import Instantiations, string_budget
+from .features import instantiation_features
 from ..llm.structured import structured_chat
-from ..prompting import load_prompt
-from .common import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
+from .prompting import load_prompt
+from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import normalize_relevance
 
 __all__ = ["InstantiateConfig", "instantiate", "instantiate_fingerprint", "parse_instantiations"]
@@ -32,7 +32,7 @@ __all__ = ["InstantiateConfig", "instantiate", "instantiate_fingerprint", "parse
 STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
 def instantiations_grammar(config: "InstantiateConfig") -> dict[str, Any]:
-    """The strict schema a constrained engine decodes instantiations with (:class:`~hf_barred.answers.Instantiations`):
+    """The strict schema a constrained engine decodes instantiations with (:class:`~hf_barred.stages.answers.Instantiations`):
     every item has a short ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
     k = config.max_instantiations
     return Instantiations.grammar(max_length={"values[].value": string_budget(config.max_tokens, k, 4 + 18 * k)},
@@ -132,7 +132,7 @@ def instantiate(ds: Dataset, config: Optional[InstantiateConfig] = None, **map_k
 
     Example:
         >>> from datasets import Dataset
-        >>> from hf_barred.features import dimension_features
+        >>> from hf_barred.stages.features import dimension_features
         >>> from hf_barred.stages.instantiate import instantiate
         >>> failed = Dataset.from_dict({"task_name": ["t"], "criterion": ["c"], "labels": [["F", "T"]],
         ...     "dimension": [""], "merged": [[]], "subset": [0], "raw": ["?"], "error": ["no JSON"],

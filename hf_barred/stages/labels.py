@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Sequence
 
-from ..data import NO_WORDS, YES_WORDS, label_index
+from ..policy.data import NO_WORDS, YES_WORDS, label_index
 
 __all__ = ["clean_text", "forbidden_mention", "normalize_label", "normalize_relevance"]
 

@@ -16,9 +16,9 @@ an instantiation for ``y`` (a weak model's decomposition may be empty), the row 
 
 Example:
     >>> from datasets import Dataset
-    >>> from hf_barred.features import instantiation_features
+    >>> from hf_barred.stages.features import instantiation_features
     >>> from hf_barred.stages.plan import PlanConfig, plan
-    >>> from hf_barred.task import GuardrailTask
+    >>> from hf_barred.policy.task import GuardrailTask
     >>> task = GuardrailTask(criterion="The agent gives health advice.", labels=("no", "yes"),
     ...                      seeds=["User: hi\\nAgent: hello", "User: bye\\nAgent: ciao"])
     >>> dims = Dataset.from_dict({"task_name": ["t"], "criterion": [task.criterion], "labels": [["no", "yes"]],
@@ -40,10 +40,10 @@ from typing import Any, Optional
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ..features import plan_features
+from .features import plan_features
 from ..rowrandom import RowRandom
-from ..task import GuardrailTask
-from .common import code_fingerprint, config_identity, map_stage, zero_usage
+from ..policy.task import GuardrailTask
+from .base import code_fingerprint, config_identity, map_stage, zero_usage
 
 STAGE_VERSION = "2"  # 2: draws from RowRandom
 
@@ -148,7 +148,7 @@ def plan(
     **map_kwargs: Any,
 ) -> Dataset:
     """Instantiated dimension rows -> ``n`` plan rows numbered ``start .. start + n - 1``
-    (:func:`~hf_barred.features.plan_features`)."""
+    (:func:`~hf_barred.stages.features.plan_features`)."""
     config = config or PlanConfig()
     if n < 0 or start < 0:
         raise ValueError(f"plan: expected n >= 0 and start >= 0, found n={n}, start={start}.")

@@ -6,7 +6,7 @@ A sample the debate rejected is not dropped: the dissenting judges' reasoning (t
 generated-row schema again (so it re-enters :func:`~hf_barred.stages.debate.debate`), with
 ``refinements`` incremented and the failed input, its dissent and its debate appended to
 ``previous_texts``, ``dissents`` and ``debate_history``. The bound ``R_max`` on refinements is
-the recipe's (:class:`~hf_barred.recipes.barred.BarredConfig.max_refinements`): this stage rewrites
+the recipe's (:class:`~hf_barred.recipes.barred.run.BarredConfig.max_refinements`): this stage rewrites
 every row it is given.
 
 Example:
@@ -22,9 +22,9 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ..features import generated_features
-from ..prompting import load_prompt
-from .common import LLMStageConfig, map_stage, rows, stage_fingerprint
+from .features import generated_features
+from .prompting import load_prompt
+from .base import LLMStageConfig, map_stage, rows, stage_fingerprint
 from .debate import input_text
 from .generate import write_samples
 
@@ -77,7 +77,7 @@ def refine_fingerprint(ds: Dataset, config: RefineConfig) -> str:
 
 
 def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any) -> Dataset:
-    """Debated, rejected rows -> rewritten generated rows (:func:`~hf_barred.features.generated_features`).
+    """Debated, rejected rows -> rewritten generated rows (:func:`~hf_barred.stages.features.generated_features`).
 
     Example:
         >>> from hf_barred.stages.refine import RefineConfig, refine

@@ -28,8 +28,8 @@ from typing import Any, Optional
 
 from trl import SFTConfig
 
-from ..columns import ColumnMapping
-from ..modeling import EMBEDDED
+from ..guardrails.columns import ColumnMapping
+from ..guardrails.loading import EMBEDDED
 
 MODEL_KINDS = ("classifier", "generative")
 PROMPT_FORMATS = ("auto", "a4", "binary", "policy")
@@ -46,10 +46,10 @@ class GuardrailTrainingArguments(SFTConfig):
     The guardrail's own parameters, by purpose (every other one is ``SFTConfig``/``TrainingArguments``'s):
 
     - **Model**: ``model_kind`` (``classifier``: a sequence-classification head; ``generative``: a causal
-      LM answering the classification prompt of :mod:`hf_barred.formats`), ``base_model``
+      LM answering the classification prompt of :mod:`hf_barred.guardrails.formats`), ``base_model``
       (``"embedded"`` = all-MiniLM-L6-v2 for a classifier, SmolLM2-135M-Instruct for a generative
       model), ``model_dtype``.
-    - **Task**: ``prompt_format`` (a format name of :mod:`hf_barred.formats`: ``a4``, the paper's
+    - **Task**: ``prompt_format`` (a format name of :mod:`hf_barred.guardrails.formats`: ``a4``, the paper's
       classification prompt for a rule, the default; ``binary``, the earlier rule prompt; ``policy``
       taxonomy; ``auto`` picks ``policy`` when a taxonomy is given, else ``a4``), ``rule``, ``taxonomy``,
       ``pair_rule`` (classifier: the rule as ``text_pair``), ``class_names``, ``positive_label``.

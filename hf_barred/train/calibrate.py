@@ -1,6 +1,6 @@
 """Choose the decision threshold on the validation split, with the inference code itself.
 
-The trained model is wrapped in :class:`hf_barred.guardrail.Guardrail` (so the scores are exactly
+The trained model is wrapped in :class:`hf_barred.guardrails.guardrail.Guardrail` (so the scores are exactly
 those a user gets, chunked long inputs included) and scored on the validation rows; the threshold is
 the one with the highest F1 (``--threshold_for f1``) or the lowest one whose false-positive rate stays
 within ``--target_fpr`` (``--threshold_for fpr``). Without a validation split the configured
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ..metrics.calibration import calibration_summary, threshold_for_f1, threshold_for_fpr
-from ..metrics.guardrail_metrics import binary_metrics
+from ..evaluation.metrics.calibration import calibration_summary, threshold_for_f1, threshold_for_fpr
+from ..evaluation.metrics.guardrail_metrics import binary_metrics
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from ..spec import GuardrailSpec
+    from ..guardrails.spec import GuardrailSpec
     from .args import GuardrailTrainingArguments
 
 
@@ -38,7 +38,7 @@ def validation_report(model: Any, tokenizer: Any, spec: "GuardrailSpec", validat
     """``{"threshold", "source", "metrics"}``: metrics on the validation rows at the chosen threshold."""
     if validation is None or len(validation) == 0:
         return {"threshold": args.threshold, "source": "fixed (no validation split to calibrate on)", "metrics": {}}
-    from ..guardrail import Guardrail
+    from ..guardrails.guardrail import Guardrail
 
     guard = Guardrail(model, tokenizer, spec)
     scores = guard.scores(list(validation["text"]), list(validation["rule"]), list(validation["taxonomy"]),

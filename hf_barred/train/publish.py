@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..spec import SPEC_FILE
+from ..guardrails.spec import SPEC_FILE
 
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "*.tmp/**", "**/predictions.jsonl", "trainer_state.json"]
 

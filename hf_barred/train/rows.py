@@ -1,7 +1,7 @@
 """Training rows from a normalised dataset: token ids for a classifier, prompt/completion rows for
 trl's ``SFTTrainer``.
 
-The generative rows hold the classification prompt of :mod:`hf_barred.formats` as chat messages (or
+The generative rows hold the classification prompt of :mod:`hf_barred.guardrails.formats` as chat messages (or
 as text when the tokenizer has no chat template) and the answer as the completion, so SFTTrainer
 puts the loss on the answer only (``completion_only_loss``). The input text is cut beforehand so that
 prompt plus answer fit ``max_length``: SFTTrainer's own truncation, which would cut the answer, never
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..classification import classifier_text
-from ..encoding import PromptEncoder, build_messages, classifier_inputs, target_answer
+from ..guardrails.formats import classifier_text
+from ..guardrails.encoding import PromptEncoder, build_messages, classifier_inputs, target_answer
 from .args import MIN_VALIDATION_PER_CLASS
 
 if TYPE_CHECKING:

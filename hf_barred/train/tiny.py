@@ -21,7 +21,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from ..formats import binary_prompt, policy_answer, policy_prompt
+from ..guardrails.formats import binary_prompt, policy_answer, policy_prompt
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -102,7 +102,7 @@ def make_tiny_lora_classifier(base_model: str, output_dir: str | Path, texts: Se
     ``steps`` full-batch steps; returns its folder.
 
     >>> import tempfile
-    >>> from hf_barred.guardrail import Guardrail
+    >>> from hf_barred.guardrails.guardrail import Guardrail
     >>> root = tempfile.mkdtemp()
     >>> base = make_tiny_classifier(root + "/base", corpus=["kill a process", "kill my neighbour"])
     >>> folder = make_tiny_lora_classifier(base, root + "/guard", ["kill a process", "kill my neighbour"], [0, 1])

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ..columns import DataInfo, data_method, normalize_dataset
-from ..data import require_two_classes
-from ..spec import GuardrailSpec
+from ..guardrails.columns import DataInfo, data_method, normalize_dataset
+from ..policy.data import require_two_classes
+from ..guardrails.spec import GuardrailSpec
 from .args import GuardrailTrainingArguments
 from .calibrate import validation_report
-from .modeling import build_model, count_parameters, lora_config, merge_adapter_folder
+from .lora import build_model, count_parameters, lora_config, merge_adapter_folder
 from .rows import classifier_rows, prompt_completion_rows, split_validation, truncated_count
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def classifier_metrics(eval_prediction: Any) -> dict[str, float]:
     """``compute_metrics`` of the classifier Trainer: accuracy and P/R/F1 at 0.5 (calibration comes later)."""
     import numpy as np
 
-    from ..metrics.guardrail_metrics import binary_metrics
+    from ..evaluation.metrics.guardrail_metrics import binary_metrics
 
     logits = np.asarray(eval_prediction.predictions, dtype=float)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -233,7 +233,7 @@ def save_guardrail(trainer: Any, spec: GuardrailSpec, args: GuardrailTrainingArg
     had_card = (output_dir / "README.md").exists()
     trainer.save_model(str(target))
     if trainer.is_world_process_zero():
-        if not had_card:  # trl's generic card; `barred train` writes the guardrail's own (hf_barred.cards)
+        if not had_card:  # trl's generic card; `barred train` writes the guardrail's own (hf_barred.hub.model_card)
             (output_dir / "README.md").unlink(missing_ok=True)
         if merge:
             merge_adapter_folder(target, output_dir, args.model_kind, args.base_model, spec.label_names)

@@ -1,0 +1,5 @@
+"""The ``barred`` command: :mod:`.main` holds the registry and the dispatch, one module per subcommand
+(``register(subparsers)`` and ``run(args)``); :mod:`.engine_options` the engine flags they share.
+
+Run it as ``barred`` or ``python -m hf_barred.cli``.
+"""

@@ -1,0 +1,147 @@
+"""``barred train DATASET --output DIR``: fine-tune a guardrail (classifier or generative, LoRA).
+
+DATASET is a folder from ``barred generate`` / ``barred augment`` / ``save_to_disk``, a CSV, JSON or
+parquet file, or a Hub id. The flags are those of :class:`~hf_barred.train.GuardrailTrainingArguments`
+(trl's ``SFTConfig``, so every ``TrainingArguments`` flag, plus the guardrail's own), parsed by
+``TrlParser``: ``--config train.yaml`` sets them from a YAML file and flags override it; both
+``--num_train_epochs`` and ``--num-train-epochs`` are accepted. The output folder gets the weights (or
+adapter), tokenizer, ``guardrail_config.json`` and a model card; ``--test-dataset`` adds an
+evaluation report (``OUTPUT/eval``) whose scores go into the card; ``--push_to_hub --hub_model_id
+REPO`` publishes it all. Runs as is under ``accelerate launch`` (several processes or GPUs,
+DeepSpeed, FSDP).
+
+Example:
+    $ barred train dataset_scripts/xstest/xstest_prompts.csv --output outputs/xstest-guard \\
+        --rule "The request is unsafe." --num-train-epochs 3
+    $ accelerate launch --num_processes 2 -m hf_barred.cli train data/health-advice --output outputs/health \\
+        --model_kind generative --base_model Qwen/Qwen2.5-0.5B-Instruct --config train.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+TASK_FILES = ("task.yaml", "task.yml", "task.json")
+
+
+def register(subparsers: Any) -> None:
+    # Every argument goes to TrlParser when the command runs: building it imports transformers and trl,
+    # which `barred --help` should not pay for. "+" as the prefix makes this parser keep "--flags" as is.
+    parser = subparsers.add_parser("train", help="Fine-tune a guardrail model on a labelled dataset.",
+                                   add_help=False, prefix_chars="+")
+    parser.add_argument("argv", nargs="*")
+    parser.set_defaults(run=run)
+
+
+def build_parser() -> Any:
+    """The ``TrlParser`` of ``barred train``: GuardrailTrainingArguments plus the command's own options."""
+    from trl import TrlParser
+
+    from ..train.args import GuardrailTrainingArguments
+    from .help_text import examples_epilog
+
+    class _Parser(TrlParser):
+        def error(self, message: str) -> None:  # one line, not the ~200-flag usage block
+            print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
+            raise SystemExit(2)
+
+    parser = _Parser((GuardrailTrainingArguments,), prog="barred train",
+                       description=__doc__.split("\n\n")[1].replace("\n", " "),
+                       epilog=examples_epilog(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", metavar="DATASET", help="Folder, CSV/JSON/parquet file or Hub id.")
+    parser.add_argument("--split", default="train", help="Training split of a folder or Hub id (default: train).")
+    parser.add_argument("--eval-dataset", "--eval_dataset", dest="eval_dataset",
+                        help="Validation data (default: a stratified validation_size of DATASET, when each class "
+                             "can spare 20 rows).")
+    parser.add_argument("--test-dataset", "--test_dataset", dest="test_dataset",
+                        help="Labelled test set scored after training (report in OUTPUT/eval, scores in the card).")
+    parser.add_argument("--test-split", "--test_split", dest="test_split", default="test",
+                        help="Split of --test-dataset (default: test).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Show the libraries' own output: load reports, weight loading and saving bars, their "
+                             "warnings (hidden by default; the training bar and the summary always show).")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
+    """``(GuardrailTrainingArguments, command options)`` from ``barred train``'s arguments."""
+    training_args, options = build_parser().parse_args_and_config(list(argv))
+    if training_args.rule is None and (rule := rule_from_task_file(options.dataset)):
+        training_args.rule = rule
+    return training_args, options
+
+
+def rule_from_task_file(dataset: str) -> Optional[str]:
+    """The criterion of the task file that ``barred generate`` leaves next to its dataset, if any."""
+    folder = Path(dataset)
+    for name in TASK_FILES:
+        if (folder / name).is_file():
+            from ..policy.task import GuardrailTask
+
+            return GuardrailTask.load(folder / name).criterion
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    log = logging.getLogger("hf_barred")  # show our progress lines, not every library's INFO logs
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
+        log.setLevel(logging.INFO)
+    try:
+        return _train(args.argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"barred train: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:  # --help, or a flag the parser rejected (already reported)
+        return int(stop.code or 0)
+
+
+def _train(argv: Sequence[str]) -> int:
+    from ..progress import quiet_libraries
+
+    training_args, options = parse(argv)
+    with quiet_libraries(options.verbose):
+        return _train_quietly(training_args, options)
+
+
+def _train_quietly(training_args: Any, options: argparse.Namespace) -> int:
+    from ..hub.model_card import write_model_card
+    from ..policy.data import load_labelled_data
+    from ..train import train_guardrail
+
+    train_ds = load_labelled_data(options.dataset, options.split)
+    eval_ds = load_labelled_data(options.eval_dataset, "validation") if options.eval_dataset else None
+    result = train_guardrail(training_args, train_ds, eval_ds)
+    if not training_args.process_index == 0:
+        return 0
+    output_dir = training_args.output_dir
+    evaluations = []
+    if result.eval_rows:
+        evaluations.append({"dataset": options.eval_dataset or "held-out validation", "split": "validation",
+                            "metrics": {k.removeprefix("eval_"): v for k, v in result.eval_metrics.items()}})
+    if options.test_dataset:
+        from ..evaluation.evaluate import evaluate_to_report
+        from .evaluate import print_summary
+
+        report = evaluate_to_report(output_dir, options.test_dataset, Path(output_dir) / "eval",
+                                    split=options.test_split, rule=training_args.rule, taxonomy=training_args.taxonomy)
+        print_summary(report, Path(output_dir) / "eval")
+        evaluations.append({"dataset": options.test_dataset, "metrics": report["metrics"],
+                            "split": "test" if Path(options.test_dataset).is_file() else options.test_split})
+    card = write_model_card(output_dir, repo_id=training_args.hub_model_id if training_args.push_to_hub else None,
+                            datasets=[options.dataset], evaluations=evaluations)
+    print(f"Guardrail saved to {output_dir} ({result.global_step} steps, {result.train_runtime:.0f} s, threshold "
+          f"{result.threshold:.3f}: {result.threshold_source}); card: {card}")
+    if training_args.push_to_hub:
+        from ..train.publish import push_guardrail
+
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id REPO (the Hub repo to create or update).")
+        url = push_guardrail(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
+        print(f"Pushed to {training_args.hub_model_id}: {url}")
+    return 0

@@ -1,0 +1,340 @@
+"""The ``openai`` engine: any OpenAI-compatible chat server (vLLM serve, TGI, Ollama, llama.cpp server,
+OpenAI, Azure OpenAI's ``/openai/v1`` endpoint).
+
+How it works:
+
+- **One event loop per backend, in a daemon thread.** The backend owns an ``openai.AsyncOpenAI``
+  client (on the SDK's aiohttp transport when installed, else httpx; a connection pool of at least
+  ``max_concurrency``) driven by a persistent asyncio loop. A synchronous
+  :meth:`OpenAICompatBackend.chat` (e.g. inside ``Dataset.map``) submits the whole batch to that
+  loop, so connections are reused across calls, and it works even where the caller already runs a
+  loop (notebooks). After ``fork`` (``num_proc``) the child builds its own loop and client.
+- **Many requests in flight.** One task per conversation; a semaphore bounds them to
+  ``max_concurrency``; optional ``requests_per_minute`` (a per-second leaky bucket, so no burst of a
+  whole minute) and ``tokens_per_minute`` (a per-minute bucket, estimating prompt characters / 4 +
+  ``max_tokens`` per request) limits use ``aiolimiter``.
+- **Answers are delivered as they arrive.** The loop hands each answer to the caller's thread,
+  which calls ``on_result(i, completion)`` at once, so the response cache keeps finished work even
+  when the batch is interrupted (Ctrl-C cancels the requests still in flight).
+- **Retries, bounded.** Every request is retried here (the SDK's own retries are off), so each kind
+  of failure gets its own bound: 408/409/429 and 5xx, and malformed 200s (a body that is not a chat
+  completion, e.g. from a proxy), up to ``max_retries`` times with exponential backoff (0.5 s
+  doubling to 8 s, minus up to 25 % jitter), or exactly what a ``Retry-After`` / ``retry-after-ms``
+  header asks (up to 120 s); a request that timed out at most :data:`TIMEOUT_RETRIES` times, each
+  retry announced by a warning line on the ``hf_barred`` logger (at most one every
+  :data:`WARNING_INTERVAL` seconds); a refused connection at most :data:`UNREACHABLE_RETRIES` times
+  (about 2 s), so an endpoint that is down is reported within seconds. Requests go through the
+  SDK's generic ``client.post`` (its errors, without the per-call parameter transform and response
+  model of ``chat.completions.create``, which cost ~0.8 ms CPU a request).
+- **Structured output.** ``SamplingParams.json_schema`` is sent as
+  ``response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ...,
+  "strict": False}}``, which OpenAI, vLLM serve, llama.cpp and Ollama accept.
+
+What fails how (an engine-wide problem raises, a problem of one conversation does not):
+
+=====================================================  ==============================================
+Situation                                              Result
+=====================================================  ==============================================
+connection refused / DNS failure after the retries     :class:`EngineError` "could not reach ..."
+401 / 403 (bad or missing key, no access)              :class:`EngineError` naming the env variable
+404 (unknown model, or a base URL without ``/v1``)     :class:`EngineError` listing the served models
+``api_key_env`` names an unset variable                :class:`EngineError` when the backend is built
+timeout after the retries                              that conversation: ``Completion(error=...)``
+429 / 5xx after the retries                            that conversation: ``Completion(error=...)``
+400 / 413 / 422 (context too long, bad request)        that conversation, not retried
+malformed body after the retries                       that conversation: ``Completion(error=...)``
+=====================================================  ==============================================
+
+An error ``Completion`` has ``text=""`` and ``finish_reason="error"``; the cache does not store it,
+so a rerun retries it. When an ``EngineError`` is raised, the answers that had already arrived were
+passed to ``on_result`` (and cached) first. The API key is read from the environment variable named
+by ``api_key_env`` (``"EMPTY"`` when none is named, for local servers) when the live client is
+built; it is never logged, pickled, or shown in the backend's repr or in error messages (a server
+that echoes it back gets it replaced by ``***``).
+
+Example:
+    >>> from hf_barred.llm import EngineConfig, SamplingParams
+    >>> from hf_barred.llm.engines.openai.backend import OpenAICompatBackend
+    >>> backend = OpenAICompatBackend.from_config(EngineConfig(
+    ...     engine="openai", model="Qwen/Qwen2.5-7B-Instruct", base_url="http://127.0.0.1:8000/v1"))
+    >>> backend
+    OpenAICompatBackend(model='Qwen/Qwen2.5-7B-Instruct', base_url='http://127.0.0.1:8000/v1', api_key_env=None, max_concurrency=32)
+    >>> backend.request_payload([{"role": "user", "content": "Is 7 prime?"}],
+    ...                         SamplingParams(max_tokens=4, temperature=0.0, seed=None, stop=("\\n",)))
+    {'model': 'Qwen/Qwen2.5-7B-Instruct', 'messages': [{'role': 'user', 'content': 'Is 7 prime?'}], 'max_tokens': 4, 'temperature': 0.0, 'top_p': 1.0, 'stop': ['\\n']}
+    >>> answers = backend.chat([[{"role": "user", "content": "Is 7 prime?"}]],
+    ...                        SamplingParams(max_tokens=4))  # doctest: +SKIP
+    >>> answers[0].text, answers[0].completion_tokens  # doctest: +SKIP
+    ('Yes', 1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from typing import Any, Optional, Sequence
+
+import openai
+
+from ...base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
+from ...config import EngineConfig
+from .errors import api_error_message, retries_text, unreachable_error, unreachable_reason
+from .runtime import HTTP, Runtime
+from .wire import (DEFAULT_BASE_URL, MAX_RETRY_AFTER, NO_KEY, RETRIED_STATUSES, MalformedResponse, backoff_delay,
+                          estimate_tokens, parse_chat_completion, retry_after)
+
+__all__ = ["MalformedResponse", "OpenAICompatBackend", "TIMEOUT_RETRIES", "UNREACHABLE_RETRIES", "parse_chat_completion"]
+
+TIMEOUT_RETRIES = 2
+"""Most retries of a request that timed out (each costs a whole ``timeout``), whatever ``max_retries``."""
+UNREACHABLE_RETRIES = 2
+"""Most retries of a refused connection or an unknown host (0.5 + 1 s of backoff) before the
+engine-wide :class:`EngineError`, whatever ``max_retries``."""
+WARNING_INTERVAL = 10.0
+"""Seconds between two "retrying after a timeout" warnings of one backend."""
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()  # end-of-batch marker on the results queue
+
+
+class OpenAICompatBackend:
+    """An engine that answers through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Build it with :meth:`from_config` (``engine="openai"``) or directly; the constructor makes no
+    network call. See the module docstring for concurrency, retries and what fails how.
+    """
+
+    supports_json_schema: bool = True
+    http_transport: str = "auto"
+    """``"auto"`` (the SDK's aiohttp client when installed, else httpx), ``"aiohttp"`` or ``"httpx"``;
+    set it on an instance before its first call."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: Optional[str] = None,
+        api_key_env: Optional[str] = None,
+        max_concurrency: int = 32,
+        requests_per_minute: Optional[float] = None,
+        tokens_per_minute: Optional[float] = None,
+        timeout: float = 120.0,
+        max_retries: int = 6,
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, found {max_concurrency}.")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, found {max_retries}.")
+        self.config = EngineConfig(
+            engine="openai", model=model,
+            base_url=(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            api_key_env=api_key_env, max_concurrency=max_concurrency, requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute, timeout=timeout, max_retries=max_retries,
+        )
+        """The settings of this backend, its base URL resolved (what the runtime and the error messages read)."""
+        self._read_api_key()  # fail now, with the variable's name, rather than at the first call
+        self._rt: Optional[Runtime] = None
+        self._lock = threading.Lock()
+        self._finalizer: Optional[weakref.finalize] = None
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "OpenAICompatBackend":
+        return cls(
+            model=config.model,
+            base_url=config.base_url,
+            api_key_env=config.api_key_env,
+            max_concurrency=config.max_concurrency,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+        )
+
+    model_name = property(lambda self: self.config.model)
+    base_url = property(lambda self: self.config.base_url)
+    api_key_env = property(lambda self: self.config.api_key_env)
+    max_concurrency = property(lambda self: self.config.max_concurrency)
+    timeout = property(lambda self: self.config.timeout)
+    max_retries = property(lambda self: self.config.max_retries)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model_name!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r}, max_concurrency={self.max_concurrency})"
+        )
+
+    # Pickling carries the settings, never a live client or the key (spawned workers rebuild them).
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**{"model": state["config"].model} | {  # type: ignore[misc]
+            name: getattr(state["config"], name) for name in (
+                "base_url", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
+                "timeout", "max_retries")})
+
+    # ------------------------------------------------------------------ the batch interface
+    def request_payload(self, conversation: Conversation, params: SamplingParams) -> dict[str, Any]:
+        """The JSON body sent for one conversation (``seed`` only when set, ``stop`` only when non-empty)."""
+        payload: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": list(conversation),
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            payload["seed"] = params.seed
+        if params.stop:
+            payload["stop"] = list(params.stop)
+        if params.json_schema is not None:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
+            }
+        return payload
+
+    def chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        on_result: Optional[ResultCallback] = None,
+    ) -> list[Completion]:
+        """Answer every conversation, in order, with up to ``max_concurrency`` requests in flight.
+
+        ``on_result(i, completion)`` runs in the calling thread as soon as answer ``i`` arrives.
+        Raises :class:`EngineError` for engine-wide problems (see the module docstring).
+        """
+        conversations = list(conversations)
+        if not conversations:
+            return []
+        rt = self._runtime()
+        results: list[Optional[Completion]] = [None] * len(conversations)
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(self._run_batch(rt, conversations, params, inbox), rt.loop)
+        try:
+            remaining, done = len(conversations), False
+            while remaining and not done:
+                items = [inbox.get()]  # interruptible: Ctrl-C lands here and cancels the batch below
+                while not inbox.empty():  # answers arrive in bursts: one wake-up of this thread per burst
+                    items.append(inbox.get_nowait())
+                for item in items:
+                    if item is _DONE:
+                        done = True
+                        break
+                    i, completion = item
+                    results[i] = completion
+                    remaining -= 1
+                    if on_result is not None:
+                        on_result(i, completion)
+            future.result()  # re-raises an EngineError from the loop
+        except BaseException:
+            future.cancel()
+            raise
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the connections and stop the loop thread (also done at interpreter exit)."""
+        with self._lock:
+            rt, self._rt = self._rt, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+        if rt is not None:
+            rt.close()
+
+    # ------------------------------------------------------------------ internals
+    def _read_api_key(self) -> str:
+        if not self.api_key_env:
+            return NO_KEY
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise EngineError(
+                f"the openai engine expected an API key in the environment variable {self.api_key_env} "
+                f"(api_key_env), but {self.api_key_env} is not set or empty. Set it "
+                f"(export {self.api_key_env}=...), or leave api_key_env unset for a local server that needs no key."
+            )
+        return key
+
+    def _runtime(self) -> Runtime:
+        rt = self._rt
+        if rt is not None and rt.pid == os.getpid():
+            return rt
+        if rt is not None:  # forked: the parent's thread does not exist here, and its lock may be held
+            self._lock = threading.Lock()
+            self._rt = self._finalizer = None
+        with self._lock:
+            if self._rt is None:
+                self._rt = Runtime(self.config, self._read_api_key(), self.http_transport)
+                self._finalizer = weakref.finalize(self, self._rt.close)
+            return self._rt
+
+    async def _run_batch(
+        self, rt: Runtime, conversations: list[Conversation], params: SamplingParams, inbox: queue.SimpleQueue
+    ) -> None:
+        async def one(i: int) -> None:
+            inbox.put((i, await self._answer(rt, conversations[i], params)))
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(conversations))]
+        try:
+            await asyncio.gather(*tasks)  # the first EngineError (or a cancellation) stops the batch
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            inbox.put(_DONE)
+
+    async def _answer(self, rt: Runtime, conversation: Conversation, params: SamplingParams) -> Completion:
+        payload = self.request_payload(conversation, params)
+        tokens = estimate_tokens(conversation, params.max_tokens)
+        attempt = 0
+        while True:
+            async with rt.semaphore:
+                await rt.throttle(tokens)
+                try:
+                    # client.post is the SDK's documented call for any endpoint: its errors, without the per-call
+                    # parameter transform and pydantic parsing of chat.completions.create (~0.8 ms CPU per request).
+                    response = await rt.client.post("/chat/completions", body=payload, cast_to=HTTP.Response)
+                    return parse_chat_completion(response.content, self.model_name)
+                except MalformedResponse as exc:
+                    if attempt >= self.max_retries:
+                        return self.failed(rt, f"malformed response after {retries_text(attempt)}: {exc}")
+                    logger.info("malformed response from %s (%s); retry %d of %d", self.base_url, exc,
+                                attempt + 1, self.max_retries)
+                    delay = backoff_delay(attempt)
+                except openai.APIStatusError as exc:
+                    wait = retry_after(exc.response.headers)
+                    retried = exc.status_code in RETRIED_STATUSES or exc.status_code >= 500
+                    if not retried or attempt >= self.max_retries or (wait is not None and wait > MAX_RETRY_AFTER):
+                        return self.failed(rt, await api_error_message(self.config, rt, exc, attempt if retried else 0))
+                    delay = wait if wait is not None and wait > 0 else backoff_delay(attempt)
+                except openai.APIConnectionError as exc:  # refused, unknown host, or a timeout (a subclass)
+                    reason = unreachable_reason(exc)
+                    if reason is not None:
+                        if attempt >= min(self.max_retries, UNREACHABLE_RETRIES):
+                            raise unreachable_error(self.config, rt, reason, attempt) from None
+                    elif attempt >= min(self.max_retries, TIMEOUT_RETRIES):
+                        return self.failed(rt, await api_error_message(self.config, rt, exc, attempt))
+                    else:
+                        self._warn_timeout(attempt + 1, min(self.max_retries, TIMEOUT_RETRIES))
+                    delay = backoff_delay(attempt)
+                except openai.APIError as exc:
+                    return self.failed(rt, await api_error_message(self.config, rt, exc, 0))
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _warn_timeout(self, retry: int, retries: int) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_warned_at", -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            self._warned_at = now
+            logger.warning("no answer from %s within the %g s timeout: retrying (retry %d of %d; set --timeout or "
+                           "--max-retries to change this)", self.base_url, self.timeout, retry, retries)
+
+    def failed(self, rt: Runtime, message: str) -> Completion:
+        """An error Completion for one conversation, the API key redacted from ``message``."""
+        return Completion(text="", finish_reason="error", model=self.model_name, error=rt.redact(message))

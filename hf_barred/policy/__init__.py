@@ -1,0 +1,16 @@
+"""What a guardrail is asked to enforce, and the data it is judged on.
+
+- :mod:`.task`: :class:`GuardrailTask`, a rule (criterion), its label names, the kind of input and
+  unlabelled seeds;
+- :mod:`.taxonomy`: :class:`Taxonomy`, an S-coded policy (S1..Sn), its text form and the one
+  S-code parser; deletion, shuffling and re-indexing;
+- :mod:`.data`: labelled data from files, folders or the Hub, and the one label normaliser;
+- :mod:`.rows`: policy-conditioned rows (a text judged under a policy), what APT's stages read and write.
+
+This is the bottom layer of the package: it imports nothing else from hf_barred.
+"""
+
+from .task import GuardrailTask, Seed, TaskFileError
+from .taxonomy import Category, Taxonomy
+
+__all__ = ["Category", "GuardrailTask", "Seed", "TaskFileError", "Taxonomy"]

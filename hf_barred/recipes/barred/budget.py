@@ -1,0 +1,95 @@
+"""What a BARRED run has spent: logical requests and tokens from the rows, real calls from the engines.
+
+Budgets count *logical* requests and tokens from the rows' ``usage`` columns (cached or not), so a
+resumed run stops exactly where an uninterrupted one would; :func:`engine_usage` reports this
+process's real calls and cache hits.
+
+Example:
+    >>> from hf_barred.recipes.barred.config import BarredConfig
+    >>> from hf_barred.recipes.barred.budget import rows_to_plan
+    >>> rows_to_plan(8, 0, 0, BarredConfig())   # nothing planned yet: initial_acceptance 0.5
+    16
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from datasets import Dataset
+
+from ...llm import built_engine
+from .config import BarredConfig
+
+__all__ = ["Budget", "dataset_usage", "engine_usage", "rows_to_plan", "usage_delta"]
+
+
+def dataset_usage(ds: Dataset) -> dict[str, int]:
+    total = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    if len(ds) and "usage" in ds.column_names:
+        for usage in ds["usage"]:
+            for key in total:
+                total[key] += usage[key]
+    return total
+
+
+class Budget:
+    """Logical requests and tokens spent, from the rows' usage columns."""
+
+    def __init__(self, config: BarredConfig):
+        self.config = config
+        self.calls = 0
+        self.tokens = 0
+        self.calls_by_stage: dict[str, int] = {}
+
+    def add(self, after: Dataset, before: Optional[Dataset] = None, stage: str = "") -> None:
+        """Count what the stage that turned ``before`` into ``after`` spent (its rows carry the usage
+        of every earlier stage, so the difference is this stage's)."""
+        out, inp = dataset_usage(after), dataset_usage(before) if before is not None else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.calls += out["calls"] - inp["calls"]
+        if stage:
+            self.calls_by_stage[stage] = self.calls_by_stage.get(stage, 0) + out["calls"] - inp["calls"]
+        self.tokens += (out["prompt_tokens"] + out["completion_tokens"]) - (inp["prompt_tokens"] + inp["completion_tokens"])
+
+    @property
+    def spent(self) -> bool:
+        c = self.config
+        return (c.max_calls is not None and self.calls >= c.max_calls) or (
+            c.max_total_tokens is not None and self.tokens >= c.max_total_tokens
+        )
+
+
+def rows_to_plan(needed: int, planned: int, accepted: int, config: BarredConfig) -> int:
+    """An even number of rows expected to yield ``needed`` accepted samples.
+
+    >>> rows_to_plan(8, 0, 0, BarredConfig())   # nothing planned yet: initial_acceptance 0.5
+    16
+    >>> rows_to_plan(3, 20, 5, BarredConfig())  # 25% so far
+    12
+    """
+    rate = config.initial_acceptance if planned == 0 else max(accepted / planned, config.min_acceptance)
+    k = math.ceil(needed / rate)
+    k += k % 2
+    return max(2, min(k, config.max_rows_per_round - config.max_rows_per_round % 2))
+
+
+def engine_usage(config: BarredConfig) -> dict[str, Any]:
+    """This process's usage of the engines built for ``config`` (real calls, cache hits, tokens)."""
+    total = {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "errors": 0, "cost": 0.0}
+    for engine_config in config.engines():
+        engine = built_engine(engine_config)
+        if engine is None:
+            continue
+        u = engine.usage
+        total["calls"] += u.calls
+        total["cache_hits"] += u.cache_hits
+        total["prompt_tokens"] += u.prompt_tokens
+        total["completion_tokens"] += u.completion_tokens
+        total["errors"] += u.errors
+        total["cost"] += engine_config.cost(u.prompt_tokens, u.completion_tokens)
+    return total
+
+
+def usage_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What was spent between two :func:`engine_usage` readings."""
+    return {key: after[key] - before[key] for key in after}

@@ -1,0 +1,241 @@
+"""BARRED as a recipe: a plain, resumable sequence of stage calls.
+
+:func:`run_barred` decomposes the task once (dimensions, then instantiations), then runs rounds of
+plan -> generate -> debate -> (refine -> debate) x ``max_refinements`` until ``n`` samples are
+accepted, a budget is spent, or ``max_rounds`` rounds have run.
+``train`` holds exactly ``n`` accepted samples, balanced across the labels as the plan intends
+(:func:`label_quota`); a round accepts more than it needs when the debate is kinder than
+expected, and those samples go to the ``extra`` split rather than being dropped (lowest
+``row_id`` first, so the choice is deterministic and survives a resume). Each round plans as many rows as
+the acceptance rate so far says are needed (the first round assumes ``initial_acceptance``), an
+even number, so labels stay balanced.
+
+Everything is saved under ``output_dir``, laid out like a Hub dataset repository::
+
+    README.md                      dataset card, with YAML `configs` (default, decomposition)
+    data/train-00000-of-00001.parquet      exactly n accepted samples, n/2 of each label
+    data/extra-00000-of-00001.parquet      accepted samples beyond n (kept, not trained on by default)
+    data/rejected-00000-of-00001.parquet   rejected samples, with their dissent
+    decomposition/train-00000-of-00001.parquet
+    summary.json                   the run's statistics
+    work/decomposition/{dimensions,instantiations}/      every intermediate dataset
+    work/round_000/{plan,generate,debate_0,refine_1,debate_1,...}/
+
+Resuming: a stage whose saved output has the fingerprint this run expects (input fingerprint +
+stage + version + prompts + output-relevant config) is loaded instead of recomputed; a stage
+that was interrupted is recomputed, and the response cache answers every call that had finished.
+Budgets: :mod:`hf_barred.recipes.barred.budget`; the saved outputs: :mod:`hf_barred.recipes.barred.store`;
+statistics and files: :mod:`~hf_barred.recipes.barred.stats`, :mod:`~hf_barred.recipes.barred.writer`.
+
+Example:
+    >>> from hf_barred.recipes.barred.run import BarredConfig
+    >>> from hf_barred.llm import EngineConfig
+    >>> config = BarredConfig.for_engine(EngineConfig(engine="local"), judges=3, rounds=2, max_refinements=1)
+    >>> len(config.debate.judges), config.debate.rounds, config.max_refinements
+    (3, 2, 1)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from datasets import Dataset, concatenate_datasets
+
+from ...stages.debate import debate, debate_fingerprint
+from ...stages.decompose import extract_dimensions, extract_dimensions_fingerprint, task_dataset
+from ...stages.generate import generate, generate_fingerprint
+from ...stages.instantiate import instantiate, instantiate_fingerprint
+from ...stages.plan import plan, plan_fingerprint
+from ...stages.refine import refine, refine_fingerprint
+from ...llm.base import is_request_failure
+from ...policy.task import GuardrailTask
+from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
+from .stats import run_statistics
+from .writer import DATA_FILES, decomposition_export, publish_rows, write_outputs
+from .budget import Budget, engine_usage, rows_to_plan, usage_delta
+from .failures import FailureGuard
+from .output import locked_output
+from .store import saved_or_run
+
+__all__ = ["DATA_FILES", "SERVED_MAX_TOKENS", "BarredConfig", "BarredResult", "rows_to_plan", "run_barred",
+           "run_statistics"]
+
+
+def run_barred(
+    task: GuardrailTask,
+    n: int,
+    config: Optional[BarredConfig] = None,
+    output_dir: str | os.PathLike = "outputs/barred",
+    progress: bool = True,
+    verbose: bool = False,
+    overwrite: bool = False,
+) -> BarredResult:
+    """Generate ``n`` verified, label-balanced boundary samples for ``task`` (see the module doc).
+
+    The output folder is locked for the run (:func:`~hf_barred.recipes.barred.output.locked_output`:
+    a second run into it fails at once; a folder with someone else's README.md is refused unless
+    ``overwrite``). A stage whose requests failed more than ``config.max_failure_rate`` stops the
+    run with :class:`~hf_barred.recipes.barred.failures.RequestsFailed`, its output unsaved.
+
+    Example:
+        >>> from hf_barred.recipes.barred.run import BarredConfig, run_barred
+        >>> from hf_barred.policy.task import GuardrailTask
+        >>> task = GuardrailTask.load("dataset_scripts/health-advice/task.yaml")  # doctest: +SKIP
+        >>> result = run_barred(task, n=8, config=BarredConfig(), output_dir="outputs/health-advice")  # doctest: +SKIP
+        >>> result.train.features["label"].names  # doctest: +SKIP
+        ['no_health_advice', 'health_advice']
+    """
+    if n < 1:
+        raise ValueError(f"run_barred: expected n >= 1 samples, found {n}.")
+    task.require_seeds()
+    config = config or BarredConfig()
+    with locked_output(output_dir, overwrite=overwrite) as out:
+        return _run_locked(task, n, config, out, progress, verbose)
+
+
+def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, progress: bool,
+                verbose: bool) -> BarredResult:
+    from ...progress import RunView, quiet_libraries
+
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    guard = FailureGuard(config.engines(), config.max_failure_rate).run
+    usage_before = engine_usage(config)
+    # The resume store (not datasets' map cache) decides what is reused: a stage stopped by failed
+    # requests must be recomputed on the rerun, not read back from the map cache it left behind.
+    map_kwargs: dict[str, Any] = {"batch_size": config.batch_size, "load_from_cache_file": False}
+    if config.num_proc:
+        map_kwargs["num_proc"] = config.num_proc
+    reused: list[str] = []
+    budget = Budget(config)
+    quota = label_quota(n, config.plan.seed)
+    with quiet_libraries(verbose), RunView(n, enabled=progress) as view:
+        # 1-2: decomposition, once
+        tasks = task_dataset(task)
+        view.stage("decompose", rows=len(tasks))
+        dims = saved_or_run(
+            work / "decomposition" / "dimensions", extract_dimensions_fingerprint(tasks, config.decompose),
+            lambda: guard("decompose", lambda: extract_dimensions(tasks, config.decompose, **map_kwargs)), reused,
+        )
+        view.stage("instantiate", rows=len(dims), expected_requests=len(dims))
+        inst = saved_or_run(
+            work / "decomposition" / "instantiations", instantiate_fingerprint(dims, config.instantiate),
+            lambda: guard("instantiate", lambda: instantiate(dims, config.instantiate, **map_kwargs)), reused,
+        )
+        budget.add(inst, stage="decomposition")
+
+        accepted_rows: list[dict[str, Any]] = []
+        rejected_rows: list[dict[str, Any]] = []
+        debated_parts: list[Dataset] = []
+        accepted_by_label = [0, 0]
+        planned = 0
+        rounds_run = 0
+        while shortfall(accepted_by_label, quota) and rounds_run < config.max_rounds and not budget.spent:
+            round_dir = work / f"round_{rounds_run:03d}"
+            # labels are planned in balanced pairs: enough pairs for the label that lacks the most
+            k = rows_to_plan(2 * max(shortfall(accepted_by_label, quota, per_label=True)), planned,
+                             len(accepted_rows), config)
+            start = planned
+            where = f"round {rounds_run + 1}"
+            plan_rows = saved_or_run(
+                round_dir / "plan", plan_fingerprint(inst, task, k, config.plan, start),
+                lambda: plan(inst, task, k, config.plan, start=start, **map_kwargs), reused,
+            )
+            view.stage(f"generate ({where})", rows=len(plan_rows), expected_requests=len(plan_rows))
+            current = saved_or_run(
+                round_dir / "generate", generate_fingerprint(plan_rows, config.generate),
+                lambda: guard("generate", lambda: generate(plan_rows, config.generate, **map_kwargs)), reused,
+            )
+            budget.add(current, plan_rows, stage="generate")
+            for level in range(config.max_refinements + 1):
+                source = current
+                view.stage(f"debate ({where}, refinement {level})", rows=len(source))
+                judged = saved_or_run(
+                    round_dir / f"debate_{level}", debate_fingerprint(source, config.debate),
+                    lambda: guard("debate", lambda: debate(source, config.debate, **map_kwargs)), reused,
+                )
+                budget.add(judged, source, stage="debate")
+                debated_parts.append(judged)
+                to_refine: list[int] = []
+                for i, row in enumerate(judged):
+                    if row["accepted"]:
+                        accepted_rows.append(row)
+                        accepted_by_label[row["target"]] += 1
+                    elif row["error"]:
+                        reason = "request_failure" if is_request_failure(row["error"]) else "parse_failure"
+                        rejected_rows.append(row | {"rejection_reason": reason})
+                    elif level == config.max_refinements:
+                        rejected_rows.append(row | {"rejection_reason": "debate"})
+                    else:
+                        to_refine.append(i)
+                view.accepted(sum(min(a, q) for a, q in zip(accepted_by_label, quota)))
+                if not to_refine:
+                    break
+                if budget.spent:
+                    rejected_rows.extend(judged[i] | {"rejection_reason": "budget"} for i in to_refine)
+                    break
+                failing = judged.select(to_refine)
+                view.stage(f"refine ({where}, refinement {level + 1})", rows=len(failing),
+                           expected_requests=len(failing))
+                current = saved_or_run(
+                    round_dir / f"refine_{level + 1}", refine_fingerprint(failing, config.refine),
+                    lambda: guard("refine", lambda: refine(failing, config.refine, **map_kwargs)), reused,
+                )
+                budget.add(current, failing, stage="refine")
+            planned += k
+            rounds_run += 1
+
+        chosen, extra_rows = split_exactly(accepted_rows, quota)
+        train = publish_rows(chosen, task, config)
+        extra = publish_rows(extra_rows, task, config)
+        rejected = publish_rows(sorted(rejected_rows, key=lambda r: (r["row_id"], r["refinements"])), task, config)
+        decomposition = decomposition_export(inst)
+        all_debates = concatenate_datasets(debated_parts) if debated_parts else None
+        stats = run_statistics(
+            task, n, config, dims, inst, all_debates, train, rejected, planned, rounds_run, budget,
+            usage_delta(usage_before, engine_usage(config)), reused, extra=extra,
+        )
+        write_outputs(out, task, config, train, rejected, decomposition, stats, extra=extra)
+    return BarredResult(train, rejected, decomposition, stats, out, extra=extra)
+
+
+def label_quota(n: int, plan_seed: int = 0) -> tuple[int, int]:
+    """How many accepted samples of each label the ``train`` split holds: ``n`` split evenly, the odd
+    one to the label the plan draws first (row 0 has label ``plan_seed % 2``).
+
+    >>> label_quota(12), label_quota(5), label_quota(5, plan_seed=1)
+    ((6, 6), (3, 2), (2, 3))
+    """
+    quota = [n // 2, n // 2]
+    quota[plan_seed % 2] += n % 2
+    return quota[0], quota[1]
+
+
+def shortfall(accepted: list[int], quota: tuple[int, int], per_label: bool = False) -> Any:
+    """The samples still missing: their total, or per label.
+
+    >>> shortfall([6, 2], (6, 6)), shortfall([6, 2], (6, 6), per_label=True)
+    (4, [0, 4])
+    """
+    missing = [max(0, q - a) for a, q in zip(accepted, quota)]
+    return missing if per_label else sum(missing)
+
+
+def split_exactly(accepted: list[dict[str, Any]], quota: tuple[int, int]) -> tuple[list[dict], list[dict]]:
+    """Exactly ``quota[y]`` accepted rows of each label ``y`` (the lowest ``row_id`` first, so the
+    choice is deterministic), and the rest: the ``extra`` split.
+
+    >>> rows = [{"row_id": i, "target": i % 2} for i in (3, 0, 1, 2, 4)]
+    >>> train, extra = split_exactly(rows, (2, 1))
+    >>> [r["row_id"] for r in train], [r["row_id"] for r in extra]
+    ([0, 1, 2], [3, 4])
+    """
+    taken = [0, 0]
+    chosen, extra = [], []
+    for row in sorted(accepted, key=lambda r: r["row_id"]):
+        y = row["target"]
+        (chosen if taken[y] < quota[y] else extra).append(row)
+        taken[y] += 1
+    return chosen, extra

@@ -1,0 +1,87 @@
+"""Answers that follow the JSON schema a request asks for, for runs against the loopback OpenAI server.
+
+:func:`schema_answer` writes the smallest valid instance of a request's ``response_format`` schema,
+with distinct, plain-word strings (so dimensions are not merged as duplicates and samples mention no
+forbidden word); :class:`StageServer` is an :class:`~tests.utils.servers.openai_server.OpenAIServer` that
+can fail the requests of chosen stages, recognised by their schema.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Optional
+
+from tests.utils.servers.openai_server import Action, OpenAIServer
+
+WORDS = ("amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "island", "juniper", "kestrel",
+         "lagoon", "meadow", "nectar", "orchid", "prairie", "quartz", "river", "summit", "tundra")
+
+
+def stage_of(body: dict[str, Any]) -> str:
+    """The stage a request belongs to, from its schema's properties."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    props = set(schema.get("properties") or {})
+    if "dimensions" in props:
+        return "decompose"
+    if "values" in props:
+        return "instantiate"
+    if "text" in props or "response" in props:  # a sample (the served set's also carries a believed label)
+        return "generate"
+    if "label" in props:
+        return "judge"
+    return "other"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.counter = itertools.count()
+
+    def value(self, schema: dict[str, Any]) -> Any:
+        kind = schema.get("type", "object")
+        kind = kind[0] if isinstance(kind, list) else kind
+        if "enum" in schema:
+            return schema["enum"][0]
+        if kind == "object":
+            return {name: self.value(sub) for name, sub in (schema.get("properties") or {}).items()}
+        if kind == "array":
+            return [self.value(schema.get("items") or {"type": "string"})
+                    for _ in range(max(schema.get("minItems", 1), min(schema.get("maxItems", 3), 3)))]
+        if kind in ("number", "integer"):
+            low, high = schema.get("minimum", 0), schema.get("maximum", 1)
+            return low if kind == "integer" else (low + high) / 2
+        if kind == "boolean":
+            return True
+        n = next(self.counter)
+        text = f"{WORDS[n % len(WORDS)]} {WORDS[(n // len(WORDS)) % len(WORDS)]} {n}"
+        text = text.ljust(schema.get("minLength", 0), "x")
+        return text[: schema.get("maxLength", len(text))]
+
+
+_WRITER = _Writer()
+
+
+def schema_answer(body: dict[str, Any]) -> str:
+    """A JSON answer valid under the request's ``response_format`` schema (a judge says ``yes``)."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if not schema:
+        return "plain answer"
+    return json.dumps(_WRITER.value(schema))
+
+
+class StageServer(OpenAIServer):
+    """The loopback server answering by schema, failing every request of the stages in ``failing``
+    with ``failure`` (set both attributes at any time)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(responder=schema_answer, **kwargs)
+        self.failing: set[str] = set()
+        self.failure: Optional[Action] = None
+
+    def _next_action(self, body: dict[str, Any]) -> Action:
+        if self.failure is not None and stage_of(body) in self.failing:
+            return self.failure
+        return super()._next_action(body)
+
+    def stage_requests(self, stage: str) -> int:
+        return sum(1 for r in list(self.requests) if stage_of(r.body) == stage)
