@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Generator, Optional, Protocol, Sequence, Union
 
 import json_repair
 import jsonschema
@@ -172,32 +172,53 @@ def parse_json_answer(
     return value, None
 
 
-def structured_chat(
-    engine: Any,
+StructuredSteps = Generator[tuple[list[Conversation], SamplingParams], list[Completion], list[StructuredResult]]
+"""The repair loop of :func:`structured_steps`: it yields the conversations to send (with their sampling
+parameters), is sent their completions, and returns the results."""
+
+
+def structured_steps(
     conversations: Sequence[Conversation],
     schema: Schema,
     params: SamplingParams,
-    stage: str = "",
+    *,
+    supports_json_schema: bool,
     max_repairs: int = 2,
     constrained_schema: Optional[dict[str, Any]] = None,
-) -> list[StructuredResult]:
-    """Ask every conversation for a JSON object following ``schema``; one batched call per round.
+) -> StructuredSteps:
+    """Ask every conversation for a JSON object following ``schema``: the loop, without the engine.
 
-    ``engine`` is a :class:`~hf_barred.llm.cache.CachedBackend` (from ``get_engine``).
+    Each round yields the conversations that still need an answer, in one batch; an answer that fails
+    goes back once per repair round with the validation error, at most ``max_repairs`` times. Driven by
+    :func:`structured_chat` (one batched engine call per round) or :func:`astructured_chat` (awaited).
+
     ``schema`` is a JSON schema or an answer model (:mod:`hf_barred.stages.answers`). ``constrained_schema``
     (default: ``schema``, or the model's grammar) is what an engine with constrained decoding decodes
     with, and what a repair round shows; it should accept only answers that ``schema`` accepts.
-    Answers are validated with ``schema``.
+
+    >>> steps = structured_steps([[{"role": "user", "content": "?"}]], {"type": "object", "required": ["a"]},
+    ...                          SamplingParams(), supports_json_schema=False, max_repairs=1)
+    >>> conversations, _ = next(steps)
+    >>> repair, _ = steps.send([Completion(text="no JSON")])          # a repair round for the one answer
+    >>> repair[0][-1]["content"].startswith("Your previous answer could not be used")
+    True
+    >>> try:
+    ...     steps.send([Completion(text='{"a": 1}')])
+    ... except StopIteration as done:
+    ...     print(done.value[0].data, done.value[0].attempts)
+    {'a': 1} 2
     """
     decoded = constrained_schema or (schema if isinstance(schema, dict) else schema.grammar())
-    if engine.supports_json_schema:
+    if supports_json_schema:
         params = params.replace(json_schema=decoded)
     schema_text = json.dumps(schema if isinstance(schema, dict) else decoded, ensure_ascii=False)
     current = [list(conv) for conv in conversations]
     results: list[Optional[StructuredResult]] = [None] * len(conversations)
     pending = list(range(len(conversations)))
     for attempt in range(1, max_repairs + 2):
-        completions = engine.chat([current[i] for i in pending], params, stage=stage)
+        if not pending:
+            break
+        completions = yield [current[i] for i in pending], params
         still_failing: list[int] = []
         for i, completion in zip(pending, completions):
             previous = results[i]
@@ -221,6 +242,45 @@ def structured_chat(
                     {"role": "user", "content": defuse_control_tokens(repair)},
                 ]
         pending = still_failing
-        if not pending:
-            break
     return results  # type: ignore[return-value]
+
+
+def structured_chat(
+    engine: Any,
+    conversations: Sequence[Conversation],
+    schema: Schema,
+    params: SamplingParams,
+    stage: str = "",
+    max_repairs: int = 2,
+    constrained_schema: Optional[dict[str, Any]] = None,
+) -> list[StructuredResult]:
+    """:func:`structured_steps` on ``engine`` (a :class:`~hf_barred.llm.cache.CachedBackend`, from
+    ``get_engine``): one batched ``chat`` call per round, its usage tagged ``stage``."""
+    steps = structured_steps(conversations, schema, params, supports_json_schema=engine.supports_json_schema,
+                             max_repairs=max_repairs, constrained_schema=constrained_schema)
+    try:
+        batch, round_params = next(steps)
+        while True:
+            batch, round_params = steps.send(engine.chat(batch, round_params, stage=stage))
+    except StopIteration as done:
+        return done.value
+
+
+async def astructured_chat(
+    engine: Any,
+    conversations: Sequence[Conversation],
+    schema: Schema,
+    params: SamplingParams,
+    stage: str = "",
+    max_repairs: int = 2,
+    constrained_schema: Optional[dict[str, Any]] = None,
+) -> list[StructuredResult]:
+    """:func:`structured_steps` on an engine whose ``chat`` is awaited (:class:`~hf_barred.llm.async_engine.AsyncEngine`)."""
+    steps = structured_steps(conversations, schema, params, supports_json_schema=engine.supports_json_schema,
+                             max_repairs=max_repairs, constrained_schema=constrained_schema)
+    try:
+        batch, round_params = next(steps)
+        while True:
+            batch, round_params = steps.send(await engine.chat(batch, round_params, stage=stage))
+    except StopIteration as done:
+        return done.value

@@ -30,7 +30,7 @@ from datasets import Dataset, concatenate_datasets
 from ..policy.rows import LABEL_NAMES, POLICY_FEATURES
 from ..policy.rows import check_policy_rows, missing_lineage, policy_features
 from ..stages.category_delete import CategoryDeleteConfig, category_delete
-from ..stages.base import config_identity
+from ..stages.fingerprint import config_identity
 from ..stages.guideline_edit import GuidelineEditConfig, guideline_edit
 
 __all__ = ["AugmentConfig", "augment", "augment_statistics", "save_augmented"]

@@ -1,46 +1,67 @@
-"""What every stage shares: the fingerprinted ``Dataset.map``, the LLM stage config, usage counts.
+"""The Stage: what an LLM stage declares, and the one base that runs it, batched or row by row.
 
-A stage is ``stage(ds, config, **map_kwargs) -> Dataset`` over a private batched row function.
-:func:`map_stage` runs that function with ``ds.map(batched=True)`` and a fingerprint computed from
-exactly what changes the output: the input dataset's fingerprint, datasets' hash of the code of
-the row function and of the package functions it calls (:func:`code_fingerprint`), the stage name and version, the prompt texts, and the config with its engine reduced to
-:meth:`EngineConfig.identity` (so concurrency, timeouts and rate limits never invalidate a cached
-dataset).
+A stage declares, for one row (as curator's ``prompt``/``parse`` and distilabel's
+``format_input``/``format_output`` do):
+
+- :meth:`Stage.messages`: the conversation, rendered role by role from its prompt templates
+  (:meth:`Stage.prompts`, part of the fingerprint);
+- :meth:`Stage.answer`: the answer model (:mod:`hf_barred.stages.answers`: validation, and the
+  grammar a constrained engine decodes with, :meth:`Stage.grammar`);
+- :meth:`Stage.parse`: how one valid answer (its ``data``, and its ``raw`` text) becomes columns
+  (raise :class:`Rejected` for an answer that follows the schema but cannot be used);
+- ``name``, ``version`` and :meth:`Stage.features` (the output's declared ``datasets.Features``).
+
+A stage with several requests per row (the debate's rounds, decomposition's seed subsets, coverage's
+dimensions) writes :meth:`Stage.steps` instead: a generator that yields the :class:`Request` objects it
+needs next, is sent their answers, and returns the row's output.
+
+The base owns the rest: the engine (looked up from the config in the worker process, never a live
+client in ``fn_kwargs``), the calls, the fingerprint (:func:`~hf_barred.stages.fingerprint.stage_fingerprint`),
+the usage column and the failure rows (a row whose answer cannot be parsed keeps ``raw`` and ``error``).
+It runs a stage two ways, with the same requests and so the same cached answers:
+
+- :meth:`Stage.map`: ``Dataset.map(batched=True)``; every row advances one step at a time and the
+  requests of a step go to the engine as one batched ``chat`` call per role (vLLM and the local engine
+  see the whole batch; an HTTP engine keeps them all in flight);
+- :meth:`Stage.arun`: one row, awaited (:class:`~hf_barred.llm.async_engine.AsyncEngine`), so an
+  executor can move each row to its next stage as soon as its answers arrive.
+
+Non-LLM stages (plan, category deletion and shuffling) are plain batched functions run by
+:func:`map_stage`, the same fingerprinted ``Dataset.map``.
 
 Example:
-    >>> from hf_barred.stages.base import LLMStageConfig, config_identity
-    >>> config_identity(LLMStageConfig())["engine"]["engine"]
-    'local'
+    >>> from hf_barred.stages.base import LLMStageConfig
+    >>> LLMStageConfig().sampling(max_tokens=8).max_tokens
+    8
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import json
 from dataclasses import dataclass, field
-from types import CodeType, FunctionType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Generator, Generic, Optional, Sequence, TypeVar, Union
 
 from datasets import Dataset, Features
-from datasets.fingerprint import Hasher
 
-from ..llm.base import SamplingParams
+from ..llm.base import Completion, Conversation, SamplingParams
 from ..llm.config import EngineConfig
-from ..llm.structured import StructuredResult
+from ..llm.structured import Schema, StructuredResult, astructured_chat, structured_chat
 from ..policy.rows import check_policy_rows, policy_features
+from .fingerprint import stage_fingerprint
 from .prompting import Prompt, check_prompt_set, default_prompt_set
-
-_PACKAGE = __name__.split(".")[0]
 
 __all__ = [
     "LLMStageConfig",
+    "Rejected",
+    "Request",
+    "Stage",
+    "Steps",
     "add_usage",
-    "code_fingerprint",
-    "config_identity",
     "engine_for",
     "map_policy_stage",
     "map_stage",
     "rows",
-    "stage_fingerprint",
     "zero_usage",
 ]
 
@@ -97,71 +118,223 @@ def engine_for(config: EngineConfig) -> Any:
     return llm.get_engine(config)
 
 
-def config_identity(value: Any) -> Any:
-    """A config as plain data, with every EngineConfig reduced to its identity (engine, model)."""
-    if isinstance(value, EngineConfig):
-        return value.identity()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: config_identity(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [config_identity(v) for v in value]
-    if isinstance(value, dict):
-        return {k: config_identity(v) for k, v in value.items()}
-    return value
+# --- requests and answers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    """One conversation a stage needs answered.
 
-
-def code_fingerprint(function: Callable[..., Any]) -> str:
-    """datasets' :class:`~datasets.fingerprint.Hasher` over the code of ``function`` and of every
-    package function it calls, recursively (through its globals).
-
-    ``Hasher.hash(function)`` alone does not do: dill pickles a function that can be imported by
-    reference (its name), so an edit to a stage's code would keep its fingerprint and reuse stale
-    saved outputs. Code objects are hashed by value, without file path or line numbers, so moving
-    a function or checking it out elsewhere keeps the fingerprint.
-
-    >>> def one(batch): return {"y": [x + 1 for x in batch["x"]]}
-    >>> def two(batch): return {"y": [x + 2 for x in batch["x"]]}
-    >>> code_fingerprint(one) == code_fingerprint(two)
-    False
+    ``role`` tags the engine's usage (``"generate"``, ``"debate/judge"``); ``answer`` is the answer
+    model or JSON schema (None: a free-text answer, a :class:`~hf_barred.llm.base.Completion`; else a
+    :class:`~hf_barred.llm.structured.StructuredResult`), ``constrained`` the stricter schema a
+    constrained engine decodes with, ``max_repairs`` the repair rounds of an answer that fails it.
     """
-    codes: list[Any] = []
-    seen: set[int] = set()
-    todo = [function]
-    while todo:
-        fn = todo.pop()
-        if id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        code = fn.__code__
-        codes.append((fn.__module__, fn.__qualname__, code))
-        names = set(code.co_names)
-        for const in code.co_consts:  # nested functions and comprehensions use globals too
-            if isinstance(const, CodeType):
-                names.update(const.co_names)
-        for name in sorted(names):
-            value = fn.__globals__.get(name)
-            if isinstance(value, FunctionType) and value.__module__.split(".")[0] == _PACKAGE:
-                todo.append(value)
-    return Hasher.hash(codes)
+
+    role: str
+    messages: Conversation
+    params: SamplingParams
+    answer: Optional[Schema] = None
+    constrained: Optional[dict[str, Any]] = None
+    max_repairs: int = 0
+
+    def group(self) -> str:
+        """Requests of one group go to the engine in one batched call (same role, sampling and schema)."""
+        schema = self.answer if isinstance(self.answer, (dict, type(None))) else self.answer.__qualname__
+        return json.dumps([self.role, self.params.cache_fields(), schema, self.constrained, self.max_repairs],
+                          sort_keys=True, default=str)
 
 
-def stage_fingerprint(ds: Dataset, stage: str, version: str, prompts: tuple[Prompt, ...], config: Any,
-                      function: Callable[..., Any]) -> str:
-    """The fingerprint of a stage's output dataset: the input's fingerprint, the stage name and
-    version, the prompt texts, the config's identity (no throughput knobs) and the code of the
-    batch ``function`` (:func:`code_fingerprint`)."""
-    return Hasher.hash(
-        {
-            "input": ds._fingerprint,
-            "stage": stage,
-            "version": version,
-            "prompts": [(p.id, p.text) for p in prompts],
-            "config": config_identity(config),
-            "code": code_fingerprint(function),
-        }
-    )
+Result = Union[StructuredResult, Completion]
+Steps = Generator[list[Request], list[Result], Union[dict[str, Any], list[dict[str, Any]]]]
+"""A row's requests, step by step: yields the requests of a step, is sent their answers in order, and
+returns the output row (or rows)."""
 
 
+class Rejected(ValueError):
+    """An answer that follows the schema but cannot be used (``parse`` raises it; the row fails with its message)."""
+
+
+def answer_batch(engine: Any, requests: Sequence[Request]) -> list[Result]:
+    """The answers to ``requests``, in order: one batched call per :meth:`Request.group`."""
+    groups: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.group(), []).append(i)
+    answers: list[Optional[Result]] = [None] * len(requests)
+    for indexes in groups.values():
+        first = requests[indexes[0]]
+        conversations = [requests[i].messages for i in indexes]
+        results: Sequence[Result]
+        if first.answer is None:
+            results = engine.chat(conversations, first.params, stage=first.role)
+        else:
+            results = structured_chat(engine, conversations, first.answer, first.params, stage=first.role,
+                                      max_repairs=first.max_repairs, constrained_schema=first.constrained)
+        for i, result in zip(indexes, results):
+            answers[i] = result
+    return answers  # type: ignore[return-value]
+
+
+async def answer_one(engine: Any, request: Request) -> Result:
+    """The answer to one request, awaited (``engine``: :class:`~hf_barred.llm.async_engine.AsyncEngine`)."""
+    if request.answer is None:
+        [completion] = await engine.chat([request.messages], request.params, stage=request.role)
+        return completion
+    [result] = await astructured_chat(engine, [request.messages], request.answer, request.params, stage=request.role,
+                                      max_repairs=request.max_repairs, constrained_schema=request.constrained)
+    return result
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+ConfigT = TypeVar("ConfigT")
+
+
+class Stage(Generic[ConfigT]):
+    """An LLM stage over ``config`` (see the module docstring for what a subclass declares)."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    usage_column: ClassVar[Optional[str]] = "usage"
+    """The row's cumulative usage column the base adds every answer to (None: the stage keeps its own books)."""
+
+    def __init__(self, config: ConfigT):
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # --- what a stage declares ---------------------------------------------------------------------------
+    def prompts(self) -> tuple[Prompt, ...]:
+        """Every template the stage renders (their texts reach the fingerprint)."""
+        raise NotImplementedError
+
+    def features(self, input_features: Features) -> Features:
+        """The output rows' features, given the input's."""
+        raise NotImplementedError
+
+    def messages(self, row: dict[str, Any]) -> Conversation:
+        """The conversation for one row (single-request stages)."""
+        raise NotImplementedError
+
+    def answer(self, row: dict[str, Any]) -> Optional[Schema]:
+        """The answer model (None: free text)."""
+        raise NotImplementedError
+
+    def grammar(self, row: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The strict schema a constrained engine decodes with (None: the answer model's own grammar)."""
+        return None
+
+    def parse(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+        """The output row for a valid answer (``result.data``, or ``result.text`` of a free-text answer);
+        raise :class:`Rejected` for an unusable one."""
+        raise NotImplementedError
+
+    def failed(self, row: dict[str, Any], result: Result, error: str) -> dict[str, Any]:
+        """The output row of a failed request or an unusable answer: the raw answer and the error kept."""
+        return row | {"raw": getattr(result, "raw", getattr(result, "text", "")), "error": error}
+
+    def skip(self, row: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The output of a row that needs no call (passed through), else None."""
+        return None
+
+    def request(self, row: dict[str, Any]) -> Request:
+        """The one request of a single-request stage."""
+        config: Any = self.config
+        return Request(role=self.name, messages=self.messages(row), params=config.sampling(), answer=self.answer(row),
+                       constrained=self.grammar(row), max_repairs=config.max_repairs)
+
+    def steps(self, row: dict[str, Any]) -> Steps:
+        """One request per row, parsed (the default); multi-request stages override this."""
+        skipped = self.skip(row)
+        if skipped is not None:
+            return skipped
+        [result] = yield [self.request(row)]
+        return self.read(row, result)
+
+    def read(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+        """The output row of one answer: :meth:`parse` of a valid one, :meth:`failed` of a failed request
+        or an answer the parser rejected."""
+        if not result.ok:
+            return self.failed(row, result, result.error or "no answer")
+        try:
+            return self.parse(row, result)
+        except Rejected as rejected:
+            return self.failed(row, result, str(rejected))
+
+    # --- what the base owns ------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        """The engine of the stage's config, in this process."""
+        return engine_for(self.config.engine)  # type: ignore[attr-defined]
+
+    def fingerprint(self, ds: Dataset) -> str:
+        """The fingerprint :meth:`map` gives its output (see :mod:`hf_barred.stages.fingerprint`)."""
+        return stage_fingerprint(ds, self.name, self.version, self.prompts(), self.config, type(self))
+
+    def map(self, ds: Dataset, **map_kwargs: Any) -> Dataset:
+        """``ds.map(batched=True)`` of :meth:`run_batch`, fingerprinted; ``map_kwargs`` (``batch_size`` (64),
+        ``num_proc``, ``desc``, ...) pass through."""
+        features = self.features(ds.features)
+        kwargs: dict[str, Any] = {"batch_size": 64, "desc": self.name}
+        kwargs.update(map_kwargs)
+        kwargs.setdefault("new_fingerprint", self.fingerprint(ds))
+        return ds.map(self.run_batch, batched=True, fn_kwargs={"columns": list(features)}, features=features,
+                      remove_columns=ds.column_names, **kwargs)
+
+    def run_batch(self, batch: dict[str, list], columns: Sequence[str]) -> dict[str, list]:
+        """A columnar batch -> the output ``columns``: the rows advance step by step together, and the
+        requests of each step are answered in one batched call per role (:func:`answer_batch`)."""
+        records = rows(batch)
+        outputs: list[list[dict[str, Any]]] = [[] for _ in records]
+        waiting: dict[int, tuple[Steps, list[Request]]] = {}
+        for i, record in enumerate(records):
+            self._advance(i, record, self.steps(record), None, outputs, waiting)
+        while waiting:
+            order = sorted(waiting)
+            requests = [request for i in order for request in waiting[i][1]]
+            answers = answer_batch(self.engine, requests)
+            start = 0
+            for i in order:
+                steps, asked = waiting.pop(i)
+                self._advance(i, records[i], steps, answers[start:start + len(asked)], outputs, waiting)
+                start += len(asked)
+        return {name: [row[name] for out in outputs for row in out] for name in columns}
+
+    async def arun(self, row: dict[str, Any], engine: Any) -> list[dict[str, Any]]:
+        """The output row(s) of one row, its requests awaited on ``engine`` (an
+        :class:`~hf_barred.llm.async_engine.AsyncEngine`); the requests of one step run concurrently."""
+        record = dict(row)
+        steps = self.steps(record)
+        try:
+            requests = next(steps)
+            while True:
+                answers = list(await asyncio.gather(*(answer_one(engine, request) for request in requests)))
+                self._count_usage(record, answers)
+                requests = steps.send(answers)
+        except StopIteration as done:
+            return self._rows(done.value)
+
+    def _advance(self, i: int, record: dict[str, Any], steps: Steps, answers: Optional[list[Result]],
+                 outputs: list[list[dict[str, Any]]], waiting: dict[int, tuple[Steps, list[Request]]]) -> None:
+        try:
+            if answers is None:
+                requests = next(steps)
+            else:
+                self._count_usage(record, answers)
+                requests = steps.send(answers)
+            waiting[i] = (steps, requests)
+        except StopIteration as done:
+            outputs[i] = self._rows(done.value)
+
+    def _count_usage(self, record: dict[str, Any], answers: Sequence[Result]) -> None:
+        if self.usage_column is not None:
+            for answer in answers:
+                record[self.usage_column] = add_usage(record.get(self.usage_column) or zero_usage(), answer)
+
+    @staticmethod
+    def _rows(value: Union[dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return value if isinstance(value, list) else [value]
+
+
+# --- the fingerprinted map of non-LLM stages ---------------------------------------------------------------
 def map_stage(
     ds: Dataset,
     function: Callable[..., dict[str, list]],
@@ -201,6 +374,7 @@ def map_policy_stage(ds: Dataset, function: Callable[..., dict[str, list]], *, s
                      features=policy_features(ds.features), remove_columns=[], map_kwargs=map_kwargs)
 
 
+# --- rows and usage -------------------------------------------------------------------------------------
 def rows(batch: dict[str, list]) -> list[dict[str, Any]]:
     """A columnar batch as a list of row dicts."""
     if not batch:
@@ -213,7 +387,7 @@ def zero_usage() -> dict[str, int]:
     return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
 
-def add_usage(usage: dict[str, int], result: StructuredResult | Any, calls: Optional[int] = None) -> dict[str, int]:
+def add_usage(usage: dict[str, int], result: Union[StructuredResult, Any], calls: Optional[int] = None) -> dict[str, int]:
     """``usage`` plus one structured result (its attempts are its calls) or one completion."""
     attempts = calls if calls is not None else getattr(result, "attempts", 1)
     return {

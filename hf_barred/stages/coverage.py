@@ -27,13 +27,12 @@ from typing import Any, Optional
 
 from datasets import Dataset, Features, List, Value
 
+from ..llm.structured import StructuredResult
+from .base import LLMStageConfig, Request, Stage, Steps, add_usage, zero_usage
 from .features import USAGE
-from ..llm.structured import structured_chat
-from .prompting import load_prompt
-from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
+from .prompting import Prompt, load_prompt
 
-__all__ = ["CoverageConfig", "coverage_features", "coverage_summary", "parse_scores",
-           "rate_coverage", "rate_coverage_fingerprint"]
+__all__ = ["CoverageConfig", "CoverageStage", "coverage_features", "coverage_summary", "parse_scores", "rate_coverage"]
 
 STAGE_VERSION = "1"
 
@@ -113,47 +112,46 @@ def _escape(text: str) -> str:
     return _TAGS.sub(r"&lt;\1", text.strip())
 
 
-def _coverage_batch(batch: dict[str, list], config: CoverageConfig, prompts: tuple, version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    records = rows(batch)
-    by_size: dict[int, list[tuple[int, int]]] = {}  # one structured call per instantiation count (its grammar)
-    for r, record in enumerate(records):
-        for d, (_, values) in enumerate(config.dimensions):
-            by_size.setdefault(len(values), []).append((r, d))
-    ratings: dict[tuple[int, int], dict[str, Any]] = {}
-    usage = [zero_usage() for _ in records]
-    engine = engine_for(config.engine)
-    for size, owners in by_size.items():
-        conversations = [prompt.messages(
-            criterion=_escape(config.criterion), dimension=_escape(config.dimensions[d][0]),
-            instantiations=[_escape(v) for v in config.dimensions[d][1]], test_sample=_escape(records[r]["text"]),
-            task=_escape(records[r].get("task") or "")) for r, d in owners]
-        results = structured_chat(engine, conversations, SCORES_SCHEMA, config.sampling(), stage="coverage",
-                                  max_repairs=config.max_repairs, constrained_schema=scores_grammar(size))
-        for (r, d), result in zip(owners, results):
-            usage[r] = add_usage(usage[r], result)
-            name, values = config.dimensions[d]
-            scores, error = parse_scores(result.data, size) if result.ok else (None, result.error)
-            best = max(range(size), key=lambda k: scores[k]) if scores else None
-            ratings[r, d] = {"dimension": name, "scores": scores or [], "raw": result.raw, "error": error,
-                             "max_relevance": scores[best] if scores else None,
-                             "best_instantiation": values[best] if scores else None}
-    for r, record in enumerate(records):
-        rated = [ratings[r, d] for d in range(len(config.dimensions))]
+class CoverageStage(Stage[CoverageConfig]):
+    """Coverage rating (see the module docstring): one request per (sample, dimension)."""
+
+    name = "coverage"
+    version = STAGE_VERSION
+    usage_column = None  # the output's ``usage`` is this stage's alone, whatever the input carried
+
+    def prompts(self) -> tuple[Prompt, ...]:
+        return (load_prompt("coverage", self.config.prompt_version, prompt_set="served"),)  # rating needs no few-shot
+
+    def features(self, input_features: Features) -> Features:
+        kept = Features({name: feature for name, feature in input_features.items() if name not in coverage_features()})
+        return coverage_features(kept)
+
+    def steps(self, row: dict[str, Any]) -> Steps:
+        config = self.config
+        requests = [Request(
+            role="coverage", params=config.sampling(), answer=SCORES_SCHEMA, constrained=scores_grammar(len(values)),
+            max_repairs=config.max_repairs,
+            messages=self.prompts()[0].messages(
+                criterion=_escape(config.criterion), dimension=_escape(name),
+                instantiations=[_escape(v) for v in values], test_sample=_escape(row["text"]),
+                task=_escape(row.get("task") or "")),
+        ) for name, values in config.dimensions]
+        results: list[StructuredResult] = yield requests
+        usage = zero_usage()
+        rated = []
+        for (name, values), result in zip(config.dimensions, results):
+            usage = add_usage(usage, result)
+            scores, error = parse_scores(result.data, len(values)) if result.ok else (None, result.error)
+            best = max(range(len(values)), key=lambda k: scores[k]) if scores else None
+            rated.append({"dimension": name, "scores": scores or [], "raw": result.raw, "error": error,
+                          "max_relevance": scores[best] if scores and best is not None else None,
+                          "best_instantiation": values[best] if scores and best is not None else None})
         relevances = [x["max_relevance"] for x in rated if x["max_relevance"] is not None]
         failures = sum(x["error"] is not None for x in rated)
-        best = max(relevances) if relevances else None
-        covered = True if best is not None and best >= config.threshold else (None if failures else False)
-        record.update(dimension_scores=rated, max_relevance=best, covered=covered, failures=failures, usage=usage[r])
-    return {name: [record[name] for record in records] for name in coverage_features()}
-
-
-def _prompts(config: CoverageConfig) -> tuple:
-    return (load_prompt("coverage", config.prompt_version, prompt_set="served"),)  # one set: rating needs no few-shot
-
-
-def rate_coverage_fingerprint(ds: Dataset, config: CoverageConfig) -> str:
-    return stage_fingerprint(ds, "coverage", STAGE_VERSION, _prompts(config), config, _coverage_batch)
+        top = max(relevances) if relevances else None
+        covered = True if top is not None and top >= config.threshold else (None if failures else False)
+        return row | {"dimension_scores": rated, "max_relevance": top, "covered": covered, "failures": failures,
+                      "usage": usage}
 
 
 def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dataset:
@@ -172,10 +170,7 @@ def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dat
     if "text" not in ds.column_names:
         raise ValueError(f"rate_coverage: expected a 'text' column, found {ds.column_names}. Fix: rename the column "
                          "of the test inputs to 'text' (the command's --text-column).")
-    features = Features({name: ds.features[name] for name in ds.column_names if name not in coverage_features()})
-    return map_stage(ds, _coverage_batch, stage="coverage", version=STAGE_VERSION, config=config,
-                     prompts=_prompts(config), features=coverage_features(features), remove_columns=[],
-                     map_kwargs=map_kwargs)
+    return CoverageStage(config).map(ds, **map_kwargs)
 
 
 def coverage_summary(ds: Dataset, config: CoverageConfig) -> dict[str, Any]:

@@ -21,18 +21,18 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from datasets import Dataset
+from datasets import Dataset, Features
 
+from ..llm.structured import StructuredResult
+from ..policy.task import GuardrailTask
+from ..rowrandom import RowRandom
 from .answers import Dimensions, string_budget
+from .base import LLMStageConfig, Request, Stage, Steps, add_usage, zero_usage
 from .embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from .features import dimension_features, task_features
-from ..llm.structured import structured_chat
-from .prompting import load_prompt
-from ..rowrandom import RowRandom
-from ..policy.task import GuardrailTask
-from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint, zero_usage
+from .prompting import Prompt, load_prompt
 
-__all__ = ["DecomposeConfig", "extract_dimensions", "extract_dimensions_fingerprint", "seed_subsets", "task_dataset"]
+__all__ = ["DecomposeConfig", "DecomposeStage", "extract_dimensions", "seed_subsets", "task_dataset"]
 
 STAGE_VERSION = "3"  # 2: strict schemas for constrained decoding; 3: seed subsets from RowRandom
 
@@ -115,70 +115,72 @@ def seed_subsets(seeds: Sequence[Any], num_subsets: int, subset_size: int, seed:
     return [[order[(k * size + j) % len(order)] for j in range(size)] for k in range(num_subsets)]
 
 
-def _extract_batch(batch: dict[str, list], config: DecomposeConfig, prompts: tuple, version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    tasks = rows(batch)
-    conversations, owners = [], []
-    for t, task in enumerate(tasks):
+class DecomposeStage(Stage[DecomposeConfig]):
+    """BARRED step 1 (see the module docstring): a task row -> its pooled, de-duplicated dimension rows.
+
+    A task's usage is pooled on its first dimension (so the column sums to the stage's usage); the base
+    keeps no usage column here (:attr:`usage_column` None), as task rows have none.
+    """
+
+    name = "extract_dimensions"
+    version = STAGE_VERSION
+    usage_column = None
+
+    def prompts(self) -> tuple[Prompt, ...]:
+        return (load_prompt("decompose", self.config.prompt_version, self.config.prompt_set),)
+
+    def features(self, input_features: Features) -> Features:
+        return dimension_features()
+
+    def steps(self, task: dict[str, Any]) -> Steps:
+        config = self.config
         seed_tasks = list(task["seed_tasks"] or []) + [""] * len(task["seeds"])
-        for k, subset in enumerate(  # subsets of positions: the same draw as over the seeds themselves
-            seed_subsets(list(range(len(task["seeds"]))), config.num_subsets, config.subset_size, config.seed,
-                         task["task_name"])
-        ):
-            conversations.append(prompt.messages(
-                criterion=task["criterion"], seeds=[task["seeds"][j] for j in subset],
-                seed_tasks=[seed_tasks[j] for j in subset], max_dimensions=config.max_dimensions,
-            ))
-            owners.append((t, k))
-    results = structured_chat(
-        engine_for(config.engine), conversations, Dimensions, config.sampling(),
-        stage="decompose", max_repairs=config.max_repairs, constrained_schema=dimensions_grammar(config),
-    )
-    out: list[dict[str, Any]] = []
-    for t, task in enumerate(tasks):
+        subsets = seed_subsets(list(range(len(task["seeds"]))), config.num_subsets, config.subset_size, config.seed,
+                               task["task_name"])  # subsets of positions: the same draw as over the seeds themselves
+        requests = [Request(
+            role="decompose", params=config.sampling(), answer=Dimensions, constrained=dimensions_grammar(config),
+            max_repairs=config.max_repairs,
+            messages=self.prompts()[0].messages(criterion=task["criterion"], seeds=[task["seeds"][j] for j in subset],
+                                                seed_tasks=[seed_tasks[j] for j in subset],
+                                                max_dimensions=config.max_dimensions),
+        ) for subset in subsets]
+        results: list[StructuredResult] = yield requests
+        return self.pool(task, results)
+
+    def pool(self, task: dict[str, Any], results: list[StructuredResult]) -> list[dict[str, Any]]:
+        """The dimension rows of one task: the failed answers as error rows, then the proposals pooled with
+        near-duplicates merged (cosine similarity of sentence embeddings, :mod:`hf_barred.stages.embedding`)."""
         base = {"task_name": task["task_name"], "criterion": task["criterion"], "labels": task["labels"]}
+        out: list[dict[str, Any]] = []
         proposals: list[tuple[str, int]] = []
         usage_of: dict[int, dict[str, int]] = {}
-        for (owner, k), result in zip(owners, results):
-            if owner != t:
-                continue
+        for k, result in enumerate(results):
             usage_of[k] = add_usage(zero_usage(), result)
             if not result.ok:
                 out.append(base | {"dimension": "", "merged": [], "subset": k, "raw": result.raw,
                                    "error": result.error, "usage": usage_of.pop(k)})
                 continue
-            names = [" ".join(str(d).split()) for d in result.data["dimensions"]][: config.max_dimensions]
+            names = [" ".join(str(d).split()) for d in result.data["dimensions"]][: self.config.max_dimensions]
             proposals.extend((name, k) for name in names if name)
-        subset_of = {}
+        subset_of: dict[str, int] = {}
         for name, k in proposals:
             subset_of.setdefault(name, k)
         merged = merge_near_duplicates(
-            [name for name, _ in proposals], functools.partial(embed, embedder=config.embedder),
-            config.similarity_threshold,
+            [name for name, _ in proposals], functools.partial(embed, embedder=self.config.embedder),
+            self.config.similarity_threshold,
         )
         pooled_usage = zero_usage()
         for usage in usage_of.values():  # every successful call of this task
             pooled_usage = {key: pooled_usage[key] + usage[key] for key in pooled_usage}
         for position, (name, duplicates) in enumerate(merged):
             k = subset_of[name]
-            raw = next(r.raw for (o, kk), r in zip(owners, results) if o == t and kk == k)
             # The pooled usage goes on the task's first dimension, so the column sums to the stage's usage.
-            out.append(base | {"dimension": name, "merged": duplicates, "subset": k, "raw": raw, "error": None,
-                               "usage": pooled_usage if position == 0 else zero_usage()})
+            out.append(base | {"dimension": name, "merged": duplicates, "subset": k, "raw": results[k].raw,
+                               "error": None, "usage": pooled_usage if position == 0 else zero_usage()})
         if not merged and any(u["calls"] for u in usage_of.values()):  # parsed answers, but no dimension in them
             out.append(base | {"dimension": "", "merged": [], "subset": -1, "raw": "",
                                "error": "the answers listed no dimension", "usage": pooled_usage})
-    names = list(dimension_features())
-    return {name: [record[name] for record in out] for name in names}
-
-
-def _extract_prompts(config: DecomposeConfig) -> tuple:
-    return (load_prompt("decompose", config.prompt_version, config.prompt_set),)
-
-
-def extract_dimensions_fingerprint(ds: Dataset, config: DecomposeConfig) -> str:
-    """The fingerprint :func:`extract_dimensions` gives its output (used to reuse saved outputs)."""
-    return stage_fingerprint(ds, "extract_dimensions", STAGE_VERSION, _extract_prompts(config), config, _extract_batch)
+        return out
 
 
 def extract_dimensions(ds: Dataset, config: Optional[DecomposeConfig] = None, **map_kwargs: Any) -> Dataset:
@@ -200,7 +202,4 @@ def extract_dimensions(ds: Dataset, config: Optional[DecomposeConfig] = None, **
             f"extract_dimensions: expected task rows with the columns {sorted(task_features())}, but {missing} were "
             f"not found in {ds.column_names}. Build the input with hf_barred.stages.decompose.task_dataset(task)."
         )
-    return map_stage(
-        ds, _extract_batch, stage="extract_dimensions", version=STAGE_VERSION, config=config,
-        prompts=_extract_prompts(config), features=dimension_features(), map_kwargs=map_kwargs,
-    )
+    return DecomposeStage(config).map(ds, **map_kwargs)

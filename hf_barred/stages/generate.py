@@ -27,15 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from datasets import Dataset
+from datasets import Dataset, Features
 
 from ..llm.base import Conversation
-from ..llm.structured import structured_chat
+from ..llm.structured import StructuredResult
+from .answers import Answer, sample_answer, string_budget
+from .base import LLMStageConfig, Rejected, Stage, Steps
 from .features import generated_features
-from .answers import sample_answer, string_budget
-from .prompting import load_prompt
-from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import clean_text, forbidden_mention, normalize_label
+from .prompting import Prompt, load_prompt
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: believed label
 
@@ -86,63 +86,52 @@ def parse_sample(data: dict[str, Any], input_type: str, labels: list[str]) -> tu
     return sample, None
 
 
-def write_samples(
-    records: list[dict[str, Any]],
-    conversations: list[Conversation],
-    config: LLMStageConfig,
-    stage: str,
-    prompt_id: str,
-) -> list[dict[str, Any]]:
-    """One batched structured call for ``records`` (one conversation each); fills the sample
-    columns, usage, ``raw``/``error`` in place and returns ``records``."""
-    engine = engine_for(config.engine)
-    by_type: dict[str, list[int]] = {}
-    for i, record in enumerate(records):
-        by_type.setdefault(record["input_type"], []).append(i)
-    for input_type, indexes in by_type.items():  # one call per input type (one in practice)
-        believed = asks_believed_label(config.prompt_set)
-        results = structured_chat(
-            engine, [conversations[i] for i in indexes], sample_answer(input_type, believed), config.sampling(),
-            stage=stage, max_repairs=config.max_repairs,
-            constrained_schema=sample_grammar(input_type, config.max_tokens, believed),
+class SampleStage(Stage[LLMStageConfig]):
+    """What generation and refinement share: the sample answer model and grammar, parsing a sample,
+    and the lineage columns (``raw``, ``error``, ``error_stage``, ``model``, ``prompt_version``)."""
+
+    def prompts(self) -> tuple[Prompt, ...]:
+        return (load_prompt(self.name, self.config.prompt_version, self.config.prompt_set),)
+
+    def features(self, input_features: Features) -> Features:
+        return generated_features(input_features["target"].names)
+
+    def answer(self, row: dict[str, Any]) -> type[Answer]:
+        return sample_answer(row["input_type"], asks_believed_label(self.config.prompt_set))
+
+    def grammar(self, row: dict[str, Any]) -> dict[str, Any]:
+        return sample_grammar(row["input_type"], self.config.max_tokens, asks_believed_label(self.config.prompt_set))
+
+    def parse(self, row: dict[str, Any], result: StructuredResult) -> dict[str, Any]:
+        sample, error = parse_sample(result.data, row["input_type"], row["labels"])
+        if sample is None:
+            raise Rejected(error)
+        return row | sample | self._lineage(result, error=None)
+
+    def failed(self, row: dict[str, Any], result: StructuredResult, error: str) -> dict[str, Any]:
+        return row | {"text": "", "task": "", "reasoning": "", "believed_label": ""} | self._lineage(result, error)
+
+    def _lineage(self, result: StructuredResult, error: Optional[str]) -> dict[str, Any]:
+        return {"raw": result.raw, "error": error, "error_stage": self.name if error else None,
+                "model": self.engine.model_name, "prompt_version": self.prompts()[0].id}
+
+
+class GenerateStage(SampleStage):
+    """BARRED step 4 (see the module docstring): one sample per plan row."""
+
+    name = "generate"
+    version = STAGE_VERSION
+
+    def messages(self, row: dict[str, Any]) -> Conversation:
+        return self.prompts()[0].messages(
+            criterion=row["criterion"], input_type=row["input_type"], seed_example=row["seed_example"],
+            seed_task=row["seed_task"], dimension=row["dimension"], instantiation=row["instantiation"],
+            applies=row["target"] == 1, sample_id=row["seed"],
         )
-        for i, result in zip(indexes, results):
-            record = records[i]
-            record["usage"] = add_usage(record["usage"], result)
-            record["raw"], record["error"], record["error_stage"] = result.raw, None, None
-            record["model"], record["prompt_version"] = engine.model_name, prompt_id
-            sample, error = (None, result.error) if not result.ok else parse_sample(result.data, input_type, record["labels"])
-            if sample is None:
-                record.update(text="", task="", reasoning="", believed_label="", error=error, error_stage=stage)
-            else:
-                record.update(sample)
-    return records
 
-
-def _generate_batch(batch: dict[str, list], config: GenerateConfig, prompts: tuple, version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    records = rows(batch)
-    conversations = [
-        prompt.messages(
-            criterion=r["criterion"], input_type=r["input_type"], seed_example=r["seed_example"],
-            seed_task=r["seed_task"], dimension=r["dimension"], instantiation=r["instantiation"],
-            applies=r["target"] == 1, sample_id=r["seed"],
-        )
-        for r in records
-    ]
-    for record in records:
-        record.update(refinements=0, previous_texts=[], dissents=[], debate_history=[])
-    write_samples(records, conversations, config, "generate", prompt.id)
-    names = list(generated_features(["0", "1"]))
-    return {name: [record[name] for record in records] for name in names}
-
-
-def _prompts(config: GenerateConfig) -> tuple:
-    return (load_prompt("generate", config.prompt_version, config.prompt_set),)
-
-
-def generate_fingerprint(ds: Dataset, config: GenerateConfig) -> str:
-    return stage_fingerprint(ds, "generate", STAGE_VERSION, _prompts(config), config, _generate_batch)
+    def steps(self, row: dict[str, Any]) -> Steps:
+        row.update(refinements=0, previous_texts=[], dissents=[], debate_history=[])
+        return (yield from super().steps(row))
 
 
 def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs: Any) -> Dataset:
@@ -155,9 +144,4 @@ def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs:
         >>> samples[0]["text"], samples[0]["error"]  # doctest: +SKIP
         ('User: ...\\nAgent: ...', None)
     """
-    config = config or GenerateConfig()
-    labels = ds.features["target"].names
-    return map_stage(
-        ds, _generate_batch, stage="generate", version=STAGE_VERSION, config=config, prompts=_prompts(config),
-        features=generated_features(labels), map_kwargs=map_kwargs,
-    )
+    return GenerateStage(config or GenerateConfig()).map(ds, **map_kwargs)

@@ -41,15 +41,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from datasets import Dataset
+from datasets import Dataset, Features
 
-from ..policy.rows import lineage_column, missing_lineage, row_taxonomy
-from ..llm import EngineConfig, SamplingParams, get_engine
-from ..llm.structured import structured_chat
+from ..llm import EngineConfig, SamplingParams
+from ..policy.rows import LINEAGE_COLUMNS, check_policy_rows, lineage_column, policy_features, row_taxonomy
 from ..policy.taxonomy import Category, Taxonomy, find_codes, make_code
 from .answers import EditAnswer, string_budget
+from .base import Request, Stage, Steps
 from .prompting import Prompt, default_prompt_set, load_prompt
-from .base import map_policy_stage
 
 STAGE = "guideline_edit"
 VERSION = "2"  # bump when EditAnswer or the way answers are applied changes (2: edit_grammar)
@@ -167,54 +166,47 @@ def edit_messages(prompt: Prompt, policy_text: str, text: str) -> list[dict[str,
     return prompt.messages(taxonomy=policy_text, text=text, n_categories=n, new_code=make_code(n))
 
 
-_WRITTEN = (
-    "taxonomy", "label", "categories", "perturbation", "source_codes", "edit_kind", "edited_code", "edit_raw",
-    "edit_error", "edit_model", "edit_prompt", "edit_prompt_tokens", "edit_completion_tokens",
-)
+class GuidelineEditStage(Stage[GuidelineEditConfig]):
+    """Guideline editing (see the module docstring): one edit request per negative row; every row keeps
+    the policy-row schema, its lineage columns filled."""
 
+    name = STAGE
+    version = VERSION
+    usage_column = None  # the edit's own columns say what it spent (edit_prompt_tokens, edit_completion_tokens)
 
-def _edit_batch(batch: dict[str, list], config: GuidelineEditConfig, prompts: tuple[Prompt, ...], version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    n = len(batch["text"])
-    out = {name: (list(batch[name]) if name in batch else lineage_column(batch, name, n)) for name in _WRITTEN}
-    ids = batch["id"] if "id" in batch else [str(i) for i in range(n)]
-    todo = [i for i in range(n) if batch["label"][i] == 0]
-    if not todo:
-        return out | missing_lineage(batch, n, out)
-    taxonomies = {i: row_taxonomy(batch["taxonomy"][i], ids[i]) for i in todo}
-    conversations = [edit_messages(prompt, batch["taxonomy"][i], batch["text"][i]) for i in todo]
-    engine = get_engine(config.engine)
-    results = structured_chat(engine, conversations, EditAnswer, config.sampling, stage=STAGE,
-                              max_repairs=config.max_repairs, constrained_schema=edit_grammar(config.sampling.max_tokens))
-    for i, result in zip(todo, results):
-        out["edit_raw"][i] = result.raw
-        out["edit_model"][i] = engine.model_name
-        out["edit_prompt"][i] = prompt.id
-        out["edit_prompt_tokens"][i] = result.prompt_tokens
-        out["edit_completion_tokens"][i] = result.completion_tokens
-        out["edit_kind"][i], out["edited_code"][i], out["edit_error"][i] = "", "", None
+    def prompts(self) -> tuple[Prompt, ...]:
+        return (load_prompt(STAGE, self.config.prompt_version, self.config.prompt_set),)
+
+    def features(self, input_features: Features) -> Features:
+        return policy_features(input_features)
+
+    def steps(self, row: dict[str, Any]) -> Steps:
+        row = {name: row[name] if name in row else lineage_column({}, name, 1)[0] for name in LINEAGE_COLUMNS} | row
+        if row["label"] != 0:  # an edit goes from negative to positive only
+            return row
+        taxonomy = row_taxonomy(row["taxonomy"], row["id"] or repr(row["text"][:40]))
+        [result] = yield [Request(
+            role=STAGE, messages=edit_messages(self.prompts()[0], row["taxonomy"], row["text"]),
+            params=self.config.sampling, answer=EditAnswer, constrained=edit_grammar(self.config.sampling.max_tokens),
+            max_repairs=self.config.max_repairs,
+        )]
+        row |= {"edit_raw": result.raw, "edit_model": self.engine.model_name, "edit_prompt": self.prompts()[0].id,
+                "edit_prompt_tokens": result.prompt_tokens, "edit_completion_tokens": result.completion_tokens,
+                "edit_kind": "", "edited_code": "", "edit_error": result.error}
         if not result.ok:
-            out["edit_error"][i] = result.error
-            continue
+            return row
         try:
-            action, edited, code = apply_edit(taxonomies[i], result.data)
+            action, edited, code = apply_edit(taxonomy, result.data)
         except EditError as err:
-            out["edit_error"][i] = str(err)
-            continue
-        out["edit_kind"][i] = action
+            return row | {"edit_error": str(err)}
+        row["edit_kind"] = action
         if edited is None:  # keep_safe
-            out["perturbation"][i] = "kept_safe"
-            continue
-        out["taxonomy"][i] = edited.render()
-        out["label"][i] = 1
-        out["categories"][i] = [code]
-        out["edited_code"][i] = code
+            return row | {"perturbation": "kept_safe"}
+        row |= {"taxonomy": edited.render(), "label": 1, "categories": [code], "edited_code": code}
         if action == "add_category":
-            out["perturbation"][i] = "guideline_edit_new"
-            out["source_codes"][i] = list(out["source_codes"][i] or taxonomies[i].codes) + [""]
-        else:
-            out["perturbation"][i] = "guideline_edit_existing"
-    return out | missing_lineage(batch, n, out)
+            return row | {"perturbation": "guideline_edit_new",
+                          "source_codes": list(row["source_codes"] or taxonomy.codes) + [""]}
+        return row | {"perturbation": "guideline_edit_existing"}
 
 
 def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfig(), **map_kwargs: Any) -> Dataset:
@@ -225,6 +217,5 @@ def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfi
     default) is one batched engine call. The fingerprint covers the prompt text, the stage
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
-    prompt = load_prompt(STAGE, config.prompt_version, config.prompt_set)
-    return map_policy_stage(ds, _edit_batch, stage=STAGE, version=VERSION, config=config, prompts=(prompt,),
-                            map_kwargs=map_kwargs)
+    check_policy_rows(ds, STAGE)
+    return GuidelineEditStage(config).map(ds, **map_kwargs)

@@ -18,16 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from datasets import Dataset
+from datasets import Dataset, Features
 
+from ..llm.base import Conversation
+from ..llm.structured import StructuredResult
 from .answers import Instantiations, string_budget
+from .base import LLMStageConfig, Stage
 from .features import instantiation_features
-from ..llm.structured import structured_chat
-from .prompting import load_prompt
-from .base import LLMStageConfig, add_usage, engine_for, map_stage, rows, stage_fingerprint
 from .labels import normalize_relevance
+from .prompting import Prompt, load_prompt
 
-__all__ = ["InstantiateConfig", "instantiate", "instantiate_fingerprint", "parse_instantiations"]
+__all__ = ["InstantiateConfig", "InstantiateStage", "instantiate", "parse_instantiations"]
 
 STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
@@ -84,45 +85,42 @@ def parse_instantiations(data: dict[str, Any], limit: int) -> tuple[list[dict[st
     return kept, dropped
 
 
-def _instantiate_batch(batch: dict[str, list], config: InstantiateConfig, prompts: tuple, version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    records = rows(batch)
-    todo = [i for i, r in enumerate(records) if not r["error"] and r["dimension"]]
-    conversations = [
-        prompt.messages(criterion=records[i]["criterion"], dimension=records[i]["dimension"],
-                        max_instantiations=config.max_instantiations)
-        for i in todo
-    ]
-    results = structured_chat(
-        engine_for(config.engine), conversations, Instantiations, config.sampling(),
-        stage="instantiate", max_repairs=config.max_repairs, constrained_schema=instantiations_grammar(config),
-    ) if todo else []
-    for record in records:
-        record["instantiations"], record["dropped_instantiations"] = [], 0
-    for i, result in zip(todo, results):
-        record = records[i]
-        record["usage"] = add_usage(record["usage"], result)
-        record["raw"] = result.raw
-        if not result.ok:
-            record["error"] = result.error
-            continue
-        values, dropped = parse_instantiations(result.data, config.max_instantiations)
-        record["instantiations"], record["dropped_instantiations"] = values, dropped
-        if not values:
-            record["error"] = (
-                "no usable instantiation: expected objects with 'value', 'applies' (yes/no/both) and 'probability', "
-                f"found {len(result.data.get('values', []))} unusable ones"
-            )
-    names = list(instantiation_features())
-    return {name: [record[name] for record in records] for name in names}
+class InstantiateStage(Stage[InstantiateConfig]):
+    """BARRED step 2 (see the module docstring): one verbalized distribution per dimension row."""
 
+    name = "instantiate"
+    version = STAGE_VERSION
 
-def _instantiate_prompts(config: InstantiateConfig) -> tuple:
-    return (load_prompt("instantiate", config.prompt_version, config.prompt_set),)
+    def prompts(self) -> tuple[Prompt, ...]:
+        return (load_prompt("instantiate", self.config.prompt_version, self.config.prompt_set),)
 
+    def features(self, input_features: Features) -> Features:
+        return instantiation_features()
 
-def instantiate_fingerprint(ds: Dataset, config: InstantiateConfig) -> str:
-    return stage_fingerprint(ds, "instantiate", STAGE_VERSION, _instantiate_prompts(config), config, _instantiate_batch)
+    def skip(self, row: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """A dimension row that failed (or proposed no dimension) passes through without a call."""
+        return row | {"instantiations": [], "dropped_instantiations": 0} if row["error"] or not row["dimension"] else None
+
+    def messages(self, row: dict[str, Any]) -> Conversation:
+        return self.prompts()[0].messages(criterion=row["criterion"], dimension=row["dimension"],
+                                          max_instantiations=self.config.max_instantiations)
+
+    def answer(self, row: dict[str, Any]) -> type[Instantiations]:
+        return Instantiations
+
+    def grammar(self, row: dict[str, Any]) -> dict[str, Any]:
+        return instantiations_grammar(self.config)
+
+    def parse(self, row: dict[str, Any], result: StructuredResult) -> dict[str, Any]:
+        values, dropped = parse_instantiations(result.data, self.config.max_instantiations)
+        error = None if values else (
+            "no usable instantiation: expected objects with 'value', 'applies' (yes/no/both) and 'probability', "
+            f"found {len(result.data.get('values', []))} unusable ones"
+        )
+        return row | {"instantiations": values, "dropped_instantiations": dropped, "raw": result.raw, "error": error}
+
+    def failed(self, row: dict[str, Any], result: StructuredResult, error: str) -> dict[str, Any]:
+        return row | {"instantiations": [], "dropped_instantiations": 0, "raw": result.raw, "error": error}
 
 
 def instantiate(ds: Dataset, config: Optional[InstantiateConfig] = None, **map_kwargs: Any) -> Dataset:
@@ -140,8 +138,4 @@ def instantiate(ds: Dataset, config: Optional[InstantiateConfig] = None, **map_k
         >>> instantiate(failed)[0]["instantiations"]  # no call for a failed row
         []
     """
-    config = config or InstantiateConfig()
-    return map_stage(
-        ds, _instantiate_batch, stage="instantiate", version=STAGE_VERSION, config=config,
-        prompts=_instantiate_prompts(config), features=instantiation_features(), map_kwargs=map_kwargs,
-    )
+    return InstantiateStage(config or InstantiateConfig()).map(ds, **map_kwargs)

@@ -43,7 +43,8 @@ from datasets.fingerprint import Hasher
 from .features import plan_features
 from ..rowrandom import RowRandom
 from ..policy.task import GuardrailTask
-from .base import code_fingerprint, config_identity, map_stage, zero_usage
+from .base import map_stage, zero_usage
+from .fingerprint import code_fingerprint, config_identity
 
 STAGE_VERSION = "2"  # 2: draws from RowRandom
 

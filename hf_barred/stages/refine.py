@@ -22,11 +22,10 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from .features import generated_features
-from .prompting import load_prompt
-from .base import LLMStageConfig, map_stage, rows, stage_fingerprint
-from .debate import input_text
-from .generate import write_samples
+from ..llm.base import Conversation
+from .base import LLMStageConfig, Steps
+from .judge import input_text
+from .generate import SampleStage
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: believed label
 
@@ -46,34 +45,30 @@ class RefineConfig(LLMStageConfig):
             raise ValueError(f"RefineConfig.max_dissent_chars: expected >= 1, found {self.max_dissent_chars}.")
 
 
-def _refine_batch(batch: dict[str, list], config: RefineConfig, prompts: tuple, version: str) -> dict[str, list]:
-    (prompt,) = prompts
-    records = rows(batch)
-    conversations = []
-    for r in records:
-        failed = input_text(r)
-        dissent = r["dissent"] or "(no reason given)"
-        conversations.append(prompt.messages(
-            criterion=r["criterion"], input_type=r["input_type"], seed_example=r["seed_example"],
-            seed_task=r["seed_task"], dimension=r["dimension"], instantiation=r["instantiation"],
-            applies=r["target"] == 1, failed_text=failed, failed_task=r["task"], failed_response=r["text"],
-            dissent=dissent[: config.max_dissent_chars], sample_id=r["seed"],
-        ))
-        r["previous_texts"] = list(r["previous_texts"]) + [failed]
-        r["dissents"] = list(r["dissents"]) + [r["dissent"]]
-        r["debate_history"] = list(r["debate_history"]) + [r["debate"]]
-        r["refinements"] = r["refinements"] + 1
-    write_samples(records, conversations, config, "refine", prompt.id)
-    names = list(generated_features(["0", "1"]))
-    return {name: [record[name] for record in records] for name in names}
+class RefineStage(SampleStage):
+    """BARRED step 6 (see the module docstring): one rewritten sample per rejected row."""
 
+    name = "refine"
+    version = STAGE_VERSION
 
-def _prompts(config: RefineConfig) -> tuple:
-    return (load_prompt("refine", config.prompt_version, config.prompt_set),)
+    def messages(self, row: dict[str, Any]) -> Conversation:
+        failed = input_text(row)
+        dissent = row["dissent"] or "(no reason given)"
+        return self.prompts()[0].messages(
+            criterion=row["criterion"], input_type=row["input_type"], seed_example=row["seed_example"],
+            seed_task=row["seed_task"], dimension=row["dimension"], instantiation=row["instantiation"],
+            applies=row["target"] == 1, failed_text=failed, failed_task=row["task"], failed_response=row["text"],
+            dissent=dissent[: self.config.max_dissent_chars], sample_id=row["seed"],
+        )
 
-
-def refine_fingerprint(ds: Dataset, config: RefineConfig) -> str:
-    return stage_fingerprint(ds, "refine", STAGE_VERSION, _prompts(config), config, _refine_batch)
+    def steps(self, row: dict[str, Any]) -> Steps:
+        request = self.request(row)  # rendered from the failed attempt, before the row moves on
+        row.update(previous_texts=list(row["previous_texts"]) + [input_text(row)],
+                   dissents=list(row["dissents"]) + [row["dissent"]],
+                   debate_history=list(row["debate_history"]) + [row["debate"]],
+                   refinements=row["refinements"] + 1)
+        [result] = yield [request]
+        return self.read(row, result)
 
 
 def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any) -> Dataset:
@@ -85,15 +80,10 @@ def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any
         >>> rewritten[0]["refinements"]  # doctest: +SKIP
         1
     """
-    config = config or RefineConfig()
     missing = sorted({"dissent", "debate", "text", "refinements"} - set(ds.column_names))
     if missing:
         raise ValueError(
             f"refine: expected debated rows (the output of hf_barred.stages.debate.debate), but the columns {missing} "
             f"were not found in {ds.column_names}. Run debate first."
         )
-    labels = ds.features["target"].names
-    return map_stage(
-        ds, _refine_batch, stage="refine", version=STAGE_VERSION, config=config, prompts=_prompts(config),
-        features=generated_features(labels), map_kwargs=map_kwargs,
-    )
+    return RefineStage(config or RefineConfig()).map(ds, **map_kwargs)

@@ -17,10 +17,10 @@ from hf_barred.stages import debate as debate_module
 from hf_barred.stages.embedding import embed, merge_near_duplicates
 from hf_barred.stages.prompting import Prompt
 from hf_barred.stages.labels import forbidden_mention, normalize_label
-from hf_barred.stages.debate import DebateConfig, debate, debate_fingerprint, debate_outcome
+from hf_barred.stages.debate import DebateConfig, debate, DebateStage, debate_outcome
 from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
 from hf_barred.stages.instantiate import InstantiateConfig, instantiate
-from hf_barred.stages.generate import GenerateConfig, generate, generate_fingerprint
+from hf_barred.stages.generate import GenerateConfig, generate, GenerateStage
 from hf_barred.stages.plan import PlanConfig, plan
 from hf_barred.stages.refine import RefineConfig, refine
 from hf_barred.policy.task import GuardrailTask
@@ -233,13 +233,13 @@ def test_fingerprints_change_exactly_with_the_output(engine, monkeypatch):
     config, _ = engine
     rows = _generated(config, n=2)
     base = DebateConfig(engine=config)
-    fingerprint = debate_fingerprint(rows, base)
+    fingerprint = DebateStage(base).fingerprint(rows)
     assert debate(rows, base)._fingerprint == fingerprint
-    assert debate_fingerprint(rows, DebateConfig.with_judges(3, engine=config)) != fingerprint
-    assert debate_fingerprint(rows, dataclasses.replace(base, rounds=3)) != fingerprint
+    assert DebateStage(DebateConfig.with_judges(3, engine=config)).fingerprint(rows) != fingerprint
+    assert DebateStage(dataclasses.replace(base, rounds=3)).fingerprint(rows) != fingerprint
     faster = base.engine.replace(max_concurrency=base.engine.max_concurrency * 4, timeout=5.0)
-    assert debate_fingerprint(rows, dataclasses.replace(base, engine=faster)) == fingerprint
-    assert debate_fingerprint(rows, dataclasses.replace(base, engine=config.replace(model="other"))) != fingerprint
+    assert DebateStage(dataclasses.replace(base, engine=faster)).fingerprint(rows) == fingerprint
+    assert DebateStage(dataclasses.replace(base, engine=config.replace(model="other"))).fingerprint(rows) != fingerprint
 
     real = debate_module.load_prompt
 
@@ -249,10 +249,10 @@ def test_fingerprints_change_exactly_with_the_output(engine, monkeypatch):
             if name == "judge" else prompt
 
     monkeypatch.setattr(debate_module, "load_prompt", edited)
-    assert debate_fingerprint(rows, base) != fingerprint
+    assert DebateStage(base).fingerprint(rows) != fingerprint
     plan_rows = plan(_decomposition(config), TASK, 2, PlanConfig())
-    assert generate_fingerprint(plan_rows, GenerateConfig(engine=config)) == generate_fingerprint(
-        plan_rows, GenerateConfig(engine=config.replace(max_concurrency=1)))
+    fast = GenerateStage(GenerateConfig(engine=config.replace(max_concurrency=1)))
+    assert GenerateStage(GenerateConfig(engine=config)).fingerprint(plan_rows) == fast.fingerprint(plan_rows)
 
 
 def test_config_validation_says_what_was_expected():

@@ -107,12 +107,12 @@ def test_a_folder_without_a_decomposition_is_a_one_line_error(tmp_path, capsys):
 
 def test_the_fingerprint_follows_the_decomposition_and_threshold_not_concurrency():
     from hf_barred.llm import EngineConfig
-    from hf_barred.stages.coverage import CoverageConfig, rate_coverage_fingerprint
+    from hf_barred.stages.coverage import CoverageConfig, CoverageStage
 
     ds = Dataset.from_dict({"text": TESTS})
     base = dict(criterion="c", dimensions=(("a", ("x", "y")),))
     engine = EngineConfig(engine="openai", model="m", base_url="http://127.0.0.1:9/v1")
-    fp = lambda **kw: rate_coverage_fingerprint(ds, CoverageConfig(**(base | kw)))  # noqa: E731
+    fp = lambda **kw: CoverageStage(CoverageConfig(**(base | kw))).fingerprint(ds)  # noqa: E731
     assert fp(engine=engine) == fp(engine=engine.replace(max_concurrency=3))
     assert fp(engine=engine) != fp(engine=engine, dimensions=(("a", ("x", "z")),))
     assert fp(engine=engine) != fp(engine=engine, threshold=0.6)

@@ -10,7 +10,7 @@ import pytest
 from hf_barred import llm
 from hf_barred.policy.rows import policy_rows
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines
-from hf_barred.stages import base as common
+from hf_barred.stages import fingerprint as common
 from hf_barred.stages import guideline_edit as guideline_edit_module
 from hf_barred.stages.prompting import Prompt, load_prompt
 from hf_barred.stages.guideline_edit import EDIT_SCHEMA, GuidelineEditConfig, apply_edit, guideline_edit

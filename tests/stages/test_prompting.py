@@ -17,11 +17,12 @@ from hf_barred.llm import EngineConfig
 from hf_barred.stages.prompting import PROMPT_SETS, Prompt, load_prompt
 from hf_barred.recipes.barred.run import BarredConfig
 from hf_barred.recipes.barred.stats import prompt_ids
-from hf_barred.stages.debate import DebateConfig, debate_fingerprint, persona_text
-from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions_fingerprint
-from hf_barred.stages.generate import GenerateConfig, generate_fingerprint
-from hf_barred.stages.instantiate import InstantiateConfig, instantiate_fingerprint
-from hf_barred.stages.refine import RefineConfig, refine_fingerprint
+from hf_barred.stages.debate import DebateConfig, DebateStage
+from hf_barred.stages.judge import persona_text
+from hf_barred.stages.decompose import DecomposeConfig, DecomposeStage
+from hf_barred.stages.generate import GenerateConfig, GenerateStage
+from hf_barred.stages.instantiate import InstantiateConfig, InstantiateStage
+from hf_barred.stages.refine import RefineConfig, RefineStage
 
 LOCAL = EngineConfig(engine="local")
 SERVED = EngineConfig(engine="vllm", model="Qwen/Qwen2.5-7B-Instruct")
@@ -223,13 +224,17 @@ def test_the_engine_picks_the_set_and_the_option_overrides_it():
 @pytest.mark.parametrize("stage", ["decompose", "instantiate", "generate", "debate", "refine"])
 def test_every_stage_fingerprint_changes_with_the_set(stage):
     ds = Dataset.from_dict({"x": [1]})
-    config_class, fingerprint = {
-        "decompose": (DecomposeConfig, extract_dimensions_fingerprint),
-        "instantiate": (InstantiateConfig, instantiate_fingerprint),
-        "generate": (GenerateConfig, generate_fingerprint),
-        "debate": (DebateConfig, debate_fingerprint),
-        "refine": (RefineConfig, refine_fingerprint),
+    config_class, stage_class = {
+        "decompose": (DecomposeConfig, DecomposeStage),
+        "instantiate": (InstantiateConfig, InstantiateStage),
+        "generate": (GenerateConfig, GenerateStage),
+        "debate": (DebateConfig, DebateStage),
+        "refine": (RefineConfig, RefineStage),
     }[stage]
+
+    def fingerprint(ds, config):
+        return stage_class(config).fingerprint(ds)
+
     small = fingerprint(ds, config_class(engine=LOCAL, prompt_set="small"))
     assert small == fingerprint(ds, config_class(engine=LOCAL))  # small is the local engine's default
     assert fingerprint(ds, config_class(engine=LOCAL, prompt_set="served")) != small

@@ -43,12 +43,13 @@ from typing import Any, Optional
 
 from datasets import Dataset, concatenate_datasets
 
-from ...stages.debate import debate, debate_fingerprint
-from ...stages.decompose import extract_dimensions, extract_dimensions_fingerprint, task_dataset
-from ...stages.generate import generate, generate_fingerprint
-from ...stages.instantiate import instantiate, instantiate_fingerprint
+from ...stages.base import Stage
+from ...stages.debate import DebateStage
+from ...stages.decompose import DecomposeStage, task_dataset
+from ...stages.generate import GenerateStage
+from ...stages.instantiate import InstantiateStage
 from ...stages.plan import plan, plan_fingerprint
-from ...stages.refine import refine, refine_fingerprint
+from ...stages.refine import RefineStage
 from ...llm.base import is_request_failure
 from ...policy.task import GuardrailTask
 from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
@@ -111,19 +112,22 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
     reused: list[str] = []
     budget = Budget(config)
     quota = label_quota(n, config.plan.seed)
+    decompose, instantiate = DecomposeStage(config.decompose), InstantiateStage(config.instantiate)
+    generate, debate, refine = GenerateStage(config.generate), DebateStage(config.debate), RefineStage(config.refine)
+
+    def run_stage(folder: Path, stage: Stage, ds: Dataset, what: str) -> Dataset:
+        """The stage's saved output in ``folder`` when its fingerprint matches, else the stage run (and saved),
+        stopped by the failure guard when its requests mostly failed."""
+        return saved_or_run(folder, stage.fingerprint(ds), lambda: guard(what, lambda: stage.map(ds, **map_kwargs)),
+                            reused)
+
     with quiet_libraries(verbose), RunView(n, enabled=progress) as view:
         # 1-2: decomposition, once
         tasks = task_dataset(task)
         view.stage("decompose", rows=len(tasks))
-        dims = saved_or_run(
-            work / "decomposition" / "dimensions", extract_dimensions_fingerprint(tasks, config.decompose),
-            lambda: guard("decompose", lambda: extract_dimensions(tasks, config.decompose, **map_kwargs)), reused,
-        )
+        dims = run_stage(work / "decomposition" / "dimensions", decompose, tasks, "decompose")
         view.stage("instantiate", rows=len(dims), expected_requests=len(dims))
-        inst = saved_or_run(
-            work / "decomposition" / "instantiations", instantiate_fingerprint(dims, config.instantiate),
-            lambda: guard("instantiate", lambda: instantiate(dims, config.instantiate, **map_kwargs)), reused,
-        )
+        inst = run_stage(work / "decomposition" / "instantiations", instantiate, dims, "instantiate")
         budget.add(inst, stage="decomposition")
 
         accepted_rows: list[dict[str, Any]] = []
@@ -144,18 +148,12 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
                 lambda: plan(inst, task, k, config.plan, start=start, **map_kwargs), reused,
             )
             view.stage(f"generate ({where})", rows=len(plan_rows), expected_requests=len(plan_rows))
-            current = saved_or_run(
-                round_dir / "generate", generate_fingerprint(plan_rows, config.generate),
-                lambda: guard("generate", lambda: generate(plan_rows, config.generate, **map_kwargs)), reused,
-            )
+            current = run_stage(round_dir / "generate", generate, plan_rows, "generate")
             budget.add(current, plan_rows, stage="generate")
             for level in range(config.max_refinements + 1):
                 source = current
                 view.stage(f"debate ({where}, refinement {level})", rows=len(source))
-                judged = saved_or_run(
-                    round_dir / f"debate_{level}", debate_fingerprint(source, config.debate),
-                    lambda: guard("debate", lambda: debate(source, config.debate, **map_kwargs)), reused,
-                )
+                judged = run_stage(round_dir / f"debate_{level}", debate, source, "debate")
                 budget.add(judged, source, stage="debate")
                 debated_parts.append(judged)
                 to_refine: list[int] = []
@@ -179,10 +177,7 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
                 failing = judged.select(to_refine)
                 view.stage(f"refine ({where}, refinement {level + 1})", rows=len(failing),
                            expected_requests=len(failing))
-                current = saved_or_run(
-                    round_dir / f"refine_{level + 1}", refine_fingerprint(failing, config.refine),
-                    lambda: guard("refine", lambda: refine(failing, config.refine, **map_kwargs)), reused,
-                )
+                current = run_stage(round_dir / f"refine_{level + 1}", refine, failing, "refine")
                 budget.add(current, failing, stage="refine")
             planned += k
             rounds_run += 1

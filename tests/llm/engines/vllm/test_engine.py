@@ -173,7 +173,7 @@ class TestInProcess:
         # the grammars BARRED and APT stages decode with: bounded lengths, enums, a pattern
         import jsonschema
 
-        from hf_barred.stages.debate import judge_grammar
+        from hf_barred.stages.judge import judge_grammar
         from hf_barred.stages.instantiate import InstantiateConfig, instantiations_grammar
         from hf_barred.stages.generate import sample_grammar
         from hf_barred.stages.guideline_edit import edit_grammar
