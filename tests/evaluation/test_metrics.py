@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -191,6 +192,106 @@ def test_calibration_agrees_with_sklearn(seed):
             nxt = max(lower)
             assert ((scores >= nxt) & (labels == 0)).sum() / (labels == 0).sum() > target
 
+
+
+ZERO_BINARY = {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "n": 0, "unparseable": 0,
+               "unparseable_rate": 0.0, "parsed_accuracy": 0.0, "confusion_matrix": [[0, 0], [0, 0]],
+               "unparseable_by_reference": [0, 0]}
+
+
+def test_binary_metrics_edge_cases_sklearn_would_refuse_or_warn_on():
+    assert binary_metrics([], []) == ZERO_BINARY  # sklearn refuses empty input
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zero divisions are 0.0, without sklearn's UndefinedMetricWarning
+        only_failures = binary_metrics([None, -1, 2], [1, 0, 1])
+        one_class = binary_metrics([0, 0], [0, 0])
+    assert only_failures == ZERO_BINARY | {"n": 3, "unparseable": 3, "unparseable_rate": 1.0,
+                                           "unparseable_by_reference": [1, 2]}
+    assert one_class == ZERO_BINARY | {"n": 2, "accuracy": 1.0, "parsed_accuracy": 1.0,
+                                       "confusion_matrix": [[2, 0], [0, 0]]}
+    assert binary_metrics([1, 1], [1, 1])["f1"] == 1.0
+    assert all(type(v) is float for k, v in binary_metrics([1, 0, -1], [1, 1, 0]).items() if k in ZERO_BINARY
+               and isinstance(ZERO_BINARY[k], float))  # plain floats (JSON, doctests), not numpy scalars
+
+
+def test_category_metrics_with_one_code_stays_multilabel():
+    # one code = one column, which sklearn would read as binary 0/1 labels (micro over both: 1/3 here)
+    m = category_metrics([1, 1, 1], [1, 0, 1], [["S1"], ["S1"], []], [["S1"], [], ["S1"]])
+    assert (m["category_precision"], m["category_recall"]) == (1.0, 0.5)
+    assert (m["false_negative_rates"], m["false_positives"], m["category_support"]) == ({"S1": 0.5}, {"S1": 1},
+                                                                                        {"S1": 2})
+
+
+def test_category_metrics_edge_cases():
+    empty = {"category_precision": 0.0, "category_recall": 0.0, "category_f1": 0.0, "false_negative_rates": {},
+             "false_positives": {}, "category_support": {}}
+    assert category_metrics([], [], [], []) == empty
+    assert category_metrics([1, 0], [1, 0], [[], None], [[], []]) == empty  # no code at all
+    no_positive = category_metrics([1, -1], [0, 0], [["S2", "S10"], ["S3"]], [[], []])  # unparseable: no codes
+    assert no_positive == empty | {"false_positives": {"S2": 1, "S10": 1}, "category_support": {"S2": 0, "S10": 0}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nothing_predicted = category_metrics([0, 0], [1, 1], [[], []], [["S1"], ["S1", "S2"]])
+    assert nothing_predicted["category_precision"] == 0.0 and nothing_predicted["false_negative_rates"] == {"S1": 1.0,
+                                                                                                          "S2": 1.0}
+
+
+def test_thresholds_keep_their_semantics_on_sklearn_curves():
+    from hf_barred.evaluation.metrics.calibration import threshold_for_f1, threshold_for_fpr
+
+    # F1 = 1/3 at 0.6 (tp 1, fp 3) and at 0.1 (tp 2, fp 8): the tie goes to the higher threshold. From sklearn's
+    # precision and recall, 2PR / (P + R) is 0.33333333333333337 at 0.1 and would pick it.
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1]
+    labels = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1]
+    assert threshold_for_f1(scores, labels) == 0.6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's roc_curve warns on one class: silenced, rates of 0
+        assert threshold_for_f1([0.2, 0.7, 0.7], [0, 0, 0]) == 0.7  # F1 0 everywhere: the first (highest)
+        assert threshold_for_f1([0.2, 0.7], [1, 1]) == 0.2
+        assert threshold_for_fpr([0.2, 0.7], [1, 1], target_fpr=0.0) == 0.2  # no negative: FPR 0 everywhere
+        assert threshold_for_fpr([0.2, 0.7], [0, 0], target_fpr=0.0) == 0.7 + 1e-6  # nothing within: above all
+        assert threshold_for_fpr([0.2, 0.7], [0, 0], target_fpr=0.5) == 0.7
+    assert threshold_for_f1([], []) == threshold_for_fpr([], [], 0.1) == 0.5
+
+
+def test_pr_curve_is_sklearns_reversed_and_keeps_recall_0_without_violations():
+    from sklearn.metrics import precision_recall_curve
+
+    from hf_barred.evaluation.metrics.calibration import calibration_summary, pr_curve
+
+    rng = np.random.default_rng(0)
+    labels, scores = rng.integers(0, 2, 50), rng.random(50).round(2)
+    curve = pr_curve(scores, labels)
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    assert curve["thresholds"] == sorted(set(scores.tolist()), reverse=True) == thresholds[::-1].tolist()
+    assert (curve["precision"], curve["recall"]) == (precision[-2::-1].tolist(), recall[-2::-1].tolist())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn warns and sets the recall to 1: here it stays 0
+        none = pr_curve([0.3, 0.8, 0.8], [0, 0, 0])
+        summary = calibration_summary([0.3, 0.8], [0, 0], threshold=0.5)
+    assert none == {"thresholds": [0.8, 0.3], "precision": [0.0, 0.0], "recall": [0.0, 0.0], "average_precision": 0.0}
+    assert (summary["false_positive_rate"], summary["true_positive_rate"], summary["average_precision"]) == (0.5, 0.0,
+                                                                                                             0.0)
+    assert pr_curve([], []) == {"thresholds": [], "precision": [], "recall": [], "average_precision": 0.0}
+    assert calibration_summary([], [], 0.5) == {"ece": 0.0, "average_precision": 0.0, "threshold": 0.5,
+                                                "false_positive_rate": 0.0, "true_positive_rate": 0.0,
+                                                "reliability": []}
+
+
+def test_reliability_bins_close_on_the_left_unlike_calibration_curve():
+    from sklearn.calibration import calibration_curve
+
+    from hf_barred.evaluation.metrics.calibration import reliability_bins
+
+    rng = np.random.default_rng(1)
+    labels, scores = rng.integers(0, 2, 200), rng.random(200)  # no score on an edge: the same bins as sklearn
+    prob_true, prob_pred = calibration_curve(labels, scores, n_bins=10)
+    table = reliability_bins(scores, labels)
+    assert [b["positive_rate"] for b in table] == pytest.approx(prob_true.tolist())
+    assert [b["mean_score"] for b in table] == pytest.approx(prob_pred.tolist())
+    # on an edge they differ: 0.5 is in [0.5, 0.6) here, in [0.4, 0.5] for sklearn
+    assert [b["low"] for b in reliability_bins([0.5], [1])] == [0.5]
+    assert calibration_curve([1, 0], [0.5, 0.45], n_bins=10)[1].tolist() == [0.475]
 
 def test_report_with_scores_has_calibration_figures(tmp_path):
     labels = [0, 0, 1, 1, 1, 0, 1, 0] * 5

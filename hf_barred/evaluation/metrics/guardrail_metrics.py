@@ -12,6 +12,8 @@ Configs:
 
 Unparseable predictions are counted (``unparseable``) and scored as wrong: in precision/recall they
 count as the opposite of the reference (a false alarm on a negative row, a miss on a positive row).
+The counting is scikit-learn's (``confusion_matrix``, ``precision_recall_fscore_support``,
+``MultiLabelBinarizer``, ``multilabel_confusion_matrix``); empty inputs and zero divisions give 0.
 
 Example:
     >>> from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics, category_metrics
@@ -29,6 +31,9 @@ from typing import Any, Optional, Sequence
 
 import datasets
 import evaluate
+import numpy as np
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, precision_recall_fscore_support
+from sklearn.preprocessing import MultiLabelBinarizer
 
 _CITATION = """\
 @misc{barred,
@@ -75,42 +80,47 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / den if den else 0.0
 
 
-def _f1(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-
 def _parsed(value: Any) -> Optional[int]:
     return int(value) if value is not None and int(value) in (0, 1) else None
 
 
 def binary_metrics(predictions: Sequence[Optional[int]], references: Sequence[int]) -> dict[str, Any]:
-    """Accuracy, P/R/F1 (positive = 1), confusion counts and unparseable counts."""
+    """Accuracy, P/R/F1 (positive = 1), confusion counts and unparseable counts.
+
+    The counts are scikit-learn's :func:`~sklearn.metrics.confusion_matrix`, with "unparseable" as a third
+    predicted label; P/R/F1 are :func:`~sklearn.metrics.precision_recall_fscore_support` with each unparseable
+    prediction replaced by the opposite of its reference. Empty input and zero divisions give 0.0.
+
+    >>> m = binary_metrics([1, 1, None, 0], [1, 0, 1, 0])
+    >>> m["confusion_matrix"], m["unparseable_by_reference"], m["precision"], m["recall"]
+    ([[1, 1], [0, 1]], [0, 1], 0.5, 0.5)
+    """
     if len(predictions) != len(references):
         raise ValueError(f"Expected as many predictions as references, found {len(predictions)} and {len(references)}.")
-    tp = fp = tn = fn = 0
-    unparsed = [0, 0]
-    for pred, ref in zip(predictions, references):
-        ref, pred = int(ref), _parsed(pred)
-        if pred is None:
-            unparsed[ref] += 1
-        elif pred == 1:
-            tp, fp = tp + ref, fp + (1 - ref)
-        else:
-            fn, tn = fn + ref, tn + (1 - ref)
     n = len(references)
-    precision = _ratio(tp, tp + fp + unparsed[0])
-    recall = _ratio(tp, tp + fn + unparsed[1])
+    if not n:  # sklearn refuses empty input
+        (tn, fp, u0), (fn, tp, u1) = (0, 0, 0), (0, 0, 0)
+        precision = recall = f1 = 0.0
+    else:
+        refs = np.array([int(r) for r in references])
+        preds = np.array([-1 if p is None else p for p in map(_parsed, predictions)])
+        # rows: reference 0, 1 (a third, reference -1, stays empty); columns: predicted 0, 1, unparseable
+        (tn, fp, u0), (fn, tp, u1), _ = confusion_matrix(refs, preds, labels=[0, 1, -1]).tolist()
+        scored = np.where(preds == -1, 1 - refs, preds)  # unparseable = wrong
+        precision, recall, f1, _ = precision_recall_fscore_support(refs, scored, average="binary", pos_label=1,
+                                                                   zero_division=0)
+    unparsed = u0 + u1
     return {
         "accuracy": _ratio(tp + tn, n),
-        "precision": precision,
-        "recall": recall,
-        "f1": _f1(precision, recall),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "n": n,
-        "unparseable": sum(unparsed),
-        "unparseable_rate": _ratio(sum(unparsed), n),
-        "parsed_accuracy": _ratio(tp + tn, n - sum(unparsed)),
+        "unparseable": unparsed,
+        "unparseable_rate": _ratio(unparsed, n),
+        "parsed_accuracy": _ratio(tp + tn, n - unparsed),
         "confusion_matrix": [[tn, fp], [fn, tp]],
-        "unparseable_by_reference": unparsed,
+        "unparseable_by_reference": [u0, u1],
     }
 
 
@@ -119,39 +129,54 @@ def _code_key(code: str) -> tuple[int, str]:
     return (int(digits) if digits else 10**9, code)
 
 
+def _indicator(sets: Sequence[set[str]], codes: list[str]) -> np.ndarray:
+    """Rows x (codes + one always-empty column): with one code only, a single column would be read by sklearn
+    as binary 0/1 labels (micro averages over both values); the empty column keeps it multilabel, counts nothing."""
+    matrix = MultiLabelBinarizer(classes=codes).fit_transform(sets)
+    return np.hstack([matrix, np.zeros((len(sets), 1), dtype=matrix.dtype)])
+
+
 def category_metrics(predictions: Sequence[Optional[int]], references: Sequence[int],
                      predicted_categories: Sequence[Sequence[str]],
                      reference_categories: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Micro P/R/F1 of category sets on positive rows (reference 1); per-category false-negative
-    rate (over positive rows having the code) and false-positive count (over all rows)."""
+    rate (over positive rows having the code) and false-positive count (over all rows).
+
+    scikit-learn does the counting: :class:`~sklearn.preprocessing.MultiLabelBinarizer`,
+    :func:`~sklearn.metrics.multilabel_confusion_matrix` and ``precision_recall_fscore_support(average="micro")``.
+    An unparseable prediction predicts no category. Codes are ordered by number (S2 before S10).
+
+    >>> c = category_metrics([1, 1], [1, 1], [["S1"], []], [["S1"], ["S1"]])
+    >>> c["category_precision"], c["category_recall"], c["false_negative_rates"], c["category_support"]
+    (1.0, 0.5, {'S1': 0.5}, {'S1': 2})
+    """
     if not len(predictions) == len(references) == len(predicted_categories) == len(reference_categories):
-        raise ValueError("Expected predictions, references, predicted_categories and reference_categories of one length.")
-    tp = fp = fn = 0
-    codes: set[str] = set()
-    support: dict[str, int] = {}
-    misses: dict[str, int] = {}
-    false_pos: dict[str, int] = {}
-    for pred, ref, pcats, rcats in zip(predictions, references, predicted_categories, reference_categories):
-        pset = set(pcats or []) if _parsed(pred) is not None else set()
-        rset = set(rcats or [])
-        codes |= pset | rset
-        for code in pset - rset:
-            false_pos[code] = false_pos.get(code, 0) + 1
-        if int(ref) != 1:
-            continue
-        tp, fp, fn = tp + len(pset & rset), fp + len(pset - rset), fn + len(rset - pset)
-        for code in rset:
-            support[code] = support.get(code, 0) + 1
-            misses[code] = misses.get(code, 0) + (code not in pset)
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    ordered = sorted(codes, key=_code_key)
+        raise ValueError("Expected predictions, references, predicted_categories and reference_categories "
+                         "of one length.")
+    pred_sets = [set(cats or []) if _parsed(p) is not None else set()
+                 for p, cats in zip(predictions, predicted_categories)]
+    ref_sets = [set(cats or []) for cats in reference_categories]
+    codes = sorted(set().union(*pred_sets, *ref_sets), key=_code_key)
+    positive = np.flatnonzero([int(r) == 1 for r in references])
+    precision = recall = f1 = 0.0
+    false_pos, misses, support = [0] * len(codes), [0] * len(codes), [0] * len(codes)
+    if codes:  # sklearn refuses a label matrix without columns (and, below, without rows)
+        y_true, y_pred = _indicator(ref_sets, codes), _indicator(pred_sets, codes)
+        # multilabel_confusion_matrix: [[tn, fp], [fn, tp]] per column; the last column is the empty one
+        false_pos = multilabel_confusion_matrix(y_true, y_pred)[:-1, 0, 1].tolist()
+        if positive.size:
+            y_true, y_pred = y_true[positive], y_pred[positive]
+            precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="micro",
+                                                                       zero_division=0)
+            per_code = multilabel_confusion_matrix(y_true, y_pred)[:-1, 1]  # [fn, tp] per code
+            misses, support = per_code[:, 0].tolist(), per_code.sum(axis=1).tolist()
     return {
-        "category_precision": precision,
-        "category_recall": recall,
-        "category_f1": _f1(precision, recall),
-        "false_negative_rates": {c: _ratio(misses[c], support[c]) for c in ordered if support.get(c)},
-        "false_positives": {c: false_pos.get(c, 0) for c in ordered},
-        "category_support": {c: support.get(c, 0) for c in ordered},
+        "category_precision": float(precision),
+        "category_recall": float(recall),
+        "category_f1": float(f1),
+        "false_negative_rates": {c: _ratio(m, s) for c, m, s in zip(codes, misses, support) if s},
+        "false_positives": dict(zip(codes, false_pos)),
+        "category_support": dict(zip(codes, support)),
     }
 
 
