@@ -4,8 +4,9 @@
   unlabelled seeds;
 - :mod:`.taxonomy`: :class:`Taxonomy`, an S-coded policy (S1..Sn), its text form and the one
   S-code parser; deletion, shuffling and re-indexing;
-- :mod:`.files`: reading and writing YAML/JSON, the pydantic schemas of the task and taxonomy files
-  and their one-line errors (:class:`TaskFileError`: expected / found / fix);
+- :mod:`.schemas`: pydantic schemas of the task and taxonomy files;
+- :mod:`.files`: reading and writing YAML/JSON, and the one-line error of a file that does not fit
+  (:class:`TaskFileError`: expected / found / fix);
 - :mod:`.data`: labelled data from files, folders or the Hub, and the one label normaliser;
 - :mod:`.rows`: policy-conditioned rows (a text judged under a policy), what APT's stages read and write.
 

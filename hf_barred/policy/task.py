@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .data import label_index
-from .files import INPUT_TYPES, FieldProblem, TaskFile, TaskFileError, field_error, seed_parts
-from .files import read_structured_file, write_structured_file
+from .files import FieldProblem, TaskFileError, field_error, read_structured_file, write_structured_file
+from .schemas import INPUT_TYPES, TaskFile, seed_parts
 
 __all__ = ["INPUT_TYPES", "MAX_SEED_CHARS", "RECOMMENDED_SEEDS", "GuardrailTask", "Seed", "TaskFileError"]
 
@@ -147,7 +147,7 @@ class GuardrailTask:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "task") -> "GuardrailTask":
-        """Build from plain data (a parsed task file); errors name ``source`` (see :class:`.files.TaskFile`)."""
+        """Build from plain data (a parsed task file); errors name ``source`` (see :class:`.schemas.TaskFile`)."""
         return cls.from_file(TaskFile.parse(data, source), source)
 
     @classmethod

@@ -8,7 +8,7 @@ the example below), is one header line ``S<i>: <name>.`` per category, then an o
 line between categories. A section with no lines is left out. :meth:`Taxonomy.render` writes
 exactly this text and :meth:`Taxonomy.parse` reads it back (``Taxonomy.parse(t.render()) == t``,
 and ``Taxonomy.parse(text).render() == text`` for rendered text), so a row's policy text is the
-taxonomy itself. Files (YAML/JSON) are read and checked by :class:`.files.TaxonomyFile`.
+taxonomy itself. Files (YAML/JSON) are read and checked by :class:`.schemas.TaxonomyFile`.
 
 Perturbations return a new taxonomy plus a code map ``{old code: new code}`` for the categories
 that remain, so label codes can be remapped (:func:`remap_codes`).
@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .files import TaxonomyFile, read_structured_file, write_structured_file
+from .files import read_structured_file, write_structured_file
+from .schemas import TaxonomyFile
 
 __all__ = ["Category", "Taxonomy", "TaxonomyTextError"]
 __all__ += ["code_number", "find_codes", "make_code", "remap_codes", "sort_codes"]  # the S-code helpers
@@ -305,7 +306,7 @@ class Taxonomy:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "taxonomy") -> "Taxonomy":
-        """Build from plain data; errors name ``source``, the field, expected and found (:class:`.files.TaxonomyFile`)."""
+        """Build from plain data; errors name ``source``, the field, expected and found (:mod:`.schemas`)."""
         return cls.from_file(TaxonomyFile.parse(data, source))
 
     @classmethod

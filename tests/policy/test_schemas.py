@@ -1,10 +1,9 @@
-"""The pydantic file models of the task and taxonomy files, and their one-line errors."""
+"""The pydantic schemas of the task and taxonomy files (policy.schemas) and their one-line errors (policy.files)."""
 
 import pytest
 
-from hf_barred.policy.files import (
-    FieldProblem, TaskFile, TaskFileError, TaxonomyFile, read_structured_file, seed_parts, write_structured_file,
-)
+from hf_barred.policy.files import FieldProblem, TaskFileError, read_structured_file, write_structured_file
+from hf_barred.policy.schemas import TaskFile, TaxonomyFile, seed_parts
 from hf_barred.policy.task import GuardrailTask, Seed
 from hf_barred.policy.taxonomy import Taxonomy
 
