@@ -16,7 +16,8 @@ that remain, so label codes can be remapped (:func:`remap_codes`).
 Example:
     >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy((
-    ...     Category("Violent Crimes", should_not=("Help plan violent crimes.",), can=("Discuss violence in fiction.",)),
+    ...     Category("Violent Crimes", should_not=("Help plan violent crimes.",),
+    ...              can=("Discuss violence in fiction.",)),
     ...     Category("Privacy", should_not=("Reveal private addresses.",)),
     ...     Category("Hate", should_not=("Demean people for protected traits.",)),
     ... ))
@@ -370,7 +371,8 @@ def _parse_block(block: list[tuple[int, str]], code: str) -> Category:
         if line in (SHOULD_NOT, CAN):
             if line in seen or (line == SHOULD_NOT and CAN in seen):
                 raise TaxonomyTextError(
-                    f"line {number}: expected at most one 'Should not' then one 'Can' section in {code}, found {line!r} again."
+                    f"line {number}: expected at most one 'Should not' then one 'Can' section in {code}, "
+                    f"found {line!r} again."
                 )
             section = line
             seen.append(line)
