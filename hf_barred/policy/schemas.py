@@ -1,28 +1,52 @@
-"""What each policy file holds: pydantic schemas of the task and taxonomy files.
+"""What each policy file holds: pydantic schemas of the task, taxonomy and rule-set files.
 
-The models describe the *files* (the runtime objects ``GuardrailTask`` and ``Taxonomy`` are built
-from them by :mod:`.task` and :mod:`.taxonomy`); their errors are one line (see :mod:`.files`).
+The models describe the *files* (the runtime objects ``GuardrailTask``, ``Taxonomy`` and ``RuleSet``
+are built from them by :mod:`.task`, :mod:`.taxonomy` and :mod:`.rules`); their errors are one line
+(see :mod:`.files`). A rule-set file:
+
+.. code-block:: yaml
+
+    name: support-agent                  # optional, default: the file name
+    description: Chats of the support agent of an online store.
+    input_type: input_block              # shared; a rule may set its own
+    seeds:                               # shared; a rule may set its own (used instead)
+      - "User: Where is my parcel?\\nAgent: It left our warehouse this morning."
+    rules:
+      - name: health-advice              # lowercase letters, digits, '-', '_'
+        criterion: The agent's response gives health advice.
+        labels: [no_health_advice, health_advice]   # [rule does not hold, rule holds]
+      - name: violent-crimes
+        code: S1                         # optional: the taxonomy category the rule comes from
+        criterion: The input asks for help with a violent crime.
+        labels: [safe, unsafe]
 
 Example:
-    >>> from hf_barred.policy.schemas import TaskFile, TaxonomyFile
+    >>> from hf_barred.policy.schemas import RuleSetFile, TaskFile
     >>> TaskFile.parse({"criterion": "r", "labels": {"negative": "no", "positive": "yes"}}).labels
     ('no', 'yes')
-    >>> TaxonomyFile.parse({"categories": [{"name": "Hate", "should_not": "Demean people."}]}).categories[0].should_not
-    ('Demean people.',)
+    >>> rules = RuleSetFile.parse({"seeds": ["User: hi"], "rules": [{"name": "a", "criterion": "r", "labels": [0, 1]}]})
+    >>> [(task.name, task.labels, len(task.seeds)) for task in rules.task_files()]
+    [('a', ('0', '1'), 1)]
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated, Any, ClassVar, Literal, Optional, get_args
 
 from pydantic import BeforeValidator, model_validator
 
 from .files import FieldProblem, FileModel, file_field
 
-__all__ = ["INPUT_TYPES", "CategoryFile", "SeedEntry", "TaskFile", "TaxonomyFile", "seed_parts"]
+__all__ = ["CategoryFile", "RuleFile", "RuleSetFile", "SeedEntry", "TaskFile", "TaxonomyFile"]
+__all__ += ["INPUT_TYPES", "RULE_NAME", "rule_name_fix", "rule_slug", "seed_parts"]
 
 InputType = Literal["input_block", "task_and_response"]
 INPUT_TYPES: tuple[str, ...] = get_args(InputType)
+RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+"""A rule's name: usable as a Hub dataset config name and as a folder name."""
+RULE_NAME_EXPECTED = "a name of lowercase letters, digits, '-' and '_' (a Hub config name and a folder name)"
 
 
 # --- field types ------------------------------------------------------------------------------------------
@@ -140,7 +164,7 @@ class CategoryFile(FileModel):
 
 
 class TaxonomyFile(FileModel):
-    """A taxonomy file (see ``dataset_scripts/policy-xstest/taxonomy.yaml``)."""
+    """A taxonomy file (see ``dataset_scripts/policy-xstest/taxonomy.yaml``); ``seeds`` serve its rule set."""
 
     shape: ClassVar[str] = "a mapping with a 'categories' list"
     shape_fix: ClassVar[str] = "Write 'categories:' followed by one entry per category."
@@ -149,6 +173,7 @@ class TaxonomyFile(FileModel):
     description: str = file_field("a string", "")
     categories: list[CategoryFile] = file_field(
         "a non-empty list of categories", min_length=1, fix="Each entry: {name: ..., should_not: [...], can: [...]}.")
+    seeds: Seeds = file_field("a list of examples shared by the rules of the taxonomy", ())
 
     @model_validator(mode="after")
     def _codes_and_names(self) -> "TaxonomyFile":
@@ -162,3 +187,83 @@ class TaxonomyFile(FileModel):
         if duplicates:
             raise FieldProblem("distinct category names", duplicates[0], "Rename or merge them.", field="categories")
         return self
+
+
+# --- rule-set file ----------------------------------------------------------------------------------------
+def rule_slug(text: str) -> str:
+    """A rule name made from free text: lowercase ASCII letters and digits joined by ``-`` ("" if none).
+
+    >>> rule_slug("Sex-Related Crimes"), rule_slug("Suicide & Self-Harm"), rule_slug("Café_Policy")
+    ('sex-related-crimes', 'suicide-self-harm', 'cafe-policy')
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+def rule_name_fix(name: str) -> str:
+    """The fix for a name that is not a :data:`RULE_NAME`, with a usable name to copy."""
+    return f"Rename it, e.g. {rule_slug(name) or 'rule-1'!r}."
+
+
+def _rule_name(value: Any) -> str:
+    if not isinstance(value, str) or not RULE_NAME.fullmatch(value):
+        raise FieldProblem(RULE_NAME_EXPECTED, fix=rule_name_fix(str(value)))
+    return value
+
+
+def _s_code(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"S[1-9]\d*", value):
+        raise FieldProblem("a taxonomy category code S1, S2, ...", fix="Fix the code or leave it out.")
+    return value
+
+
+class RuleFile(FileModel):
+    """One rule of a rule-set file; the fields it leaves out come from the top of the file."""
+
+    shape: ClassVar[str] = "a mapping {name: ..., criterion: ..., labels: [...]}"
+    name: Annotated[str, BeforeValidator(_rule_name)] = file_field(RULE_NAME_EXPECTED)
+    code: Optional[Annotated[str, BeforeValidator(_s_code)]] = file_field("the rule's taxonomy code S1, S2, ...", None)
+    criterion: RuleText = file_field("a rule text")
+    labels: Labels = file_field("two label names [rule does not hold, rule holds]")
+    input_type: Optional[InputType] = file_field(f"one of {', '.join(INPUT_TYPES)} (default: the shared one)", None)
+    description: Optional[Text] = file_field("a string describing the inputs (default: the shared one)", None)
+    seeds: Optional[Seeds] = file_field("a list of examples (used instead of the shared seeds)", None)
+
+
+class RuleSetFile(FileModel):
+    """A rule-set file: ``rules:`` and the ``input_type``, ``description`` and ``seeds`` they share."""
+
+    shape: ClassVar[str] = "a mapping with a 'rules' list (and the input_type, description, seeds they share)"
+    shape_fix: ClassVar[str] = "Write 'rules:' followed by one entry per rule."
+    name: Optional[Text] = file_field("a string naming the rule set (default: the file name)", None)
+    description: Text = file_field("a string describing the inputs", "")
+    input_type: InputType = file_field(f"one of {', '.join(INPUT_TYPES)}", "input_block")
+    seeds: Seeds = file_field("a list of examples shared by the rules", ())
+    rules: list[RuleFile] = file_field(
+        "a non-empty list of rules", min_length=1, fix="Each entry: {name: ..., criterion: ..., labels: [...]}.")
+
+    @model_validator(mode="after")
+    def _names_and_seeds(self) -> "RuleSetFile":
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise FieldProblem("a name no other rule has", rule.name, "Rename one of the two rules.",
+                                   field=f"rules[{i}].name")
+            seen.add(rule.name)
+            if not (self.seeds if rule.seeds is None else rule.seeds):
+                raise FieldProblem("10-30 unlabelled examples of the inputs to guard", [],
+                                   "Add a shared 'seeds:' list at the top of the file, or one under this rule.",
+                                   field=f"rules[{i}].seeds")
+        return self
+
+    def task_files(self) -> list[TaskFile]:
+        """Each rule as a task file: its own fields, else the shared ones."""
+        return [
+            TaskFile.model_construct(
+                name=rule.name, criterion=rule.criterion, labels=rule.labels,
+                input_type=rule.input_type or self.input_type,
+                description=self.description if rule.description is None else rule.description,
+                seeds=self.seeds if rule.seeds is None else rule.seeds,
+            )
+            for rule in self.rules
+        ]
