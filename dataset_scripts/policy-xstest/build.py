@@ -60,7 +60,7 @@ def build_rows(limit: int | None = None, seed: int = 0):
     from datasets import load_dataset
 
     from hf_barred.policy.rows import load_policy_rows
-    from hf_barred.policy.task import read_structured_file
+    from hf_barred.policy.files import read_structured_file
 
     mapping = read_structured_file(HERE / "xstest_categories.yaml")
     raw = load_dataset("csv", data_files=str(XSTEST / "xstest_prompts.csv"), split="train",

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.barred.output import check_output_folder, locked_output
     from ..stages.category_delete import CategoryDeleteConfig
     from ..stages.guideline_edit import GuidelineEditConfig
-    from ..policy.task import TaskFileError, read_structured_file
+    from ..policy.files import TaskFileError, read_structured_file
 
     try:
         edit = None

@@ -24,37 +24,20 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
-
 from .data import label_index
+from .files import FieldProblem, TaskFileError, field_error, read_structured_file, write_structured_file
+from .schemas import INPUT_TYPES, TaskFile, seed_parts
 
-INPUT_TYPES = ("input_block", "task_and_response")
+__all__ = ["INPUT_TYPES", "MAX_SEED_CHARS", "RECOMMENDED_SEEDS", "GuardrailTask", "Seed", "TaskFileError"]
+
 MAX_SEED_CHARS = 32_000
 """Default longest seed (characters, task and response together): every request of a run carries seeds."""
 RECOMMENDED_SEEDS = (10, 30)
 """How many seeds the method asks for."""
-
-
-class TaskFileError(ValueError):
-    """A task or taxonomy file does not have the expected shape."""
-
-
-def field_error(source: str, field_name: str, expected: str, found: Any, fix: str = "") -> TaskFileError:
-    """The error for one field of a task or taxonomy file: source, field, expected, found, fix.
-
-    >>> str(field_error("task.yaml", "labels", "two names", ["a"]))
-    "task.yaml: field 'labels': expected two names, found ['a']."
-    """
-    found_text = repr(found)
-    if len(found_text) > 120:
-        found_text = found_text[:117] + "..."
-    message = f"{source}: field '{field_name}': expected {expected}, found {found_text}."
-    return TaskFileError(message + (f" {fix}" if fix else ""))
 
 
 @dataclass(frozen=True)
@@ -122,10 +105,10 @@ class GuardrailTask:
         """Raise a :class:`TaskFileError` naming the first seed longer than ``max_chars`` characters.
 
         >>> task = GuardrailTask("Mentions a price.", seeds=("short", "x" * 50))
-        >>> task.check_seed_sizes(max_chars=20)
+        >>> task.check_seed_sizes(max_chars=20)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        hf_barred.policy.task.TaskFileError: task 'task': seed 1 has 50 characters, expected at most 20 (--max-seed-chars). Shorten it, drop it, or raise --max-seed-chars.
+        hf_barred.policy.files.TaskFileError: task 'task': seed 1 has 50 characters, expected at most 20 ...
         """
         for i, seed in enumerate(self.seeds):
             size = len(seed.text) + len(seed.task or "")
@@ -164,33 +147,20 @@ class GuardrailTask:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "task") -> "GuardrailTask":
-        if not isinstance(data, dict):
-            raise field_error(source, "(top level)", "a mapping with criterion, labels, input_type, seeds", data)
-        known = {"name", "criterion", "labels", "input_type", "description", "seeds"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise field_error(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0],
-                        "Remove or rename the field.")
-        if "criterion" not in data:
-            raise field_error(source, "criterion", "a rule text", None, "Add 'criterion: ...' to the file.")
-        seeds = data.get("seeds") or []
-        if not isinstance(seeds, list):
-            raise field_error(source, "seeds", "a list of examples", seeds)
-        labels = data.get("labels", ["False", "True"])
-        if isinstance(labels, dict):  # {negative: ..., positive: ...}
-            if set(labels) != {"negative", "positive"}:
-                raise field_error(source, "labels", "a list [negative, positive] or {negative: ..., positive: ...}", labels)
-            labels = [labels["negative"], labels["positive"]]
-        if not isinstance(labels, (list, tuple)):
-            raise field_error(source, "labels", "a list of two label names [negative, positive]", labels)
+        """Build from plain data (a parsed task file); errors name ``source`` (see :class:`.schemas.TaskFile`)."""
+        return cls.from_file(TaskFile.parse(data, source), source)
+
+    @classmethod
+    def from_file(cls, file: TaskFile, source: str = "task") -> "GuardrailTask":
+        """Build from a validated task file; the name defaults to the file's stem."""
         try:
             return cls(
-                criterion=data["criterion"],
-                seeds=tuple(_seed_from(s, source) for s in seeds),
-                labels=tuple(str(label) for label in labels),
-                input_type=data.get("input_type", "input_block"),
-                name=str(data.get("name", Path(source).stem if source != "task" else "task")),
-                description=str(data.get("description") or ""),
+                criterion=file.criterion,
+                seeds=tuple(Seed(text=s.text, task=s.task) for s in file.seeds),
+                labels=file.labels,
+                input_type=file.input_type,
+                name=file.name if file.name is not None else Path(source).stem if source != "task" else "task",
+                description=file.description,
             )
         except TaskFileError as err:
             raise TaskFileError(f"{source}: {err}") from None
@@ -208,41 +178,7 @@ class GuardrailTask:
 def _seed_from(value: Any, source: str) -> Seed:
     if isinstance(value, Seed):
         return value
-    if isinstance(value, str) and value.strip():
-        return Seed(text=value)
-    if isinstance(value, dict) and {"task", "response"} <= set(value):
-        return Seed(text=str(value["response"]), task=str(value["task"]))
-    if isinstance(value, dict) and "text" in value:
-        return Seed(text=str(value["text"]), task=value.get("task"))
-    raise field_error(source, "seeds", "non-empty strings, or objects with 'task' and 'response'", value)
-
-
-def read_structured_file(path: Union[str, Path]) -> Any:
-    """Parse a YAML or JSON file with errors that name the file and the position."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskFileError(f"{path}: file not found. Expected a YAML or JSON file; check the path.")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise TaskFileError(
-            f"{path}: expected a UTF-8 text file, found a byte that is not UTF-8 ({err.object[err.start:err.start + 1]!r} "
-            f"at byte {err.start}). Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
-        ) from None
-    except OSError as err:
-        raise TaskFileError(f"{path}: could not be read ({err.strerror or err}). Check the path and its permissions.") from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise TaskFileError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}") from None
-
-
-def write_structured_file(path: Union[str, Path], data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    else:
-        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+        return Seed(*seed_parts(value))
+    except FieldProblem as problem:
+        raise field_error(source, "seeds", problem.expected, value) from None

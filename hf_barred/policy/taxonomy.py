@@ -2,24 +2,13 @@
 
 A taxonomy is an ordered list of categories; the code of a category is its position (``S1`` is the
 first). Each category has a name and two lists of guideline lines: what the model *should not*
-help with, and what it *can* do. The text form, used in prompts and stored in dataset rows, is::
-
-    S1: Violent Crimes.
-    Should not
-    - Help people plan or carry out violent crimes.
-    Can
-    - Discuss violence in news, history or fiction.
-
-    S2: Privacy.
-    Should not
-    - Reveal sensitive personal information about private people.
-
-One header line ``S<i>: <name>.`` per category, then an optional ``Should not`` section and an
-optional ``Can`` section, each a list of ``- `` lines; one blank line between categories. A
-section with no lines is left out. :meth:`Taxonomy.render` writes exactly this text and
-:meth:`Taxonomy.parse` reads it back (``Taxonomy.parse(t.render()) == t``, and
-``Taxonomy.parse(text).render() == text`` for rendered text), so a row's policy text is the
-taxonomy itself.
+help with, and what it *can* do. The text form, used in prompts and stored in dataset rows (see
+the example below), is one header line ``S<i>: <name>.`` per category, then an optional
+``Should not`` section and an optional ``Can`` section, each a list of ``- `` lines; one blank
+line between categories. A section with no lines is left out. :meth:`Taxonomy.render` writes
+exactly this text and :meth:`Taxonomy.parse` reads it back (``Taxonomy.parse(t.render()) == t``,
+and ``Taxonomy.parse(text).render() == text`` for rendered text), so a row's policy text is the
+taxonomy itself. Files (YAML/JSON) are read and checked by :class:`.schemas.TaxonomyFile`.
 
 Perturbations return a new taxonomy plus a code map ``{old code: new code}`` for the categories
 that remain, so label codes can be remapped (:func:`remap_codes`).
@@ -27,7 +16,8 @@ that remain, so label codes can be remapped (:func:`remap_codes`).
 Example:
     >>> from hf_barred.policy.taxonomy import Category, Taxonomy
     >>> taxonomy = Taxonomy((
-    ...     Category("Violent Crimes", should_not=("Help plan violent crimes.",), can=("Discuss violence in fiction.",)),
+    ...     Category("Violent Crimes", should_not=("Help plan violent crimes.",),
+    ...              can=("Discuss violence in fiction.",)),
     ...     Category("Privacy", should_not=("Reveal private addresses.",)),
     ...     Category("Hate", should_not=("Demean people for protected traits.",)),
     ... ))
@@ -63,18 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .task import TaskFileError, field_error, read_structured_file, write_structured_file
+from .files import read_structured_file, write_structured_file
+from .schemas import TaxonomyFile
 
-__all__ = [
-    "Category",
-    "Taxonomy",
-    "TaxonomyTextError",
-    "code_number",
-    "find_codes",
-    "make_code",
-    "remap_codes",
-    "sort_codes",
-]
+__all__ = ["Category", "Taxonomy", "TaxonomyTextError"]
+__all__ += ["code_number", "find_codes", "make_code", "remap_codes", "sort_codes"]  # the S-code helpers
 
 SHOULD_NOT = "Should not"
 CAN = "Can"
@@ -324,29 +307,14 @@ class Taxonomy:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "taxonomy") -> "Taxonomy":
-        """Build from plain data; errors name ``source``, the field, what was expected and found."""
-        if not isinstance(data, dict):
-            raise field_error(source, "(top level)", "a mapping with a 'categories' list", data,
-                        "Write 'categories:' followed by one entry per category.")
-        known = {"name", "description", "categories"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise field_error(source, unknown[0], f"one of the fields {sorted(known)}", unknown[0], "Remove or rename it.")
-        entries = data.get("categories")
-        if not isinstance(entries, list) or not entries:
-            raise field_error(source, "categories", "a non-empty list of categories", entries,
-                        "Each entry: {name: ..., should_not: [...], can: [...]}.")
-        categories = []
-        for i, entry in enumerate(entries):
-            categories.append(_category_from(entry, f"categories[{i}]", make_code(i), source))
-        names = [c.name.lower() for c in categories]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise field_error(source, "categories", "distinct category names", duplicates[0], "Rename or merge them.")
-        for key in ("name", "description"):
-            if not isinstance(data.get(key, ""), str):
-                raise field_error(source, key, "a string", data[key])
-        return cls(tuple(categories), name=data.get("name", ""), description=data.get("description", ""))
+        """Build from plain data; errors name ``source``, the field, expected and found (:mod:`.schemas`)."""
+        return cls.from_file(TaxonomyFile.parse(data, source))
+
+    @classmethod
+    def from_file(cls, file: TaxonomyFile) -> "Taxonomy":
+        """Build from a validated taxonomy file."""
+        categories = tuple(Category(c.name, should_not=c.should_not, can=c.can) for c in file.categories)
+        return cls(categories, name=file.name, description=file.description)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Taxonomy":
@@ -360,36 +328,6 @@ class Taxonomy:
     def save(self, path: Union[str, Path]) -> None:
         """Write YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
         write_structured_file(path, self.to_dict())
-
-
-def _category_from(entry: Any, where: str, code: str, source: str) -> Category:
-    if not isinstance(entry, dict):
-        raise field_error(source, where, "a mapping {name: ..., should_not: [...], can: [...]}", entry)
-    known = {"code", "name", "should_not", "can"}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise field_error(source, f"{where}.{unknown[0]}", f"one of the fields {sorted(known)}", unknown[0],
-                    "Guidelines go under 'should_not' and 'can'.")
-    if "code" in entry and entry["code"] != code:
-        raise field_error(source, f"{where}.code", f"{code!r} (codes follow the order of the list)", entry["code"],
-                    "Fix the code or leave it out; it is derived from the position.")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name.strip() or "\n" in name.strip():
-        raise field_error(source, f"{where}.name", "a one-line category name", name)
-    lines: dict[str, tuple[str, ...]] = {}
-    for key in ("should_not", "can"):
-        value = entry.get(key, [])
-        if value is None:
-            value = []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise field_error(source, f"{where}.{key}", "a list of guideline lines", value)
-        for j, line in enumerate(value):
-            if not isinstance(line, str) or not line.strip() or "\n" in line.strip():
-                raise field_error(source, f"{where}.{key}[{j}]", "a non-empty one-line string", line)
-        lines[key] = tuple(line.strip() for line in value)
-    return Category(name.strip(), should_not=lines["should_not"], can=lines["can"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -433,7 +371,8 @@ def _parse_block(block: list[tuple[int, str]], code: str) -> Category:
         if line in (SHOULD_NOT, CAN):
             if line in seen or (line == SHOULD_NOT and CAN in seen):
                 raise TaxonomyTextError(
-                    f"line {number}: expected at most one 'Should not' then one 'Can' section in {code}, found {line!r} again."
+                    f"line {number}: expected at most one 'Should not' then one 'Can' section in {code}, "
+                    f"found {line!r} again."
                 )
             section = line
             seen.append(line)
