@@ -1,4 +1,4 @@
-"""Issue 12, items 5 and 6: one-line errors with exit code 2 for bad input, and data sanity checks.
+"""One-line errors with exit code 2 for bad input, and data sanity checks.
 
 Every error here is one line on stderr that keeps its expected / found / fix text; the traceback
 appears only with ``--debug``; nothing is written, and no request is sent, before the input is checked.

@@ -1,4 +1,4 @@
-"""Issue 12, item 7: user text cannot break a card's Markdown, and the demo escapes what was typed.
+"""User text cannot break a card's Markdown, and the demo escapes what was typed.
 
 The cards are rendered to HTML with markdown-it (CommonMark, as the Hub renders cards) and the
 result is checked element by element: no injected heading, image, script or table cell.

@@ -1,4 +1,4 @@
-"""No text from seeds, datasets or model answers can create a chat turn (issue 12, item 1).
+"""No text from seeds, datasets or model answers can create a chat turn.
 
 Conversations are built from template blocks, one per message (hf_barred.stages.prompting): data fills
 contents only. These tests put every role marker of the former ``split_chat`` (``<<system>>``,

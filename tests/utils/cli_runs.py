@@ -1,4 +1,4 @@
-"""What the CLI tests of issue 12 share: a fresh cache and engines per test, and a small ``barred generate``
+"""What the CLI tests share: a fresh cache and engines per test, and a small ``barred generate``
 command line against a loopback OpenAI-protocol server."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, items 2 and 4: a run whose requests fail says so, and every wait is bounded.
+"""A run whose requests fail says so and stops, and every wait is bounded.
 
 Each test runs ``barred generate`` (``hf_barred.cli.main``) against the real OpenAI-protocol server
 on loopback and asserts the exit code, the one-line message, and what is (not) left on disk.

@@ -1,4 +1,4 @@
-"""Issue 12, item 3 (and the output/cache parts of item 5): a locked, checked output folder.
+"""The output folder: checked before a run writes, locked while it does; an unusable cache folder is one line.
 
 A second run into a folder being written fails at once naming the holder's PID; temporary folders
 have unique names; a folder holding someone else's README.md is refused unless ``--overwrite``; an
