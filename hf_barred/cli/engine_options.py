@@ -1,5 +1,11 @@
 """The one set of engine flags of the ``barred`` commands that call an LLM, and the config they give.
 
+Each engine flag sets one :class:`~hf_barred.llm.EngineConfig` field (:data:`ENGINE_FLAGS`) and takes
+that field's default and help (:func:`~hf_barred.cli.flags.argument_options`), so both are written once,
+in ``EngineConfig``. They are plain argparse flags, not HfArgumentParser's: ``barred augment``,
+``coverage`` and ``evaluate`` declare them when ``barred`` starts, and ``EngineConfig`` imports nothing
+heavy, while ``transformers`` would.
+
 Example:
     >>> import argparse
     >>> from hf_barred.cli.engine_options import add_engine_arguments, engine_config
@@ -18,15 +24,32 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["ENGINES", "PROMPT_SET_NAMES", "add_engine_arguments", "add_prompt_set_argument", "check_cache_dir",
-           "engine_config", "positive_int", "share"]
+from ..llm.config import DTYPES, ENGINES, EngineConfig
+from .flags import argument_options
 
-ENGINES = ("local", "openai", "vllm")
-DTYPES = ("auto", "float32", "bfloat16")  # hf_barred.llm.config.DTYPES, likewise
+__all__ = ["ENGINES", "ENGINE_FLAGS", "PROMPT_SET_NAMES", "add_engine_arguments", "add_prompt_set_argument",
+           "check_cache_dir", "engine_config", "positive_int", "share"]
+
 PROMPT_SET_NAMES = ("small", "served")  # hf_barred.stages.prompting.PROMPT_SETS, without importing it at parse time
+
+ENGINE_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--engine", "engine", {"choices": ENGINES}),
+    ("--model", "model", {}),
+    ("--base-url", "base_url", {}),
+    ("--api-key-env", "api_key_env", {"metavar": "VAR"}),
+    ("--max-concurrency", "max_concurrency", {"type": int}),
+    ("--engine-batch-size", "batch_size", {"type": int}),
+    ("--threads", "threads", {"type": int, "metavar": "N"}),
+    ("--dtype", "dtype", {"choices": DTYPES}),
+    ("--timeout", "timeout", {"type": float, "metavar": "SECONDS"}),
+    ("--max-retries", "max_retries", {"type": int, "metavar": "N"}),
+    ("--cache-dir", "cache_dir", {}),
+)
+"""The engine flags: (flag, the ``EngineConfig`` field it sets, argparse options besides default and help)."""
 
 
 def add_prompt_set_argument(parser: Any) -> None:
@@ -87,47 +110,21 @@ def check_cache_dir(path: Path) -> None:
 
 def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local",
                          title: str = "engine") -> None:
-    """Add the engine flags to ``parser`` (in a group named ``title``).
+    """Add the engine flags (:data:`ENGINE_FLAGS`) to ``parser``, in a group named ``title``.
 
     ``default_engine=None`` makes ``--engine`` optional with no default (a command where the engine
     is one choice among others, such as ``barred evaluate``); ``--model`` then defaults to None too.
     """
     group = parser.add_argument_group(title) if hasattr(parser, "add_argument_group") else parser
-    group.add_argument("--engine", choices=ENGINES, default=default_engine,
-                       help=f"LLM engine (default: {default_engine})." if default_engine else "LLM engine.")
-    group.add_argument("--model", default="embedded" if default_engine else None,
-                       help="Model ('embedded': the bundled SmolLM2-135M-Instruct on the local engine).")
-    group.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (openai engine).")
-    group.add_argument("--api-key-env", default=None, metavar="VAR",
-                       help="Name of the env var holding the API key (openai engine).")
-    group.add_argument("--max-concurrency", type=int, default=32, help="Requests in flight (openai engine).")
-    group.add_argument("--engine-batch-size", type=int, default=8,
-                       help="Conversations per forward batch (local engine).")
-    group.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical cores; "
-                            "give each of two runs on one machine half).")
-    group.add_argument("--dtype", choices=DTYPES, default=None,
-                       help="Precision of the local engine (default auto: bfloat16 on CPUs with AMX, else float32; "
-                            "float32 reproduces float32 answers anywhere).")
-    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="Seconds a request may take before it is retried (openai engine; default 120).")
-    group.add_argument("--max-retries", type=int, default=None, metavar="N",
-                       help="Retries of a failed request, with backoff (openai engine; default 6; a timed-out "
-                            "request is retried at most twice, a refused connection at most twice).")
-    group.add_argument("--cache-dir", default=None, help="Response cache folder (default: ~/.cache/hf_barred).")
+    defaults = {"engine": None, "model": None} if default_engine is None else {"engine": default_engine}
+    for flag, name, options in ENGINE_FLAGS:
+        group.add_argument(flag, **options, **argument_options(EngineConfig, name, default=defaults.get(name, MISSING)))
 
 
-def engine_config(args: argparse.Namespace, **changes: Any) -> Any:
+def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     """The :class:`~hf_barred.llm.EngineConfig` of the flags of :func:`add_engine_arguments`; its cache
     folder is checked (:func:`check_cache_dir`), so an unwritable one fails before the run."""
-    from ..llm import EngineConfig
-
-    values = dict(
-        engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-        max_concurrency=args.max_concurrency, batch_size=args.engine_batch_size, cache_dir=args.cache_dir,
-        timeout=getattr(args, "timeout", None), max_retries=getattr(args, "max_retries", None),
-        threads=getattr(args, "threads", None), dtype=getattr(args, "dtype", None),
-    )
+    values = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, name, _ in ENGINE_FLAGS}
     values.update(changes)
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env",
                                                                                        "cache_dir")})

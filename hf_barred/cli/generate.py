@@ -1,5 +1,14 @@
 """``barred generate``: run BARRED on a task file and write a Hub-style dataset folder.
 
+The method and budget flags are the fields of the flat arguments dataclasses of
+:mod:`hf_barred.cli.generate_arguments`, parsed by ``transformers.HfArgumentParser``; each takes its
+default and help from the config field it sets (``BarredConfig``, the stage configs), so both are
+written once, there. The engine flags are :mod:`hf_barred.cli.engine_options`' (from ``EngineConfig``'s
+fields); the command's own options (``TASK_FILE``, ``--n``, ``--output``, ...) are declared here. The
+parser is built when ``barred generate`` is parsed, not for ``barred --help``: it imports transformers
+and the stage configs (:func:`~hf_barred.cli.flags.add_lazy_command`). Flags are shown in kebab-case;
+their snake_case spelling (``--max_rounds``) is accepted too, as ``barred train``'s are.
+
 Example:
     $ barred generate dataset_scripts/health-advice/task.yaml --n 8 --output outputs/health-advice
     $ barred generate task.yaml --n 1000 --output out --engine openai --base-url http://127.0.0.1:8000/v1 \\
@@ -13,74 +22,63 @@ import sys
 import time
 from typing import Any
 
-from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config, positive_int, share
+from .engine_options import add_engine_arguments, engine_config, positive_int
+from .flags import add_lazy_command, kebab_case_flags
+from .help_text import examples_epilog
+
+HELP = "Generate verified boundary-case samples for a rule (BARRED)."
+DESCRIPTION = (
+    "Generate N verified, label-balanced boundary-case samples for the rule of TASK_FILE with BARRED (decompose, "
+    "plan, generate, debate, refine), into a folder laid out like a Hub dataset repo. Finished LLM calls are "
+    "cached: run the same command again to resume. Every flag also accepts its snake_case spelling (--max_rounds)."
+)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="Generate verified boundary-case samples for a rule (BARRED).",
-        description="Generate N verified, label-balanced boundary-case samples for the rule of TASK_FILE with "
-        "BARRED (decompose, plan, generate, debate, refine), into a folder laid out like a Hub dataset repo. "
-        "Finished LLM calls are cached: run the same command again to resume.",
-    )
-    parser.add_argument("task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds).")
-    parser.add_argument("--n", type=positive_int, required=True, help="Number of accepted samples to generate.")
-    parser.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
-    parser.add_argument("--max-seed-chars", type=positive_int, default=None, metavar="N",
-                        help="Refuse seeds longer than N characters (default 32000): every request carries seeds.")
-    add_engine_arguments(parser)
-    method = parser.add_argument_group("method")
-    add_prompt_set_argument(method)
-    method.add_argument("--judges", type=positive_int, default=2, metavar="K", help="Number of judges (default 2).")
-    method.add_argument("--rounds", type=positive_int, default=2, metavar="T", help="Maximum debate rounds (default 2).")
-    method.add_argument("--max-refinements", type=int, default=2, metavar="R", help="R_max (default 2).")
-    method.add_argument("--seed", type=int, default=0, help="Seed of the plan and the sampling.")
-    method.add_argument("--sample-max-tokens", type=int, default=None, metavar="N",
-                        help="Most tokens of a written sample (default: 128 on the local engine, 512 on served ones).")
-    method.add_argument("--judge-max-tokens", type=int, default=None, metavar="N",
-                        help="Most tokens of a judge's answer (default: 64 on the local engine, 256 on served ones).")
-    method.add_argument("--max-repairs", type=int, default=1,
-                        help="Repair rounds for answers that are not valid JSON (default 1; 0 suits tiny models).")
-    budget = parser.add_argument_group("budget")
-    budget.add_argument("--max-calls", type=int, default=None, help="Budget of LLM requests (cached ones count).")
-    budget.add_argument("--max-total-tokens", type=int, default=None, help="Budget of tokens.")
-    budget.add_argument("--max-rounds", type=int, default=4, help="Maximum planning rounds (default 4).")
-    budget.add_argument("--max-rows-per-round", type=int, default=64, help="Most rows planned per round (default 64).")
-    budget.add_argument("--batch-size", type=int, default=64, help="Rows per map batch, i.e. per batched call.")
-    budget.add_argument("--max-failure-rate", type=share, default=0.5, metavar="SHARE",
-                        help="Stop the run (exit code 1) when more than this share of a stage's requests failed: "
-                             "HTTP errors after the retries, timeouts, refused connections (default 0.5).")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="Push the dataset and its card to this Hub repo.")
-    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
-    parser.add_argument("--no-progress", action="store_true", help="No progress view.")
-    parser.add_argument("--verbose", action="store_true",
-                        help="Also show the libraries' own bars and logs (dataset saving, weight loading, load reports).")
+    parser = add_lazy_command(subparsers, "generate", build_parser, help=HELP)
     parser.set_defaults(run=run)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``barred generate``'s arguments (imports transformers and the stage configs).
+
+    >>> parser = build_parser()
+    >>> args = parser.parse_args(["task.yaml", "--n", "4", "--output", "out", "--max_rounds", "2"])
+    >>> args.n, args.max_rounds, args.judges
+    (4, 2, 2)
+    """
+    from ..policy.task import MAX_SEED_CHARS
+    from .generate_arguments import BudgetArguments, FlagParser, MethodArguments
+
+    own = argparse.ArgumentParser(add_help=False)  # a parent: its arguments come before the dataclasses' groups
+    own.add_argument("task_file", metavar="TASK_FILE",
+                     help="YAML/JSON task file (criterion, labels, input_type, seeds).")
+    own.add_argument("--n", type=positive_int, required=True, help="Number of accepted samples to generate.")
+    own.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
+    own.add_argument("--overwrite", action="store_true",
+                     help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
+    own.add_argument("--max-seed-chars", type=positive_int, default=None, metavar="N",
+                     help=f"Refuse seeds longer than N characters (default: {MAX_SEED_CHARS}): every request "
+                          "carries seeds.")
+    add_engine_arguments(own)
+    parser = FlagParser((MethodArguments, BudgetArguments), parents=[own], prog="barred generate",
+                        description=DESCRIPTION, epilog=examples_epilog(__doc__ or ""))
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="Push the dataset and its card to this Hub repo.")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress view.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Also show the libraries' own bars and logs (dataset saving, weight loading, load "
+                             "reports).")
+    kebab_case_flags(parser)
+    return parser
+
+
 def build_config(args: argparse.Namespace) -> Any:
-    """The :class:`~hf_barred.recipes.barred.run.BarredConfig` of the command line."""
-    import dataclasses
+    """The :class:`~hf_barred.recipes.barred.config.BarredConfig` of the command line."""
+    from .generate_arguments import barred_config
 
-    from ..recipes.barred.run import BarredConfig
-    from ..stages.plan import PlanConfig
-
-    engine = engine_config(args)
-    config = BarredConfig.for_engine(
-        engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
-        judge_max_tokens=args.judge_max_tokens, prompt_set=args.prompt_set, max_refinements=args.max_refinements,
-        max_calls=args.max_calls, max_total_tokens=args.max_total_tokens, max_rounds=args.max_rounds,
-        max_rows_per_round=args.max_rows_per_round, batch_size=args.batch_size, plan=PlanConfig(seed=args.seed),
-        max_failure_rate=args.max_failure_rate,
-    )
-    stage_changes = {"seed": args.seed, "max_repairs": args.max_repairs}
-    return dataclasses.replace(
-        config, **{name: dataclasses.replace(getattr(config, name), **stage_changes)
-                   for name in ("decompose", "instantiate", "generate", "debate", "refine")}
-    )
+    return barred_config(args, engine_config(args))
 
 
 def believed_summary(stats: dict[str, Any]) -> str:

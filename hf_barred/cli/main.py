@@ -29,9 +29,10 @@ import os
 import sqlite3
 import sys
 import traceback
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
 from . import augment, convert_pairs, coverage, demo, evaluate, generate, serve, space, train
+from .flags import EXIT_USAGE, OneLineParser
 from .help_text import add_examples
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_USAGE", "OneLineParser", "build_parser", "main"]
@@ -39,15 +40,7 @@ __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_USAGE", "OneLineParser", "build_pars
 COMMANDS = (augment, convert_pairs, coverage, demo, evaluate, generate, serve, space, train)
 """The subcommand modules, in the order ``barred --help`` lists them."""
 
-EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (what is wrong, and where to read the usage)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

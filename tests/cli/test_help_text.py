@@ -16,12 +16,13 @@ SUGGESTION = re.compile(r"\b(?:[Pp]ass|[Uu]se|[Gg]ive|[Aa]dd|[Ss]et)\s+(--[a-z][
 
 
 def _subparsers() -> dict:
-    """Each command's parser (``barred train`` parses its flags with TrlParser: that one)."""
-    from hf_barred.cli import train
+    """Each command's parser (``barred train`` parses its flags with TrlParser, ``barred generate`` with
+    HfArgumentParser, both built when the command runs: those)."""
+    from hf_barred.cli import generate, train
 
     parser = build_parser()
     action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return dict(action.choices) | {"train": train.build_parser()}
+    return dict(action.choices) | {"train": train.build_parser(), "generate": generate.build_parser()}
 
 
 def _command_of_module() -> dict[str, set[str]]:

@@ -25,7 +25,7 @@ from ...stages.instantiate import InstantiateConfig
 from ...stages.plan import PlanConfig
 from ...stages.refine import RefineConfig
 
-__all__ = ["SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
+__all__ = ["FOR_ENGINE_HELP", "SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
 
 SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128, "decompose": 1024, "instantiate": 1024}
 """Answer budgets of :meth:`BarredConfig.for_engine` on served engines (``openai``, ``vllm``)."""
@@ -33,6 +33,22 @@ SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128, "decompose": 
 SERVED_SIZES = {"max_dimensions": 6, "max_instantiations": 10}
 """Dimensions per prompt and instantiations per dimension asked of a served model (the paper asks
 for all reasonable instantiations, typically 10-50; the embedded model gets 3 of each)."""
+
+FOR_ENGINE_HELP = {
+    "prompt_set": "Prompt templates of every stage: 'small' (few-shot, fitted to the embedded 135M model) or 'served' "
+                  "(zero-shot system/user prompts for strong models); by default small on the local engine, served "
+                  "on openai and vllm.",
+    "judges": "Number of judges k, each with its own persona (the paper uses 2).",
+    "sample_max_tokens": f"Most tokens of a written sample, in generate and refine (by default "
+                         f"{GenerateConfig.max_tokens} on the local engine, {SERVED_MAX_TOKENS['sample']} on served "
+                         "ones).",
+    "judge_max_tokens": f"Most tokens of a judge's answer (by default {DebateConfig.max_tokens} on the local engine, "
+                        f"{SERVED_MAX_TOKENS['judge']} on served ones).",
+}
+"""Help of the parameters of :meth:`BarredConfig.for_engine` that no config field describes: the prompt
+set and answer budgets of several stages, whose default depends on the engine, and a number of judges
+(``DebateConfig.judges`` holds personas). ``barred generate`` shows it (its ``--rounds`` shows the help of
+``DebateConfig.rounds``)."""
 
 @dataclass(frozen=True)
 class BarredConfig:
@@ -64,13 +80,15 @@ class BarredConfig:
     initial_acceptance: float = field(default=0.5, metadata={"help": "Acceptance rate assumed to size round 1."})
     min_acceptance: float = field(default=0.1, metadata={"help": "Lowest acceptance rate used to size a round."})
     max_rows_per_round: int = field(default=64, metadata={"help": "Most rows planned in one round."})
-    max_calls: Optional[int] = field(default=None, metadata={"help": "Budget of LLM requests (None: no limit)."})
-    max_total_tokens: Optional[int] = field(default=None, metadata={"help": "Budget of tokens (None: no limit)."})
+    max_calls: Optional[int] = field(
+        default=None, metadata={"help": "Budget of LLM requests, cached ones included (None: no limit)."})
+    max_total_tokens: Optional[int] = field(
+        default=None, metadata={"help": "Budget of tokens, cached ones included (None: no limit)."})
     batch_size: int = field(default=64, metadata={"help": "Rows per map batch (one batched call per role)."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for Dataset.map."})
     max_failure_rate: float = field(default=0.5, metadata={
-        "help": "Stop the run when more than this share of a stage's requests failed (HTTP errors after the "
-                "retries, timeouts, refused connections)."})
+        "help": "Stop the run (exit code 1 on the command line) when more than this share of a stage's requests "
+                "failed: HTTP errors after the retries, timeouts, refused connections."})
 
     def __post_init__(self) -> None:
         if self.max_refinements < 0:
