@@ -84,7 +84,7 @@ class Guardrail:
         self.device = next(model.parameters()).device
         self.window = model_window(model, spec.max_length)
         self.chunk = spec.long_inputs == "chunk"
-        self.stride = int(spec.training.get("config", {}).get("chunk_stride", 32))
+        self.stride = spec.chunk_stride
         if spec.kind == "generative":
             self.encoder = PromptEncoder(tokenizer, self.window)
             self.decision = self.encoder.decision_tokens(spec.prompt_format)

@@ -72,6 +72,11 @@ def test_classifier_verdicts(classifier_dir):
     assert all(v.flagged for v in Guardrail.from_pretrained(classifier_dir, threshold=0.0)(TEXTS))
 
 
+def test_training_writes_chunk_stride_into_the_spec(classifier_dir):
+    assert json.loads((classifier_dir / "guardrail_config.json").read_text())["chunk_stride"] == 32
+    assert Guardrail.from_pretrained(classifier_dir).stride == 32
+
+
 def test_classifier_folder_loads_with_a_pipeline(classifier_dir):
     from transformers import pipeline
 
