@@ -31,37 +31,18 @@ Example (a tiny model trained in seconds; use a real base model for real work):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .formats import classifier_text
-from .encoding import PromptEncoder, classifier_inputs
-from .formats import count_categories, format_task, parse_policy_answer
+from .encoding import DecisionTokens, PromptEncoder
+from .formats import format_task
 from .loading import load_for_inference, load_tokenizer, model_window, resolve_base_model
+from .scoring import Scorer, Verdict, generate_answers, score_batches, verdict, windows_of
 from .spec import SPEC_FILE, GuardrailSpec
 
+__all__ = ["Guardrail", "PerRow", "Verdict", "per_row"]
+
 PerRow = Union[None, str, Sequence[Optional[str]]]
-
-
-@dataclass
-class Verdict:
-    """One guardrail decision.
-
-    ``score`` is the probability of a violation in [0, 1]; ``flagged`` is ``score >= threshold``;
-    ``label`` is the positive or negative label name. ``categories`` (policy guardrails) are the
-    violated S-codes; ``raw`` is the decoded JSON they came from, and ``error`` says why it could
-    not be parsed (the verdict itself still stands). ``windows``: how many model windows the input
-    took (more than 1: a long input, scored in chunks or cut).
-    """
-
-    label: str
-    flagged: bool
-    score: float
-    categories: list[str] = field(default_factory=list)
-    raw: Optional[str] = None
-    error: Optional[str] = None
-    windows: int = 1
 
 
 def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
@@ -74,7 +55,7 @@ def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
 
 
 class Guardrail:
-    """A loaded guardrail model (see the module docstring)."""
+    """A loaded guardrail model (see the module docstring); it scores through :mod:`.scoring`."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: GuardrailSpec, threshold: Optional[float] = None):
         self.model = model.eval()
@@ -82,12 +63,33 @@ class Guardrail:
         self.spec = spec
         self.threshold = spec.threshold if threshold is None else threshold
         self.device = next(model.parameters()).device
-        self.window = model_window(model, spec.max_length)
-        self.chunk = spec.long_inputs == "chunk"
-        self.stride = spec.chunk_stride
-        if spec.kind == "generative":
-            self.encoder = PromptEncoder(tokenizer, self.window)
-            self.decision = self.encoder.decision_tokens(spec.prompt_format)
+        self.scorer = Scorer(tokenizer, spec, model_window(model, spec.max_length))
+
+    # -- how the scorer reads the model (see hf_barred.guardrails.scoring.Scorer) ----------------
+
+    @property
+    def encoder(self) -> Optional[PromptEncoder]:
+        """The prompt encoder of a generative guardrail (None for a classifier)."""
+        return self.scorer.encoder
+
+    @property
+    def decision(self) -> Optional[DecisionTokens]:
+        """Where a generative guardrail's verdict is read (None for a classifier)."""
+        return self.scorer.decision
+
+    @property
+    def stride(self) -> int:
+        """Tokens shared by consecutive windows of a long input (``spec.chunk_stride``)."""
+        return self.scorer.stride
+
+    @property
+    def window(self) -> int:
+        """Tokens the model reads at once."""
+        return self.scorer.window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self.scorer.window = value
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, *, device: Optional[str] = None,
@@ -142,15 +144,13 @@ class Guardrail:
             raise ValueError("This guardrail reads a rule with each text, and it has no default rule; found texts "
                              "without one. Fix: pass rule='...' (one for all texts) or one rule per text.")
         scores, windows = self.score_windows(texts, rules, taxonomies, tasks, batch_size)
-        names = self.spec.label_names
-        verdicts = [Verdict(label=names[int(s >= self.threshold)], flagged=s >= self.threshold, score=s, windows=w)
-                    for s, w in zip(scores, windows)]
+        verdicts = [verdict(self.spec, s, self.threshold, windows=w) for s, w in zip(scores, windows)]
         if self.spec.kind == "generative" and format_task(self.spec.prompt_format) == "policy" and categories:
             flagged = [i for i, v in enumerate(verdicts) if v.flagged]
             for i, raw in zip(flagged, self._decode([texts[i] for i in flagged], [taxonomies[i] for i in flagged],
                                                     batch_size)):
-                parsed = parse_policy_answer(raw, n_categories=count_categories(taxonomies[i]))
-                verdicts[i].raw, verdicts[i].categories, verdicts[i].error = raw, parsed.categories, parsed.error
+                verdicts[i] = verdict(self.spec, scores[i], self.threshold, windows=windows[i], raw=raw,
+                                      taxonomy=taxonomies[i])
         return verdicts
 
     def scores(self, texts: Sequence[str], rules: Sequence[Optional[str]], taxonomies: Sequence[Optional[str]],
@@ -162,96 +162,20 @@ class Guardrail:
                       taxonomies: Sequence[Optional[str]], tasks: Sequence[Optional[str]],
                       batch_size: int = 16) -> tuple[list[float], list[int]]:
         """``(scores, windows)``: the violation probability of each text (the maximum over its windows)
-        and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut)."""
-        import torch
-
+        and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut).
+        One forward pass per ``batch_size`` texts, longest first (padding stays small)."""
+        inputs = self.scorer.encode(texts, rules, taxonomies, tasks)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out, counts = [0.0] * len(texts), [1] * len(texts)
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                if self.spec.kind == "classifier":
-                    # a task_and_response input: the classifier sees the task beside the response
-                    scores, owner, long = self._score_classifier(
-                        [classifier_text(texts[i], tasks[i]) for i in idx], [rules[i] for i in idx])
-                else:
-                    scores, owner, long = self._score_generative(
-                        [texts[i] for i in idx], [rules[i] for i in idx], [taxonomies[i] for i in idx],
-                        [tasks[i] for i in idx])
-                best: dict[int, float] = {}
-                for row, s in zip(owner, scores):
-                    best[row] = max(best.get(row, 0.0), float(s))
-                for row, i in enumerate(idx):
-                    out[i], counts[i] = best[row], long[row]
-        return out, counts
-
-    # -- classifier -------------------------------------------------------------------------------
-
-    def _score_classifier(self, texts: list[str], rules: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
-        pairs = rules if self.spec.pair_rule else None
-        room = self.window - 2 - (max(len(self.tokenizer(r or "", add_special_tokens=False)["input_ids"])
-                                      for r in pairs) + 1 if pairs else 0)
-        enc = classifier_inputs(self.tokenizer, texts, pairs, self.window, chunk=True,
-                                stride=min(self.stride, max(0, room // 2)), padding=True, return_tensors="pt")
-        owner = enc.pop("overflow_to_sample_mapping").tolist()
-        counts = [owner.count(row) for row in range(len(texts))]
-        if not self.chunk:  # keep the first window of each text only
-            first = sorted({owner.index(row) for row in range(len(texts))})
-            enc = {k: v[first] for k, v in enc.items()}
-            owner = [owner[i] for i in first]
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        return self.model(**enc).logits.float().softmax(-1)[:, 1].tolist(), owner, counts
-
-    # -- generative -------------------------------------------------------------------------------
-
-    def _prompt_windows(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str],
-                        chunk: bool) -> list[list[int]]:
-        reserve = len(self.decision.prefix) + 1
-        return [self.encoder.prompt_ids(m) for m in
-                self.encoder.fitted_windows(self.spec.prompt_format, text, rule, task, taxonomy, reserve,
-                                            chunk=chunk, stride=self.stride)]
-
-    def _prompt_ids(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str]) -> list[int]:
-        return self._prompt_windows(text, rule, taxonomy, task, chunk=False)[0]
-
-    def _score_generative(self, texts: list[str], rules: list[Optional[str]], taxonomies: list[Optional[str]],
-                          tasks: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
-        prompts, owner, counts = [], [], []
-        for row, (text, rule, taxonomy, task) in enumerate(zip(texts, rules, taxonomies, tasks)):
-            parts = self._prompt_windows(text, rule, taxonomy, task, chunk=True)
-            counts.append(len(parts))
-            parts = parts if self.chunk else parts[:1]
-            prompts += parts
-            owner += [row] * len(parts)
-        batch = self._left_pad([p + list(self.decision.prefix) for p in prompts])
-        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
-        pair = logits[:, [self.decision.positive, self.decision.negative]].float()
-        return pair.softmax(-1)[:, 0].tolist(), owner, counts
-
-    def _left_pad(self, rows: list[list[int]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        batches = [windows_of(inputs, order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
+        scores = score_batches(self.model, self.tokenizer, self.spec.kind, inputs, batches,
+                               [self.decision] * len(inputs) if self.decision else None)
+        return scores, [i.spans for i in inputs]
 
     def _decode(self, texts: list[str], taxonomies: list[Optional[str]], batch_size: int) -> list[str]:
         """Greedy decode of the policy JSON for ``texts`` (categories of flagged rows)."""
-        import torch
-
         answers: list[str] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                prompts = [self._prompt_ids(t, None, tax, None) for t, tax in
-                           zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])]
-                batch = self._left_pad(prompts)
-                out = self.model.generate(**batch, max_new_tokens=64, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-                answers += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for start in range(0, len(texts), batch_size):
+            answers += generate_answers(self.model, self.tokenizer, [
+                self.scorer.prompt_ids(t, taxonomy=tax)
+                for t, tax in zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])])
         return answers
