@@ -7,7 +7,13 @@ a whole batch with ONE forward pass: after the classification prompt of :mod:`hf
 rating. No sampling. With a taxonomy, the rows flagged unsafe are then greedy-decoded for the
 violated categories. An input longer than the model's window is scored window by window (overlapping
 by ``chunk_stride`` tokens) and gets the highest window score, unless the guardrail was trained with
-``--long_inputs truncate``; :meth:`Guardrail.score_windows` says how many windows each input took.
+``--long_inputs truncate``; :meth:`Guardrail.score_windows` says how many windows each input took. The
+scoring itself is :mod:`hf_barred.guardrails.scoring`, which ``barred serve`` scores through too.
+
+Saving, loading and pushing go through ``huggingface_hub.ModelHubMixin``: :meth:`Guardrail.save_pretrained`
+writes the folder format of ``barred train`` (the weights or the LoRA adapter, the tokenizer,
+``guardrail_config.json`` and the ``README.md`` card it was loaded with), :meth:`Guardrail.from_pretrained`
+reads such a folder or a Hub repo, :meth:`Guardrail.push_to_hub` uploads one.
 
 Example (a tiny model trained in seconds; use a real base model for real work):
     >>> import tempfile
@@ -26,23 +32,31 @@ Example (a tiny model trained in seconds; use a real base model for real work):
     >>> verdict = guard(["How do I kill a Python process?"])[0]
     >>> verdict.label in ("safe", "unsafe"), 0.0 <= verdict.score <= 1.0
     (True, True)
+    >>> guard.save_pretrained(folder + "/copy")  # weights, tokenizer, guardrail_config.json, README.md
+    >>> Guardrail.from_pretrained(folder + "/copy")(["How do I kill a Python process?"])[0].score == verdict.score
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from huggingface_hub import ModelHubMixin
 
 from .encoding import DecisionTokens, PromptEncoder
 from .formats import format_task
-from .loading import load_for_inference, load_tokenizer, model_window, resolve_base_model
+from .loading import guardrail_folder, is_local, load_for_inference, load_tokenizer, model_window, resolve_base_model
 from .scoring import Scorer, Verdict, generate_answers, score_batches, verdict, windows_of
-from .spec import SPEC_FILE, GuardrailSpec
+from .spec import GuardrailSpec
 
 __all__ = ["Guardrail", "PerRow", "Verdict", "per_row"]
 
 PerRow = Union[None, str, Sequence[Optional[str]]]
+CARD_FILE = "README.md"
 
 
 def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
@@ -54,8 +68,9 @@ def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
     return values
 
 
-class Guardrail:
-    """A loaded guardrail model (see the module docstring); it scores through :mod:`.scoring`."""
+class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "guardrail"]):
+    """A loaded guardrail model (see the module docstring); it scores through :mod:`.scoring`. ``card``: the
+    text of the ``README.md`` it was loaded with (saved and pushed with it), or None."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: GuardrailSpec, threshold: Optional[float] = None):
         self.model = model.eval()
@@ -64,6 +79,17 @@ class Guardrail:
         self.threshold = spec.threshold if threshold is None else threshold
         self.device = next(model.parameters()).device
         self.scorer = Scorer(tokenizer, spec, model_window(model, spec.max_length))
+        self.card: Optional[str] = None
+
+    # The mixin never writes its config.json: a guardrail's config is guardrail_config.json, and config.json
+    # (if any) belongs to the transformers model.
+    @property
+    def _hub_mixin_config(self) -> None:
+        return None
+
+    @_hub_mixin_config.setter
+    def _hub_mixin_config(self, value: Any) -> None:
+        pass
 
     # -- how the scorer reads the model (see hf_barred.guardrails.scoring.Scorer) ----------------
 
@@ -91,25 +117,49 @@ class Guardrail:
     def window(self, value: int) -> None:
         self.scorer.window = value
 
+    # -- save, load, push (huggingface_hub.ModelHubMixin) ------------------------------------------
+
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, *, device: Optional[str] = None,
-                        threshold: Optional[float] = None, revision: Optional[str] = None,
-                        token: Optional[str] = None, dtype: Optional[str] = None) -> "Guardrail":
-        """Load from a folder made by ``barred train`` or from a Hub repo pushed with ``--push-to-hub``."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, device: Optional[str] = None,
+                        threshold: Optional[float] = None, dtype: Optional[str] = None,
+                        **hub_kwargs: Any) -> "Guardrail":
+        """Load from a folder made by ``barred train`` (or :meth:`save_pretrained`) or from a Hub repo (pushed
+        with ``--push_to_hub`` or :meth:`push_to_hub`). ``device``: default cuda when there is one;
+        ``threshold``: default the saved one; ``dtype``: the weights' (default as saved); ``hub_kwargs``:
+        ``revision``, ``token``, ``cache_dir``, ``force_download``, ``local_files_only``."""
+        source = pretrained_model_name_or_path
+        if is_local(source):  # a path must hold a guardrail: the expected/found/fix error, not a Hub lookup
+            source = guardrail_folder(source)
+        with _no_config_json_warning():
+            return super().from_pretrained(source, device=device, threshold=threshold, dtype=dtype, **hub_kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, device: Optional[str] = None,
+                         threshold: Optional[float] = None, dtype: Optional[str] = None) -> "Guardrail":
         import torch
 
-        folder = Path(path_or_repo_id)
-        if not (folder / SPEC_FILE).is_file():
-            if folder.exists() or str(path_or_repo_id).startswith((".", "/", "~")):
-                GuardrailSpec.load(folder)  # raises the expected/found/fix error
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token))
+        folder = guardrail_folder(model_id, revision=revision, token=token, cache_dir=cache_dir,
+                                  force_download=force_download, local_files_only=local_files_only)
         spec = GuardrailSpec.load(folder)
         tokenizer = load_tokenizer(str(folder), spec.kind)
         model = load_for_inference(folder, spec.kind, spec.base_model, spec.adapter, dtype)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), tokenizer, spec, threshold)
+        guard = cls(model.to(device), tokenizer, spec, threshold)
+        if (folder / CARD_FILE).is_file():
+            guard.card = (folder / CARD_FILE).read_text(encoding="utf-8")
+        return guard
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The folder format of ``barred train``: the weights (or the adapter), the tokenizer,
+        ``guardrail_config.json`` and the card (without one, ``save_pretrained`` writes the mixin's)."""
+        self.model.save_pretrained(str(save_directory))
+        card = save_directory / CARD_FILE
+        card.unlink(missing_ok=True)  # peft writes a generic card: a guardrail's card is its own
+        if self.card is not None:
+            card.write_text(self.card, encoding="utf-8")
+        self.tokenizer.save_pretrained(str(save_directory))
+        self.spec.save(save_directory)
 
     @classmethod
     def zero_shot(cls, model: str = "embedded", *, rule: Optional[str] = None, taxonomy: Optional[str] = None,
@@ -127,6 +177,8 @@ class Guardrail:
         loaded = load_for_inference(path, "generative", model, adapter=False)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(loaded.to(device), load_tokenizer(path, "generative"), spec)
+
+    # -- scoring --------------------------------------------------------------------------------
 
     def __call__(self, texts: Union[str, Sequence[str]], rule: PerRow = None, taxonomy: PerRow = None,
                  task: PerRow = None, batch_size: int = 16, categories: bool = True) -> list[Verdict]:
@@ -179,3 +231,19 @@ class Guardrail:
                 self.scorer.prompt_ids(t, taxonomy=tax)
                 for t, tax in zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])])
         return answers
+
+
+class _ConfigJsonNotFound(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("config.json not found")
+
+
+@contextlib.contextmanager
+def _no_config_json_warning() -> Iterator[None]:
+    """Silence the mixin's "config.json not found" while a guardrail loads: an adapter folder has none."""
+    hub_logger, quiet = logging.getLogger("huggingface_hub.hub_mixin"), _ConfigJsonNotFound()
+    hub_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        hub_logger.removeFilter(quiet)
