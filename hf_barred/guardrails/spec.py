@@ -12,6 +12,9 @@ Example:
     'guardrail_config.json'
     >>> GuardrailSpec.load(folder).rule
     'The user asks for help with a crime.'
+    >>> GuardrailSpec(kind="classifier", prompt_format="binary", base_model="embedded",
+    ...               training={"config": {"chunk_stride": 16}}).chunk_stride  # a config written before the field
+    16
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .formats import format_version
 
 SPEC_FILE = "guardrail_config.json"
 SPEC_VERSION = 1
+DEFAULT_CHUNK_STRIDE = 32
 
 
 @dataclass
@@ -40,7 +44,8 @@ class GuardrailSpec:
     - ``label_names``: ``[negative, positive]``; ``threshold``: flag when the violation score >= it;
       ``threshold_source``: how it was chosen (``fixed``, or calibrated on validation rows).
     - ``max_length`` / ``long_inputs``: the window, and whether longer inputs are scored in chunks
-      (``chunk``: the maximum score over windows) or cut (``truncate``).
+      (``chunk``: the maximum score over windows) or cut (``truncate``); ``chunk_stride``: the tokens
+      that consecutive windows share (a config written without it: the training flag, else 32).
     - ``training``: the :class:`~hf_barred.train.GuardrailTrainingArguments` and data facts (for the card).
     """
 
@@ -55,6 +60,7 @@ class GuardrailSpec:
     pair_rule: bool = False
     max_length: int = 512
     long_inputs: str = "chunk"
+    chunk_stride: Optional[int] = None
     adapter: bool = False
     format_version: str = ""
     spec_version: int = SPEC_VERSION
@@ -64,6 +70,8 @@ class GuardrailSpec:
     def __post_init__(self) -> None:
         if not self.format_version:
             self.format_version = format_version(self.prompt_format)
+        if self.chunk_stride is None:  # guardrail_config.json written before the field
+            self.chunk_stride = int(self.training.get("config", {}).get("chunk_stride", DEFAULT_CHUNK_STRIDE))
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / SPEC_FILE

@@ -3,8 +3,10 @@
 Every adapter guardrail that shares a base model (and kind) is loaded with ``load_adapter`` onto one
 ``PeftModel``; a classifier adapter brings its own head (peft's ``modules_to_save``). A batch of
 ``(guardrail, text)`` rows, whatever the mix of guardrails, is ONE forward pass with
-``adapter_names=[...]`` (peft routes each row through its own adapter and head). Scores equal
-``Guardrail.from_pretrained(folder)(texts)`` in-process: same inputs, same arithmetic per row.
+``adapter_names=[...]`` (peft routes each row through its own adapter and head). The windows, the
+padding, the forward pass and the score are those of :mod:`hf_barred.guardrails.scoring`, the path that
+``Guardrail.from_pretrained(folder)(texts)`` scores through in-process; this module only batches the windows
+of many guardrails together (:func:`batch_order`).
 
 :class:`SeparateModels` is the fallback for full-weight folders: one model per guardrail.
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional, Sequence
 
-from ..guardrails.guardrail import Verdict
+from ..guardrails.scoring import Encoded, Verdict, WindowRef, generate_answers, score_batches, windows_of
 from .guards import ServedGuard, load_base
 
 Row = tuple[str, str]  # (guardrail name, text)
@@ -76,63 +78,54 @@ class AdapterPool:
 
     def check(self, rows: Sequence[Row]) -> list[Verdict]:
         """Verdicts for ``(guardrail, text)`` rows, in order (any mix of this pool's guardrails)."""
-        scores = self.scores(rows)
-        verdicts = [self.guards[name].verdict(s) for (name, _), s in zip(rows, scores)]
+        inputs = self._inputs(rows)
+        scores = self._scores(rows, inputs)
+        verdicts = [self.guards[name].verdict(s, windows=e.spans) for (name, _), s, e in zip(rows, scores, inputs)]
         flagged = [i for i, ((name, _), v) in enumerate(zip(rows, verdicts)) if v.flagged and self.guards[name].policy]
         if flagged:
             for i, raw in zip(flagged, self.decode([rows[i] for i in flagged])):
-                verdicts[i] = self.guards[rows[i][0]].verdict(verdicts[i].score, raw)
+                verdicts[i] = self.guards[rows[i][0]].verdict(verdicts[i].score, raw, windows=verdicts[i].windows)
         return verdicts
 
     def scores(self, rows: Sequence[Row]) -> list[float]:
-        """Violation probabilities, ``batch_size`` rows per mixed-adapter pass, in :func:`batch_order`."""
-        import torch
-
-        inputs = self._inputs(rows)
-        order = batch_order([len(f["input_ids"]) for f in inputs], [name for name, _ in rows])
-        out = [0.0] * len(rows)
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                names = [rows[i][0] for i in idx]
-                batch = [inputs[i] for i in idx]
-                values = (self._classify(batch, names) if self.kind == "classifier"
-                          else self._next_token(batch, names, [self.guards[n].decision for n in names]))
-                for i, value in zip(idx, values):
-                    out[i] = float(value)
-        return out
+        """Violation probabilities (an input's highest window), ``batch_size`` windows per mixed-adapter pass,
+        in :func:`batch_order`."""
+        return self._scores(rows, self._inputs(rows))
 
     def decode(self, rows: Sequence[Row]) -> list[str]:
         """Greedy policy JSON for flagged rows of policy guardrails (their violated categories)."""
-        import torch
-
         answers: list[str] = []
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
-                batch = _left_pad([self.guards[n].prompt_ids(t) for n, t in chunk], self.tokenizer.pad_token_id)
-                out = self.model.generate(**batch, **self._adapters([n for n, _ in chunk]), do_sample=False,
-                                          max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-                answers += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                prompts = [self.guards[n].prompt_ids(t) for n, t in chunk]
+                answers += generate_answers(self.model, self.tokenizer, prompts, self.max_new_tokens,
+                                            **self._adapters([n for n, _ in chunk]))
         return answers
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _inputs(self, rows: Sequence[Row]) -> list[dict[str, list[int]]]:
+    def _inputs(self, rows: Sequence[Row]) -> list[Encoded]:
+        """Each row's windows, encoded by its guardrail (one tokenizer call per guardrail)."""
         by_guard: dict[str, list[int]] = {}
         for i, (name, _) in enumerate(rows):
             by_guard.setdefault(name, []).append(i)
         out: list[Any] = [None] * len(rows)
         for name, idx in by_guard.items():
-            guard = self.guards[name]
-            texts = [rows[i][1] for i in idx]
-            if self.kind == "classifier":
-                features = guard.classifier_features(texts)
-            else:
-                features = [{"input_ids": guard.scoring_ids(t)} for t in texts]
-            for i, f in zip(idx, features):
-                out[i] = f
+            for i, encoded in zip(idx, self.guards[name].inputs([rows[i][1] for i in idx])):
+                out[i] = encoded
         return out
+
+    def _scores(self, rows: Sequence[Row], inputs: list[Encoded]) -> list[float]:
+        windows: list[WindowRef] = windows_of(inputs, range(len(rows)))
+        order = batch_order([len(inputs[i].windows[k]["input_ids"]) for i, k in windows],
+                            [rows[i][0] for i, _ in windows])
+        batches = [[windows[j] for j in order[start : start + self.batch_size]]
+                   for start in range(0, len(order), self.batch_size)]
+        decisions = [self.guards[name].decision for name, _ in rows] if self.kind == "generative" else None
+        with self._lock:
+            return score_batches(self.model, self.tokenizer, self.kind, inputs, batches, decisions,
+                                 lambda owners: self._adapters([rows[i][0] for i in owners]))
 
     def _adapters(self, names: list[str]) -> dict[str, Any]:
         """Forward kwargs for rows of ``names``: one adapter -> make it active (peft's plain path, no
@@ -141,24 +134,6 @@ class AdapterPool:
             self.model.set_adapter(names[0])
             return {}
         return {"adapter_names": names}
-
-    def _classify(self, features: list[dict[str, list[int]]], names: list[str]) -> list[float]:
-        batch = self.tokenizer.pad(features, padding=True, return_tensors="pt")
-        logits = self.model(**batch, **self._adapters(names)).logits
-        return logits.float().softmax(-1)[:, 1].tolist()
-
-    def _next_token(self, features: list[dict[str, list[int]]], names: list[str], decisions: list[Any]) -> list[float]:
-        import torch
-
-        batch = _left_pad([f["input_ids"] for f in features], self.tokenizer.pad_token_id)
-        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=position_ids, logits_to_keep=1,
-                            **self._adapters(names)).logits[:, -1]
-        pos = torch.tensor([d.positive for d in decisions])
-        neg = torch.tensor([d.negative for d in decisions])
-        rows = torch.arange(len(decisions))
-        pair = torch.stack([logits[rows, pos], logits[rows, neg]], dim=-1).float()
-        return pair.softmax(-1)[:, 0].tolist()
 
 
 class SeparateModels:
@@ -203,16 +178,3 @@ def batch_order(lengths: Sequence[int], adapters: Sequence[str], bucket: int = 3
         [1, 3, 2, 0]
     """
     return sorted(range(len(lengths)), key=lambda i: (-(lengths[i] // bucket), adapters[i], -lengths[i]))
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> dict[str, Any]:
-    """Left-padded ``input_ids`` / ``attention_mask`` (as ``Guardrail`` pads generative prompts)."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return {"input_ids": ids, "attention_mask": mask}

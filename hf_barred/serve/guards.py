@@ -1,9 +1,10 @@
 """What the server knows of one saved guardrail: the ONLY module of :mod:`hf_barred.serve` that reads
 the folder format of ``barred train`` (``guardrail_config.json``, the adapter, the tokenizer).
 
-A :class:`ServedGuard` turns texts into model inputs exactly as :class:`hf_barred.guardrails.guardrail.Guardrail`
-does in-process (same tokenizer calls, same prompt, same decision tokens), and turns a score into the
-same :class:`~hf_barred.guardrails.guardrail.Verdict`. If the saved format changes, this module is the one to adapt.
+A :class:`ServedGuard` reads texts with the :class:`~hf_barred.guardrails.scoring.Scorer` that
+:class:`hf_barred.guardrails.guardrail.Guardrail` scores through in-process, and turns a score into the same
+:class:`~hf_barred.guardrails.scoring.Verdict` (:func:`~hf_barred.guardrails.scoring.verdict`). If the saved
+format changes, this module is the one to adapt.
 
 Example:
     >>> import tempfile
@@ -25,16 +26,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
-from ..guardrails.encoding import DecisionTokens, PromptEncoder, classifier_inputs
-from ..guardrails.formats import count_categories, parse_policy_answer
-from ..guardrails.guardrail import Guardrail, Verdict
-from ..guardrails.loading import load_tokenizer, resolve_base_model, torch_dtype
-from ..guardrails.spec import SPEC_FILE, GuardrailSpec
+from ..guardrails.encoding import DecisionTokens
+from ..guardrails.formats import count_categories
+from ..guardrails.guardrail import Guardrail
+from ..guardrails.loading import guardrail_folder, load_tokenizer, model_window, resolve_base_model, torch_dtype
+from ..guardrails.scoring import Encoded, Scorer, Verdict, verdict
+from ..guardrails.spec import GuardrailSpec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -70,19 +72,12 @@ class ServedGuard:
     folder: Path
     spec: GuardrailSpec
     source: str = ""
-    _encoder: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, source: str, name: Optional[str] = None, revision: Optional[str] = None,
              token: Optional[str] = None) -> "ServedGuard":
         """A local folder made by ``barred train``, or a Hub repo id (downloaded once)."""
-        folder = Path(source).expanduser()
-        if not (folder / SPEC_FILE).is_file():
-            if folder.exists() or str(source).startswith((".", "/", "~")):
-                GuardrailSpec.load(folder)  # raises the expected/found/fix error
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(str(source), revision=revision, token=token))
+        folder = guardrail_folder(source, revision=revision, token=token)
         spec = GuardrailSpec.load(folder)
         guard = cls(name=check_name(name or default_name(source)), folder=folder, spec=spec, source=str(source))
         if spec.prompt_format == "binary" and not spec.rule and (spec.kind == "generative" or spec.pair_rule):
@@ -132,6 +127,7 @@ class ServedGuard:
                 "base_model": spec.base_model, "prompt_format": spec.prompt_format, "rule": spec.rule,
                 "taxonomy": spec.taxonomy, "categories": self.category_codes, "label_names": list(spec.label_names),
                 "threshold": spec.threshold, "pair_rule": spec.pair_rule, "max_length": spec.max_length,
+                "long_inputs": spec.long_inputs, "chunk_stride": spec.chunk_stride,
                 "format_version": spec.format_version, "adapter": self.adapter}
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -141,43 +137,39 @@ class ServedGuard:
         """The folder's tokenizer; guardrails whose tokenizer files are identical share one object."""
         return _shared_tokenizer(_tokenizer_fingerprint(self.folder), str(self.folder), self.kind)
 
-    def classifier_features(self, texts: list[str]) -> list[dict[str, list[int]]]:
-        """Unpadded tokenizer outputs, one dict per text, as ``Guardrail._score_classifier`` tokenises."""
-        rules = [self.spec.rule] * len(texts) if self.spec.pair_rule else None
-        enc = classifier_inputs(self.tokenizer, texts, rules, self.spec.max_length)
-        return [{key: enc[key][i] for key in enc.keys()} for i in range(len(texts))]
+    @cached_property
+    def window(self) -> int:
+        """Tokens the model reads at once, as ``Guardrail`` reads them (``max_length``, capped by the position
+        embeddings of what the model loads from)."""
+        from transformers import AutoConfig
 
-    @property
-    def encoder(self) -> PromptEncoder:
-        if self._encoder is None:
-            self._encoder = PromptEncoder(self.tokenizer, self.spec.max_length)
-        return self._encoder
+        config = AutoConfig.from_pretrained(self.base_path if self.adapter else str(self.folder))
+        return model_window(config, self.spec.max_length)
 
     @cached_property
+    def scorer(self) -> Scorer:
+        """The model inputs of this guardrail (its windows, the decision tokens), as ``Guardrail`` builds them."""
+        return Scorer(self.tokenizer, self.spec, self.window)
+
+    @property
     def decision(self) -> DecisionTokens:
-        """After which ids, and between which two tokens, the verdict is read."""
-        return self.encoder.decision_tokens(self.spec.prompt_format)
+        """After which ids, and between which two tokens, the verdict is read (generative guardrails)."""
+        return self.scorer.decision
+
+    def inputs(self, texts: list[str]) -> list[Encoded]:
+        """Each text's windows, read with the guardrail's own rule and taxonomy."""
+        n = len(texts)
+        return self.scorer.encode(texts, [self.spec.rule] * n, [self.spec.taxonomy] * n, [None] * n)
 
     def prompt_ids(self, text: str) -> list[int]:
         """The classification prompt's ids (what the policy JSON is decoded after)."""
-        messages = self.encoder.fit(self.spec.prompt_format, text, self.spec.rule, None, self.spec.taxonomy,
-                                    reserve=len(self.decision.prefix) + 1)  # a long text: its first window
-        return self.encoder.prompt_ids(messages)
-
-    def scoring_ids(self, text: str) -> list[int]:
-        """The prompt plus the answer tokens common to both answers: the next token is the verdict."""
-        return self.prompt_ids(text) + list(self.decision.prefix)
+        return self.scorer.prompt_ids(text, self.spec.rule, self.spec.taxonomy)
 
     # -- outputs ----------------------------------------------------------------------------------
 
-    def verdict(self, score: float, raw: Optional[str] = None) -> Verdict:
+    def verdict(self, score: float, raw: Optional[str] = None, windows: int = 1) -> Verdict:
         """The :class:`Verdict` of ``score`` (and, for a policy guardrail, of its decoded JSON)."""
-        flagged = score >= self.spec.threshold
-        out = Verdict(label=self.spec.label_names[int(flagged)], flagged=flagged, score=float(score))
-        if raw is not None:
-            parsed = parse_policy_answer(raw, n_categories=count_categories(self.spec.taxonomy))
-            out.raw, out.categories, out.error = raw, parsed.categories, parsed.error
-        return out
+        return verdict(self.spec, score, windows=windows, raw=raw)
 
     def load_model(self, dtype: Optional[str] = None) -> Guardrail:
         """The whole guardrail in-process (for full-weight folders that cannot share a base)."""

@@ -4,10 +4,11 @@
 = the largest rank, rounded up to a size vLLM accepts); :class:`VLLMProcess` runs it as a subprocess
 on 127.0.0.1 and watches it; or attach to a running server with ``--vllm-url``.
 
-:class:`VLLMBackend` scores a check exactly as :class:`~hf_barred.guardrails.guardrail.Guardrail` does: the same
-prompt token ids (plus the answer tokens common to both answers) go to ``/v1/completions`` with the
-guardrail's adapter as ``model``, ``max_tokens=1``, greedy, ``logprobs=20`` (token ids, not strings);
-the score is ``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe), with both decision tokens'
+:class:`VLLMBackend` scores a check exactly as :class:`~hf_barred.guardrails.guardrail.Guardrail` does: the
+same prompt token ids (:mod:`hf_barred.guardrails.scoring`: each window's prompt plus the answer tokens common
+to both answers; a text scores its highest window) go to ``/v1/completions`` with the guardrail's adapter as
+``model``, ``max_tokens=1``, greedy, ``logprobs=20`` (token ids, not strings); the score is
+``P(pos) / (P(pos) + P(neg))`` (``"1"``/``"0"``, or unsafe/safe), with both decision tokens'
 log-probabilities asked for by id (``logprob_token_ids``). On an older server, which answers the top 20
 only, a decision token outside them is read exactly as a prompt log-probability of the prompt plus it.
 All guardrails of a check are sent at once (one request per adapter, each with all texts), so vLLM
@@ -22,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
 import subprocess
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..guardrails.guardrail import Verdict
+from ..guardrails.scoring import Verdict, decision_probability, windows_of
 from .guards import ServedGuard
 
 Row = tuple[str, str]
@@ -220,7 +220,10 @@ class VLLMBackend:
         return out
 
     async def _scores(self, guard: ServedGuard, texts: list[str]) -> list[float]:
-        prompts = [guard.scoring_ids(t) for t in texts]
+        """Each text's score: the highest of its windows (the prompts of :mod:`hf_barred.guardrails.scoring`)."""
+        inputs = guard.inputs(texts)
+        owners = [i for i, _ in windows_of(inputs, range(len(texts)))]
+        prompts = [w["input_ids"] for e in inputs for w in e.windows]
         # logprob_token_ids (recent vLLM): the two decision tokens' log-probabilities over the whole
         # vocabulary, whatever their rank; a server without it answers the top 20 instead.
         body = {"model": guard.name, "prompt": prompts, "max_tokens": 1, "temperature": 0.0,
@@ -228,12 +231,12 @@ class VLLMBackend:
                 "return_tokens_as_token_ids": True}
         choices = sorted((await self._post(body))["choices"], key=lambda c: c["index"])
         pos, neg = guard.decision.positive, guard.decision.negative
-        scores = []
-        for prompt, choice in zip(prompts, choices):
+        scores = [0.0] * len(texts)
+        for owner, prompt, choice in zip(owners, prompts, choices):
             top = {int(k.rsplit(":", 1)[1]): v for k, v in choice["logprobs"]["top_logprobs"][0].items()}
             lp_pos = top[pos] if pos in top else await self._prompt_logprob(guard, prompt, pos)
             lp_neg = top[neg] if neg in top else await self._prompt_logprob(guard, prompt, neg)
-            scores.append(1.0 / (1.0 + math.exp(lp_neg - lp_pos)))
+            scores[owner] = max(scores[owner], decision_probability(lp_pos, lp_neg))
         return scores
 
     async def _prompt_logprob(self, guard: ServedGuard, prompt: list[int], token: int) -> float:

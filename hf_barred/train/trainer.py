@@ -213,7 +213,7 @@ def _spec(args: GuardrailTrainingArguments, data: Prepared, trainer: Any, trunca
         taxonomy=args.taxonomy or (taxonomies.pop() if len(taxonomies) == 1 else None),
         label_names=data.info.label_names, threshold=args.threshold,
         pair_rule=pair_rule and args.model_kind == "classifier", max_length=args.max_length,
-        long_inputs=args.long_inputs,
+        long_inputs=args.long_inputs, chunk_stride=args.chunk_stride,
         adapter=args.use_lora and (not args.merge_adapter if args.model_kind == "generative" else args.keep_adapter),
         training={"config": args.guardrail_dict(), "train_rows": len(data.train),
                   "eval_rows": len(data.eval) if data.eval is not None else 0, "validation": data.split_note,

@@ -72,6 +72,11 @@ def test_classifier_verdicts(classifier_dir):
     assert all(v.flagged for v in Guardrail.from_pretrained(classifier_dir, threshold=0.0)(TEXTS))
 
 
+def test_training_writes_chunk_stride_into_the_spec(classifier_dir):
+    assert json.loads((classifier_dir / "guardrail_config.json").read_text())["chunk_stride"] == 32
+    assert Guardrail.from_pretrained(classifier_dir).stride == 32
+
+
 def test_classifier_folder_loads_with_a_pipeline(classifier_dir):
     from transformers import pipeline
 
@@ -165,6 +170,8 @@ def test_policy_guardrail_decodes_categories_of_flagged_rows(tmp_path, data):
 def test_missing_guardrail_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="Expected guardrail_config.json"):
         Guardrail.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="Expected guardrail_config.json"):  # a path, not a Hub id
+        Guardrail.from_pretrained(tmp_path / "missing")
 
 
 def test_train_and_evaluate_commands(tmp_path, data, capsys):
@@ -205,7 +212,6 @@ def test_push_to_hub_and_load_by_repo_id(classifier_dir, hub_server, tmp_path):
     from huggingface_hub import ModelCard
 
     from hf_barred.hub.model_card import write_model_card
-    from hf_barred.train.publish import push_guardrail
 
     folder = tmp_path / "guard"
     shutil.copytree(classifier_dir, folder)
@@ -213,13 +219,55 @@ def test_push_to_hub_and_load_by_repo_id(classifier_dir, hub_server, tmp_path):
     (folder / "checkpoint-3" / "optimizer.bin").write_bytes(b"x")
     repo_id = hub_server.new_repo_id("xstest-guard")
     write_model_card(folder, repo_id=repo_id)
-    push_guardrail(folder, repo_id, private=True)
+    Guardrail.from_pretrained(folder).push_to_hub(repo_id, private=True)  # huggingface_hub.ModelHubMixin
     guard = Guardrail.from_pretrained(repo_id)
     assert [v.score for v in guard(TEXTS)] == pytest.approx([v.score for v in Guardrail.from_pretrained(folder)(TEXTS)])
     assert ModelCard.load(repo_id).data.base_model is None  # a local test base: no Hub id to cite
+    assert guard.card == (folder / "README.md").read_text()  # the card it was loaded with went along
     from huggingface_hub import HfApi
 
     assert not any(f.startswith("checkpoint-") for f in HfApi().list_repo_files(repo_id))
+
+
+def test_save_pretrained_round_trip_keeps_the_folder_format(generative_dir, hub_server, tmp_path):
+    """save_pretrained writes what `barred train` writes (an adapter guardrail stays an adapter, no
+    config.json of the mixin's); from_pretrained reads it back, from a folder or from a Hub repo."""
+    from hf_barred.hub.model_card import write_model_card
+
+    folder = tmp_path / "trained"
+    shutil.copytree(generative_dir, folder)
+    write_model_card(folder)
+    guard = Guardrail.from_pretrained(folder)
+    guard.save_pretrained(tmp_path / "saved")
+    trained = {p.name for p in folder.iterdir()} - {"train_results.json", "training_args.bin"}  # training records
+    assert {p.name for p in (tmp_path / "saved").iterdir()} == trained and "config.json" not in trained
+    assert (tmp_path / "saved/README.md").read_text() == (folder / "README.md").read_text()
+    expected = [v.score for v in guard(TEXTS)]
+    assert [v.score for v in Guardrail.from_pretrained(tmp_path / "saved")(TEXTS)] == expected
+    repo_id = hub_server.new_repo_id("generative-guard")
+    guard.push_to_hub(repo_id)
+    pulled = Guardrail.from_pretrained(repo_id, threshold=0.0)
+    assert pulled.spec.adapter and [v.score for v in pulled(TEXTS)] == pytest.approx(expected, abs=1e-6)
+    assert all(v.flagged for v in pulled(TEXTS, categories=False))
+
+
+def test_train_command_pushes_the_guardrail_and_its_reports(tmp_path, data, hub_server):
+    from huggingface_hub import HfApi
+
+    csv_path = tmp_path / "train.csv"
+    data.to_csv(str(csv_path))
+    base = make_tiny_classifier(tmp_path / "base", corpus=list(data["prompt"]) + [RULE])
+    repo_id = hub_server.new_repo_id("pushed-guard")
+    assert main(["train", str(csv_path), "--output", str(tmp_path / "guard"), "--base_model", base, "--rule", RULE,
+                 "--num_train_epochs", "1", "--validation_size", "0.25", "--test-dataset", str(csv_path),
+                 "--push_to_hub", "--hub_model_id", repo_id]) == 0
+    files = set(HfApi().list_repo_files(repo_id))
+    assert {"README.md", "guardrail_config.json", "model.safetensors", "train_results.json",
+            "eval/report.json"} <= files
+    assert "eval/predictions.jsonl" not in files
+    pulled = Guardrail.from_pretrained(repo_id)
+    assert [v.score for v in pulled(TEXTS)] == pytest.approx([v.score for v in Guardrail.from_pretrained(
+        tmp_path / "guard")(TEXTS)], abs=1e-6)
 
 
 # -- long inputs ------------------------------------------------------------------------------------

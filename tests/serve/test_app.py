@@ -116,6 +116,29 @@ def test_http_verdicts_equal_in_process(url, local):
         assert result["flagged"] == any(v["flagged"] for v in result["guardrails"].values())
 
 
+def test_served_and_local_guardrails_read_the_same_windows(registry, local):
+    """One scoring path: a served guardrail encodes texts with the Scorer that Guardrail scores through."""
+    long_text = " ".join(TEXTS * 40)
+    for name, guard in local.items():
+        served = registry.guards[name].inputs(TEXTS + [long_text])
+        n = len(TEXTS) + 1
+        assert served == guard.scorer.encode(TEXTS + [long_text], [guard.spec.rule] * n, [None] * n, [None] * n)
+        assert served[-1].spans > 1
+
+
+def test_long_inputs_are_scored_in_windows_as_in_process(registry, local):
+    """A text longer than the window: every window scored, in mixed-adapter batches; the verdict equals
+    Guardrail's (the highest window), for classifier and generative adapters alike."""
+    texts = [" ".join(TEXTS * 40), TEXTS[1]]
+    results = asyncio.run(registry.check(list(local), texts))
+    for name, guard in local.items():
+        expected = guard(texts)
+        assert expected[0].windows > 1
+        for result, want in zip(results, expected):
+            got = result[name]
+            assert abs(got.score - want.score) < TOL and (got.flagged, got.windows) == (want.flagged, want.windows)
+
+
 def test_model_selects_guardrails_and_a_string_input(url, local):
     one = post(url, {"input": TEXTS[1], "model": "cls1"}).json()
     assert list(one["results"][0]["category_scores"]) == ["cls1"] and one["model"] == "cls1"
@@ -323,6 +346,31 @@ def test_policy_guardrail_in_the_pool_decodes_like_in_process(tmp_path):
         assert abs(got["score"] - want.score) < TOL and got["flagged"]
         assert (got["categories"], got["error"]) == (want.categories, want.error)
         assert {k for k in result["categories"]} == {"policy", "policy/S1", "policy/S2"}
+
+
+def test_vllm_scores_a_long_text_by_its_highest_window(generative_dirs):
+    """Scripted vLLM answers: each window of a long text is one prompt (the Scorer's), the text's score the
+    highest of them."""
+    import math
+
+    guard = ServedGuard.load(generative_dirs[0], name="gen0")
+    guard.window = 280  # the A.4 instructions take ~200 tokens of it
+    long_text = " ".join(TEXTS * 10)
+    (encoded,) = guard.inputs([long_text])
+    sent: list[dict] = []
+
+    class Scripted(VLLMBackend):
+        async def _post(self, body):
+            sent.append(body)
+            pos, neg = guard.decision.positive, guard.decision.negative
+            return {"choices": [{"index": i, "logprobs": {"top_logprobs": [
+                {f"token_id:{pos}": math.log(0.1 * (1 + i % 5)), f"token_id:{neg}": math.log(0.5)}]}}
+                for i in range(len(body["prompt"]))]}
+
+    (score,) = asyncio.run(Scripted([guard], "http://127.0.0.1:1")._scores(guard, [long_text]))
+    assert len(encoded.windows) > 1 and sent[0]["prompt"] == [w["input_ids"] for w in encoded.windows]
+    best = max(0.1 * (1 + i % 5) for i in range(len(encoded.windows)))
+    assert abs(score - best / (best + 0.5)) < 1e-9
 
 
 def test_vllm_scores_ask_for_both_decision_tokens_by_id(generative_dirs):
