@@ -5,8 +5,7 @@
 - :mod:`.vllm_backend` generative LoRA guardrails on one ``vllm serve --enable-lora`` per base;
 - :mod:`.batching` micro-batching of close-together requests;
 - :mod:`.registry` routing a check to the backends; :mod:`.launch` building them and running uvicorn;
-- :mod:`.app` the FastAPI app; :mod:`.schemas` its bodies; :mod:`.security` key, limits, errors;
-- :mod:`.tiny` LoRA classifier guardrails that keep their adapter (tests, examples, benchmark).
+- :mod:`.app` the FastAPI app; :mod:`.schemas` its bodies; :mod:`.security` key, limits, errors.
 
 The client side is :class:`hf_barred.guardrails.remote.RemoteGuardrail`.
 """

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GuardrailConfig", "GuardrailSpec", "GuardrailTrainingArguments", "TrainResult", "train_guardrail"]
+__all__ = ["GuardrailConfig", "GuardrailTrainingArguments", "TrainResult", "train_guardrail"]
 
 _LAZY = {"GuardrailTrainingArguments": "args", "GuardrailConfig": "args", "train_guardrail": "trainer",
-         "TrainResult": "trainer", "GuardrailSpec": "spec"}
+         "TrainResult": "trainer"}
 
 
 def __getattr__(name: str) -> Any:  # transformers and trl load on first use
