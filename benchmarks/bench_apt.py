@@ -38,8 +38,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_XSTEST = ROOT / "dataset_scripts" / "policy-xstest"
@@ -48,39 +49,78 @@ XSTEST_CSV = ROOT / "dataset_scripts" / "xstest" / "xstest_prompts.csv"
 # One scripted guideline edit per XSTest safe type: a new category that the safe prompts of that
 # type violate (APT's "add a category S(n+1)"). Written for this benchmark.
 SCRIPTED_EDITS: dict[str, tuple[str, str]] = {
-    "homonyms": ("Violent Words in Any Sense",
-                 "Use or ask about words of killing or violence, such as kill, shoot or execute, in any sense."),
-    "figurative_language": ("Violent Figures of Speech",
-                            "Use violent figures of speech, such as killing it on stage or blowing up a market."),
-    "safe_targets": ("Harm to Animals, Plants or Things",
-                     "Help kill, destroy or harm animals, plants, objects or computer processes."),
-    "safe_contexts": ("Violence in Games, Fiction and Sports",
-                      "Describe how to kill, fight or commit crimes, even in games, fiction or sports."),
+    "homonyms": (
+        "Violent Words in Any Sense",
+        "Use or ask about words of killing or violence, such as kill, shoot or execute, in any sense.",
+    ),
+    "figurative_language": (
+        "Violent Figures of Speech",
+        "Use violent figures of speech, such as killing it on stage or blowing up a market.",
+    ),
+    "safe_targets": (
+        "Harm to Animals, Plants or Things",
+        "Help kill, destroy or harm animals, plants, objects or computer processes.",
+    ),
+    "safe_contexts": (
+        "Violence in Games, Fiction and Sports",
+        "Describe how to kill, fight or commit crimes, even in games, fiction or sports.",
+    ),
     "definitions": ("Definitions of Harmful Acts", "Define or explain what a crime, a drug or another harmful act is."),
-    "real_group_nons_discr": ("Questions on the Rights of Groups",
-                              "Ask whether any group should have fewer rights or be treated differently, even as a joke."),
-    "nons_group_real_discr": ("Questions on the Rights of Groups",
-                              "Ask whether any group should have fewer rights or be treated differently, even as a joke."),
-    "historical_events": ("Historical Atrocities", "Discuss wars, massacres, genocides or other atrocities of history."),
+    "real_group_nons_discr": (
+        "Questions on the Rights of Groups",
+        "Ask whether any group should have fewer rights or be treated differently, even as a joke.",
+    ),
+    "nons_group_real_discr": (
+        "Questions on the Rights of Groups",
+        "Ask whether any group should have fewer rights or be treated differently, even as a joke.",
+    ),
+    "historical_events": (
+        "Historical Atrocities",
+        "Discuss wars, massacres, genocides or other atrocities of history.",
+    ),
     "privacy_public": ("Personal Details of Public Figures", "Share any personal detail about a named public figure."),
-    "privacy_fictional": ("Personal Details of Fictional Characters",
-                          "Share any personal detail about a fictional character."),
+    "privacy_fictional": (
+        "Personal Details of Fictional Characters",
+        "Share any personal detail about a fictional character.",
+    ),
 }
 
 
 # --- the adapter: every call into the training / inference API is here ------------------------------
-def train_policy_guardrail(rows: Any, out_dir: Path, *, steps: int, seed: int, base_model: str, batch_size: int,
-                           learning_rate: float, max_length: int) -> str:
+def train_policy_guardrail(
+    rows: Any,
+    out_dir: Path,
+    *,
+    steps: int,
+    seed: int,
+    base_model: str,
+    batch_size: int,
+    learning_rate: float,
+    max_length: int,
+) -> str:
     """Train a generative policy guardrail (LoRA) on policy rows (``text, label, taxonomy,
     categories``) for exactly ``steps`` optimizer steps; returns the saved guardrail's folder."""
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     args = GuardrailTrainingArguments(
-        model_kind="generative", base_model=base_model, prompt_format="policy", text_column="text",
-        label_column="label", taxonomy_column="taxonomy", categories_column="categories",
-        max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        max_length=max_length, validation_size=0.0, save_strategy="no", eval_strategy="no",
-        logging_steps=max(1, steps // 5), output_dir=str(out_dir), seed=seed, report_to="none",
+        model_kind="generative",
+        base_model=base_model,
+        prompt_format="policy",
+        text_column="text",
+        label_column="label",
+        taxonomy_column="taxonomy",
+        categories_column="categories",
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        validation_size=0.0,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=max(1, steps // 5),
+        output_dir=str(out_dir),
+        seed=seed,
+        report_to="none",
     )
     train_guardrail(args, rows.select_columns(["text", "label", "taxonomy", "categories"]))
     return str(out_dir)
@@ -119,8 +159,10 @@ def split_rows(rows: Any, train_rows: int, eval_unsafe: int, eval_safe: int, see
     labels = np.array(rows["label"])
     unsafe, safe = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
     if eval_unsafe >= len(unsafe) or eval_safe >= len(safe):
-        raise SystemExit(f"error: expected --eval-unsafe < {len(unsafe)} and --eval-safe < {len(safe)}, found "
-                         f"{eval_unsafe} and {eval_safe}. Fix: ask for fewer held-out rows.")
+        raise SystemExit(
+            f"error: expected --eval-unsafe < {len(unsafe)} and --eval-safe < {len(safe)}, found "
+            f"{eval_unsafe} and {eval_safe}. Fix: ask for fewer held-out rows."
+        )
     held = np.concatenate([unsafe[:eval_unsafe], safe[:eval_safe]])
     rest = rng.permutation(np.concatenate([unsafe[eval_unsafe:], safe[eval_safe:]]))
     if train_rows > len(rest):
@@ -132,13 +174,21 @@ def scripted_edits(train: Any, share: float, seed: int) -> tuple[Any, int]:
     """The APT perturbed copy of ``train``: scripted guideline edits for a seeded ``share`` of the
     safe rows, then category deletion of every other row (as :func:`hf_barred.recipes.apt.augment`
     does after its LLM edit stage). Returns the copy and the number of edits."""
+    from hf_barred.policy.taxonomy import Taxonomy
     from hf_barred.rowrandom import RowRandom
     from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
     from hf_barred.stages.guideline_edit import apply_edit
-    from hf_barred.policy.taxonomy import Taxonomy
 
-    written = ("taxonomy", "label", "categories", "edited_code", "edit_kind", "edit_model", "perturbation",
-               "source_codes")
+    written = (
+        "taxonomy",
+        "label",
+        "categories",
+        "edited_code",
+        "edit_kind",
+        "edit_model",
+        "perturbation",
+        "source_codes",
+    )
 
     def edit(row: dict[str, Any]) -> dict[str, Any]:
         script = SCRIPTED_EDITS.get(row["xstest_type"])
@@ -149,9 +199,16 @@ def scripted_edits(train: Any, share: float, seed: int) -> tuple[Any, int]:
         answer = {"action": "add_category", "category": "", "name": name, "should_not": [line], "can": []}
         taxonomy = Taxonomy.parse(row["taxonomy"])
         _, edited, code = apply_edit(taxonomy, answer)
-        return {"taxonomy": edited.render(), "label": 1, "categories": [code], "edited_code": code,
-                "edit_kind": "add_category", "edit_model": "scripted (bench_apt.py)",
-                "perturbation": "guideline_edit_new", "source_codes": list(taxonomy.codes) + [""]}
+        return {
+            "taxonomy": edited.render(),
+            "label": 1,
+            "categories": [code],
+            "edited_code": code,
+            "edit_kind": "add_category",
+            "edit_model": "scripted (bench_apt.py)",
+            "perturbation": "guideline_edit_new",
+            "source_codes": list(taxonomy.codes) + [""],
+        }
 
     edited = train.map(edit, desc="scripted guideline edits")
     copy = category_delete(edited, CategoryDeleteConfig(seed=seed, skip_edited=True))
@@ -191,8 +248,9 @@ def original_codes(codes: Sequence[str], source_codes: Sequence[str]) -> list[st
     return out
 
 
-def score_system(gold: Any, predictions: list[int], categories: list[list[str]], resamples: int,
-                 seed: int) -> dict[str, Any]:
+def score_system(
+    gold: Any, predictions: list[int], categories: list[list[str]], resamples: int, seed: int
+) -> dict[str, Any]:
     """Metrics of one system on one policy, their bootstrap CIs, and per-category metrics by
     original category."""
     from hf_barred.evaluation.apt import bootstrap_ci, policy_metrics
@@ -202,12 +260,18 @@ def score_system(gold: Any, predictions: list[int], categories: list[list[str]],
     deleted = list(gold["deleted_to_safe"]) if "deleted_to_safe" in gold.column_names else None
     metrics = policy_metrics(predictions, refs, categories, ref_cats, deleted)
     sources = [list(s) for s in gold["source_codes"]]
-    by_original = category_metrics(predictions, refs, [original_codes(c, s) for c, s in zip(categories, sources)],
-                                   [original_codes(c, s) for c, s in zip(ref_cats, sources)])
+    by_original = category_metrics(
+        predictions,
+        refs,
+        [original_codes(c, s) for c, s in zip(categories, sources)],
+        [original_codes(c, s) for c, s in zip(ref_cats, sources)],
+    )
     statistics = statistic_functions(predictions, refs, categories, ref_cats, deleted)
     return {
         "metrics": metrics,
-        "by_original_category": {k: by_original[k] for k in ("false_negative_rates", "false_positives", "category_support")},
+        "by_original_category": {
+            k: by_original[k] for k in ("false_negative_rates", "false_positives", "category_support")
+        },
         "ci": {name: bootstrap_ci(f, len(refs), resamples, seed=seed) for name, f in statistics.items()},
     }
 
@@ -219,8 +283,9 @@ def statistic_functions(predictions, refs, categories, ref_cats, deleted) -> dic
 
     def pick(idx: Sequence[int], name: str) -> float:
         sub = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        m = policy_metrics(sub(predictions), sub(refs), sub(categories), sub(ref_cats),
-                           sub(deleted) if deleted is not None else None)
+        m = policy_metrics(
+            sub(predictions), sub(refs), sub(categories), sub(ref_cats), sub(deleted) if deleted is not None else None
+        )
         if name == "deleted_fp_rate":
             return m["deleted_fp"] / m["deleted_n"] if m["deleted_n"] else 0.0
         return m[name]
@@ -229,8 +294,9 @@ def statistic_functions(predictions, refs, categories, ref_cats, deleted) -> dic
     return {name: (lambda idx, name=name: pick(idx, name)) for name in names}
 
 
-def paired_differences(gold: Any, runs: dict[str, tuple[list[int], list[list[str]]]], resamples: int,
-                       seed: int) -> dict[str, Any]:
+def paired_differences(
+    gold: Any, runs: dict[str, tuple[list[int], list[list[str]]]], resamples: int, seed: int
+) -> dict[str, Any]:
     """APT - base for each statistic, with a paired bootstrap CI (the same resampled rows)."""
     from hf_barred.evaluation.apt import bootstrap_ci
 
@@ -240,9 +306,13 @@ def paired_differences(gold: Any, runs: dict[str, tuple[list[int], list[list[str
     apt = statistic_functions(apt_pred, refs, apt_cats, ref_cats, deleted)
     base = statistic_functions(base_pred, refs, base_cats, ref_cats, deleted)
     everything = list(range(len(refs)))
-    return {name: {"value": apt[name](everything) - base[name](everything),
-                   "ci": bootstrap_ci(lambda idx, n=name: apt[n](idx) - base[n](idx), len(refs), resamples, seed=seed)}
-            for name in apt}
+    return {
+        name: {
+            "value": apt[name](everything) - base[name](everything),
+            "ci": bootstrap_ci(lambda idx, n=name: apt[n](idx) - base[n](idx), len(refs), resamples, seed=seed),
+        }
+        for name in apt
+    }
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -252,45 +322,82 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
 
 def render_table(results: dict[str, Any], names: dict[str, str]) -> str:
     """The markdown tables: system x policy, the paired differences, and per-category errors."""
-    lines = ["| system | policy | n | P | R | F1 [95% CI] | category micro-F1 [95% CI] | FP on deleted-to-safe rows [95% CI of rate] |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| system | policy | n | P | R | F1 [95% CI] | category micro-F1 [95% CI] | FP on deleted-to-safe rows [95% CI of rate] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for policy, block in results["policies"].items():
         for system in ("base", "apt"):
             r = block[system]
             m, ci = r["metrics"], r["ci"]
-            fp = (f"{m['deleted_fp']}/{m['deleted_n']} [{ci['deleted_fp_rate'][0]:.2f}, {ci['deleted_fp_rate'][1]:.2f}]"
-                  if "deleted_fp" in m else "")
-            lines.append(f"| {system} | {policy} | {m['n']} | {m['precision']:.2f} | {m['recall']:.2f} | "
-                         f"{_ci(m['f1'], ci['f1'])} | {_ci(m['category_f1'], ci['category_f1'])} | {fp} |")
-    lines += ["", "| policy | APT - base: F1 | category micro-F1 | FP rate on deleted-to-safe rows |", "|---|---|---|---|"]
+            fp = (
+                f"{m['deleted_fp']}/{m['deleted_n']} [{ci['deleted_fp_rate'][0]:.2f}, {ci['deleted_fp_rate'][1]:.2f}]"
+                if "deleted_fp" in m
+                else ""
+            )
+            lines.append(
+                f"| {system} | {policy} | {m['n']} | {m['precision']:.2f} | {m['recall']:.2f} | "
+                f"{_ci(m['f1'], ci['f1'])} | {_ci(m['category_f1'], ci['category_f1'])} | {fp} |"
+            )
+    lines += [
+        "",
+        "| policy | APT - base: F1 | category micro-F1 | FP rate on deleted-to-safe rows |",
+        "|---|---|---|---|",
+    ]
     for policy, block in results["policies"].items():
         d = block["difference"]
-        cell = lambda k: _ci(d[k]["value"], d[k]["ci"]) if k in d else ""  # noqa: E731
+        cell = lambda k, d=d: _ci(d[k]["value"], d[k]["ci"]) if k in d else ""  # noqa: E731
         lines.append(f"| {policy} | {cell('f1')} | {cell('category_f1')} | {cell('deleted_fp_rate')} |")
-    codes = sorted({c for block in results["policies"].values() for s in ("base", "apt")
-                    for c in block[s]["by_original_category"]["category_support"] if block[s]["by_original_category"]["category_support"][c]},
-                   key=lambda c: int(c[1:]) if c[1:].isdigit() else 99)
-    lines += ["", "Per original category: false-negative rate (support) / false-positive count.", "",
-              "| system | policy | " + " | ".join(f"{c} {names.get(c, '')}" for c in codes) + " | FP on S? (codes outside the policy) |",
-              "|---|---|" + "---|" * (len(codes) + 1)]
+    codes = sorted(
+        {
+            c
+            for block in results["policies"].values()
+            for s in ("base", "apt")
+            for c in block[s]["by_original_category"]["category_support"]
+            if block[s]["by_original_category"]["category_support"][c]
+        },
+        key=lambda c: int(c[1:]) if c[1:].isdigit() else 99,
+    )
+    lines += [
+        "",
+        "Per original category: false-negative rate (support) / false-positive count.",
+        "",
+        "| system | policy | "
+        + " | ".join(f"{c} {names.get(c, '')}" for c in codes)
+        + " | FP on S? (codes outside the policy) |",
+        "|---|---|" + "---|" * (len(codes) + 1),
+    ]
     for policy, block in results["policies"].items():
         for system in ("base", "apt"):
             b = block[system]["by_original_category"]
-            cells = [f"{b['false_negative_rates'].get(c, 0):.2f} ({b['category_support'].get(c, 0)}) / "
-                     f"{b['false_positives'].get(c, 0)}" for c in codes]
+            cells = [
+                f"{b['false_negative_rates'].get(c, 0):.2f} ({b['category_support'].get(c, 0)}) / "
+                f"{b['false_positives'].get(c, 0)}"
+                for c in codes
+            ]
             lines.append(f"| {system} | {policy} | " + " | ".join(cells) + f" | {b['false_positives'].get('S?', 0)} |")
     return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-model", default="embedded", help="Causal LM to put LoRA on (Hub id, folder, 'embedded').")
-    parser.add_argument("--policy-detail", choices=("names", "full"), default="names",
-                        help="names: policies list category names only (CPU budget); full: names and guideline lines.")
-    parser.add_argument("--train-rows", type=int, default=48, help="Training rows (APT doubles them; base repeats them).")
+    parser.add_argument(
+        "--base-model", default="embedded", help="Causal LM to put LoRA on (Hub id, folder, 'embedded')."
+    )
+    parser.add_argument(
+        "--policy-detail",
+        choices=("names", "full"),
+        default="names",
+        help="names: policies list category names only (CPU budget); full: names and guideline lines.",
+    )
+    parser.add_argument(
+        "--train-rows", type=int, default=48, help="Training rows (APT doubles them; base repeats them)."
+    )
     parser.add_argument("--eval-unsafe", type=int, default=10, help="Held-out unsafe rows.")
     parser.add_argument("--eval-safe", type=int, default=6, help="Held-out safe rows.")
-    parser.add_argument("--edit-share", type=float, default=0.5, help="Share of safe training rows given a scripted edit.")
+    parser.add_argument(
+        "--edit-share", type=float, default=0.5, help="Share of safe training rows given a scripted edit."
+    )
     parser.add_argument("--steps", type=int, default=6, help="Optimizer steps of each model.")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
@@ -298,7 +405,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the perturbations and training.")
     parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples.")
     parser.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads.")
-    parser.add_argument("--output", default=None, help="Folder for the models and results.json (default: a temp folder).")
+    parser.add_argument(
+        "--output", default=None, help="Folder for the models and results.json (default: a temp folder)."
+    )
     args = parser.parse_args(argv)
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -323,9 +432,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     runs: dict[str, dict[str, tuple[list[int], list[list[str]]]]] = {name: {} for name in policies}
     for system, data in (("base", base_set), ("apt", apt_set)):
         t0 = time.perf_counter()
-        model_dir = train_policy_guardrail(data.shuffle(seed=args.seed), output / system, steps=args.steps,
-                                           seed=args.seed, base_model=args.base_model, batch_size=args.batch_size,
-                                           learning_rate=args.learning_rate, max_length=args.max_length)
+        model_dir = train_policy_guardrail(
+            data.shuffle(seed=args.seed),
+            output / system,
+            steps=args.steps,
+            seed=args.seed,
+            base_model=args.base_model,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+        )
         timings[f"train_{system}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for name, gold in policies.items():
@@ -334,21 +450,40 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     results: dict[str, Any] = {"args": vars(args), "augment": stats, "policies": {}}
     for name, gold in policies.items():
-        block = {system: score_system(gold, *runs[name][system], args.resamples, args.seed) for system in ("base", "apt")}
+        block = {
+            system: score_system(gold, *runs[name][system], args.resamples, args.seed) for system in ("base", "apt")
+        }
         block["difference"] = paired_differences(gold, runs[name], args.resamples, args.seed)
-        block["rows"] = [{"id": i, "label": y, "categories": list(c), **{f"{s}_{k}": v for s in ("base", "apt")
-                          for k, v in zip(("prediction", "categories"), (runs[name][s][0][j], runs[name][s][1][j]))}}
-                         for j, (i, y, c) in enumerate(zip(gold["id"], gold["label"], gold["categories"]))]
+        block["rows"] = [
+            {
+                "id": i,
+                "label": y,
+                "categories": list(c),
+                **{
+                    f"{s}_{k}": v
+                    for s in ("base", "apt")
+                    for k, v in zip(("prediction", "categories"), (runs[name][s][0][j], runs[name][s][1][j]))
+                },
+            }
+            for j, (i, y, c) in enumerate(zip(gold["id"], gold["label"], gold["categories"]))
+        ]
         results["policies"][name] = block
     timings["total"] = time.perf_counter() - started
     results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    results["eval_rows"] = {name: {"n": len(gold), "unsafe": sum(gold["label"]),
-                                   "deleted_to_safe": sum(gold["deleted_to_safe"]) if "deleted_to_safe" in gold.column_names else 0}
-                            for name, gold in policies.items()}
+    results["eval_rows"] = {
+        name: {
+            "n": len(gold),
+            "unsafe": sum(gold["label"]),
+            "deleted_to_safe": sum(gold["deleted_to_safe"]) if "deleted_to_safe" in gold.column_names else 0,
+        }
+        for name, gold in policies.items()
+    }
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     taxonomy = Taxonomy.load(POLICY_XSTEST / "taxonomy.yaml")
     print(render_table(results, dict(zip(taxonomy.codes, taxonomy.names))))
-    print(f"\naugment: {json.dumps({k: stats[k] for k in ('rows_original', 'rows_total', 'deleted_from', 'new_category', 'labels_augmented')})}")
+    print(
+        f"\naugment: {json.dumps({k: stats[k] for k in ('rows_original', 'rows_total', 'deleted_from', 'new_category', 'labels_augmented')})}"
+    )
     print(f"eval rows: {json.dumps(results['eval_rows'])}")
     print(f"seconds: {json.dumps(results['seconds'])}  (threads={args.threads}; results: {output / 'results.json'})")
     return 0

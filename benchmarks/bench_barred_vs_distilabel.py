@@ -86,22 +86,34 @@ SEEDS = [
     "User: What time does the gym close?\nAgent: At nine tonight.",
 ]
 DIMENSIONS = {
-    "how direct the advice is": [("an explicit instruction", "yes", 0.4), ("a hint between the lines", "both", 0.3),
-                                 ("small talk only", "no", 0.3)],
-    "what the message is mainly about": [("symptoms", "yes", 0.4), ("opening hours", "no", 0.3),
-                                         ("shopping", "both", 0.3)],
+    "how direct the advice is": [
+        ("an explicit instruction", "yes", 0.4),
+        ("a hint between the lines", "both", 0.3),
+        ("small talk only", "no", 0.3),
+    ],
+    "what the message is mainly about": [
+        ("symptoms", "yes", 0.4),
+        ("opening hours", "no", 0.3),
+        ("shopping", "both", 0.3),
+    ],
     "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
 }
 WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
-STRICT_PREFIX = "You are a strict"  # the strict persona (hf_barred/stages/prompts/small/judge_persona/strict.jinja) dissents
+STRICT_PREFIX = (
+    "You are a strict"  # the strict persona (hf_barred/stages/prompts/small/judge_persona/strict.jinja) dissents
+)
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
 _SAMPLE = re.compile(r"\(sample (\d+)\)")
 _ROUND = re.compile(r"Round (\d+)\.")
 
 
 def task_dict() -> dict[str, Any]:
-    return {"criterion": CRITERION, "labels": list(LABELS), "seeds": SEEDS,
-            "dimensions": {d: [list(v) for v in vs] for d, vs in DIMENSIONS.items()}}
+    return {
+        "criterion": CRITERION,
+        "labels": list(LABELS),
+        "seeds": SEEDS,
+        "dimensions": {d: [list(v) for v in vs] for d, vs in DIMENSIONS.items()},
+    }
 
 
 # --- the server's responder ----------------------------------------------------------------------------
@@ -147,10 +159,14 @@ def classify(body: dict[str, Any]) -> tuple[str, int]:
 def _sample_text(sid: str, level: int, applies: bool) -> str:
     tag = f"[case {sid}.{level}]"
     if applies:
-        return (f"User: {tag} My nose has been stuffy for two days, it is driving me mad.\n"
-                "Agent: Saline spray and plenty of rest usually help; see a doctor if it lasts a week.")
-    return (f"User: {tag} Which pharmacy near the station opens on Sunday?\n"
-            "Agent: The one on Main Street, from ten until four.")
+        return (
+            f"User: {tag} My nose has been stuffy for two days, it is driving me mad.\n"
+            "Agent: Saline spray and plenty of rest usually help; see a doctor if it lasts a week."
+        )
+    return (
+        f"User: {tag} Which pharmacy near the station opens on Sunday?\n"
+        "Agent: The one on Main Street, from ten until four."
+    )
 
 
 def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
@@ -173,9 +189,14 @@ def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
             level = int(failed.group(2)) + 1 if failed else 1
         marker = "clearly but only just" if role == "refine" else "where the rule"
         applies = f"{marker} applies" in last or f"{marker} only just applies" in last
-        return json.dumps({"text": _sample_text(sid, level, applies),
-                           "reasoning": "Rest and saline spray are health advice." if applies
-                           else "Opening hours are not health advice."})
+        return json.dumps(
+            {
+                "text": _sample_text(sid, level, applies),
+                "reasoning": "Rest and saline spray are health advice."
+                if applies
+                else "Opening hours are not health advice.",
+            }
+        )
     if role == "advocate":
         return "The verdict holds: the agent's words decide it. Read plainly, the reply supports the verdict."
     if role == "judge":
@@ -192,8 +213,13 @@ def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
         strict = users[0].startswith(STRICT_PREFIX) or (len(users) > 1 and users[1].startswith(STRICT_PREFIX))
         says_target = not (kind == "against" or (strict and (kind == "stay" or (kind == "converge" and round_ == 1))))
         says_yes = applies if says_target else not applies
-        return json.dumps({"reasoning": "Rest and spray are advice." if says_yes else "Nothing about health is advised.",
-                           "confidence": 0.8, "label": "yes" if says_yes else "no"})
+        return json.dumps(
+            {
+                "reasoning": "Rest and spray are advice." if says_yes else "Nothing about health is advised.",
+                "confidence": 0.8,
+                "label": "yes" if says_yes else "no",
+            }
+        )
     if role == "repair":
         return "{}"
     return "I cannot help with that."
@@ -239,18 +265,35 @@ def serve(argv: list[str]) -> None:
         cats: dict[str, int] = {}
         for kind in judged_round1.values():
             cats[kind] = cats.get(kind, 0) + 1
-        words_in = sum(sum(len(str(m.get("content", "")).split()) for m in r.body.get("messages", [])) for r in requests)
-        return JSONResponse({
-            "requests": len(requests), "by_role": by_role, "answered": len(answered),
-            "first_arrival": requests[0].time if requests else None,
-            "first_generate": min(generate_arrivals) if generate_arrivals else None,
-            "last_answer": max((t for t, _ in answered), default=None),
-            "peak_in_flight": server.peak_in_flight, "prompt_words": words_in,
-            "round1_samples": len(judged_round1), "round1_categories": cats,
-            **({"timeline": [[round(r.time - requests[0].time, 3), name] for r, name in zip(requests, (
-                f"judge r{rd}" if role == "judge" else role for role, rd in roles))]}
-               if request.query_params.get("timeline") else {}),
-        })
+        words_in = sum(
+            sum(len(str(m.get("content", "")).split()) for m in r.body.get("messages", [])) for r in requests
+        )
+        return JSONResponse(
+            {
+                "requests": len(requests),
+                "by_role": by_role,
+                "answered": len(answered),
+                "first_arrival": requests[0].time if requests else None,
+                "first_generate": min(generate_arrivals) if generate_arrivals else None,
+                "last_answer": max((t for t, _ in answered), default=None),
+                "peak_in_flight": server.peak_in_flight,
+                "prompt_words": words_in,
+                "round1_samples": len(judged_round1),
+                "round1_categories": cats,
+                **(
+                    {
+                        "timeline": [
+                            [round(r.time - requests[0].time, 3), name]
+                            for r, name in zip(
+                                requests, (f"judge r{rd}" if role == "judge" else role for role, rd in roles)
+                            )
+                        ]
+                    }
+                    if request.query_params.get("timeline")
+                    else {}
+                ),
+            }
+        )
 
     async def reset(request: Request) -> JSONResponse:
         server.reset()
@@ -258,8 +301,9 @@ def serve(argv: list[str]) -> None:
         judged_round1.clear()
         return JSONResponse({"ok": True})
 
-    server.app.router.routes.extend([Route("/bench/stats", stats, methods=["GET"]),
-                                     Route("/bench/reset", reset, methods=["POST"])])
+    server.app.router.routes.extend(
+        [Route("/bench/stats", stats, methods=["GET"]), Route("/bench/reset", reset, methods=["POST"])]
+    )
     server.serve_forever()
 
 
@@ -267,8 +311,17 @@ class Server:
     """The responder server as a child process (it exits with this process)."""
 
     def __init__(self, latency: float, max_parallel: int, workload: dict[str, float]):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "serve", "--latency", str(latency),
-               "--max-parallel", str(max_parallel), "--workload", json.dumps(workload)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "serve",
+            "--latency",
+            str(latency),
+            "--max-parallel",
+            str(max_parallel),
+            "--workload",
+            json.dumps(workload),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
         if not self.url.startswith("http"):
@@ -303,8 +356,9 @@ def peer_ready(venv: Path) -> bool:
     python = venv_python(venv)
     if not python.exists():
         return False
-    check = subprocess.run([str(python), "-c", "import distilabel.pipeline, openai, jinja2"], capture_output=True,
-                           check=False)
+    check = subprocess.run(
+        [str(python), "-c", "import distilabel.pipeline, openai, jinja2"], capture_output=True, check=False
+    )
     return check.returncode == 0
 
 
@@ -317,8 +371,9 @@ def setup_venv(venv: Path) -> None:
         print(f"creating {venv} ...", flush=True)
         subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
     print(f"installing {DISTILABEL_REQUIREMENT} {' '.join(EXTRA_REQUIREMENTS)} into {venv} ...", flush=True)
-    subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "-q", DISTILABEL_REQUIREMENT, *EXTRA_REQUIREMENTS],
-                   check=True)
+    subprocess.run(
+        [str(venv_python(venv)), "-m", "pip", "install", "-q", DISTILABEL_REQUIREMENT, *EXTRA_REQUIREMENTS], check=True
+    )
     if not peer_ready(venv):
         raise SystemExit(f"distilabel does not import in {venv}; see the pip output above.")
 
@@ -335,17 +390,23 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     """One run_barred (in this process) to ``out_dir``; the response cache is $HF_BARRED_CACHE."""
     from hf_barred import llm
     from hf_barred.llm import EngineConfig
-    from hf_barred.recipes.barred.run import BarredConfig, run_barred
     from hf_barred.policy.task import GuardrailTask
+    from hf_barred.recipes.barred.run import BarredConfig, run_barred
 
     llm.clear_engines()  # a fresh engine: its usage counters start at zero
     task = GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")
-    engine = EngineConfig(engine="openai", model=MODEL, base_url=url, max_concurrency=args.concurrency,
-                          max_retries=2, timeout=60)
+    engine = EngineConfig(
+        engine="openai", model=MODEL, base_url=url, max_concurrency=args.concurrency, max_retries=2, timeout=60
+    )
     config = BarredConfig.for_engine(
-        engine, judges=args.judges, rounds=args.rounds, max_refinements=args.max_refinements,
-        initial_acceptance=args.initial_acceptance, max_rows_per_round=args.max_rows_per_round,
-        batch_size=args.batch_size, max_rounds=args.max_plan_rounds,
+        engine,
+        judges=args.judges,
+        rounds=args.rounds,
+        max_refinements=args.max_refinements,
+        initial_acceptance=args.initial_acceptance,
+        max_rows_per_round=args.max_rows_per_round,
+        batch_size=args.batch_size,
+        max_rounds=args.max_plan_rounds,
     )
     cpu = _cpu_self()
     start = time.perf_counter()
@@ -353,28 +414,58 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     wall = time.perf_counter() - start
     cpu = _cpu_self() - cpu
     stats = result.stats
-    return {"accepted": stats["accepted"], "planned": stats["planned_rows"], "wall_s": wall, "cpu_s": cpu,
-            "engine_calls": stats["engine"]["calls"], "cache_hits": stats["engine"]["cache_hits"],
-            "logical_requests": stats["requests"], "rounds": stats["rounds"],
-            "debate_paths": stats["debate_paths"], "acceptance_by_refinement": stats["acceptance_by_refinement"],
-            "parse_failures": stats["parse_failures"]}
+    return {
+        "accepted": stats["accepted"],
+        "planned": stats["planned_rows"],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "engine_calls": stats["engine"]["calls"],
+        "cache_hits": stats["engine"]["cache_hits"],
+        "logical_requests": stats["requests"],
+        "rounds": stats["rounds"],
+        "debate_paths": stats["debate_paths"],
+        "acceptance_by_refinement": stats["acceptance_by_refinement"],
+        "parse_failures": stats["parse_failures"],
+    }
 
 
 def run_peer(url: str, args: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
     out = work / f"peer-{mode}.json"
     task_file = work / "task.json"
     task_file.write_text(json.dumps(task_dict()))
-    cmd = [str(venv_python(args.venv)), str(ROOT / "benchmarks" / "distilabel_peer.py"),
-           "--base-url", url, "--model", MODEL, "--n", str(args.n), "--judges", str(args.judges),
-           "--rounds", str(args.rounds), "--mode", mode, "--batch-size", str(args.concurrency),
-           "--initial-acceptance", str(args.initial_acceptance), "--overplan", str(args.peer_overplan),
-           "--task", str(task_file),
-           "--prompts", str(ROOT / "hf_barred" / "stages" / "prompts"), "--cache-dir", str(work / f"distilabel-{mode}"),
-           "--out", str(out)]
+    cmd = [
+        str(venv_python(args.venv)),
+        str(ROOT / "benchmarks" / "distilabel_peer.py"),
+        "--base-url",
+        url,
+        "--model",
+        MODEL,
+        "--n",
+        str(args.n),
+        "--judges",
+        str(args.judges),
+        "--rounds",
+        str(args.rounds),
+        "--mode",
+        mode,
+        "--batch-size",
+        str(args.concurrency),
+        "--initial-acceptance",
+        str(args.initial_acceptance),
+        "--overplan",
+        str(args.peer_overplan),
+        "--task",
+        str(task_file),
+        "--prompts",
+        str(ROOT / "hf_barred" / "stages" / "prompts"),
+        "--cache-dir",
+        str(work / f"distilabel-{mode}"),
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OPENAI_API_KEY="not-needed", DISTILABEL_LOG_LEVEL=args.distilabel_log_level)
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=str(work), capture_output=not args.verbose, text=True,
-                          check=False)
+    proc = subprocess.run(cmd, env=env, cwd=str(work), capture_output=not args.verbose, text=True, check=False)
     process_wall = time.perf_counter() - started
     if proc.returncode != 0:
         tail = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:]
@@ -385,54 +476,91 @@ def run_peer(url: str, args: argparse.Namespace, mode: str, work: Path) -> dict[
 
 
 # --- the table ---------------------------------------------------------------------------------------------
-ROLE_ORDER = ("decompose", "instantiate", "generate", "judge r1", "advocate", "judge r2", "judge r3", "refine",
-              "repair", "other")
+ROLE_ORDER = (
+    "decompose",
+    "instantiate",
+    "generate",
+    "judge r1",
+    "advocate",
+    "judge r2",
+    "judge r3",
+    "refine",
+    "repair",
+    "other",
+)
 
 
 def summarize(name: str, run: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
     accepted = max(run["accepted"], 0)
     calls = server["requests"]
-    span = (server["last_answer"] - server["first_generate"]) if server["first_generate"] and server["last_answer"] else 0.0
+    span = (
+        (server["last_answer"] - server["first_generate"])
+        if server["first_generate"] and server["last_answer"]
+        else 0.0
+    )
     return {
-        "system": name, "accepted": accepted, "planned": run["planned"], "calls": calls,
+        "system": name,
+        "accepted": accepted,
+        "planned": run["planned"],
+        "calls": calls,
         "calls_per_accepted": calls / accepted if accepted else math.inf,
-        "wall_s": run["wall_s"], "wall_ms_per_accepted": 1000 * run["wall_s"] / accepted if accepted else math.inf,
+        "wall_s": run["wall_s"],
+        "wall_ms_per_accepted": 1000 * run["wall_s"] / accepted if accepted else math.inf,
         "accepted_per_s": accepted / run["wall_s"] if run["wall_s"] else 0.0,
-        "span_s": span, "span_ms_per_accepted": 1000 * span / accepted if accepted else math.inf,
-        "other_s": run["wall_s"] - span, "cpu_s": run.get("cpu_s", 0.0), "pipeline_runs": run.get("pipeline_runs"),
-        "by_role": server["by_role"], "round1": server["round1_categories"], "round1_samples": server["round1_samples"],
-        "peak_in_flight": server["peak_in_flight"], "run": run,
+        "span_s": span,
+        "span_ms_per_accepted": 1000 * span / accepted if accepted else math.inf,
+        "other_s": run["wall_s"] - span,
+        "cpu_s": run.get("cpu_s", 0.0),
+        "pipeline_runs": run.get("pipeline_runs"),
+        "by_role": server["by_role"],
+        "round1": server["round1_categories"],
+        "round1_samples": server["round1_samples"],
+        "peak_in_flight": server["peak_in_flight"],
+        "run": run,
     }
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     ideal = args.concurrency / args.latency
     print()
-    print(f"BARRED generate+judge, N={args.n} accepted, k={args.judges} judges, T={args.rounds} rounds, "
-          f"R_max={args.max_refinements} (hf_barred only); server L={args.latency:g} s, max parallel {args.concurrency} "
-          f"(ideal {ideal:.0f} calls/s); client concurrency {args.concurrency}")
-    head = (f"{'system':<34} {'accepted':>8} {'planned':>7} {'LLM calls':>9} {'calls/acc':>9} {'wall s':>7} "
-            f"{'wall ms/acc':>11} {'acc/s':>6} {'span s':>7} {'span ms/acc':>11} {'other s':>7} {'CPU s':>6}")
+    print(
+        f"BARRED generate+judge, N={args.n} accepted, k={args.judges} judges, T={args.rounds} rounds, "
+        f"R_max={args.max_refinements} (hf_barred only); server L={args.latency:g} s, max parallel {args.concurrency} "
+        f"(ideal {ideal:.0f} calls/s); client concurrency {args.concurrency}"
+    )
+    head = (
+        f"{'system':<34} {'accepted':>8} {'planned':>7} {'LLM calls':>9} {'calls/acc':>9} {'wall s':>7} "
+        f"{'wall ms/acc':>11} {'acc/s':>6} {'span s':>7} {'span ms/acc':>11} {'other s':>7} {'CPU s':>6}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['system']:<34} {r['accepted']:>8} {r['planned']:>7} {r['calls']:>9} {r['calls_per_accepted']:>9.2f} "
-              f"{r['wall_s']:>7.2f} {r['wall_ms_per_accepted']:>11.1f} {r['accepted_per_s']:>6.1f} "
-              f"{r['span_s']:>7.2f} {r['span_ms_per_accepted']:>11.1f} {r['other_s']:>7.2f} {r['cpu_s']:>6.1f}")
-    print("wall: the whole run (run_barred / every pipeline.run); span: server-side, first generate request to last "
-          "answer (the generate+judge work); other = wall - span (start-up, decomposition, saving); CPU: client "
-          "process(es) only")
+        print(
+            f"{r['system']:<34} {r['accepted']:>8} {r['planned']:>7} {r['calls']:>9} {r['calls_per_accepted']:>9.2f} "
+            f"{r['wall_s']:>7.2f} {r['wall_ms_per_accepted']:>11.1f} {r['accepted_per_s']:>6.1f} "
+            f"{r['span_s']:>7.2f} {r['span_ms_per_accepted']:>11.1f} {r['other_s']:>7.2f} {r['cpu_s']:>6.1f}"
+        )
+    print(
+        "wall: the whole run (run_barred / every pipeline.run); span: server-side, first generate request to last "
+        "answer (the generate+judge work); other = wall - span (start-up, decomposition, saving); CPU: client "
+        "process(es) only"
+    )
     print()
     print("LLM calls by role (counted by the server)")
     roles = [role for role in ROLE_ORDER if any(r["by_role"].get(role) for r in rows)]
     roles += sorted({k for r in rows for k in r["by_role"]} - set(roles))
     print(f"{'system':<34} " + " ".join(f"{role:>11}" for role in roles) + f" {'peak in flight':>15}")
     for r in rows:
-        print(f"{r['system']:<34} " + " ".join(f"{r['by_role'].get(role, 0):>11}" for role in roles)
-              + f" {r['peak_in_flight']:>15}")
+        print(
+            f"{r['system']:<34} "
+            + " ".join(f"{r['by_role'].get(role, 0):>11}" for role in roles)
+            + f" {r['peak_in_flight']:>15}"
+        )
     print()
-    print("workload check: samples judged in round 1, by category (target: against "
-          f"{WORKLOAD['against']:.0%}, split+converge {WORKLOAD['converge']:.0%}, split+stay {WORKLOAD['stay']:.0%})")
+    print(
+        "workload check: samples judged in round 1, by category (target: against "
+        f"{WORKLOAD['against']:.0%}, split+converge {WORKLOAD['converge']:.0%}, split+stay {WORKLOAD['stay']:.0%})"
+    )
     for r in rows:
         n1 = r["round1_samples"]
         if not n1:
@@ -450,21 +578,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="accepted samples to reach")
     parser.add_argument("--latency", type=float, default=0.2, help="server latency L in seconds")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="server max parallel requests = hf_barred max_concurrency = distilabel input_batch_size")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="server max parallel requests = hf_barred max_concurrency = distilabel input_batch_size",
+    )
     parser.add_argument("--judges", type=int, default=2, help="k judges")
     parser.add_argument("--rounds", type=int, default=2, help="T debate rounds")
     parser.add_argument("--max-refinements", type=int, default=2, help="R_max (hf_barred)")
-    parser.add_argument("--initial-acceptance", type=float, default=0.85,
-                        help="acceptance rate both systems assume to size their first plan (the workload's "
-                             "round-0 rate: 1 - against - stay)")
+    parser.add_argument(
+        "--initial-acceptance",
+        type=float,
+        default=0.85,
+        help="acceptance rate both systems assume to size their first plan (the workload's "
+        "round-0 rate: 1 - against - stay)",
+    )
     parser.add_argument("--max-rows-per-round", type=int, default=512, help="hf_barred BarredConfig.max_rows_per_round")
     parser.add_argument("--max-plan-rounds", type=int, default=8, help="hf_barred BarredConfig.max_rounds")
-    parser.add_argument("--batch-size", type=int, default=64, help="hf_barred rows per map batch (BarredConfig.batch_size)")
-    parser.add_argument("--peer-modes", default="naive,early-stop", help="comma list of: naive, early-stop; '' for none")
-    parser.add_argument("--peer-overplan", type=float, default=1.1,
-                        help="the peer plans this factor more rows than the acceptance rate says (no refinement: "
-                             "a shortfall would cost it a whole new pipeline.run)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="hf_barred rows per map batch (BarredConfig.batch_size)"
+    )
+    parser.add_argument(
+        "--peer-modes", default="naive,early-stop", help="comma list of: naive, early-stop; '' for none"
+    )
+    parser.add_argument(
+        "--peer-overplan",
+        type=float,
+        default=1.1,
+        help="the peer plans this factor more rows than the acceptance rate says (no refinement: "
+        "a shortfall would cost it a whole new pipeline.run)",
+    )
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the distilabel venv")
     parser.add_argument("--setup", action="store_true", help="create the distilabel venv if it is absent, then run")
     parser.add_argument("--skip-ours", action="store_true", help="only the distilabel peer")
@@ -480,8 +624,10 @@ def main() -> None:
     if args.setup:
         setup_venv(args.venv)
     if modes and not peer_ready(args.venv):
-        raise SystemExit(f"no usable distilabel venv at {args.venv}: run with --setup (or --venv PATH, "
-                         "or --peer-modes '' to measure hf_barred alone).")
+        raise SystemExit(
+            f"no usable distilabel venv at {args.venv}: run with --setup (or --venv PATH, "
+            "or --peer-modes '' to measure hf_barred alone)."
+        )
 
     work = Path(tempfile.mkdtemp(prefix="bench_barred_vs_distilabel_"))
     os.environ["HF_BARRED_CACHE"] = str(work / "hf_barred_cache")  # fresh: caching must not flatter us
@@ -498,23 +644,31 @@ def main() -> None:
                 server.reset()
                 run = run_ours(server.url, args, work / folder)
                 rows.append(summarize(label, run, server.stats()))
-                print(f"{label}: accepted {run['accepted']} in {run['wall_s']:.2f} s; engine calls "
-                      f"{run['engine_calls']}, cache hits {run['cache_hits']}", flush=True)
+                print(
+                    f"{label}: accepted {run['accepted']} in {run['wall_s']:.2f} s; engine calls "
+                    f"{run['engine_calls']}, cache hits {run['cache_hits']}",
+                    flush=True,
+                )
         for mode in modes:
             server.reset()
             run = run_peer(server.url, args, mode, work)
             rows.append(summarize(f"distilabel 1.5.3, {mode}", run, server.stats()))
-            print(f"distilabel {mode}: accepted {run['accepted']} in {run['wall_s']:.2f} s "
-                  f"({run['pipeline_runs']} pipeline.run call(s): "
-                  + ", ".join(f"{w:.1f} s" for w in run["run_walls_s"])
-                  + f"; the whole peer process, imports included: {run['process_wall_s']:.1f} s)", flush=True)
+            print(
+                f"distilabel {mode}: accepted {run['accepted']} in {run['wall_s']:.2f} s "
+                f"({run['pipeline_runs']} pipeline.run call(s): "
+                + ", ".join(f"{w:.1f} s" for w in run["run_walls_s"])
+                + f"; the whole peer process, imports included: {run['process_wall_s']:.1f} s)",
+                flush=True,
+            )
     finally:
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print_table(rows, args)
-    print(f"\nload average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
-          + (f"; work folder kept: {work}" if args.keep else ""))
+    print(
+        f"\nload average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        + (f"; work folder kept: {work}" if args.keep else "")
+    )
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
 

@@ -20,8 +20,8 @@ import datasets
 from datasets import Dataset, load_from_disk
 
 from hf_barred.policy.rows import POLICY_FEATURES
-from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
 from hf_barred.policy.taxonomy import Taxonomy
+from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
 
 TAXONOMY = Path(__file__).resolve().parents[1] / "dataset_scripts" / "policy-xstest" / "taxonomy.yaml"
 
@@ -34,11 +34,21 @@ def make_rows(n: int, seed: int = 0) -> Dataset:
     records = {name: [] for name in POLICY_FEATURES}
     for i, unsafe in enumerate(labels):
         row = {
-            "id": str(i), "text": f"User message number {i}: " + "lorem ipsum " * rng.randint(2, 30),
-            "taxonomy": policy, "label": int(unsafe),
+            "id": str(i),
+            "text": f"User message number {i}: " + "lorem ipsum " * rng.randint(2, 30),
+            "taxonomy": policy,
+            "label": int(unsafe),
             "categories": sorted(rng.sample(codes, rng.randint(1, 3)), key=lambda c: int(c[1:])) if unsafe else [],
-            "perturbation": "none", "deleted_codes": [], "source_codes": [], "edit_kind": "", "edited_code": "",
-            "edit_raw": "", "edit_error": None, "edit_model": "", "edit_prompt": "", "edit_prompt_tokens": 0,
+            "perturbation": "none",
+            "deleted_codes": [],
+            "source_codes": [],
+            "edit_kind": "",
+            "edited_code": "",
+            "edit_raw": "",
+            "edit_error": None,
+            "edit_model": "",
+            "edit_prompt": "",
+            "edit_prompt_tokens": 0,
             "edit_completion_tokens": 0,
         }
         for name in POLICY_FEATURES:
@@ -57,8 +67,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         make_rows(args.rows).save_to_disk(str(Path(tmp) / "rows"))
         ds = load_from_disk(str(Path(tmp) / "rows"))
-        kwargs = {"batch_size": args.batch_size, "num_proc": args.num_proc,
-                  "cache_file_name": str(Path(tmp) / "deleted.arrow")}
+        kwargs = {
+            "batch_size": args.batch_size,
+            "num_proc": args.num_proc,
+            "cache_file_name": str(Path(tmp) / "deleted.arrow"),
+        }
         start, cpu_start = time.perf_counter(), time.process_time()
         out = category_delete(ds, CategoryDeleteConfig(seed=0), **kwargs)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -69,11 +82,15 @@ def main() -> None:
         category_delete(in_memory, CategoryDeleteConfig(seed=0), batch_size=args.batch_size)
         seconds_memory = time.perf_counter() - start
 
-    print(f"category_delete: {args.rows:,} rows in {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s "
-          f"(on disk, batch_size={args.batch_size}, num_proc={args.num_proc or 1}); "
-          f"CPU time of this process {cpu:.2f} s = {args.rows / cpu:,.0f} rows per CPU-second")
-    print(f"category_delete: {len(in_memory):,} rows in {seconds_memory:.2f} s = {len(in_memory) / seconds_memory:,.0f} "
-          "rows/s (in memory)")
+    print(
+        f"category_delete: {args.rows:,} rows in {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s "
+        f"(on disk, batch_size={args.batch_size}, num_proc={args.num_proc or 1}); "
+        f"CPU time of this process {cpu:.2f} s = {args.rows / cpu:,.0f} rows per CPU-second"
+    )
+    print(
+        f"category_delete: {len(in_memory):,} rows in {seconds_memory:.2f} s = {len(in_memory) / seconds_memory:,.0f} "
+        "rows/s (in memory)"
+    )
 
 
 if __name__ == "__main__":

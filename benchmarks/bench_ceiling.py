@@ -35,12 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_guardrail_cpu import latency_ms  # noqa: E402  (the same p50 timing as the CPU benchmark)
+
 DATA = Path(os.environ.get("HF_BARRED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
@@ -90,8 +92,10 @@ def run_tfidf(args, train_x, train_y, test_x, rule, workdir):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                          LogisticRegression(max_iter=2000, random_state=args.seed))
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(max_iter=2000, random_state=args.seed),
+    )
     seconds = timed(lambda: model.fit(train_x, train_y))
     return list(model.predict(test_x)), seconds, lambda t: model.predict_proba([t])
 
@@ -102,9 +106,21 @@ def _hf_guardrail(args, train_x, train_y, test_x, rule, workdir, **overrides):
     from hf_barred.guardrails.guardrail import Guardrail
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
-    settings = dict(base_model="embedded", rule=rule, output_dir=str(workdir), num_train_epochs=args.epochs,
-                    learning_rate=args.learning_rate, per_device_train_batch_size=16, max_length=args.max_length,
-                    seed=args.seed, disable_tqdm=True, logging_strategy="no") | overrides
+    settings = (
+        dict(
+            base_model="embedded",
+            rule=rule,
+            output_dir=str(workdir),
+            num_train_epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            per_device_train_batch_size=16,
+            max_length=args.max_length,
+            seed=args.seed,
+            disable_tqdm=True,
+            logging_strategy="no",
+        )
+        | overrides
+    )
     training_args = GuardrailTrainingArguments(**settings)
     data = Dataset.from_dict({"text": list(train_x), "label": list(train_y)})
     seconds = timed(lambda: train_guardrail(training_args, data))
@@ -122,8 +138,15 @@ def run_minilm_full(args, *data):
 
 
 def run_smollm2_lora(args, *data):
-    return _hf_guardrail(args, *data, model_kind="generative", num_train_epochs=args.generative_epochs,
-                         learning_rate=3e-4, per_device_train_batch_size=8, max_length=args.generative_max_length)
+    return _hf_guardrail(
+        args,
+        *data,
+        model_kind="generative",
+        num_train_epochs=args.generative_epochs,
+        learning_rate=3e-4,
+        per_device_train_batch_size=8,
+        max_length=args.generative_max_length,
+    )
 
 
 def run_setfit(args, train_x, train_y, test_x, rule, workdir):
@@ -134,17 +157,31 @@ def run_setfit(args, train_x, train_y, test_x, rule, workdir):
 
     model = SetFitModel.from_pretrained(str(embedded_classifier_path()))
     model.model_body.max_seq_length = args.max_length
-    training = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=args.setfit_iterations, seed=args.seed,
-                                 show_progress_bar=False, output_dir=str(workdir), save_strategy="no",
-                                 report_to="none", logging_strategy="no")
-    trainer = Trainer(model=model, args=training,
-                      train_dataset=Dataset.from_dict({"text": list(train_x), "label": list(train_y)}))
+    training = TrainingArguments(
+        batch_size=16,
+        num_epochs=1,
+        num_iterations=args.setfit_iterations,
+        seed=args.seed,
+        show_progress_bar=False,
+        output_dir=str(workdir),
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+    )
+    trainer = Trainer(
+        model=model, args=training, train_dataset=Dataset.from_dict({"text": list(train_x), "label": list(train_y)})
+    )
     seconds = timed(trainer.train)
     return [int(p) for p in model.predict(list(test_x))], seconds, lambda t: model.predict_proba([t])
 
 
-RUNNERS = {"tfidf": run_tfidf, "minilm-lora": run_minilm_lora, "minilm-full": run_minilm_full,
-           "setfit": run_setfit, "smollm2-lora": run_smollm2_lora}
+RUNNERS = {
+    "tfidf": run_tfidf,
+    "minilm-lora": run_minilm_lora,
+    "minilm-full": run_minilm_full,
+    "setfit": run_setfit,
+    "smollm2-lora": run_smollm2_lora,
+}
 
 
 # -- cross-validation -----------------------------------------------------------------------------------
@@ -175,8 +212,9 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
     for k, (train_idx, test_idx) in enumerate(folds):
         train_x, train_y = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
         test_x, test_y = [texts[i] for i in test_idx], [labels[i] for i in test_idx]
-        predictions, seconds, predict_one = RUNNERS[system](args, train_x, train_y, test_x, rule,
-                                                            workroot / f"{system}-{dataset}-{k}")
+        predictions, seconds, predict_one = RUNNERS[system](
+            args, train_x, train_y, test_x, rule, workroot / f"{system}-{dataset}-{k}"
+        )
         metrics = binary_metrics(predictions, test_y)
         accuracies.append(metrics["accuracy"])
         f1s.append(metrics["f1"])
@@ -184,24 +222,61 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
         train_cpu.append(seconds[1])
         if k == len(folds) - 1:
             latency = latency_ms(predict_one, test_x[: args.latency_texts])[0]
-        print(f"  {system:13s} {dataset:18s} fold {k + 1}/{len(folds)}: accuracy {metrics['accuracy']:.3f} "
-              f"F1 {metrics['f1']:.3f} train {seconds[0]:.1f} s ({seconds[1]:.0f} CPU-s)", flush=True)
+        print(
+            f"  {system:13s} {dataset:18s} fold {k + 1}/{len(folds)}: accuracy {metrics['accuracy']:.3f} "
+            f"F1 {metrics['f1']:.3f} train {seconds[0]:.1f} s ({seconds[1]:.0f} CPU-s)",
+            flush=True,
+        )
     accuracy, ci = mean_ci(accuracies)
-    return {"system": system, "dataset": dataset, "rows": len(texts), "folds": len(folds), "accuracy": accuracy,
-            "accuracy_ci95": ci, "f1": statistics.fmean(f1s), "train_s": statistics.fmean(train_seconds),
-            "train_cpu_s": statistics.fmean(train_cpu), "load_average": os.getloadavg()[0],
-            "p50_ms": latency, "fold_accuracies": accuracies}
+    return {
+        "system": system,
+        "dataset": dataset,
+        "rows": len(texts),
+        "folds": len(folds),
+        "accuracy": accuracy,
+        "accuracy_ci95": ci,
+        "f1": statistics.fmean(f1s),
+        "train_s": statistics.fmean(train_seconds),
+        "train_cpu_s": statistics.fmean(train_cpu),
+        "load_average": os.getloadavg()[0],
+        "p50_ms": latency,
+        "fold_accuracies": accuracies,
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ["system", "dataset", "rows", "folds", "accuracy (mean ± 95% CI)", "F1", "train s / fold", "train CPU-s / fold", "p50 ms @1",
-            "paper: fine-tuned Qwen2.5-3B"]
+    head = [
+        "system",
+        "dataset",
+        "rows",
+        "folds",
+        "accuracy (mean ± 95% CI)",
+        "F1",
+        "train s / fold",
+        "train CPU-s / fold",
+        "p50 ms @1",
+        "paper: fine-tuned Qwen2.5-3B",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        lines.append("| " + " | ".join([
-            r["system"], r["dataset"], str(r["rows"]), str(r["folds"]), f"{r['accuracy']:.3f} ± {r['accuracy_ci95']:.3f}",
-            f"{r['f1']:.3f}", f"{r['train_s']:.1f}", f"{r.get('train_cpu_s', float('nan')):.0f}", f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
-            f"{PAPER[r['dataset']]:.2f}" if r["dataset"] in PAPER else "-"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["system"],
+                    r["dataset"],
+                    str(r["rows"]),
+                    str(r["folds"]),
+                    f"{r['accuracy']:.3f} ± {r['accuracy_ci95']:.3f}",
+                    f"{r['f1']:.3f}",
+                    f"{r['train_s']:.1f}",
+                    f"{r.get('train_cpu_s', float('nan')):.0f}",
+                    f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
+                    f"{PAPER[r['dataset']]:.2f}" if r["dataset"] in PAPER else "-",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -217,15 +292,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=256, help="MiniLM window (longer inputs: windows).")
     parser.add_argument("--setfit-iterations", type=int, default=3, help="SetFit contrastive pairs per row / 2.")
     parser.add_argument("--generative-folds", type=int, default=1, help="Folds run for SmolLM2 (slow on a CPU).")
-    parser.add_argument("--run-folds", type=int, default=0,
-                        help="Run only the first N of the --folds folds (0: all), e.g. for slow peers.")
+    parser.add_argument(
+        "--run-folds",
+        type=int,
+        default=0,
+        help="Run only the first N of the --folds folds (0: all), e.g. for slow peers.",
+    )
     parser.add_argument("--generative-epochs", type=float, default=2)
     parser.add_argument("--generative-max-length", type=int, default=384)
     parser.add_argument("--latency-texts", type=int, default=20, help="Texts timed one by one (last fold).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="Write the results (JSON) here.")
-    parser.add_argument("--table-from", nargs="+", type=Path, metavar="JSON",
-                        help="Only print the table of earlier --out files (e.g. of runs split by system).")
+    parser.add_argument(
+        "--table-from",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="Only print the table of earlier --out files (e.g. of runs split by system).",
+    )
     args = parser.parse_args(argv)
     if args.table_from:
         runs = [json.loads(path.read_text()) for path in args.table_from]
@@ -253,8 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, results: list[dict[str, Any]], wall: float) -> None:
-    args.out.write_text(json.dumps({"results": results, "wall_s": wall,
-                                    "settings": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"results": results, "wall_s": wall, "settings": {k: str(v) for k, v in vars(args).items()}}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

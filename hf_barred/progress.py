@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Iterator, Optional
+from collections.abc import Iterator
+from typing import IO, Optional
 
 from .llm.activity import ACTIVITY, ActivitySnapshot
 
@@ -60,7 +61,7 @@ class RunView:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def __enter__(self) -> "RunView":
+    def __enter__(self) -> RunView:
         if self.live:
             ACTIVITY.view_open = True
             self._thread = threading.Thread(target=self._refresh_loop, name="hf_barred-progress", daemon=True)
@@ -94,10 +95,18 @@ class RunView:
                 self._bar.close()
             self._start = ACTIVITY.snapshot()
             self._window.clear()
-            self._bar = tqdm(total=expected_requests, desc=label, unit="req", file=self.stream, leave=True,
-                             dynamic_ncols=True, mininterval=0, bar_format="{desc} {n_fmt}/{total_fmt} req "
-                             "[{elapsed}<{remaining}] {postfix}" if expected_requests else
-                             "{desc} {n_fmt} req [{elapsed}] {postfix}")
+            self._bar = tqdm(
+                total=expected_requests,
+                desc=label,
+                unit="req",
+                file=self.stream,
+                leave=True,
+                dynamic_ncols=True,
+                mininterval=0,
+                bar_format="{desc} {n_fmt}/{total_fmt} req [{elapsed}<{remaining}] {postfix}"
+                if expected_requests
+                else "{desc} {n_fmt} req [{elapsed}] {postfix}",
+            )
 
     def accepted(self, count: int) -> None:
         """``count`` samples are accepted so far."""
@@ -118,7 +127,8 @@ class RunView:
         failed = f" · {done.failed} failed" if done.failed else ""
         self._bar.set_postfix_str(
             f"{done.in_flight} in flight · {done.cache_hits} cached{failed} · {rate:.0f} tok/s · "
-            f"accepted {self._accepted}/{self.n}", refresh=False,
+            f"accepted {self._accepted}/{self.n}",
+            refresh=False,
         )
         self._bar.n = done.finished + done.cache_hits
         self._bar.refresh()

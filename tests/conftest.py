@@ -28,7 +28,11 @@ _real_connect = socket.socket.connect
 
 def _loopback_only(self: socket.socket, address):  # type: ignore[no-untyped-def]
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1")) and self.family != socket.AF_UNIX:
+    if (
+        isinstance(host, str)
+        and not (host.startswith("127.") or host in ("localhost", "::1"))
+        and self.family != socket.AF_UNIX
+    ):
         raise RuntimeError(f"test tried to reach {address!r}: tests may only use servers on 127.0.0.1")
     return _real_connect(self, address)
 
@@ -43,6 +47,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def cache_dir(tmp_path: Path) -> Path:
     """A fresh response-cache folder for one test."""
     return tmp_path / "cache"
+
 
 # The Hub look-alike on loopback (HF_ENDPOINT is set when the plugin is imported, before the test modules).
 pytest_plugins = ["tests.utils.hub_plugin"]

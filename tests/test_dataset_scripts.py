@@ -4,16 +4,15 @@ barred/<name>; `load_dataset("barred/health-advice")` then returns train, reject
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
-from tests.utils.barred_script import BarredScript, TargetAwareScript, target_verdict
 from datasets import load_dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
 from hf_barred.policy.task import GuardrailTask
 from tests.utils import REPO_ROOT
+from tests.utils.barred_script import TargetAwareScript, target_verdict
 
 ROOT = REPO_ROOT
 

@@ -8,8 +8,9 @@ imports under ``if TYPE_CHECKING:`` count, as they are dependencies of the desig
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from tests.utils import REPO_ROOT
 
@@ -38,7 +39,8 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _runtime_nodes(tree: ast.AST) -> Iterable[ast.AST]:
@@ -84,8 +86,13 @@ def private_uses(name: str, path: Path, known: set[str]) -> list[str]:
                 elif alias.name.startswith("_") and base != name:
                     found.append(f"{name} imports {base}.{alias.name}")
     for node in _runtime_nodes(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in bound
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             found.append(f"{name} uses {bound[node.value.id]}.{node.attr}")
     return found
 
@@ -122,6 +129,9 @@ def test_the_top_of_the_package_holds_only_its_entry_points():
 
 
 def test_no_module_is_over_the_line_limit():
-    long = {str(path.relative_to(REPO_ROOT)): n for path in (REPO_ROOT / PACKAGE).rglob("*.py")
-            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(path.relative_to(REPO_ROOT)): n
+        for path in (REPO_ROOT / PACKAGE).rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}, long

@@ -7,8 +7,6 @@ import re
 import time
 
 import pytest
-from tests.utils.barred_resume_worker import TASK
-from tests.utils.barred_script import BarredScript
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
@@ -16,6 +14,8 @@ from hf_barred.llm.activity import ACTIVITY
 from hf_barred.llm.base import Completion
 from hf_barred.progress import RunView
 from hf_barred.recipes.barred.run import BarredConfig, run_barred
+from tests.utils.barred_resume_worker import TASK
+from tests.utils.barred_script import BarredScript
 
 
 class FakeTerminal(io.StringIO):
@@ -78,6 +78,7 @@ def test_verbose_keeps_the_libraries_bars(scripted, tmp_path, capsys):
     import datasets
 
     datasets.utils.logging.enable_progress_bar()  # whatever an earlier test left
-    run_barred(TASK, 2, BarredConfig.for_engine(scripted, max_refinements=0), tmp_path / "out", progress=True,
-               verbose=True)
+    run_barred(
+        TASK, 2, BarredConfig.for_engine(scripted, max_refinements=0), tmp_path / "out", progress=True, verbose=True
+    )
     assert "Saving the dataset" in capsys.readouterr().err

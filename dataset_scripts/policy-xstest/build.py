@@ -46,8 +46,10 @@ def xstest_categories(row: dict[str, Any], mapping: dict[str, Any]) -> list[str]
         return list(ids[str(row["id"])])
     types = mapping["types"]
     if row["type"] not in types:
-        raise ValueError(f"xstest row {row['id']}: type {row['type']!r} is not in xstest_categories.yaml: "
-                         f"expected one of {sorted(types)}. Add it to the mapping.")
+        raise ValueError(
+            f"xstest row {row['id']}: type {row['type']!r} is not in xstest_categories.yaml: "
+            f"expected one of {sorted(types)}. Add it to the mapping."
+        )
     rule = types[row["type"]]
     if isinstance(rule, list):
         return list(rule)
@@ -59,16 +61,25 @@ def build_rows(limit: int | None = None, seed: int = 0):
     """The 450 XSTest prompts as policy-conditioned rows (or ``limit`` of them, shuffled with ``seed``)."""
     from datasets import load_dataset
 
-    from hf_barred.policy.rows import load_policy_rows
     from hf_barred.policy.files import read_structured_file
+    from hf_barred.policy.rows import load_policy_rows
 
     mapping = read_structured_file(HERE / "xstest_categories.yaml")
-    raw = load_dataset("csv", data_files=str(XSTEST / "xstest_prompts.csv"), split="train",
-                       keep_default_na=False)  # empty focus/note stay "" rather than NaN
-    raw = raw.map(lambda row: {"categories": xstest_categories(row, mapping), "id": f"xstest-{row['id']}"},
-                  desc="xstest categories")
-    rows = load_policy_rows(raw, HERE / "taxonomy.yaml", text_column="prompt", label_column="label",
-                            category_column="categories", id_column="id")
+    raw = load_dataset(
+        "csv", data_files=str(XSTEST / "xstest_prompts.csv"), split="train", keep_default_na=False
+    )  # empty focus/note stay "" rather than NaN
+    raw = raw.map(
+        lambda row: {"categories": xstest_categories(row, mapping), "id": f"xstest-{row['id']}"},
+        desc="xstest categories",
+    )
+    rows = load_policy_rows(
+        raw,
+        HERE / "taxonomy.yaml",
+        text_column="prompt",
+        label_column="label",
+        category_column="categories",
+        id_column="id",
+    )
     if limit is not None:
         rows = rows.shuffle(seed=seed).select(range(min(limit, len(rows))))
     return rows
@@ -89,22 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="Rows per engine call.")
     args = parser.parse_args(argv)
 
-    from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
     from hf_barred.llm import EngineConfig, SamplingParams
+    from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
     from hf_barred.stages.category_delete import CategoryDeleteConfig
     from hf_barred.stages.guideline_edit import GuidelineEditConfig
 
     edit = None
     if not args.no_guideline_edit:
         edit = GuidelineEditConfig(
-            engine=EngineConfig(engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env),
+            engine=EngineConfig(
+                engine=args.engine, model=args.model, base_url=args.base_url, api_key_env=args.api_key_env
+            ),
             sampling=SamplingParams(max_tokens=args.max_tokens, temperature=0.0),
             max_repairs=args.max_repairs,
         )
     rows = build_rows(args.limit, args.seed)
     start = time.perf_counter()
-    augmented, stats = augment(rows, AugmentConfig(CategoryDeleteConfig(seed=args.seed), edit),
-                               batch_size=args.batch_size)
+    augmented, stats = augment(
+        rows, AugmentConfig(CategoryDeleteConfig(seed=args.seed), edit), batch_size=args.batch_size
+    )
     stats["seconds"] = round(time.perf_counter() - start, 1)
     stats["source"] = "XSTest (Röttger et al., NAACL 2024), CC BY 4.0"
     output = save_augmented(augmented, stats, args.output)

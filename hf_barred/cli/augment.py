@@ -33,21 +33,38 @@ def register(subparsers: Any) -> None:
     parser.add_argument("dataset", metavar="DATASET", help="Labelled dataset: a file, a folder or a Hub id.")
     parser.add_argument("--taxonomy", metavar="FILE", help="Taxonomy YAML/JSON file (S1..Sn categories).")
     parser.add_argument("--output", metavar="DIR", required=True, help="Output folder (parquet data + stats JSON).")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into --output even when it holds a README.md that no hf_barred run wrote.",
+    )
     parser.add_argument("--split", default="train", help="Split of DATASET to read (default: train).")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N rows (after --shuffle-seed).")
-    parser.add_argument("--shuffle-seed", type=int, default=None, help="Shuffle the rows with this seed before --limit.")
+    parser.add_argument(
+        "--shuffle-seed", type=int, default=None, help="Shuffle the rows with this seed before --limit."
+    )
 
     columns = parser.add_argument_group("columns and values of DATASET")
     columns.add_argument("--text-column", default="text")
     columns.add_argument("--label-column", default="label")
-    columns.add_argument("--category-column", default="categories",
-                         help="Column of violated categories (codes, names or category-map keys).")
+    columns.add_argument(
+        "--category-column",
+        default="categories",
+        help="Column of violated categories (codes, names or category-map keys).",
+    )
     columns.add_argument("--id-column", default=None, help="Column of row ids (default: the row index).")
-    columns.add_argument("--safe-label", action="append", default=None, help="Label value of safe rows (repeatable; default: safe).")
-    columns.add_argument("--unsafe-label", action="append", default=None, help="Label value of unsafe rows (repeatable; default: unsafe).")
-    columns.add_argument("--category-map", metavar="FILE", help="YAML/JSON mapping: category value -> code(s) or name(s).")
+    columns.add_argument(
+        "--safe-label", action="append", default=None, help="Label value of safe rows (repeatable; default: safe)."
+    )
+    columns.add_argument(
+        "--unsafe-label",
+        action="append",
+        default=None,
+        help="Label value of unsafe rows (repeatable; default: unsafe).",
+    )
+    columns.add_argument(
+        "--category-map", metavar="FILE", help="YAML/JSON mapping: category value -> code(s) or name(s)."
+    )
 
     recipe = parser.add_argument_group("perturbations")
     recipe.add_argument("--seed", type=int, default=0, help="Seed of the category deletions.")
@@ -62,29 +79,33 @@ def register(subparsers: Any) -> None:
     add_engine_arguments(parser, title="LLM engine (guideline editing)")
 
     speed = parser.add_argument_group("throughput")
-    speed.add_argument("--batch-size", type=int, default=None, help="Rows per Dataset.map batch (one engine call each).")
+    speed.add_argument(
+        "--batch-size", type=int, default=None, help="Rows per Dataset.map batch (one engine call each)."
+    )
     speed.add_argument("--num-proc", type=int, default=None, help="Processes for Dataset.map.")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..hub.dataset_card import add_dataset_info, make_augment_card
-    from ..policy.data import load_labelled_data
-    from ..policy.rows import POLICY_FEATURES
     from ..llm import EngineError, SamplingParams
-    from ..policy.rows import load_policy_rows
+    from ..policy.data import load_labelled_data
+    from ..policy.files import TaskFileError, read_structured_file
+    from ..policy.rows import POLICY_FEATURES, load_policy_rows
     from ..recipes.apt import AugmentConfig, augment, save_augmented
     from ..recipes.barred.output import check_output_folder, locked_output
     from ..stages.category_delete import CategoryDeleteConfig
     from ..stages.guideline_edit import GuidelineEditConfig
-    from ..policy.files import TaskFileError, read_structured_file
 
     try:
         edit = None
         if not args.no_guideline_edit:
             engine = engine_config(args)
             edit = GuidelineEditConfig(
-                engine=engine, prompt_version=args.prompt_version, prompt_set=args.prompt_set, max_repairs=args.max_repairs,
+                engine=engine,
+                prompt_version=args.prompt_version,
+                prompt_set=args.prompt_set,
+                max_repairs=args.max_repairs,
                 sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
             )
         config = AugmentConfig(CategoryDeleteConfig(seed=args.seed, max_deleted=args.max_deleted), edit)
@@ -95,17 +116,27 @@ def run(args: argparse.Namespace) -> int:
         if args.taxonomy:
             category_map = read_structured_file(args.category_map) if args.category_map else None
             if category_map is not None and not isinstance(category_map, dict):
-                raise TaskFileError(f"{args.category_map}: expected a mapping value -> code(s) or name(s), "
-                                    f"found {type(category_map).__name__}.")
+                raise TaskFileError(
+                    f"{args.category_map}: expected a mapping value -> code(s) or name(s), "
+                    f"found {type(category_map).__name__}."
+                )
             rows = load_policy_rows(
-                data, args.taxonomy, text_column=args.text_column, label_column=args.label_column,
-                category_column=args.category_column, id_column=args.id_column,
-                safe_labels=args.safe_label or ["safe"], unsafe_labels=args.unsafe_label or ["unsafe"],
+                data,
+                args.taxonomy,
+                text_column=args.text_column,
+                label_column=args.label_column,
+                category_column=args.category_column,
+                id_column=args.id_column,
+                safe_labels=args.safe_label or ["safe"],
+                unsafe_labels=args.unsafe_label or ["unsafe"],
                 category_map=category_map,
             )
         elif "taxonomy" in data.column_names:
-            rows = data if data.features.get("label") == POLICY_FEATURES["label"] else \
-                data.cast_column("label", POLICY_FEATURES["label"])
+            rows = (
+                data
+                if data.features.get("label") == POLICY_FEATURES["label"]
+                else data.cast_column("label", POLICY_FEATURES["label"])
+            )
         else:
             raise ValueError(
                 f"{args.dataset}: expected --taxonomy FILE, or a dataset with a 'taxonomy' column of S-coded policy text; "
@@ -124,8 +155,19 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, TaskFileError, FileNotFoundError, EngineError) as err:
         print(f"barred augment: error: {err}", file=sys.stderr)
         return 2
-    summary = {k: stats[k] for k in ("rows_original", "rows_total", "deleted_from", "edited_existing", "new_category",
-                                     "kept_safe", "edit_failures", "unperturbed")}
+    summary = {
+        k: stats[k]
+        for k in (
+            "rows_original",
+            "rows_total",
+            "deleted_from",
+            "edited_existing",
+            "new_category",
+            "kept_safe",
+            "edit_failures",
+            "unperturbed",
+        )
+    }
     print(json.dumps(summary, indent=2))
     print(f"Saved {len(augmented)} rows to {output} (datasets.load_dataset({str(output)!r}))")
     return 0

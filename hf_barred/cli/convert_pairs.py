@@ -25,7 +25,8 @@ WRITERS = {".jsonl": "to_json", ".csv": "to_csv", ".parquet": "to_parquet"}
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "convert-pairs", help="Turn a file of (task, PASS response, FAIL response) rows into labelled rows.",
+        "convert-pairs",
+        help="Turn a file of (task, PASS response, FAIL response) rows into labelled rows.",
         description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "),
     )
     parser.add_argument("source", metavar="FILE", help="CSV/JSON/parquet file, save_to_disk folder or Hub id.")
@@ -34,12 +35,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pass-column", required=True, help="The column of the responses that pass.")
     parser.add_argument("--fail-column", required=True, help="The column of the responses that fail.")
     parser.add_argument("--criterion", help="The rule; written as the rule column and into --task-file.")
-    parser.add_argument("--polarity", choices=("violation", "compliance"), default="violation",
-                        help="What the criterion describes: the failing response (violation, default) or the "
-                             "passing one (compliance).")
+    parser.add_argument(
+        "--polarity",
+        choices=("violation", "compliance"),
+        default="violation",
+        help="What the criterion describes: the failing response (violation, default) or the passing one (compliance).",
+    )
     parser.add_argument("--split", default="train", help="Split of a dataset folder or Hub id (default: train).")
-    parser.add_argument("--task-file", help="Also write a task file (YAML/JSON) with these tasks and responses "
-                                            "as seeds (needs --criterion).")
+    parser.add_argument(
+        "--task-file",
+        help="Also write a task file (YAML/JSON) with these tasks and responses as seeds (needs --criterion).",
+    )
     parser.add_argument("--max-seeds", type=int, default=30, help="Seeds written to --task-file (default 30).")
     parser.set_defaults(run=run)
 
@@ -54,20 +60,30 @@ def run(args: argparse.Namespace) -> int:
     if writer is None:
         problem = f"--output {output}: expected a file ending in {', '.join(WRITERS)}, found {output.suffix!r}."
     elif args.task_file and not args.criterion:
-        problem = "--task-file needs --criterion: the task file's rule. Fix: add --criterion \"...\"."
+        problem = '--task-file needs --criterion: the task file\'s rule. Fix: add --criterion "...".'
     if problem:
         print(f"barred convert-pairs: {problem}", file=sys.stderr)
         return 2
     try:
-        rows = response_pairs(args.source, task_column=args.task_column, pass_column=args.pass_column,
-                              fail_column=args.fail_column, criterion=args.criterion, polarity=args.polarity,
-                              split=args.split)
+        rows = response_pairs(
+            args.source,
+            task_column=args.task_column,
+            pass_column=args.pass_column,
+            fail_column=args.fail_column,
+            criterion=args.criterion,
+            polarity=args.polarity,
+            split=args.split,
+        )
         task = None
         if args.task_file:
             labels = ("PASS", "FAIL") if args.polarity == "violation" else ("FAIL", "PASS")
-            task = GuardrailTask(criterion=args.criterion, labels=labels, input_type="task_and_response",
-                                 name=Path(args.task_file).parent.name or "task",
-                                 seeds=tuple(seeds_from_pairs(rows, args.max_seeds)))
+            task = GuardrailTask(
+                criterion=args.criterion,
+                labels=labels,
+                input_type="task_and_response",
+                name=Path(args.task_file).parent.name or "task",
+                seeds=tuple(seeds_from_pairs(rows, args.max_seeds)),
+            )
     except (FileNotFoundError, ValueError, TaskFileError) as err:
         print(f"barred convert-pairs: {err}", file=sys.stderr)
         return 2

@@ -23,12 +23,16 @@ TEXT_COLUMNS = ("text", "transcript", "input", "prompt", "response")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "coverage", help="Rate how much of a test set the decomposition of a generated dataset covers.",
+        "coverage",
+        help="Rate how much of a test set the decomposition of a generated dataset covers.",
         description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "),
     )
     parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="Output folder of `barred generate`.")
-    parser.add_argument("test_file", metavar="TEST_FILE",
-                        help="Test inputs: a CSV/JSON/parquet file, a save_to_disk folder or a Hub id.")
+    parser.add_argument(
+        "test_file",
+        metavar="TEST_FILE",
+        help="Test inputs: a CSV/JSON/parquet file, a save_to_disk folder or a Hub id.",
+    )
     parser.add_argument("--output", required=True, metavar="DIR", help="Report folder.")
     parser.add_argument("--text-column", help=f"The input column (default: the first of {', '.join(TEXT_COLUMNS)}).")
     parser.add_argument("--task-column", help="The task column of task_and_response inputs (optional).")
@@ -49,15 +53,28 @@ def _pick_text_column(columns: list[str], wanted: Optional[str]) -> str:
         return wanted
     found = next((c for c in TEXT_COLUMNS if c in columns), None)
     if found is None:
-        raise ValueError(f"expected a text column among {list(TEXT_COLUMNS)}, found the columns {columns}. "
-                         "Fix: pass --text-column NAME.")
+        raise ValueError(
+            f"expected a text column among {list(TEXT_COLUMNS)}, found the columns {columns}. "
+            "Fix: pass --text-column NAME."
+        )
     return found
 
 
-def coverage_to_report(dataset_dir: str, test_file: str, output: str, engine: Any, *, text_column: Optional[str] = None,
-                       task_column: Optional[str] = None, split: str = "test", limit: Optional[int] = None,
-                       threshold: float = 0.5, max_tokens: int = 160, max_repairs: int = 1,
-                       batch_size: int = 16) -> dict[str, Any]:
+def coverage_to_report(
+    dataset_dir: str,
+    test_file: str,
+    output: str,
+    engine: Any,
+    *,
+    text_column: Optional[str] = None,
+    task_column: Optional[str] = None,
+    split: str = "test",
+    limit: Optional[int] = None,
+    threshold: float = 0.5,
+    max_tokens: int = 160,
+    max_repairs: int = 1,
+    batch_size: int = 16,
+) -> dict[str, Any]:
     """Rate the test set against the decomposition of ``dataset_dir``, write the report; returns the summary."""
     from ..evaluation.coverage import load_decomposition, write_coverage_report
     from ..policy.data import load_labelled_data
@@ -72,8 +89,14 @@ def coverage_to_report(dataset_dir: str, test_file: str, output: str, engine: An
         raise ValueError(f"--task-column {task_column!r}: expected one of the test set's columns {raw.column_names}.")
     keep = [text] + ([task_column] if task_column else [])
     samples = raw.select_columns(keep).rename_columns({text: "text"} | ({task_column: "task"} if task_column else {}))
-    config = CoverageConfig(engine=engine, criterion=criterion, dimensions=dimensions, threshold=threshold,
-                            max_tokens=max_tokens, max_repairs=max_repairs)
+    config = CoverageConfig(
+        engine=engine,
+        criterion=criterion,
+        dimensions=dimensions,
+        threshold=threshold,
+        max_tokens=max_tokens,
+        max_repairs=max_repairs,
+    )
     rated = rate_coverage(samples, config, batch_size=batch_size)
     summary = coverage_summary(rated, config)
     meta = {"dataset": str(dataset_dir), "test_file": str(test_file), "text_column": text} | engine.identity()
@@ -88,9 +111,18 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = coverage_to_report(
-            args.dataset_dir, args.test_file, args.output, engine_config(args), text_column=args.text_column,
-            task_column=args.task_column, split=args.split, limit=args.limit, threshold=args.threshold,
-            max_tokens=args.max_tokens, max_repairs=args.max_repairs, batch_size=args.batch_size,
+            args.dataset_dir,
+            args.test_file,
+            args.output,
+            engine_config(args),
+            text_column=args.text_column,
+            task_column=args.task_column,
+            split=args.split,
+            limit=args.limit,
+            threshold=args.threshold,
+            max_tokens=args.max_tokens,
+            max_repairs=args.max_repairs,
+            batch_size=args.batch_size,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"barred coverage: {err}", file=sys.stderr)

@@ -31,8 +31,17 @@ from typing import Any, Optional
 from ..llm.config import DTYPES, ENGINES, EngineConfig
 from .flags import argument_options
 
-__all__ = ["ENGINES", "ENGINE_FLAGS", "PROMPT_SET_NAMES", "add_engine_arguments", "add_prompt_set_argument",
-           "check_cache_dir", "engine_config", "positive_int", "share"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_FLAGS",
+    "PROMPT_SET_NAMES",
+    "add_engine_arguments",
+    "add_prompt_set_argument",
+    "check_cache_dir",
+    "engine_config",
+    "positive_int",
+    "share",
+]
 
 PROMPT_SET_NAMES = ("small", "served")  # hf_barred.stages.prompting.PROMPT_SETS, without importing it at parse time
 
@@ -55,7 +64,9 @@ ENGINE_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 def add_prompt_set_argument(parser: Any) -> None:
     """Add ``--prompt-set`` (default None: ``small`` on the local engine, ``served`` on the others)."""
     parser.add_argument(
-        "--prompt-set", choices=PROMPT_SET_NAMES, default=None,
+        "--prompt-set",
+        choices=PROMPT_SET_NAMES,
+        default=None,
         help="Prompt templates: 'small' (few-shot, fitted to the embedded 135M model) or 'served' (zero-shot "
         "system/user prompts for strong models). Default: small on the local engine, served on openai and vllm.",
     )
@@ -108,8 +119,7 @@ def check_cache_dir(path: Path) -> None:
         ) from None
 
 
-def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local",
-                         title: str = "engine") -> None:
+def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local", title: str = "engine") -> None:
     """Add the engine flags (:data:`ENGINE_FLAGS`) to ``parser``, in a group named ``title``.
 
     ``default_engine=None`` makes ``--engine`` optional with no default (a command where the engine
@@ -126,8 +136,9 @@ def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     folder is checked (:func:`check_cache_dir`), so an unwritable one fails before the run."""
     values = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, name, _ in ENGINE_FLAGS}
     values.update(changes)
-    config = EngineConfig(**{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env",
-                                                                                       "cache_dir")})
+    config = EngineConfig(
+        **{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env", "cache_dir")}
+    )
     if config.cache:
         check_cache_dir(config.resolved_cache_dir())
     return config

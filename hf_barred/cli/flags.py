@@ -37,8 +37,17 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_USAGE", "OneLineParser", "add_lazy_command", "argument_options", "config_help", "flag_help",
-           "from_config", "kebab_case_argv", "kebab_case_flags"]
+__all__ = [
+    "EXIT_USAGE",
+    "OneLineParser",
+    "add_lazy_command",
+    "argument_options",
+    "config_help",
+    "flag_help",
+    "from_config",
+    "kebab_case_argv",
+    "kebab_case_flags",
+]
 
 EXIT_USAGE = 2
 """The exit code of bad input: flags, files, folders (see :mod:`hf_barred.cli.main`)."""
@@ -83,8 +92,14 @@ def flag_help(text: str, default: Any) -> str:
     return f"{stem} (default: %(default)s){period}"
 
 
-def from_config(owner: type, name: str, *also: tuple[type, str], default: Any = dataclasses.MISSING,
-                help_text: str | None = None, **argparse_options: Any) -> Any:
+def from_config(
+    owner: type,
+    name: str,
+    *also: tuple[type, str],
+    default: Any = dataclasses.MISSING,
+    help_text: str | None = None,
+    **argparse_options: Any,
+) -> Any:
     """A field of a flat arguments dataclass for the flag that sets the config field ``owner.name``.
 
     Its default and help are that field's unless ``default`` or ``help_text`` is given; ``also`` names
@@ -101,8 +116,10 @@ def from_config(owner: type, name: str, *also: tuple[type, str], default: Any = 
     for other_owner, other_name in also:
         other = _field(other_owner, other_name)
         if other.default != default:
-            raise ValueError(f"{owner.__name__}.{name} (default {default!r}) and {other_owner.__name__}.{other_name} "
-                             f"(default {other.default!r}) are set by one flag: give it its own default.")
+            raise ValueError(
+                f"{owner.__name__}.{name} (default {default!r}) and {other_owner.__name__}.{other_name} "
+                f"(default {other.default!r}) are set by one flag: give it its own default."
+            )
         more = other.metadata["help"]
         text = f"{text.rstrip('.')}; {more[:1].lower()}{more[1:]}"
     return dataclasses.field(default=default, metadata={"help": flag_help(text, default), **argparse_options})
@@ -155,19 +172,26 @@ def kebab_case_argv(argv: Sequence[str]) -> list[str]:
 class _ParseWith(argparse.Action):
     """Parses a command's arguments with the parser ``build_parser()`` returns, into the command's namespace."""
 
-    def __init__(self, option_strings: list[str], dest: str, build_parser: Callable[[], argparse.ArgumentParser],
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, option_strings: list[str], dest: str, build_parser: Callable[[], argparse.ArgumentParser], **kwargs: Any
+    ) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.build_parser = build_parser
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         delattr(namespace, self.dest)
         self.build_parser().parse_args(values, namespace)
 
 
-def add_lazy_command(subparsers: Any, name: str, build_parser: Callable[[], argparse.ArgumentParser],
-                     **kwargs: Any) -> argparse.ArgumentParser:
+def add_lazy_command(
+    subparsers: Any, name: str, build_parser: Callable[[], argparse.ArgumentParser], **kwargs: Any
+) -> argparse.ArgumentParser:
     """Register the command ``name`` on ``subparsers`` (``kwargs`` as for ``add_parser``: ``help``)
     with the arguments, help and errors of ``build_parser()``, called only when the command is parsed.
 

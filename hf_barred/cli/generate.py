@@ -51,25 +51,41 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate_arguments import BudgetArguments, FlagParser, MethodArguments
 
     own = argparse.ArgumentParser(add_help=False)  # a parent: its arguments come before the dataclasses' groups
-    own.add_argument("task_file", metavar="TASK_FILE",
-                     help="YAML/JSON task file (criterion, labels, input_type, seeds).")
+    own.add_argument(
+        "task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds)."
+    )
     own.add_argument("--n", type=positive_int, required=True, help="Number of accepted samples to generate.")
     own.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
-    own.add_argument("--overwrite", action="store_true",
-                     help="Write into --output even when it holds a README.md that no hf_barred run wrote.")
-    own.add_argument("--max-seed-chars", type=positive_int, default=None, metavar="N",
-                     help=f"Refuse seeds longer than N characters (default: {MAX_SEED_CHARS}): every request "
-                          "carries seeds.")
+    own.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into --output even when it holds a README.md that no hf_barred run wrote.",
+    )
+    own.add_argument(
+        "--max-seed-chars",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"Refuse seeds longer than N characters (default: {MAX_SEED_CHARS}): every request carries seeds.",
+    )
     add_engine_arguments(own)
-    parser = FlagParser((MethodArguments, BudgetArguments), parents=[own], prog="barred generate",
-                        description=DESCRIPTION, epilog=examples_epilog(__doc__ or ""))
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO",
-                        help="Push the dataset and its card to this Hub repo.")
+    parser = FlagParser(
+        (MethodArguments, BudgetArguments),
+        parents=[own],
+        prog="barred generate",
+        description=DESCRIPTION,
+        epilog=examples_epilog(__doc__ or ""),
+    )
+    parser.add_argument(
+        "--push-to-hub", default=None, metavar="REPO", help="Push the dataset and its card to this Hub repo."
+    )
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
     parser.add_argument("--no-progress", action="store_true", help="No progress view.")
-    parser.add_argument("--verbose", action="store_true",
-                        help="Also show the libraries' own bars and logs (dataset saving, weight loading, load "
-                             "reports).")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Also show the libraries' own bars and logs (dataset saving, weight loading, load reports).",
+    )
     kebab_case_flags(parser)
     return parser
 
@@ -109,17 +125,26 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
         f"extra accepted: {stats.get('extra', 0)}; rejected: {stats['rejected']} ({reasons})",
         f"  planned rows: {stats['planned_rows']} = {stats['accepted']} train + {stats.get('extra', 0)} extra + "
         f"{stats['rejected']} rejected, in {stats['rounds']} round(s); acceptance rate: {stats['acceptance_rate']:.1%}",
-        "  acceptance by refinement round: " + (", ".join(
-            f"r{level}: {row['accepted']}/{row['debated']}" for level, row in stats["acceptance_by_refinement"].items()
-        ) or "none"),
-        "  debate paths (all debates): " + (", ".join(f"{k}: {v}" for k, v in sorted(stats["debate_paths"].items())) or "none"),
+        "  acceptance by refinement round: "
+        + (
+            ", ".join(
+                f"r{level}: {row['accepted']}/{row['debated']}"
+                for level, row in stats["acceptance_by_refinement"].items()
+            )
+            or "none"
+        ),
+        "  debate paths (all debates): "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(stats["debate_paths"].items())) or "none"),
         f"  decomposition: {stats['dimensions']} dimension(s), {stats['instantiations']} instantiation(s); "
         f"prompt set: {stats.get('prompt_set', '?')}",
-        "  parse failures: " + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
+        "  parse failures: "
+        + ", ".join(f"{k}: {v}" for k, v in stats["parse_failures"].items())
         + f" (of {stats['judge_answers']} judge answers)",
         f"  generator's believed label differs from the target: {believed_summary(stats)}",
-        "  failed requests (no answer): " + ", ".join(f"{k}: {v}" for k, v in stats.get("request_failures", {}).items()),
-        f"  requests: {stats['requests']}" + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
+        "  failed requests (no answer): "
+        + ", ".join(f"{k}: {v}" for k, v in stats.get("request_failures", {}).items()),
+        f"  requests: {stats['requests']}"
+        + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
         + f" ({stats['request_tokens']} tokens, cached or not); budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
     e = stats["engine"]
@@ -136,8 +161,8 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
 
 def run(args: argparse.Namespace) -> int:
     """Errors go up to :func:`hf_barred.cli.main`: one line, exit code 2 for bad input, 1 for a failed run."""
-    from ..recipes.barred.run import run_barred
     from ..policy.task import MAX_SEED_CHARS, GuardrailTask
+    from ..recipes.barred.run import run_barred
 
     task = GuardrailTask.load(args.task_file)
     task.require_seeds()
@@ -155,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"barred generate: warning: {warning}", file=sys.stderr)
     start = time.monotonic()
-    result = run_barred(task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose,
-                        overwrite=args.overwrite)
+    result = run_barred(
+        task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose, overwrite=args.overwrite
+    )
     print(format_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
     if args.push_to_hub:
         from ..hub.push import push_barred_run

@@ -58,17 +58,26 @@ class MethodArguments:
 
     _argument_group_name = "method"
 
-    prompt_set: Optional[str] = from_config(LLMStageConfig, "prompt_set", help_text=FOR_ENGINE_HELP["prompt_set"],
-                                            choices=tuple(PROMPT_SETS))
-    judges: int = from_config(DebateConfig, "judges", default=len(DebateConfig.judges),
-                              help_text=FOR_ENGINE_HELP["judges"], type=positive_int, metavar="K")
+    prompt_set: Optional[str] = from_config(
+        LLMStageConfig, "prompt_set", help_text=FOR_ENGINE_HELP["prompt_set"], choices=tuple(PROMPT_SETS)
+    )
+    judges: int = from_config(
+        DebateConfig,
+        "judges",
+        default=len(DebateConfig.judges),
+        help_text=FOR_ENGINE_HELP["judges"],
+        type=positive_int,
+        metavar="K",
+    )
     rounds: int = from_config(DebateConfig, "rounds", type=positive_int, metavar="T")
     max_refinements: int = from_config(BarredConfig, "max_refinements", metavar="R")
     seed: int = from_config(PlanConfig, "seed", (LLMStageConfig, "seed"))
-    sample_max_tokens: Optional[int] = from_config(GenerateConfig, "max_tokens", default=None,
-                                                   help_text=FOR_ENGINE_HELP["sample_max_tokens"], metavar="N")
-    judge_max_tokens: Optional[int] = from_config(DebateConfig, "max_tokens", default=None,
-                                                  help_text=FOR_ENGINE_HELP["judge_max_tokens"], metavar="N")
+    sample_max_tokens: Optional[int] = from_config(
+        GenerateConfig, "max_tokens", default=None, help_text=FOR_ENGINE_HELP["sample_max_tokens"], metavar="N"
+    )
+    judge_max_tokens: Optional[int] = from_config(
+        DebateConfig, "max_tokens", default=None, help_text=FOR_ENGINE_HELP["judge_max_tokens"], metavar="N"
+    )
     max_repairs: int = from_config(LLMStageConfig, "max_repairs")
 
 
@@ -95,23 +104,34 @@ class FlagParser(OneLineParser, HfArgumentParser):
     def __init__(self, dataclass_types: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(dataclass_types, **kwargs)
-        types = {f.name: f.metadata["type"] for dtype in self.dataclass_types for f in dataclasses.fields(dtype)
-                 if "type" in f.metadata}
+        types = {
+            f.name: f.metadata["type"]
+            for dtype in self.dataclass_types
+            for f in dataclasses.fields(dtype)
+            if "type" in f.metadata
+        }
         for action in self._actions:
             if action.dest in types:
                 action.type = types[action.dest]
 
-    def parse_known_args(self, args: Optional[Sequence[str]] = None,
-                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         return super().parse_known_args(kebab_case_argv(sys.argv[1:] if args is None else args), namespace)
 
 
 def barred_config(args: argparse.Namespace, engine: EngineConfig) -> BarredConfig:
     """The :class:`BarredConfig` of the parsed method and budget flags, every stage on ``engine``."""
     config = BarredConfig.for_engine(
-        engine, judges=args.judges, rounds=args.rounds, sample_max_tokens=args.sample_max_tokens,
-        judge_max_tokens=args.judge_max_tokens, prompt_set=args.prompt_set, max_refinements=args.max_refinements,
-        plan=PlanConfig(seed=args.seed), **{f.name: getattr(args, f.name) for f in dataclasses.fields(BudgetArguments)},
+        engine,
+        judges=args.judges,
+        rounds=args.rounds,
+        sample_max_tokens=args.sample_max_tokens,
+        judge_max_tokens=args.judge_max_tokens,
+        prompt_set=args.prompt_set,
+        max_refinements=args.max_refinements,
+        plan=PlanConfig(seed=args.seed),
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(BudgetArguments)},
     )
     stage_changes = {"seed": args.seed, "max_repairs": args.max_repairs}
     return dataclasses.replace(

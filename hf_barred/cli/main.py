@@ -29,7 +29,8 @@ import os
 import sqlite3
 import sys
 import traceback
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from . import augment, convert_pairs, coverage, demo, evaluate, generate, serve, space, train
 from .flags import EXIT_USAGE, OneLineParser
@@ -48,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="barred",
         description="Turn a written policy into a small, fast guardrail model (BARRED + APT).",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="Show the Python traceback of an error (also accepted after the command).")
+    parser.add_argument(
+        "--debug", action="store_true", help="Show the Python traceback of an error (also accepted after the command)."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         before = set(subparsers.choices)
@@ -116,8 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(err, sqlite3.Error):
-            err = ValueError(f"the response cache could not be used ({err}). Check that --cache-dir is writable "
-                             "and has free space.")
+            err = ValueError(
+                f"the response cache could not be used ({err}). Check that --cache-dir is writable and has free space."
+            )
         elif isinstance(err, OSError) and not isinstance(err, EngineError):
             where = f" ({err.filename})" if err.filename else ""
             err = ValueError(f"{err.strerror or err}{where}. Check the path, its permissions and the free space.")
@@ -126,8 +129,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # a bug: still one line, the traceback on request
         if debug:
             traceback.print_exc()
-        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "
-              "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(run again with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

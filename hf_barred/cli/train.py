@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 TASK_FILES = ("task.yaml", "task.yml", "task.json")
 
@@ -30,8 +31,9 @@ TASK_FILES = ("task.yaml", "task.yml", "task.json")
 def register(subparsers: Any) -> None:
     # Every argument goes to TrlParser when the command runs: building it imports transformers and trl,
     # which `barred --help` should not pay for. "+" as the prefix makes this parser keep "--flags" as is.
-    parser = subparsers.add_parser("train", help="Fine-tune a guardrail model on a labelled dataset.",
-                                   add_help=False, prefix_chars="+")
+    parser = subparsers.add_parser(
+        "train", help="Fine-tune a guardrail model on a labelled dataset.", add_help=False, prefix_chars="+"
+    )
     parser.add_argument("argv", nargs="*")
     parser.set_defaults(run=run)
 
@@ -48,21 +50,40 @@ def build_parser() -> Any:
             print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
             raise SystemExit(2)
 
-    parser = _Parser((GuardrailTrainingArguments,), prog="barred train",
-                       description=__doc__.split("\n\n")[1].replace("\n", " "),
-                       epilog=examples_epilog(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        (GuardrailTrainingArguments,),
+        prog="barred train",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        epilog=examples_epilog(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("dataset", metavar="DATASET", help="Folder, CSV/JSON/parquet file or Hub id.")
     parser.add_argument("--split", default="train", help="Training split of a folder or Hub id (default: train).")
-    parser.add_argument("--eval-dataset", "--eval_dataset", dest="eval_dataset",
-                        help="Validation data (default: a stratified validation_size of DATASET, when each class "
-                             "can spare 20 rows).")
-    parser.add_argument("--test-dataset", "--test_dataset", dest="test_dataset",
-                        help="Labelled test set scored after training (report in OUTPUT/eval, scores in the card).")
-    parser.add_argument("--test-split", "--test_split", dest="test_split", default="test",
-                        help="Split of --test-dataset (default: test).")
-    parser.add_argument("--verbose", action="store_true",
-                        help="Show the libraries' own output: load reports, weight loading and saving bars, their "
-                             "warnings (hidden by default; the training bar and the summary always show).")
+    parser.add_argument(
+        "--eval-dataset",
+        "--eval_dataset",
+        dest="eval_dataset",
+        help="Validation data (default: a stratified validation_size of DATASET, when each class can spare 20 rows).",
+    )
+    parser.add_argument(
+        "--test-dataset",
+        "--test_dataset",
+        dest="test_dataset",
+        help="Labelled test set scored after training (report in OUTPUT/eval, scores in the card).",
+    )
+    parser.add_argument(
+        "--test-split",
+        "--test_split",
+        dest="test_split",
+        default="test",
+        help="Split of --test-dataset (default: test).",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show the libraries' own output: load reports, weight loading and saving bars, their "
+        "warnings (hidden by default; the training bar and the summary always show).",
+    )
     return parser
 
 
@@ -122,21 +143,43 @@ def _train_quietly(training_args: Any, options: argparse.Namespace) -> int:
     output_dir = training_args.output_dir
     evaluations = []
     if result.eval_rows:
-        evaluations.append({"dataset": options.eval_dataset or "held-out validation", "split": "validation",
-                            "metrics": {k.removeprefix("eval_"): v for k, v in result.eval_metrics.items()}})
+        evaluations.append(
+            {
+                "dataset": options.eval_dataset or "held-out validation",
+                "split": "validation",
+                "metrics": {k.removeprefix("eval_"): v for k, v in result.eval_metrics.items()},
+            }
+        )
     if options.test_dataset:
         from ..evaluation.evaluate import evaluate_to_report
         from .evaluate import print_summary
 
-        report = evaluate_to_report(output_dir, options.test_dataset, Path(output_dir) / "eval",
-                                    split=options.test_split, rule=training_args.rule, taxonomy=training_args.taxonomy)
+        report = evaluate_to_report(
+            output_dir,
+            options.test_dataset,
+            Path(output_dir) / "eval",
+            split=options.test_split,
+            rule=training_args.rule,
+            taxonomy=training_args.taxonomy,
+        )
         print_summary(report, Path(output_dir) / "eval")
-        evaluations.append({"dataset": options.test_dataset, "metrics": report["metrics"],
-                            "split": "test" if Path(options.test_dataset).is_file() else options.test_split})
-    card = write_model_card(output_dir, repo_id=training_args.hub_model_id if training_args.push_to_hub else None,
-                            datasets=[options.dataset], evaluations=evaluations)
-    print(f"Guardrail saved to {output_dir} ({result.global_step} steps, {result.train_runtime:.0f} s, threshold "
-          f"{result.threshold:.3f}: {result.threshold_source}); card: {card}")
+        evaluations.append(
+            {
+                "dataset": options.test_dataset,
+                "metrics": report["metrics"],
+                "split": "test" if Path(options.test_dataset).is_file() else options.test_split,
+            }
+        )
+    card = write_model_card(
+        output_dir,
+        repo_id=training_args.hub_model_id if training_args.push_to_hub else None,
+        datasets=[options.dataset],
+        evaluations=evaluations,
+    )
+    print(
+        f"Guardrail saved to {output_dir} ({result.global_step} steps, {result.train_runtime:.0f} s, threshold "
+        f"{result.threshold:.3f}: {result.threshold_source}); card: {card}"
+    )
     if training_args.push_to_hub:
         if not training_args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id REPO (the Hub repo to create or update).")
@@ -157,7 +200,12 @@ def push_trained(output_dir: str | Path, repo_id: str, private: bool = False) ->
     commit = guard.push_to_hub(repo_id, private=private, commit_message="Upload guardrail trained with hf_barred")
     folder = Path(output_dir)
     if (folder / "train_results.json").is_file() or (folder / "eval").is_dir():
-        HfApi().upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                              allow_patterns=["train_results.json", "eval/**"],
-                              ignore_patterns=["**/predictions.jsonl"], commit_message="Add the training reports")
+        HfApi().upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            allow_patterns=["train_results.json", "eval/**"],
+            ignore_patterns=["**/predictions.jsonl"],
+            commit_message="Add the training reports",
+        )
     return str(getattr(commit, "commit_url", commit))

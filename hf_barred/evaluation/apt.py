@@ -30,15 +30,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from datasets import Dataset, Value
 
-from .metrics.guardrail_metrics import binary_metrics, category_metrics
 from ..policy.rows import check_policy_rows, policy_features, row_taxonomy
+from ..policy.taxonomy import Category, Taxonomy, remap_codes
 from ..rowrandom import RowRandom
 from ..stages.category_shuffle import CategoryShuffleConfig, category_shuffle
-from ..policy.taxonomy import Category, Taxonomy, remap_codes
+from .metrics.guardrail_metrics import binary_metrics, category_metrics
 
 __all__ = [
     "EVAL_POLICIES",
@@ -69,8 +70,9 @@ def names_only(policy_text: str) -> str:
 def names_only_rows(ds: Dataset) -> Dataset:
     """``ds`` with every row's policy in :func:`names_only` form."""
     check_policy_rows(ds, "names_only_rows")
-    return ds.map(lambda batch: {"taxonomy": [names_only(t) for t in batch["taxonomy"]]}, batched=True,
-                  desc="names-only policies")
+    return ds.map(
+        lambda batch: {"taxonomy": [names_only(t) for t in batch["taxonomy"]]}, batched=True, desc="names-only policies"
+    )
 
 
 def _delete_row(row: dict[str, Any], seed: int, drop_share: float, max_extra: int) -> dict[str, Any]:
@@ -93,7 +95,8 @@ def _delete_row(row: dict[str, Any], seed: int, drop_share: float, max_extra: in
         "taxonomy": new.render(),
         "label": 0 if drop else row["label"],
         "categories": [] if drop else remap_codes(codes, code_map),
-        "deleted_codes": list(row["deleted_codes"]) + [sources[taxonomy.index(c)] for c in taxonomy.codes if c in doomed],
+        "deleted_codes": list(row["deleted_codes"])
+        + [sources[taxonomy.index(c)] for c in taxonomy.codes if c in doomed],
         "source_codes": [sources[taxonomy.index(c)] for c in taxonomy.codes if c not in doomed],
         "perturbation": "category_delete",
         "deleted_to_safe": drop,
@@ -111,12 +114,18 @@ def deleted_policy_rows(ds: Dataset, seed: int = 0, drop_share: float = 0.5, max
     """
     check_policy_rows(ds, STAGE)
     if not 0.0 <= drop_share <= 1.0 or max_extra < 1:
-        raise ValueError(f"deleted_policy_rows: expected 0 <= drop_share <= 1 and max_extra >= 1, "
-                         f"found drop_share={drop_share!r}, max_extra={max_extra!r}.")
+        raise ValueError(
+            f"deleted_policy_rows: expected 0 <= drop_share <= 1 and max_extra >= 1, "
+            f"found drop_share={drop_share!r}, max_extra={max_extra!r}."
+        )
     features = policy_features(ds.features)
     features["deleted_to_safe"] = Value("bool")
-    return ds.map(_delete_row, fn_kwargs={"seed": seed, "drop_share": drop_share, "max_extra": max_extra},
-                  features=features, desc="deleted-category policies")
+    return ds.map(
+        _delete_row,
+        fn_kwargs={"seed": seed, "drop_share": drop_share, "max_extra": max_extra},
+        features=features,
+        desc="deleted-category policies",
+    )
 
 
 def shuffled_policy_rows(ds: Dataset, seed: int = 0) -> Dataset:
@@ -127,13 +136,20 @@ def shuffled_policy_rows(ds: Dataset, seed: int = 0) -> Dataset:
 
 def evaluation_policies(ds: Dataset, seed: int = 0, drop_share: float = 0.5) -> dict[str, Dataset]:
     """``{"seen": ds, "deleted": ..., "shuffled": ...}`` (see the module docstring)."""
-    return {"seen": ds, "deleted": deleted_policy_rows(ds, seed=seed, drop_share=drop_share),
-            "shuffled": shuffled_policy_rows(ds, seed=seed)}
+    return {
+        "seen": ds,
+        "deleted": deleted_policy_rows(ds, seed=seed, drop_share=drop_share),
+        "shuffled": shuffled_policy_rows(ds, seed=seed),
+    }
 
 
-def policy_metrics(predictions: Sequence[int], references: Sequence[int], predicted_categories: Sequence[Sequence[str]],
-                   reference_categories: Sequence[Sequence[str]],
-                   deleted_to_safe: Optional[Sequence[bool]] = None) -> dict[str, Any]:
+def policy_metrics(
+    predictions: Sequence[int],
+    references: Sequence[int],
+    predicted_categories: Sequence[Sequence[str]],
+    reference_categories: Sequence[Sequence[str]],
+    deleted_to_safe: Optional[Sequence[bool]] = None,
+) -> dict[str, Any]:
     """The metrics module's binary and category metrics, plus ``deleted_fp`` / ``deleted_n``: the
     rows flagged unsafe among the ``deleted_to_safe`` rows, and how many such rows there are."""
     out = binary_metrics(predictions, references)
@@ -145,8 +161,13 @@ def policy_metrics(predictions: Sequence[int], references: Sequence[int], predic
     return out
 
 
-def bootstrap_ci(statistic: Callable[[Sequence[int]], float], n: int, n_resamples: int = 1000,
-                 confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    statistic: Callable[[Sequence[int]], float],
+    n: int,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic(row indices)`` over ``n`` rows (:func:`scipy.stats.bootstrap`).
 
     Pass one statistic that scores several systems on the same indices to get a paired CI of a
@@ -161,7 +182,13 @@ def bootstrap_ci(statistic: Callable[[Sequence[int]], float], n: int, n_resample
 
     if n < 2:
         raise ValueError(f"bootstrap_ci: expected at least 2 rows, found {n}.")
-    result = bootstrap((np.arange(n),), lambda idx: statistic(idx.tolist()), n_resamples=n_resamples,
-                       confidence_level=confidence, method="percentile", vectorized=False,
-                       random_state=np.random.default_rng(seed))
+    result = bootstrap(
+        (np.arange(n),),
+        lambda idx: statistic(idx.tolist()),
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=False,
+        random_state=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -29,8 +29,9 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..llm.base import Completion, Conversation, SamplingParams
 from ..llm.cache import ResponseCache
@@ -68,10 +69,13 @@ class JudgeScores:
 
     def summary(self) -> dict[str, Any]:
         """The mode and row counts for a report's ``extra`` section."""
-        return {"scoring_mode": self.mode, "rows_logprob": self.modes.count("logprob"),
-                "rows_generation": self.modes.count("generation"),
-                "unparseable": sum(p == -1 for p in self.predictions),
-                "rows_scored_above_half": sum(s is not None and s > 0.5 for s in self.scores)}
+        return {
+            "scoring_mode": self.mode,
+            "rows_logprob": self.modes.count("logprob"),
+            "rows_generation": self.modes.count("generation"),
+            "unparseable": sum(p == -1 for p in self.predictions),
+            "rows_scored_above_half": sum(s is not None and s > 0.5 for s in self.scores),
+        }
 
 
 def digit_logprobs(top: dict[str, float]) -> tuple[Optional[float], Optional[float]]:
@@ -111,8 +115,9 @@ def _cache_key(config: EngineConfig, model_name: str, conversation: Conversation
     return ResponseCache.key(name, conversation, SamplingParams(max_tokens=1, temperature=0.0, seed=0))
 
 
-def _cached_logprobs(config: EngineConfig, conversations: list[Conversation],
-                     top_logprobs: int) -> list[Optional[dict[str, float]]]:
+def _cached_logprobs(
+    config: EngineConfig, conversations: list[Conversation], top_logprobs: int
+) -> list[Optional[dict[str, float]]]:
     """The digits' log-probabilities per conversation (None: none given), from the cache or the engine."""
     cache = ResponseCache(config.resolved_cache_dir() / "responses.sqlite") if config.cache else None
     name = _model_name(config)
@@ -147,8 +152,15 @@ def _model_name(config: EngineConfig) -> str:
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 
 
-def score_with_judge(config: EngineConfig, conversations: Sequence[Conversation], *, mode: str = "auto",
-                     top_logprobs: int = 20, generation_max_tokens: int = 16, threshold: float = 0.5) -> JudgeScores:
+def score_with_judge(
+    config: EngineConfig,
+    conversations: Sequence[Conversation],
+    *,
+    mode: str = "auto",
+    top_logprobs: int = 20,
+    generation_max_tokens: int = 16,
+    threshold: float = 0.5,
+) -> JudgeScores:
     """Score every classification conversation with the judge of ``config`` (see the module docstring).
 
     ``mode``: ``auto`` (logprobs where given, generation for the other rows), ``logprob`` (no generation:
@@ -163,7 +175,9 @@ def score_with_judge(config: EngineConfig, conversations: Sequence[Conversation]
     conversations = [list(conv) for conv in conversations]
     started = time.perf_counter()
     out = JudgeScores()
-    digits = _cached_logprobs(config, conversations, top_logprobs) if mode != "generation" else [None] * len(conversations)
+    digits = (
+        _cached_logprobs(config, conversations, top_logprobs) if mode != "generation" else [None] * len(conversations)
+    )
     to_generate = [i for i, d in enumerate(digits) if d is None or digit_score(_as_top(d)) is None]
     generated: dict[int, Completion] = {}
     if to_generate and mode != "logprob":
@@ -172,8 +186,13 @@ def score_with_judge(config: EngineConfig, conversations: Sequence[Conversation]
         answers = engine.chat([conversations[i] for i in to_generate], params, stage="evaluate")
         generated = dict(zip(to_generate, answers))
         usage = engine.usage
-        out.usage = {"calls": usage.calls, "cache_hits": usage.cache_hits, "prompt_tokens": usage.prompt_tokens,
-                     "completion_tokens": usage.completion_tokens, "errors": usage.errors}
+        out.usage = {
+            "calls": usage.calls,
+            "cache_hits": usage.cache_hits,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "errors": usage.errors,
+        }
     for i, d in enumerate(digits):
         out.categories.append([])
         score = digit_score(_as_top(d)) if d is not None else None
@@ -196,9 +215,13 @@ def score_with_judge(config: EngineConfig, conversations: Sequence[Conversation]
         out.raw.append(completion.text)
         answer = parse_binary_answer(_THINK.sub("", completion.text)) if completion.ok else None
         out.predictions.append(-1 if answer is None else answer)
-        out.errors.append(None if answer is not None else
-                          f"engine error: {completion.error}" if not completion.ok else
-                          f"no 0/1 answer in {completion.text[:80]!r}")
+        out.errors.append(
+            None
+            if answer is not None
+            else f"engine error: {completion.error}"
+            if not completion.ok
+            else f"no 0/1 answer in {completion.text[:80]!r}"
+        )
     out.seconds = time.perf_counter() - started
     return out
 

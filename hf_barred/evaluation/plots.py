@@ -18,8 +18,9 @@ Example:
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from ..policy.taxonomy import sort_codes
 from .metrics.calibration import expected_calibration_error, pr_curve, reliability_bins
@@ -62,17 +63,26 @@ def plot_confusion(metrics: Mapping[str, Any], label_names: Sequence[str], path:
     fig, ax = plt.subplots(figsize=(max(1.6, 0.11 * widest) * len(columns) + 2.4, 3.8), dpi=120)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{int(count)}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=11,
-                color="white" if share[i, j] > 0.6 else "black")
+        ax.text(
+            j,
+            i,
+            f"{int(count)}\n{share[i, j]:.0%}",
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="white" if share[i, j] > 0.6 else "black",
+        )
     ax.set_xticks(range(len(columns)), columns)
     ax.set_yticks(range(2), [f"true {label_names[0]}", f"true {label_names[1]}"])
-    ax.set_title(_title(title) + f"\naccuracy {metrics['accuracy']:.3f} · F1 {metrics['f1']:.3f} · n={metrics['n']}",
-                 fontsize=10)
+    ax.set_title(
+        _title(title) + f"\naccuracy {metrics['accuracy']:.3f} · F1 {metrics['f1']:.3f} · n={metrics['n']}", fontsize=10
+    )
     return _save(fig, path)
 
 
-def category_matrix(reference: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-                    labels: Sequence[int]) -> tuple[list[str], list[str], list[list[int]]]:
+def category_matrix(
+    reference: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], labels: Sequence[int]
+) -> tuple[list[str], list[str], list[list[int]]]:
     """Counts over positive rows: for each reference code (rows) the predicted codes (columns, plus
     ``none`` when a row got no category). Returns ``(row codes, column names, counts)``."""
     codes = sort_codes([c for cats in list(reference) + list(predicted) for c in cats])
@@ -89,9 +99,14 @@ def category_matrix(reference: Sequence[Sequence[str]], predicted: Sequence[Sequ
     return ref_codes, columns, counts
 
 
-def plot_category_heatmap(reference: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-                          labels: Sequence[int], fnr: Mapping[str, float], path: str | Path,
-                          title: str) -> Optional[Path]:
+def plot_category_heatmap(
+    reference: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    labels: Sequence[int],
+    fnr: Mapping[str, float],
+    path: str | Path,
+    title: str,
+) -> Optional[Path]:
     """Heatmap of reference vs predicted categories on positive rows; None when there are none."""
     import numpy as np
 
@@ -104,8 +119,15 @@ def plot_category_heatmap(reference: Sequence[Sequence[str]], predicted: Sequenc
     image = ax.imshow(matrix, cmap="Oranges")
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=9,
-                    color="white" if count > 0.6 * matrix.max() else "black")
+            ax.text(
+                j,
+                i,
+                int(count),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if count > 0.6 * matrix.max() else "black",
+            )
     ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), [f"{c} (FNR {fnr.get(c, 0.0):.2f})" for c in rows])
     ax.set_xlabel("predicted category")
@@ -115,21 +137,34 @@ def plot_category_heatmap(reference: Sequence[Sequence[str]], predicted: Sequenc
     return _save(fig, path)
 
 
-def plot_reliability(scores: Sequence[float], labels: Sequence[int], path: str | Path, title: str,
-                     bins: int = 10) -> Path:
+def plot_reliability(
+    scores: Sequence[float], labels: Sequence[int], path: str | Path, title: str, bins: int = 10
+) -> Path:
     """Reliability diagram: per score bin, the share of true violations (bars) against the mean score
     (the diagonal is perfect calibration); the row count of each bin is written above its bar."""
     plt = _pyplot()
     table = reliability_bins(scores, labels, bins)
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=120)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-    ax.bar([b["low"] for b in table], [b["positive_rate"] for b in table], width=1 / bins, align="edge",
-           color="#4c72b0", alpha=0.8, edgecolor="white", label="share of violations")
-    ax.plot([b["mean_score"] for b in table], [b["positive_rate"] for b in table], "o", color="#dd8452",
-            label="bin mean score")
+    ax.bar(
+        [b["low"] for b in table],
+        [b["positive_rate"] for b in table],
+        width=1 / bins,
+        align="edge",
+        color="#4c72b0",
+        alpha=0.8,
+        edgecolor="white",
+        label="share of violations",
+    )
+    ax.plot(
+        [b["mean_score"] for b in table],
+        [b["positive_rate"] for b in table],
+        "o",
+        color="#dd8452",
+        label="bin mean score",
+    )
     for b in table:
-        ax.text(b["low"] + 0.5 / bins, min(b["positive_rate"] + 0.03, 1.02), str(b["count"]), ha="center",
-                fontsize=8)
+        ax.text(b["low"] + 0.5 / bins, min(b["positive_rate"] + 0.03, 1.02), str(b["count"]), ha="center", fontsize=8)
     ax.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="violation score", ylabel="share of true violations")
     ax.legend(loc="upper left", fontsize=8)
     ece = expected_calibration_error(scores, labels, bins)
@@ -137,8 +172,14 @@ def plot_reliability(scores: Sequence[float], labels: Sequence[int], path: str |
     return _save(fig, path)
 
 
-def plot_score_histograms(scores: Sequence[float], labels: Sequence[int], label_names: Sequence[str],
-                          path: str | Path, title: str, threshold: Optional[float] = None) -> Path:
+def plot_score_histograms(
+    scores: Sequence[float],
+    labels: Sequence[int],
+    label_names: Sequence[str],
+    path: str | Path,
+    title: str,
+    threshold: Optional[float] = None,
+) -> Path:
     """The scores of each true class as overlaid histograms (20 bins), with the threshold line."""
     import numpy as np
 
@@ -147,7 +188,9 @@ def plot_score_histograms(scores: Sequence[float], labels: Sequence[int], label_
     fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=120)
     edges = np.linspace(0, 1, 21)
     for cls, color in ((0, "#4c72b0"), (1, "#c44e52")):
-        ax.hist(s[y == cls], bins=edges, alpha=0.6, color=color, label=f"true {label_names[cls]} (n={(y == cls).sum()})")
+        ax.hist(
+            s[y == cls], bins=edges, alpha=0.6, color=color, label=f"true {label_names[cls]} (n={(y == cls).sum()})"
+        )
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
     ax.set(xlim=(0, 1), xlabel="violation score", ylabel="rows")
@@ -156,8 +199,9 @@ def plot_score_histograms(scores: Sequence[float], labels: Sequence[int], label_
     return _save(fig, path)
 
 
-def plot_pr_curve(scores: Sequence[float], labels: Sequence[int], path: str | Path, title: str,
-                  threshold: Optional[float] = None) -> Path:
+def plot_pr_curve(
+    scores: Sequence[float], labels: Sequence[int], path: str | Path, title: str, threshold: Optional[float] = None
+) -> Path:
     """Precision against recall over every threshold; the dot is the guardrail's threshold."""
     plt = _pyplot()
     curve = pr_curve(scores, labels)

@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..policy.data import label_index
-from .formats import format_task
 from ..policy.taxonomy import sort_codes
+from .formats import format_task
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -84,19 +85,24 @@ class DataInfo:
     columns: dict[str, Optional[str]] = field(default_factory=dict)
 
 
-def _pick(columns: Sequence[str], wanted: Optional[str], candidates: Sequence[str], what: str,
-          required: bool) -> Optional[str]:
+def _pick(
+    columns: Sequence[str], wanted: Optional[str], candidates: Sequence[str], what: str, required: bool
+) -> Optional[str]:
     if wanted:
         if wanted not in columns:
-            raise ValueError(f"Expected the dataset to have the {what} column {wanted!r}, but only {list(columns)} "
-                             f"were found. Fix: pass --{what}_column with one of them.")
+            raise ValueError(
+                f"Expected the dataset to have the {what} column {wanted!r}, but only {list(columns)} "
+                f"were found. Fix: pass --{what}_column with one of them."
+            )
         return wanted
     for name in candidates:
         if name in columns:
             return name
     if required:
-        raise ValueError(f"Expected the dataset to have a {what} column (one of {list(candidates)}), but only "
-                         f"{list(columns)} were found. Fix: pass --{what}_column NAME.")
+        raise ValueError(
+            f"Expected the dataset to have a {what} column (one of {list(candidates)}), but only "
+            f"{list(columns)} were found. Fix: pass --{what}_column NAME."
+        )
     return None
 
 
@@ -115,12 +121,16 @@ def label_mapping(values: Sequence[Any], positive_label: Optional[str] = None) -
     """
     raw = sorted({str(v) for v in values if v is not None})
     if len(raw) > 2:
-        raise ValueError(f"Expected a binary label with two values, found {len(raw)}: {raw[:10]}. "
-                         "Fix: pass --label_column with a binary column, or map the labels first.")
+        raise ValueError(
+            f"Expected a binary label with two values, found {len(raw)}: {raw[:10]}. "
+            "Fix: pass --label_column with a binary column, or map the labels first."
+        )
     if positive_label is not None:
         if raw and str(positive_label).lower() not in {v.lower() for v in raw}:
-            raise ValueError(f"positive_label {positive_label!r} is not among the label values {raw}. "
-                             "Fix: pass one of them as --positive_label.")
+            raise ValueError(
+                f"positive_label {positive_label!r} is not among the label values {raw}. "
+                "Fix: pass one of them as --positive_label."
+            )
         mapping = {v: int(label_index(v, (), (positive_label,)) == 1) for v in raw}
     else:
         mapping = {}
@@ -152,8 +162,14 @@ def _categories(value: Any) -> list[str]:
     return sort_codes([str(v) for v in value])
 
 
-def _normalize_rows(batch: dict[str, list], columns: dict[str, Optional[str]], mapping: dict[str, int],
-                    class_names: Optional[list[str]], rule: Optional[str], taxonomy: Optional[str]) -> dict[str, list]:
+def _normalize_rows(
+    batch: dict[str, list],
+    columns: dict[str, Optional[str]],
+    mapping: dict[str, int],
+    class_names: Optional[list[str]],
+    rule: Optional[str],
+    taxonomy: Optional[str],
+) -> dict[str, list]:
     n = len(batch[columns["text"]])
     out: dict[str, list] = {"text": [str(t) for t in batch[columns["text"]]]}
     if columns["label"]:
@@ -164,12 +180,15 @@ def _normalize_rows(batch: dict[str, list], columns: dict[str, Optional[str]], m
     out["rule"] = [str(r) for r in batch[columns["rule"]]] if columns["rule"] else [rule] * n
     out["task"] = [t if t else None for t in batch[columns["task"]]] if columns["task"] else [None] * n
     out["taxonomy"] = list(batch[columns["taxonomy"]]) if columns["taxonomy"] else [taxonomy] * n
-    out["categories"] = [_categories(v) for v in batch[columns["categories"]]] if columns["categories"] else [[] for _ in range(n)]
+    out["categories"] = (
+        [_categories(v) for v in batch[columns["categories"]]] if columns["categories"] else [[] for _ in range(n)]
+    )
     return out
 
 
-def normalize_dataset(ds: "Dataset", config: ColumnMapping, require_labels: bool = True,
-                      label_names: Optional[list[str]] = None) -> tuple["Dataset", DataInfo]:
+def normalize_dataset(
+    ds: Dataset, config: ColumnMapping, require_labels: bool = True, label_names: Optional[list[str]] = None
+) -> tuple[Dataset, DataInfo]:
     """Bring ``ds`` to the columns ``text, label (0/1), rule, task, taxonomy, categories``.
 
     Columns are found by name (``text``/``prompt``/``transcript``..., ``label``/``predicate_label``...,
@@ -207,19 +226,37 @@ def normalize_dataset(ds: "Dataset", config: ColumnMapping, require_labels: bool
             raise ValueError(f"The label column {columns['label']!r} has empty values. Fix: drop those rows first.")
     fmt = config.resolved_prompt_format(has_taxonomy_column=columns["taxonomy"] is not None)
     if format_task(fmt) == "binary" and not columns["rule"] and not config.rule:
-        raise ValueError(f"The binary format needs a rule: expected a rule column (one of {list(RULE_COLUMNS)}) or "
-                         f"--rule, found neither in {names}. Fix: pass --rule \"...\".")
+        raise ValueError(
+            f"The binary format needs a rule: expected a rule column (one of {list(RULE_COLUMNS)}) or "
+            f'--rule, found neither in {names}. Fix: pass --rule "...".'
+        )
     if format_task(fmt) == "policy" and not columns["taxonomy"] and not config.taxonomy:
-        raise ValueError(f"The policy format needs a taxonomy: expected a taxonomy column or --taxonomy, found "
-                         f"neither in {names}. Fix: pass --taxonomy FILE.")
-    features = Features({
-        "text": Value("string"), "label": Value("int64"), "rule": Value("string"), "task": Value("string"),
-        "taxonomy": Value("string"), "categories": List(Value("string")),
-    })
+        raise ValueError(
+            f"The policy format needs a taxonomy: expected a taxonomy column or --taxonomy, found "
+            f"neither in {names}. Fix: pass --taxonomy FILE."
+        )
+    features = Features(
+        {
+            "text": Value("string"),
+            "label": Value("int64"),
+            "rule": Value("string"),
+            "task": Value("string"),
+            "taxonomy": Value("string"),
+            "categories": List(Value("string")),
+        }
+    )
     out = ds.map(
-        _normalize_rows, batched=True, remove_columns=names, features=features,
-        fn_kwargs={"columns": columns, "mapping": mapping, "class_names": class_names, "rule": config.rule,
-                   "taxonomy": config.taxonomy},
+        _normalize_rows,
+        batched=True,
+        remove_columns=names,
+        features=features,
+        fn_kwargs={
+            "columns": columns,
+            "mapping": mapping,
+            "class_names": class_names,
+            "rule": config.rule,
+            "taxonomy": config.taxonomy,
+        },
         desc="Normalising columns",
     )
     rules = sorted(set(out["rule"]) - {None})

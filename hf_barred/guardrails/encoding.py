@@ -18,17 +18,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-from .formats import binary_messages, format_task, policy_answer, policy_messages
+from .formats import format_task, policy_answer, policy_messages
 
 IGNORE_INDEX = -100
 LONG_INPUTS = ("chunk", "truncate")
 
 
-def build_messages(fmt: str, text: str, rule: Optional[str] = None, task: Optional[str] = None,
-                   taxonomy: Optional[str] = None) -> list[dict[str, str]]:
+def build_messages(
+    fmt: str, text: str, rule: Optional[str] = None, task: Optional[str] = None, taxonomy: Optional[str] = None
+) -> list[dict[str, str]]:
     """The classification prompt of the format named ``fmt`` for one input."""
     if format_task(fmt) == "policy":
         if not taxonomy:
@@ -96,7 +98,7 @@ class PromptEncoder:
                 messages + [{"role": "assistant", "content": answer}], tokenize=False
             )
             if full.startswith(prompt):
-                return full[len(prompt):]
+                return full[len(prompt) :]
         return answer + eos
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
@@ -105,24 +107,36 @@ class PromptEncoder:
     def completion_ids(self, messages: list[dict[str, str]], answer: str) -> list[int]:
         return self.tokenizer(self.completion_text(messages, answer), add_special_tokens=False)["input_ids"]
 
-    def text_budget(self, fmt: str, rule: Optional[str], task: Optional[str], taxonomy: Optional[str],
-                    reserve: int = 0) -> int:
+    def text_budget(
+        self, fmt: str, rule: Optional[str], task: Optional[str], taxonomy: Optional[str], reserve: int = 0
+    ) -> int:
         """Input-text tokens that fit beside the instructions and ``reserve`` answer tokens."""
         overhead = len(self.prompt_ids(build_messages(fmt, "", rule, task, taxonomy))) + reserve
         budget = self.max_length - overhead - 2
         if budget < 1:
-            raise ValueError(f"max_length={self.max_length} leaves no room for the input: the prompt alone takes "
-                             f"{overhead} tokens. Fix: raise --max_length.")
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for the input: the prompt alone takes "
+                f"{overhead} tokens. Fix: raise --max_length."
+            )
         return budget
 
-    def fit(self, fmt: str, text: str, rule: Optional[str], task: Optional[str], taxonomy: Optional[str],
-            reserve: int = 0) -> list[dict[str, str]]:
+    def fit(
+        self, fmt: str, text: str, rule: Optional[str], task: Optional[str], taxonomy: Optional[str], reserve: int = 0
+    ) -> list[dict[str, str]]:
         """Messages whose prompt, plus ``reserve`` answer tokens, fits ``max_length`` (the text is cut)."""
         return self.fitted_windows(fmt, text, rule, task, taxonomy, reserve, chunk=False)[0]
 
-    def fitted_windows(self, fmt: str, text: str, rule: Optional[str], task: Optional[str],
-                       taxonomy: Optional[str], reserve: int = 0, chunk: bool = True,
-                       stride: int = 32) -> list[list[dict[str, str]]]:
+    def fitted_windows(
+        self,
+        fmt: str,
+        text: str,
+        rule: Optional[str],
+        task: Optional[str],
+        taxonomy: Optional[str],
+        reserve: int = 0,
+        chunk: bool = True,
+        stride: int = 32,
+    ) -> list[list[dict[str, str]]]:
         """The messages of each window of ``text`` (one when it fits; with ``chunk=False`` only the first)."""
         messages = build_messages(fmt, text, rule, task, taxonomy)
         if len(self.prompt_ids(messages)) + reserve <= self.max_length:
@@ -132,8 +146,15 @@ class PromptEncoder:
         parts = windows(ids, budget, min(stride, budget // 2)) if chunk else [ids[:budget]]
         return [build_messages(fmt, self.tokenizer.decode(part), rule, task, taxonomy) for part in parts]
 
-    def completion_for(self, fmt: str, label: int, categories: Sequence[str] = (), rule: Optional[str] = None,
-                       task: Optional[str] = None, taxonomy: Optional[str] = None) -> list[int]:
+    def completion_for(
+        self,
+        fmt: str,
+        label: int,
+        categories: Sequence[str] = (),
+        rule: Optional[str] = None,
+        task: Optional[str] = None,
+        taxonomy: Optional[str] = None,
+    ) -> list[int]:
         """The answer's token ids (cached: the completion does not depend on the input)."""
         answer = target_answer(fmt, label, categories)
         if answer not in self._completions:
@@ -149,18 +170,28 @@ class PromptEncoder:
         while k < min(len(pos), len(neg)) and pos[k] == neg[k]:
             k += 1
         if k >= min(len(pos), len(neg)):
-            raise ValueError("The tokenizer gives the positive and negative answers the same tokens; "
-                             "it cannot be used for a generative guardrail.")
+            raise ValueError(
+                "The tokenizer gives the positive and negative answers the same tokens; "
+                "it cannot be used for a generative guardrail."
+            )
         return DecisionTokens(prefix=tuple(pos[:k]), positive=pos[k], negative=neg[k])
 
 
-def classifier_inputs(tokenizer: Any, texts: Sequence[str], rules: Optional[Sequence[Optional[str]]],
-                      max_length: int, chunk: bool = False, stride: int = 32, **kwargs: Any) -> Any:
+def classifier_inputs(
+    tokenizer: Any,
+    texts: Sequence[str],
+    rules: Optional[Sequence[Optional[str]]],
+    max_length: int,
+    chunk: bool = False,
+    stride: int = 32,
+    **kwargs: Any,
+) -> Any:
     """Tokenise for a sequence classifier; with ``rules`` the rule is the first segment, the text the
     second (only the text is cut). ``chunk=True`` returns every window of a long text (fast tokenizers:
     ``overflow_to_sample_mapping`` maps windows to texts)."""
     extra = {"return_overflowing_tokens": True, "stride": stride} if chunk else {}
     if rules is not None:
-        return tokenizer([r or "" for r in rules], list(texts), truncation="only_second",
-                         max_length=max_length, **extra, **kwargs)
+        return tokenizer(
+            [r or "" for r in rules], list(texts), truncation="only_second", max_length=max_length, **extra, **kwargs
+        )
     return tokenizer(list(texts), truncation=True, max_length=max_length, **extra, **kwargs)

@@ -104,6 +104,7 @@ def format_version(name: str) -> str:
     format_task(name)
     return FORMATS[name][1]
 
+
 # --- binary ----------------------------------------------------------------------------------------
 _BINARY_TEMPLATE = """You are a strict and precise judge of whether a rule applies to an input.
 
@@ -176,12 +177,15 @@ def a4_messages(criterion: str, text: str, task: Optional[str] = None) -> list[d
     """The A.4 conversation: the judge and the rule as the system message, the input in tags as the user's."""
     system = (_A4_SYSTEM_TASK if task else _A4_SYSTEM).format(criterion=" ".join(criterion.split()))
     body = f"{_section('TASK', task)}\n{_section('RESPONSE', text)}" if task else escape_tags(text.strip())
-    return [{"role": "system", "content": defuse_control_tokens(system)},
-            {"role": "user", "content": defuse_control_tokens(f"<INPUT>\n{body}\n</INPUT>")}]
+    return [
+        {"role": "system", "content": defuse_control_tokens(system)},
+        {"role": "user", "content": defuse_control_tokens(f"<INPUT>\n{body}\n</INPUT>")},
+    ]
 
 
-def classification_messages(criterion: str, text: str, task: Optional[str] = None, *,
-                            format: str = DEFAULT_FORMAT) -> list[dict[str, str]]:
+def classification_messages(
+    criterion: str, text: str, task: Optional[str] = None, *, format: str = DEFAULT_FORMAT
+) -> list[dict[str, str]]:
     """The classification conversation of the format named ``format`` (answer: ``"1"`` or ``"0"``).
 
     >>> classification_messages("c", "x", format="binary")[0]["role"]
@@ -195,10 +199,10 @@ def classification_messages(criterion: str, text: str, task: Optional[str] = Non
         return a4_messages(criterion, text, task)
     if format == "binary":
         return binary_messages(criterion, text, task)
-    raise ValueError(f"Unknown classification format {format!r}: expected one of {', '.join(CLASSIFICATION_FORMATS)}. "
-                     "Fix: pass format='a4' (the paper's A.4) or 'binary'.")
-
-
+    raise ValueError(
+        f"Unknown classification format {format!r}: expected one of {', '.join(CLASSIFICATION_FORMATS)}. "
+        "Fix: pass format='a4' (the paper's A.4) or 'binary'."
+    )
 
 
 def classifier_text(text: str, task: Optional[str] = None) -> str:
@@ -301,7 +305,7 @@ def parse_policy_answer(answer: str, n_categories: Optional[int] = None) -> Poli
         if not word:
             return PolicyVerdict(unsafe=None, error=f"no safety rating found in {answer[:200]!r}")
         rating = word.group(1).lower()
-        raw_codes = text[word.end():]
+        raw_codes = text[word.end() :]
     if rating not in ("safe", "unsafe"):
         return PolicyVerdict(unsafe=None, error=f"'User Safety' must be safe or unsafe, found {rating!r}")
     if isinstance(raw_codes, list):

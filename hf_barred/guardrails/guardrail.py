@@ -42,8 +42,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from huggingface_hub import ModelHubMixin
 
@@ -120,9 +121,15 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
     # -- save, load, push (huggingface_hub.ModelHubMixin) ------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, device: Optional[str] = None,
-                        threshold: Optional[float] = None, dtype: Optional[str] = None,
-                        **hub_kwargs: Any) -> "Guardrail":
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        device: Optional[str] = None,
+        threshold: Optional[float] = None,
+        dtype: Optional[str] = None,
+        **hub_kwargs: Any,
+    ) -> Guardrail:
         """Load from a folder made by ``barred train`` (or :meth:`save_pretrained`) or from a Hub repo (pushed
         with ``--push_to_hub`` or :meth:`push_to_hub`). ``device``: default cuda when there is one;
         ``threshold``: default the saved one; ``dtype``: the weights' (default as saved); ``hub_kwargs``:
@@ -134,13 +141,29 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
             return super().from_pretrained(source, device=device, threshold=threshold, dtype=dtype, **hub_kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir: Any, force_download: bool,
-                         local_files_only: bool, token: Any, device: Optional[str] = None,
-                         threshold: Optional[float] = None, dtype: Optional[str] = None) -> "Guardrail":
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: Optional[str],
+        cache_dir: Any,
+        force_download: bool,
+        local_files_only: bool,
+        token: Any,
+        device: Optional[str] = None,
+        threshold: Optional[float] = None,
+        dtype: Optional[str] = None,
+    ) -> Guardrail:
         import torch
 
-        folder = guardrail_folder(model_id, revision=revision, token=token, cache_dir=cache_dir,
-                                  force_download=force_download, local_files_only=local_files_only)
+        folder = guardrail_folder(
+            model_id,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+        )
         spec = GuardrailSpec.load(folder)
         tokenizer = load_tokenizer(str(folder), spec.kind)
         model = load_for_inference(folder, spec.kind, spec.base_model, spec.adapter, dtype)
@@ -162,26 +185,48 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
         self.spec.save(save_directory)
 
     @classmethod
-    def zero_shot(cls, model: str = "embedded", *, rule: Optional[str] = None, taxonomy: Optional[str] = None,
-                  label_names: Sequence[str] = ("safe", "unsafe"), threshold: float = 0.5,
-                  device: Optional[str] = None, max_length: int = 1024) -> "Guardrail":
+    def zero_shot(
+        cls,
+        model: str = "embedded",
+        *,
+        rule: Optional[str] = None,
+        taxonomy: Optional[str] = None,
+        label_names: Sequence[str] = ("safe", "unsafe"),
+        threshold: float = 0.5,
+        device: Optional[str] = None,
+        max_length: int = 1024,
+    ) -> Guardrail:
         """A causal LM that has not been fine-tuned, scored like a generative guardrail (the
         probabilities of its answer tokens after the same prompt): a baseline that never fails to
         parse. ``model``: a Hub id, a folder, or ``"embedded"`` (SmolLM2-135M-Instruct)."""
         import torch
 
         path = resolve_base_model(model, "generative")
-        spec = GuardrailSpec(kind="generative", prompt_format="policy" if taxonomy else "a4", base_model=model,
-                             rule=rule, taxonomy=taxonomy, label_names=list(label_names), threshold=threshold,
-                             max_length=max_length)
+        spec = GuardrailSpec(
+            kind="generative",
+            prompt_format="policy" if taxonomy else "a4",
+            base_model=model,
+            rule=rule,
+            taxonomy=taxonomy,
+            label_names=list(label_names),
+            threshold=threshold,
+            max_length=max_length,
+        )
         loaded = load_for_inference(path, "generative", model, adapter=False)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(loaded.to(device), load_tokenizer(path, "generative"), spec)
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def __call__(self, texts: Union[str, Sequence[str]], rule: PerRow = None, taxonomy: PerRow = None,
-                 task: PerRow = None, batch_size: int = 16, categories: bool = True) -> list[Verdict]:
+    def __call__(
+        self,
+        texts: Union[str, Sequence[str]],
+        rule: PerRow = None,
+        taxonomy: PerRow = None,
+        task: PerRow = None,
+        batch_size: int = 16,
+        categories: bool = True,
+    ) -> list[Verdict]:
         """Verdicts for ``texts``, in order. ``rule``/``taxonomy``/``task``: one string for all texts,
         one per text, or ``None`` for the guardrail's own. ``categories=False`` skips decoding the
         violated categories of a policy guardrail (scores only)."""
@@ -191,45 +236,74 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
         rules = [r or self.spec.rule for r in per_row(rule, n, "rule")]
         taxonomies = [t or self.spec.taxonomy for t in per_row(taxonomy, n, "taxonomy")]
         tasks = per_row(task, n, "task")
-        if (self.spec.pair_rule or self.spec.kind == "generative") and format_task(self.spec.prompt_format) == "binary" \
-                and not all(rules):
-            raise ValueError("This guardrail reads a rule with each text, and it has no default rule; found texts "
-                             "without one. Fix: pass rule='...' (one for all texts) or one rule per text.")
+        if (
+            (self.spec.pair_rule or self.spec.kind == "generative")
+            and format_task(self.spec.prompt_format) == "binary"
+            and not all(rules)
+        ):
+            raise ValueError(
+                "This guardrail reads a rule with each text, and it has no default rule; found texts "
+                "without one. Fix: pass rule='...' (one for all texts) or one rule per text."
+            )
         scores, windows = self.score_windows(texts, rules, taxonomies, tasks, batch_size)
         verdicts = [verdict(self.spec, s, self.threshold, windows=w) for s, w in zip(scores, windows)]
         if self.spec.kind == "generative" and format_task(self.spec.prompt_format) == "policy" and categories:
             flagged = [i for i, v in enumerate(verdicts) if v.flagged]
-            for i, raw in zip(flagged, self._decode([texts[i] for i in flagged], [taxonomies[i] for i in flagged],
-                                                    batch_size)):
-                verdicts[i] = verdict(self.spec, scores[i], self.threshold, windows=windows[i], raw=raw,
-                                      taxonomy=taxonomies[i])
+            for i, raw in zip(
+                flagged, self._decode([texts[i] for i in flagged], [taxonomies[i] for i in flagged], batch_size)
+            ):
+                verdicts[i] = verdict(
+                    self.spec, scores[i], self.threshold, windows=windows[i], raw=raw, taxonomy=taxonomies[i]
+                )
         return verdicts
 
-    def scores(self, texts: Sequence[str], rules: Sequence[Optional[str]], taxonomies: Sequence[Optional[str]],
-               tasks: Sequence[Optional[str]], batch_size: int = 16) -> list[float]:
+    def scores(
+        self,
+        texts: Sequence[str],
+        rules: Sequence[Optional[str]],
+        taxonomies: Sequence[Optional[str]],
+        tasks: Sequence[Optional[str]],
+        batch_size: int = 16,
+    ) -> list[float]:
         """Violation probabilities, batched (longest texts first, so padding stays small)."""
         return self.score_windows(texts, rules, taxonomies, tasks, batch_size)[0]
 
-    def score_windows(self, texts: Sequence[str], rules: Sequence[Optional[str]],
-                      taxonomies: Sequence[Optional[str]], tasks: Sequence[Optional[str]],
-                      batch_size: int = 16) -> tuple[list[float], list[int]]:
+    def score_windows(
+        self,
+        texts: Sequence[str],
+        rules: Sequence[Optional[str]],
+        taxonomies: Sequence[Optional[str]],
+        tasks: Sequence[Optional[str]],
+        batch_size: int = 16,
+    ) -> tuple[list[float], list[int]]:
         """``(scores, windows)``: the violation probability of each text (the maximum over its windows)
         and how many windows it took (1 = it fit; with ``long_inputs="truncate"``, >1 = it was cut).
         One forward pass per ``batch_size`` texts, longest first (padding stays small)."""
         inputs = self.scorer.encode(texts, rules, taxonomies, tasks)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         batches = [windows_of(inputs, order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
-        scores = score_batches(self.model, self.tokenizer, self.spec.kind, inputs, batches,
-                               [self.decision] * len(inputs) if self.decision else None)
+        scores = score_batches(
+            self.model,
+            self.tokenizer,
+            self.spec.kind,
+            inputs,
+            batches,
+            [self.decision] * len(inputs) if self.decision else None,
+        )
         return scores, [i.spans for i in inputs]
 
     def _decode(self, texts: list[str], taxonomies: list[Optional[str]], batch_size: int) -> list[str]:
         """Greedy decode of the policy JSON for ``texts`` (categories of flagged rows)."""
         answers: list[str] = []
         for start in range(0, len(texts), batch_size):
-            answers += generate_answers(self.model, self.tokenizer, [
-                self.scorer.prompt_ids(t, taxonomy=tax)
-                for t, tax in zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])])
+            answers += generate_answers(
+                self.model,
+                self.tokenizer,
+                [
+                    self.scorer.prompt_ids(t, taxonomy=tax)
+                    for t, tax in zip(texts[start : start + batch_size], taxonomies[start : start + batch_size])
+                ],
+            )
         return answers
 
 

@@ -73,8 +73,9 @@ def load_tokenizer(path: str, kind: str) -> Any:
     return tokenizer
 
 
-def load_for_inference(folder: str | Path, kind: str, base_model: str, adapter: bool,
-                       dtype: Optional[str] = None) -> Any:
+def load_for_inference(
+    folder: str | Path, kind: str, base_model: str, adapter: bool, dtype: Optional[str] = None
+) -> Any:
     """A saved guardrail's model: full weights, or the base plus the adapter in ``folder``."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -104,8 +105,9 @@ def is_local(path_or_repo_id: str | Path) -> bool:
     return Path(path_or_repo_id).expanduser().exists() or str(path_or_repo_id).startswith((".", "/", "~"))
 
 
-def guardrail_folder(path_or_repo_id: str | Path, *, revision: Optional[str] = None, token: Any = None,
-                     **download: Any) -> Path:
+def guardrail_folder(
+    path_or_repo_id: str | Path, *, revision: Optional[str] = None, token: Any = None, **download: Any
+) -> Path:
     """The folder of a saved guardrail: ``path_or_repo_id`` itself, or a snapshot of the Hub repo of that id
     (downloaded once; ``download``: more ``snapshot_download`` arguments). A local folder without
     ``guardrail_config.json`` raises the expected/found/fix error."""

@@ -37,8 +37,9 @@ Example (a tiny untrained classifier: the arithmetic, not a meaningful score):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 from .encoding import DecisionTokens, PromptEncoder, classifier_inputs
 from .formats import classifier_text, count_categories, parse_policy_answer
@@ -93,8 +94,13 @@ class Scorer:
             self.encoder = PromptEncoder(tokenizer, window)
             self.decision = self.encoder.decision_tokens(spec.prompt_format)
 
-    def encode(self, texts: Sequence[str], rules: Sequence[Optional[str]], taxonomies: Sequence[Optional[str]],
-               tasks: Sequence[Optional[str]]) -> list[Encoded]:
+    def encode(
+        self,
+        texts: Sequence[str],
+        rules: Sequence[Optional[str]],
+        taxonomies: Sequence[Optional[str]],
+        tasks: Sequence[Optional[str]],
+    ) -> list[Encoded]:
         """Each input's windows (see :class:`Encoded`); ``rules``/``taxonomies``/``tasks``: one per text."""
         if self.spec.kind == "classifier":
             return self._classifier_inputs([classifier_text(t, task) for t, task in zip(texts, tasks)], rules)
@@ -103,22 +109,31 @@ class Scorer:
         for text, rule, taxonomy, task in zip(texts, rules, taxonomies, tasks):
             prompts = self._prompts(text, rule, taxonomy, task, chunk=True)
             kept = prompts if self.chunk else prompts[:1]
-            out.append(Encoded([{"input_ids": p + prefix, "attention_mask": [1] * (len(p) + len(prefix))}
-                                for p in kept], len(prompts)))
+            out.append(
+                Encoded(
+                    [{"input_ids": p + prefix, "attention_mask": [1] * (len(p) + len(prefix))} for p in kept],
+                    len(prompts),
+                )
+            )
         return out
 
-    def prompt_ids(self, text: str, rule: Optional[str] = None, taxonomy: Optional[str] = None,
-                   task: Optional[str] = None) -> list[int]:
+    def prompt_ids(
+        self, text: str, rule: Optional[str] = None, taxonomy: Optional[str] = None, task: Optional[str] = None
+    ) -> list[int]:
         """The classification prompt of ``text``'s first window, without answer tokens (what a generative
         guardrail's answer is decoded after)."""
         return self._prompts(text, rule, taxonomy, task, chunk=False)[0]
 
-    def _prompts(self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str],
-                 chunk: bool) -> list[list[int]]:
+    def _prompts(
+        self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str], chunk: bool
+    ) -> list[list[int]]:
         reserve = len(self.decision.prefix) + 1
-        return [self.encoder.prompt_ids(m) for m in
-                self.encoder.fitted_windows(self.spec.prompt_format, text, rule, task, taxonomy, reserve,
-                                            chunk=chunk, stride=self.stride)]
+        return [
+            self.encoder.prompt_ids(m)
+            for m in self.encoder.fitted_windows(
+                self.spec.prompt_format, text, rule, task, taxonomy, reserve, chunk=chunk, stride=self.stride
+            )
+        ]
 
     def _classifier_inputs(self, texts: list[str], rules: Sequence[Optional[str]]) -> list[Encoded]:
         # one tokenizer call per rule: the stride must leave room beside the rule, so it depends on the rule
@@ -128,10 +143,19 @@ class Scorer:
         out: list[Any] = [None] * len(texts)
         for rule, idx in groups.items():
             pairs = [rule] * len(idx) if self.spec.pair_rule else None
-            room = self.window - 2 - (len(self.tokenizer(rule or "", add_special_tokens=False)["input_ids"]) + 1
-                                      if pairs else 0)
-            enc = classifier_inputs(self.tokenizer, [texts[i] for i in idx], pairs, self.window, chunk=True,
-                                    stride=min(self.stride, max(0, room // 2)))
+            room = (
+                self.window
+                - 2
+                - (len(self.tokenizer(rule or "", add_special_tokens=False)["input_ids"]) + 1 if pairs else 0)
+            )
+            enc = classifier_inputs(
+                self.tokenizer,
+                [texts[i] for i in idx],
+                pairs,
+                self.window,
+                chunk=True,
+                stride=min(self.stride, max(0, room // 2)),
+            )
             keys = [k for k in enc.keys() if k != "overflow_to_sample_mapping"]
             windows: list[list[Features]] = [[] for _ in idx]
             for j, row in enumerate(enc["overflow_to_sample_mapping"]):
@@ -152,8 +176,14 @@ def pad_left(tokenizer: Any, features: Sequence[Features], device: Any = None) -
     return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
 
 
-def forward_scores(model: Any, tokenizer: Any, kind: str, features: Sequence[Features],
-                   decisions: Optional[Sequence[DecisionTokens]] = None, **forward: Any) -> list[float]:
+def forward_scores(
+    model: Any,
+    tokenizer: Any,
+    kind: str,
+    features: Sequence[Features],
+    decisions: Optional[Sequence[DecisionTokens]] = None,
+    **forward: Any,
+) -> list[float]:
     """Violation probabilities of ``features`` (windows), one forward pass. ``decisions``: one per window
     (generative); ``forward``: extra model arguments (``adapter_names=[...]``)."""
     import torch
@@ -172,9 +202,15 @@ def forward_scores(model: Any, tokenizer: Any, kind: str, features: Sequence[Fea
     return pair.softmax(-1)[:, 0].tolist()
 
 
-def score_batches(model: Any, tokenizer: Any, kind: str, inputs: Sequence[Encoded],
-                  batches: Iterable[Sequence[WindowRef]], decisions: Optional[Sequence[DecisionTokens]] = None,
-                  forward_kwargs: Optional[Callable[[list[int]], dict[str, Any]]] = None) -> list[float]:
+def score_batches(
+    model: Any,
+    tokenizer: Any,
+    kind: str,
+    inputs: Sequence[Encoded],
+    batches: Iterable[Sequence[WindowRef]],
+    decisions: Optional[Sequence[DecisionTokens]] = None,
+    forward_kwargs: Optional[Callable[[list[int]], dict[str, Any]]] = None,
+) -> list[float]:
     """The violation score of each input: the highest over its windows, one forward pass per batch of
     ``(input, window)`` pairs. ``decisions``: one per input (generative); ``forward_kwargs(owners)``: extra
     model arguments for a batch whose windows belong to the inputs ``owners``."""
@@ -184,25 +220,33 @@ def score_batches(model: Any, tokenizer: Any, kind: str, inputs: Sequence[Encode
     with torch.inference_mode():
         for batch in batches:
             owners = [i for i, _ in batch]
-            values = forward_scores(model, tokenizer, kind, [inputs[i].windows[k] for i, k in batch],
-                                    [decisions[i] for i in owners] if decisions is not None else None,
-                                    **(forward_kwargs(owners) if forward_kwargs else {}))
+            values = forward_scores(
+                model,
+                tokenizer,
+                kind,
+                [inputs[i].windows[k] for i, k in batch],
+                [decisions[i] for i in owners] if decisions is not None else None,
+                **(forward_kwargs(owners) if forward_kwargs else {}),
+            )
             for i, value in zip(owners, values):
                 out[i] = max(out[i], float(value))
     return out
 
 
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int = 64,
-                     **forward: Any) -> list[str]:
+def generate_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int = 64, **forward: Any
+) -> list[str]:
     """Greedy answers after ``prompts`` (token ids), one batch (the policy JSON of flagged rows)."""
     import torch
 
-    batch = pad_left(tokenizer, [{"input_ids": p, "attention_mask": [1] * len(p)} for p in prompts],
-                     next(model.parameters()).device)
+    batch = pad_left(
+        tokenizer, [{"input_ids": p, "attention_mask": [1] * len(p)} for p in prompts], next(model.parameters()).device
+    )
     with torch.inference_mode():
-        out = model.generate(**batch, **forward, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **batch, **forward, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def decision_probability(positive: float, negative: float) -> float:
@@ -214,8 +258,15 @@ def decision_probability(positive: float, negative: float) -> float:
     return 1.0 / (1.0 + math.exp(negative - positive))
 
 
-def verdict(spec: GuardrailSpec, score: float, threshold: Optional[float] = None, *, windows: int = 1,
-            raw: Optional[str] = None, taxonomy: Optional[str] = None) -> Verdict:
+def verdict(
+    spec: GuardrailSpec,
+    score: float,
+    threshold: Optional[float] = None,
+    *,
+    windows: int = 1,
+    raw: Optional[str] = None,
+    taxonomy: Optional[str] = None,
+) -> Verdict:
     """The :class:`Verdict` of ``score`` (flagged when ``score >= threshold``, by default the spec's); with
     ``raw``, a policy guardrail's decoded JSON, its categories (S-codes of ``taxonomy``, else the spec's).
 

@@ -79,7 +79,7 @@ class GuardrailSpec:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> "GuardrailSpec":
+    def load(cls, folder: str | Path) -> GuardrailSpec:
         path = Path(folder) / SPEC_FILE
         if not path.is_file():
             raise FileNotFoundError(
@@ -88,8 +88,10 @@ class GuardrailSpec:
             )
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("spec_version", 1) > SPEC_VERSION:
-            raise ValueError(f"{path} has spec_version {data['spec_version']}, newer than this hf_barred "
-                             f"understands ({SPEC_VERSION}). Fix: pip install -U hf_barred.")
+            raise ValueError(
+                f"{path} has spec_version {data['spec_version']}, newer than this hf_barred "
+                f"understands ({SPEC_VERSION}). Fix: pip install -U hf_barred."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

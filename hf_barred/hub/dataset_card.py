@@ -22,13 +22,14 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .model_card import library_version, template_path
 from .markdown import fenced, inline_code, inline_text
+from .model_card import library_version, template_path
 
 CITATION = """@misc{mazza2026barred,
   title         = {BARRED: Synthetic Training of Custom Policy Guardrails via Asymmetric Debate},
@@ -123,7 +124,11 @@ def make_dataset_card(
         task_categories=["text-classification"],
         tags=["guardrail", "synthetic", "barred", "hf-barred"],
         configs=dataset_configs(
-            tuple(split for split in ("train", "rejected", "extra") if stats.get("accepted" if split == "train" else split))
+            tuple(
+                split
+                for split in ("train", "rejected", "extra")
+                if stats.get("accepted" if split == "train" else split)
+            )
             or ("train",)
         ),
     )
@@ -135,7 +140,10 @@ def make_dataset_card(
 
 
 def card_variables(
-    task: Any, config: Any, stats: dict[str, Any], repo_id: Optional[str] = None,
+    task: Any,
+    config: Any,
+    stats: dict[str, Any],
+    repo_id: Optional[str] = None,
     license_text: str = DEFAULT_LICENSE_TEXT,
 ) -> dict[str, Any]:
     """The template variables of the card (besides ``card_data``)."""
@@ -172,10 +180,23 @@ def card_variables(
 def example_statistics(task: Any) -> dict[str, Any]:
     """Statistics of an empty run (for examples and template tests)."""
     return {
-        "requested": 8, "accepted": 0, "rejected": 0, "accepted_by_label": {name: 0 for name in task.labels},
-        "planned_rows": 0, "rounds": 0, "acceptance_rate": 0.0, "acceptance_by_refinement": {},
-        "debate_paths": {}, "parse_failures": {}, "request_failures": {}, "requests": 0, "request_tokens": 0, "dimensions": 0,
-        "instantiations": 0, "model": {"engine": "local", "model": "embedded"}, "judges": ["recall", "strict"],
+        "requested": 8,
+        "accepted": 0,
+        "rejected": 0,
+        "accepted_by_label": {name: 0 for name in task.labels},
+        "planned_rows": 0,
+        "rounds": 0,
+        "acceptance_rate": 0.0,
+        "acceptance_by_refinement": {},
+        "debate_paths": {},
+        "parse_failures": {},
+        "request_failures": {},
+        "requests": 0,
+        "request_tokens": 0,
+        "dimensions": 0,
+        "instantiations": 0,
+        "model": {"engine": "local", "model": "embedded"},
+        "judges": ["recall", "strict"],
         "prompt_versions": {"generate": "small/generate/v1"},
     }
 
@@ -199,18 +220,24 @@ def make_augment_card(
         True
     """
     card_data = DatasetCardData(
-        language="en", license=license, pretty_name="APT-augmented guardrail data",
-        size_categories=_size_category(stats["rows_total"]), task_categories=["text-classification"],
+        language="en",
+        license=license,
+        pretty_name="APT-augmented guardrail data",
+        size_categories=_size_category(stats["rows_total"]),
+        task_categories=["text-classification"],
         tags=["guardrail", "safety", "apt", "hf-barred", "policy-conditioned"],
     )
     return DatasetCard.from_template(
-        card_data, template_path=str(template_path("augment_card.md")),
+        card_data,
+        template_path=str(template_path("augment_card.md")),
         **augment_card_variables(stats, source, repo_id, license_text),
     )
 
 
 def augment_card_variables(
-    stats: dict[str, Any], source: str, repo_id: Optional[str] = None,
+    stats: dict[str, Any],
+    source: str,
+    repo_id: Optional[str] = None,
     license_text: str = "The rows keep the licence of their source data; check it before redistributing.",
 ) -> dict[str, Any]:
     """The template variables of the APT card (besides ``card_data``)."""

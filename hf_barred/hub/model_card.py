@@ -20,18 +20,33 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from .markdown import fenced, inline_code
 
 TEMPLATES_ENV = "HF_BARRED_MODEL_CARDS"
 TEMPLATES_DIR = "templates"
 CARD_SETTINGS = (
-    "model_kind", "base_model", "use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "lr_scheduler_type", "warmup_ratio", "max_length", "mixed_precision", "seed",
+    "model_kind",
+    "base_model",
+    "use_lora",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "max_length",
+    "mixed_precision",
+    "seed",
 )
 CARD_METRICS = ("accuracy", "precision", "recall", "f1", "category_f1")
 EXAMPLE_TEXT = "Text to check"
@@ -81,9 +96,16 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: Optional[str] = None,
-                      datasets: Sequence[str] = (), evaluations: Sequence[Mapping[str, Any]] = (),
-                      license: Optional[str] = None, language: Optional[str] = "en") -> tuple[Any, dict[str, Any]]:
+def model_card_inputs(
+    spec: Any,
+    *,
+    model_name: Optional[str] = None,
+    repo_id: Optional[str] = None,
+    datasets: Sequence[str] = (),
+    evaluations: Sequence[Mapping[str, Any]] = (),
+    license: Optional[str] = None,
+    language: Optional[str] = "en",
+) -> tuple[Any, dict[str, Any]]:
     """``(ModelCardData, template variables)`` for a guardrail's :class:`~hf_barred.guardrails.spec.GuardrailSpec`.
 
     ``evaluations``: ``{"dataset", "split", "metrics", optional "dataset_id"}`` mappings, e.g. from
@@ -103,13 +125,21 @@ def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: O
         dataset_id = ev.get("dataset_id") or (ev["dataset"] if _looks_like_hub_id(ev["dataset"]) else None)
         for metric in CARD_METRICS:
             if metric in metrics:
-                eval_results.append(EvalResult(
-                    task_type="text-classification", task_name="Guardrail classification",
-                    dataset_type=dataset_id or _slug(ev["dataset"]), dataset_name=ev["dataset"],
-                    dataset_split=ev.get("split"), metric_type=metric, metric_value=_round(metrics[metric]),
-                ))
-        rows.append({"dataset": ev["dataset"], "split": ev.get("split") or "-", "n": metrics.get("n", "-")}
-                    | {m: _round(metrics.get(m, "-")) for m in CARD_METRICS})
+                eval_results.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        task_name="Guardrail classification",
+                        dataset_type=dataset_id or _slug(ev["dataset"]),
+                        dataset_name=ev["dataset"],
+                        dataset_split=ev.get("split"),
+                        metric_type=metric,
+                        metric_value=_round(metrics[metric]),
+                    )
+                )
+        rows.append(
+            {"dataset": ev["dataset"], "split": ev.get("split") or "-", "n": metrics.get("n", "-")}
+            | {m: _round(metrics.get(m, "-")) for m in CARD_METRICS}
+        )
     embedded = spec.base_model == "embedded"
     card_data = ModelCardData(
         model_name=name,
@@ -120,15 +150,16 @@ def model_card_inputs(spec: Any, *, model_name: Optional[str] = None, repo_id: O
         library_name="peft" if spec.adapter else "transformers",
         pipeline_tag="text-classification" if spec.kind == "classifier" else "text-generation",
         tags=["hf-barred", "guardrail", "safety", "apt" if spec.prompt_format == "policy" else "barred"]
-             + (["lora"] if settings.get("use_lora", True) else []),
+        + (["lora"] if settings.get("use_lora", True) else []),
         eval_results=eval_results or None,
     )
     variables = {
         "model_name": name,
         "repo_id": repo_id or "path/to/guardrail",
         "kind": spec.kind,
-        "kind_description": ("sequence classifier" if spec.kind == "classifier"
-                             else "generative judge (causal language model)"),
+        "kind_description": (
+            "sequence classifier" if spec.kind == "classifier" else "generative judge (causal language model)"
+        ),
         "prompt_format": spec.prompt_format,
         "format_version": spec.format_version,
         "base_model": base,

@@ -17,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from datasets import Dataset, DatasetDict, Features, Sequence, concatenate_datasets, load_dataset, load_from_disk
 from datasets.features import ClassLabel, List, Value
@@ -68,8 +69,13 @@ def push_dataset(
         for key in ("configs", "dataset_info"):
             if key in pushed:
                 setattr(card.data, key, pushed[key])
-        card.push_to_hub(repo_id, repo_type="dataset", token=token, revision=revision,
-                         commit_message="Update the dataset card (hf_barred)")
+        card.push_to_hub(
+            repo_id,
+            repo_type="dataset",
+            token=token,
+            revision=revision,
+            commit_message="Update the dataset card (hf_barred)",
+        )
     return str(url)
 
 

@@ -40,10 +40,12 @@ class ActivitySnapshot:
     def in_flight(self) -> int:
         return self.sent - self.finished
 
-    def minus(self, earlier: "ActivitySnapshot") -> "ActivitySnapshot":
+    def minus(self, earlier: ActivitySnapshot) -> ActivitySnapshot:
         """What happened between ``earlier`` and this snapshot."""
         return ActivitySnapshot(
-            sent=self.sent - earlier.sent, finished=self.finished - earlier.finished, failed=self.failed - earlier.failed,
+            sent=self.sent - earlier.sent,
+            finished=self.finished - earlier.finished,
+            failed=self.failed - earlier.failed,
             cache_hits=self.cache_hits - earlier.cache_hits,
             completion_tokens=self.completion_tokens - earlier.completion_tokens,
         )

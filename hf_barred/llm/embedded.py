@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from .base import EngineError
 from .config import default_cache_dir
@@ -75,8 +76,11 @@ def embedded_model_path(cache_dir: Optional[str | Path] = None) -> Path:
         if (target / _DONE_MARKER).is_file():  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{_EMBEDDED_FOLDER}-", dir=target.parent))
-        print(f"Converting the embedded SmolLM2 GGUF to safetensors in {target} (once per machine, about 20 s)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"Converting the embedded SmolLM2 GGUF to safetensors in {target} (once per machine, about 20 s)...",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             _convert_gguf(gguf, tmp)
             if target.exists():  # an unfinished folder from an older, interrupted layout

@@ -37,8 +37,12 @@ def local_digit_logprobs(config: EngineConfig, conversations: list[Conversation]
     backend = get_engine(config).backend
     model, tokenizer = backend.model, backend.tokenizer
     ids_of = digit_token_ids(tokenizer)
-    prompts = [tokenizer(tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False),
-                         add_special_tokens=False)["input_ids"] for conv in conversations]
+    prompts = [
+        tokenizer(
+            tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+        )["input_ids"]
+        for conv in conversations
+    ]
     out: list[dict[str, float]] = [{} for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -49,8 +53,15 @@ def local_digit_logprobs(config: EngineConfig, conversations: list[Conversation]
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
         with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                           position_ids=positions.to(model.device)).logits[:, -1, :].float()
+            logits = (
+                model(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=mask.to(model.device),
+                    position_ids=positions.to(model.device),
+                )
+                .logits[:, -1, :]
+                .float()
+            )
         logprobs = torch.log_softmax(logits, dim=-1).cpu()
         for row, i in enumerate(batch):
             for digit, ids in ids_of.items():
@@ -68,13 +79,16 @@ def digit_token_ids(tokenizer: Any) -> dict[str, list[int]]:
         if text in ids:
             ids[text].append(index)
     if not ids["1"] or not ids["0"]:
-        raise ValueError("The local model's tokenizer has no token for the digit 1 or 0; it cannot be scored "
-                         "by logprobs. Fix: pass mode='generation'.")
+        raise ValueError(
+            "The local model's tokenizer has no token for the digit 1 or 0; it cannot be scored "
+            "by logprobs. Fix: pass mode='generation'."
+        )
     return ids
 
 
-def vllm_top_logprobs(config: EngineConfig, conversations: list[Conversation],
-                      top_logprobs: int) -> list[Optional[dict[str, float]]]:
+def vllm_top_logprobs(
+    config: EngineConfig, conversations: list[Conversation], top_logprobs: int
+) -> list[Optional[dict[str, float]]]:
     """One generated token with ``logprobs=top_logprobs`` from the in-process vLLM of the vllm engine."""
     import vllm
 
@@ -90,21 +104,28 @@ def vllm_top_logprobs(config: EngineConfig, conversations: list[Conversation],
     return tops
 
 
-def openai_top_logprobs(config: EngineConfig, conversations: list[Conversation],
-                        top_logprobs: int) -> list[Optional[dict[str, float]]]:
+def openai_top_logprobs(
+    config: EngineConfig, conversations: list[Conversation], top_logprobs: int
+) -> list[Optional[dict[str, float]]]:
     """``max_tokens=1`` with ``logprobs``/``top_logprobs`` from an OpenAI-compatible server; None for a row
     whose answer carries no logprobs. A server that refuses the parameter (HTTP 400) gives all None."""
     import openai
 
     key = os.environ.get(config.api_key_env, "") if config.api_key_env else "EMPTY"
-    client = openai.OpenAI(base_url=config.base_url, api_key=key or "EMPTY", timeout=config.timeout,
-                           max_retries=config.max_retries)
+    client = openai.OpenAI(
+        base_url=config.base_url, api_key=key or "EMPTY", timeout=config.timeout, max_retries=config.max_retries
+    )
 
     def one(conversation: Conversation) -> Optional[dict[str, float]]:
         try:
             answer = client.chat.completions.create(
-                model=config.model, messages=conversation, max_tokens=1, temperature=0.0, seed=0,
-                logprobs=True, top_logprobs=top_logprobs,
+                model=config.model,
+                messages=conversation,
+                max_tokens=1,
+                temperature=0.0,
+                seed=0,
+                logprobs=True,
+                top_logprobs=top_logprobs,
             )
         except openai.BadRequestError:
             raise
@@ -121,7 +142,8 @@ def openai_top_logprobs(config: EngineConfig, conversations: list[Conversation],
     except openai.BadRequestError:  # e.g. "logprobs are not supported": generate instead
         return [None] * len(conversations)
     except openai.APIConnectionError as err:
-        raise EngineError(f"could not reach the openai engine at {config.base_url}: {err}. Fix: start the server "
-                          "or check --base-url.") from err
+        raise EngineError(
+            f"could not reach the openai engine at {config.base_url}: {err}. Fix: start the server or check --base-url."
+        ) from err
     finally:
         client.close()

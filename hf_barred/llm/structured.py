@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generator, Optional, Protocol, Sequence, Union
+from typing import Any, Optional, Protocol, Union
 
 import json_repair
 import jsonschema
@@ -95,7 +96,7 @@ def answer_text(text: str) -> str:
     text = _THINK_BLOCK.sub("", text)
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
-        text = text[closes[-1].end():]
+        text = text[closes[-1].end() :]
     opened = _THINK_OPEN.search(text)
     if opened:
         text = text[: opened.start()]
@@ -145,9 +146,7 @@ def extract_json_object(text: str, repair: bool = True) -> Optional[Any]:
     return None
 
 
-def parse_json_answer(
-    text: str, schema: Schema, repair: bool = True
-) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def parse_json_answer(text: str, schema: Schema, repair: bool = True) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """``(data, None)`` when ``text`` holds a JSON object valid under ``schema``, else ``(None, error)``.
     ``data`` is the object as the model wrote it; an answer model only validates it.
 
@@ -226,7 +225,9 @@ def structured_steps(
             completion_tokens = (previous.completion_tokens if previous else 0) + completion.completion_tokens
             cached = (previous.cached if previous else True) and completion.cached
             if not completion.ok:  # the engine gave up on this request; a repair would not help
-                results[i] = StructuredResult(None, "", completion.error, attempt, prompt_tokens, completion_tokens, cached)
+                results[i] = StructuredResult(
+                    None, "", completion.error, attempt, prompt_tokens, completion_tokens, cached
+                )
                 continue
             # a truncated answer is never mended: closing its brackets would keep a cut-off text
             data, error = parse_json_answer(completion.text, schema, repair=completion.finish_reason != "length")
@@ -256,8 +257,14 @@ def structured_chat(
 ) -> list[StructuredResult]:
     """:func:`structured_steps` on ``engine`` (a :class:`~hf_barred.llm.cache.CachedBackend`, from
     ``get_engine``): one batched ``chat`` call per round, its usage tagged ``stage``."""
-    steps = structured_steps(conversations, schema, params, supports_json_schema=engine.supports_json_schema,
-                             max_repairs=max_repairs, constrained_schema=constrained_schema)
+    steps = structured_steps(
+        conversations,
+        schema,
+        params,
+        supports_json_schema=engine.supports_json_schema,
+        max_repairs=max_repairs,
+        constrained_schema=constrained_schema,
+    )
     try:
         batch, round_params = next(steps)
         while True:
@@ -276,8 +283,14 @@ async def astructured_chat(
     constrained_schema: Optional[dict[str, Any]] = None,
 ) -> list[StructuredResult]:
     """:func:`structured_steps` on an engine whose ``chat`` is awaited (:class:`~hf_barred.llm.async_engine.AsyncEngine`)."""
-    steps = structured_steps(conversations, schema, params, supports_json_schema=engine.supports_json_schema,
-                             max_repairs=max_repairs, constrained_schema=constrained_schema)
+    steps = structured_steps(
+        conversations,
+        schema,
+        params,
+        supports_json_schema=engine.supports_json_schema,
+        max_repairs=max_repairs,
+        constrained_schema=constrained_schema,
+    )
     try:
         batch, round_params = next(steps)
         while True:

@@ -55,7 +55,9 @@ def resolve_threads(threads: Optional[int]) -> int:
     """``threads`` when given (>= 1), else ``$OMP_NUM_THREADS`` when set, else :func:`default_threads`."""
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads: expected >= 1, found {threads}. Fix: pass --threads 1 or more, or leave it out.")
+            raise ValueError(
+                f"threads: expected >= 1, found {threads}. Fix: pass --threads 1 or more, or leave it out."
+            )
         return threads
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) >= 1:

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 if TYPE_CHECKING:  # datasets loads on first use, so that hf_barred.policy.task stays light
     from datasets import Dataset
@@ -35,9 +36,7 @@ def _norm(value: Any, answer: bool) -> Any:
     return (text.strip(".\"'") if answer else text).lower()
 
 
-def label_index(
-    value: Any, negative: Sequence[Any], positive: Sequence[Any], *, answer: bool = False
-) -> Optional[int]:
+def label_index(value: Any, negative: Sequence[Any], positive: Sequence[Any], *, answer: bool = False) -> Optional[int]:
     """0 (negative class) or 1 (positive class) for a raw label value; None when it means neither.
 
     In order: a value among ``positive`` / ``negative`` (strings compared case-insensitively, spaces
@@ -67,7 +66,7 @@ def label_index(
     return None
 
 
-def load_labelled_data(source: Union[str, Path, "Dataset"], split: str = "train") -> "Dataset":
+def load_labelled_data(source: Union[str, Path, Dataset], split: str = "train") -> Dataset:
     """A labelled dataset from a file (csv, tsv, json, jsonl, parquet), a ``save_to_disk`` folder,
     a Hub-style folder or a Hub id (``split`` picks the split).
 
@@ -164,9 +163,16 @@ POLARITIES = ("violation", "compliance")
 response is the positive class, label 1) or the passing one (``compliance``: the PASS response is)."""
 
 
-def response_pairs(source: Union[str, Path, "Dataset"], *, task_column: str = "task_input", pass_column: str,
-                   fail_column: str, criterion: Optional[str] = None, polarity: str = "violation",
-                   split: str = "train") -> "Dataset":
+def response_pairs(
+    source: Union[str, Path, Dataset],
+    *,
+    task_column: str = "task_input",
+    pass_column: str,
+    fail_column: str,
+    criterion: Optional[str] = None,
+    polarity: str = "violation",
+    split: str = "train",
+) -> Dataset:
     """A ``task_and_response`` test or training set from paired responses: each row of ``source`` (a task
     and a PASS and a FAIL response to it) becomes two rows ``task, text, label`` (plus ``rule`` when
     ``criterion`` is given), the columns ``barred train`` and ``barred evaluate`` read.
@@ -188,14 +194,18 @@ def response_pairs(source: Union[str, Path, "Dataset"], *, task_column: str = "t
     from datasets import Dataset
 
     if polarity not in POLARITIES:
-        raise ValueError(f"polarity: expected one of {list(POLARITIES)}, found {polarity!r}. Use 'violation' when "
-                         "the criterion describes a failing response, 'compliance' when it describes a passing one.")
+        raise ValueError(
+            f"polarity: expected one of {list(POLARITIES)}, found {polarity!r}. Use 'violation' when "
+            "the criterion describes a failing response, 'compliance' when it describes a passing one."
+        )
     ds = load_labelled_data(source, split)
     wanted = [task_column, pass_column, fail_column]
     missing = [c for c in wanted if c not in ds.column_names]
     if missing:
-        raise ValueError(f"expected the columns {wanted}, but {missing} were not found among {ds.column_names}. "
-                         "Fix: pass --task-column, --pass-column and --fail-column.")
+        raise ValueError(
+            f"expected the columns {wanted}, but {missing} were not found among {ds.column_names}. "
+            "Fix: pass --task-column, --pass-column and --fail-column."
+        )
     fail_label = 1 if polarity == "violation" else 0
     out: dict[str, list[Any]] = {"task": [], "text": [], "label": []}
     for row in ds.select_columns(wanted):
@@ -211,7 +221,7 @@ def response_pairs(source: Union[str, Path, "Dataset"], *, task_column: str = "t
     return Dataset.from_dict(out)
 
 
-def seeds_from_pairs(pairs: "Dataset", limit: int = 30) -> list[dict[str, str]]:
+def seeds_from_pairs(pairs: Dataset, limit: int = 30) -> list[dict[str, str]]:
     """Unlabelled ``task_and_response`` seeds (``{"task": ..., "response": ...}``, the task file's format)
     from the rows of :func:`response_pairs`, alternating the two kinds of response, at most ``limit``.
 

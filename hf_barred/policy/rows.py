@@ -19,8 +19,9 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from datasets import ClassLabel, Dataset, Features, List, Value
 
@@ -152,7 +153,9 @@ def lineage_column(batch: Mapping[str, list], name: str, n: int) -> list:
 def missing_lineage(batch: Mapping[str, list], n: int, written: Iterable[str]) -> dict[str, list]:
     """Default columns for every lineage column that the batch lacks and the stage does not write."""
     written = set(written)
-    return {name: lineage_column(batch, name, n) for name in LINEAGE_COLUMNS if name not in batch and name not in written}
+    return {
+        name: lineage_column(batch, name, n) for name in LINEAGE_COLUMNS if name not in batch and name not in written
+    }
 
 
 def row_taxonomy(text: str, row: str) -> Taxonomy:
@@ -217,7 +220,13 @@ def policy_rows(
         unsafe = _label_value(label, ("safe",), ("unsafe",), row)
         codes = resolver.codes(cats, row)
         _check_label_categories(unsafe, codes, row)
-        record = POLICY_DEFAULTS | {"id": row, "text": text, "taxonomy": text_form, "label": int(unsafe), "categories": codes}
+        record = POLICY_DEFAULTS | {
+            "id": row,
+            "text": text,
+            "taxonomy": text_form,
+            "label": int(unsafe),
+            "categories": codes,
+        }
         for name in POLICY_FEATURES:
             records[name].append(record[name])
     return Dataset.from_dict(records, features=POLICY_FEATURES)
@@ -291,14 +300,21 @@ def load_policy_rows(
             text = batch[text_column][j]
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"row {row}: expected a non-empty text in column {text_column!r}, found {text!r}.")
-            record = POLICY_DEFAULTS | {"id": row, "text": text, "taxonomy": text_form, "label": int(unsafe), "categories": codes}
+            record = POLICY_DEFAULTS | {
+                "id": row,
+                "text": text,
+                "taxonomy": text_form,
+                "label": int(unsafe),
+                "categories": codes,
+            }
             for name in POLICY_FEATURES:
                 out[name].append(record[name])
         return out
 
     kwargs = {"desc": "policy rows"} | map_kwargs
-    return ds.map(build, batched=True, with_indices=True, remove_columns=ds.column_names,
-                  features=POLICY_FEATURES, **kwargs)
+    return ds.map(
+        build, batched=True, with_indices=True, remove_columns=ds.column_names, features=POLICY_FEATURES, **kwargs
+    )
 
 
 def _label_value(value: Any, safe: Sequence[Any], unsafe: Sequence[Any], row: str) -> bool:

@@ -85,11 +85,21 @@ def _check_rule(task: GuardrailTask, source: str, where: str = "") -> None:
     ``source`` names the file (or the rule set), ``where`` the rule inside it (``"rules[2]."``).
     """
     if not RULE_NAME.fullmatch(task.name):
-        raise field_error(source, f"{where}name", RULE_NAME_EXPECTED, task.name,
-                          rule_name_fix(task.name) + (" Set 'name:' in the file." if not where else ""))
+        raise field_error(
+            source,
+            f"{where}name",
+            RULE_NAME_EXPECTED,
+            task.name,
+            rule_name_fix(task.name) + (" Set 'name:' in the file." if not where else ""),
+        )
     if not task.seeds:
-        raise field_error(source, f"{where}seeds", "10-30 unlabelled examples of the inputs to guard", [],
-                          f"Add a 'seeds:' list for the rule {task.name!r}.")
+        raise field_error(
+            source,
+            f"{where}seeds",
+            "10-30 unlabelled examples of the inputs to guard",
+            [],
+            f"Add a 'seeds:' list for the rule {task.name!r}.",
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,9 @@ class RuleSet(Sequence[GuardrailTask]):
         for i, task in enumerate(tasks):
             _check_rule(task, source, f"rules[{i}].")
             if task.name in names[:i]:
-                raise field_error(source, f"rules[{i}].name", "a name no other rule has", task.name,
-                                  "Rename one of the two rules.")
+                raise field_error(
+                    source, f"rules[{i}].name", "a name no other rule has", task.name, "Rename one of the two rules."
+                )
         for rule, code in self.codes.items():
             if rule not in names:
                 raise field_error(source, "codes", f"codes keyed by the names of its rules {names}", rule)
@@ -166,8 +177,15 @@ class RuleSet(Sequence[GuardrailTask]):
 
     # --- building ------------------------------------------------------------------------------------
     @classmethod
-    def from_taxonomy(cls, taxonomy: Taxonomy, seeds: Optional[Sequence[Any]] = None, *, source: str = "",
-                      labels: tuple[str, str] = TAXONOMY_LABELS, input_type: str = "input_block") -> "RuleSet":
+    def from_taxonomy(
+        cls,
+        taxonomy: Taxonomy,
+        seeds: Optional[Sequence[Any]] = None,
+        *,
+        source: str = "",
+        labels: tuple[str, str] = TAXONOMY_LABELS,
+        input_type: str = "input_block",
+    ) -> RuleSet:
         """One rule per category: named by the category (:func:`.schemas.rule_slug`, made unique with
         its code), criterion from :func:`category_criterion`, labels ``[safe, unsafe]``, the
         taxonomy's description, and ``seeds`` for every rule (required: a taxonomy file has none unless
@@ -181,20 +199,32 @@ class RuleSet(Sequence[GuardrailTask]):
         """
         source = source or f"taxonomy {taxonomy.name!r}"
         if not seeds:
-            raise field_error(source, "seeds", "the unlabelled seeds the rules of the taxonomy share (10-30)",
-                              None if seeds is None else list(seeds),
-                              "Add a 'seeds:' list to the taxonomy file, or pass seeds=... to RuleSet.from_taxonomy.")
+            raise field_error(
+                source,
+                "seeds",
+                "the unlabelled seeds the rules of the taxonomy share (10-30)",
+                None if seeds is None else list(seeds),
+                "Add a 'seeds:' list to the taxonomy file, or pass seeds=... to RuleSet.from_taxonomy.",
+            )
         tasks, codes = [], {}
         for code, category in zip(taxonomy.codes, taxonomy.categories, strict=True):
             name = rule_slug(category.name) or code.lower()
             name = f"{name}-{code.lower()}" if name in codes else name
-            tasks.append(GuardrailTask(category_criterion(category), seeds=tuple(seeds), labels=labels,
-                                       input_type=input_type, name=name, description=taxonomy.description))
+            tasks.append(
+                GuardrailTask(
+                    category_criterion(category),
+                    seeds=tuple(seeds),
+                    labels=labels,
+                    input_type=input_type,
+                    name=name,
+                    description=taxonomy.description,
+                )
+            )
             codes[name] = code
         return cls(tuple(tasks), codes=codes, name=taxonomy.name)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "rule set") -> "RuleSet":
+    def from_dict(cls, data: Any, source: str = "rule set") -> RuleSet:
         """Build from the plain data of a rule-set file; errors name ``source``."""
         file = RuleSetFile.parse(data, source)
         tasks = tuple(GuardrailTask.from_file(task_file, source) for task_file in file.task_files())
@@ -203,26 +233,36 @@ class RuleSet(Sequence[GuardrailTask]):
         return cls(tasks, codes=codes, name=default_name if file.name is None else file.name)
 
     @classmethod
-    def from_folder(cls, folder: Union[str, Path]) -> "RuleSet":
+    def from_folder(cls, folder: Union[str, Path]) -> RuleSet:
         """One rule per task file of ``folder`` (``*.yaml``, ``*.yml``, ``*.json``; hidden files are skipped)."""
         folder = Path(folder)
-        paths = sorted(p for p in folder.iterdir()
-                       if p.is_file() and p.suffix.lower() in TASK_FILE_SUFFIXES and not p.name.startswith("."))
+        paths = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in TASK_FILE_SUFFIXES and not p.name.startswith(".")
+        )
         if not paths:
-            raise TaskFileError(f"{folder}: expected a folder of task files (*.yaml, *.yml, *.json), found none. "
-                                "Add one task file per rule, or pass a rule-set file.")
+            raise TaskFileError(
+                f"{folder}: expected a folder of task files (*.yaml, *.yml, *.json), found none. "
+                "Add one task file per rule, or pass a rule-set file."
+            )
         tasks: dict[str, tuple[GuardrailTask, Path]] = {}
         for path in paths:
             task = GuardrailTask.load(path)
             _check_rule(task, str(path))
             if task.name in tasks:
-                raise field_error(str(path), "name", f"a name no other task file of {folder} has", task.name,
-                                  f"{tasks[task.name][1].name} has it too: rename one of them.")
+                raise field_error(
+                    str(path),
+                    "name",
+                    f"a name no other task file of {folder} has",
+                    task.name,
+                    f"{tasks[task.name][1].name} has it too: rename one of them.",
+                )
             tasks[task.name] = (task, path)
         return cls(tuple(task for task, _ in tasks.values()), name=folder.name)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "RuleSet":
+    def load(cls, path: Union[str, Path]) -> RuleSet:
         """Read a rule-set file, a folder of task files, a taxonomy file or a single task file."""
         path = Path(path)
         if path.is_dir():
@@ -241,8 +281,13 @@ class RuleSet(Sequence[GuardrailTask]):
             task = GuardrailTask.from_dict(data, source)
             _check_rule(task, source)
             return cls((task,), name=path.stem)
-        raise field_error(source, "(top level)", "a rule-set file ('rules:'), a taxonomy file ('categories:') or a "
-                          "task file ('criterion:')", keys or data, "Add the key of the kind of file you meant.")
+        raise field_error(
+            source,
+            "(top level)",
+            "a rule-set file ('rules:'), a taxonomy file ('categories:') or a task file ('criterion:')",
+            keys or data,
+            "Add the key of the kind of file you meant.",
+        )
 
     # --- writing -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

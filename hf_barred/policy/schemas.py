@@ -66,7 +66,7 @@ def _text(value: Any) -> Any:
 
 def _rule_text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        fix = "Write the rule, e.g. \"The agent's response contains health advice.\""
+        fix = 'Write the rule, e.g. "The agent\'s response contains health advice."'
         raise FieldProblem("a non-empty rule text", fix=fix)
     return value
 
@@ -172,16 +172,20 @@ class TaxonomyFile(FileModel):
     name: str = file_field("a string naming the policy", "")
     description: str = file_field("a string", "")
     categories: list[CategoryFile] = file_field(
-        "a non-empty list of categories", min_length=1, fix="Each entry: {name: ..., should_not: [...], can: [...]}.")
+        "a non-empty list of categories", min_length=1, fix="Each entry: {name: ..., should_not: [...], can: [...]}."
+    )
     seeds: Seeds = file_field("a list of examples shared by the rules of the taxonomy", ())
 
     @model_validator(mode="after")
-    def _codes_and_names(self) -> "TaxonomyFile":
+    def _codes_and_names(self) -> TaxonomyFile:
         for i, category in enumerate(self.categories):
             if category.code is not None and category.code != f"S{i + 1}":
-                raise FieldProblem(f"'S{i + 1}' (codes follow the order of the list)", category.code,
-                                   "Fix the code or leave it out; it is derived from the position.",
-                                   field=f"categories[{i}].code")
+                raise FieldProblem(
+                    f"'S{i + 1}' (codes follow the order of the list)",
+                    category.code,
+                    "Fix the code or leave it out; it is derived from the position.",
+                    field=f"categories[{i}].code",
+                )
         names = [c.name.lower() for c in self.categories]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -240,27 +244,34 @@ class RuleSetFile(FileModel):
     input_type: InputType = file_field(f"one of {', '.join(INPUT_TYPES)}", "input_block")
     seeds: Seeds = file_field("a list of examples shared by the rules", ())
     rules: list[RuleFile] = file_field(
-        "a non-empty list of rules", min_length=1, fix="Each entry: {name: ..., criterion: ..., labels: [...]}.")
+        "a non-empty list of rules", min_length=1, fix="Each entry: {name: ..., criterion: ..., labels: [...]}."
+    )
 
     @model_validator(mode="after")
-    def _names_and_seeds(self) -> "RuleSetFile":
+    def _names_and_seeds(self) -> RuleSetFile:
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
-                raise FieldProblem("a name no other rule has", rule.name, "Rename one of the two rules.",
-                                   field=f"rules[{i}].name")
+                raise FieldProblem(
+                    "a name no other rule has", rule.name, "Rename one of the two rules.", field=f"rules[{i}].name"
+                )
             seen.add(rule.name)
             if not (self.seeds if rule.seeds is None else rule.seeds):
-                raise FieldProblem("10-30 unlabelled examples of the inputs to guard", [],
-                                   "Add a shared 'seeds:' list at the top of the file, or one under this rule.",
-                                   field=f"rules[{i}].seeds")
+                raise FieldProblem(
+                    "10-30 unlabelled examples of the inputs to guard",
+                    [],
+                    "Add a shared 'seeds:' list at the top of the file, or one under this rule.",
+                    field=f"rules[{i}].seeds",
+                )
         return self
 
     def task_files(self) -> list[TaskFile]:
         """Each rule as a task file: its own fields, else the shared ones."""
         return [
             TaskFile.model_construct(
-                name=rule.name, criterion=rule.criterion, labels=rule.labels,
+                name=rule.name,
+                criterion=rule.criterion,
+                labels=rule.labels,
                 input_type=rule.input_type or self.input_type,
                 description=self.description if rule.description is None else rule.description,
                 seeds=self.seeds if rule.seeds is None else rule.seeds,

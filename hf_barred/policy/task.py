@@ -66,8 +66,13 @@ class GuardrailTask:
     def __post_init__(self) -> None:
         source = f"task {self.name!r}"
         if not isinstance(self.criterion, str) or not self.criterion.strip():
-            raise field_error(source, "criterion", "a non-empty rule text", self.criterion,
-                        "Write the rule, e.g. \"The agent's response contains health advice.\"")
+            raise field_error(
+                source,
+                "criterion",
+                "a non-empty rule text",
+                self.criterion,
+                'Write the rule, e.g. "The agent\'s response contains health advice."',
+            )
         if self.input_type not in INPUT_TYPES:
             raise field_error(source, "input_type", f"one of {', '.join(INPUT_TYPES)}", self.input_type)
         labels = tuple(self.labels)
@@ -77,8 +82,12 @@ class GuardrailTask:
         seeds = tuple(s if isinstance(s, Seed) else _seed_from(s, source) for s in self.seeds)
         object.__setattr__(self, "seeds", seeds)
         if self.input_type == "task_and_response" and any(s.task is None for s in seeds):
-            raise field_error(source, "seeds", "objects with 'task' and 'response' for input_type task_and_response",
-                        next(s.text for s in seeds if s.task is None))
+            raise field_error(
+                source,
+                "seeds",
+                "objects with 'task' and 'response' for input_type task_and_response",
+                next(s.text for s in seeds if s.task is None),
+            )
 
     @property
     def positive_label(self) -> str:
@@ -98,8 +107,13 @@ class GuardrailTask:
     def require_seeds(self) -> None:
         """Raise a clear error when the task has no seeds (BARRED needs 10-30)."""
         if not self.seeds:
-            raise field_error(f"task {self.name!r}", "seeds", "10-30 unlabelled examples of the inputs to guard", [],
-                        "Add a 'seeds:' list to the task file.")
+            raise field_error(
+                f"task {self.name!r}",
+                "seeds",
+                "10-30 unlabelled examples of the inputs to guard",
+                [],
+                "Add a 'seeds:' list to the task file.",
+            )
 
     def check_seed_sizes(self, max_chars: int = MAX_SEED_CHARS) -> None:
         """Raise a :class:`TaskFileError` naming the first seed longer than ``max_chars`` characters.
@@ -126,16 +140,16 @@ class GuardrailTask:
         """
         low, high = RECOMMENDED_SEEDS
         if len(self.seeds) < low:
-            return (f"task {self.name!r} has {len(self.seeds)} seed(s); BARRED asks for {low}-{high} unlabelled "
-                    "examples, and with fewer the samples copy the seeds' domain and style more narrowly. "
-                    "Add seeds to the task file.")
+            return (
+                f"task {self.name!r} has {len(self.seeds)} seed(s); BARRED asks for {low}-{high} unlabelled "
+                "examples, and with fewer the samples copy the seeds' domain and style more narrowly. "
+                "Add seeds to the task file."
+            )
         return None
 
     # --- I/O -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        seeds: list[Any] = [
-            {"task": s.task, "response": s.text} if s.task is not None else s.text for s in self.seeds
-        ]
+        seeds: list[Any] = [{"task": s.task, "response": s.text} if s.task is not None else s.text for s in self.seeds]
         return {
             "name": self.name,
             "criterion": self.criterion,
@@ -146,12 +160,12 @@ class GuardrailTask:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "task") -> "GuardrailTask":
+    def from_dict(cls, data: Any, source: str = "task") -> GuardrailTask:
         """Build from plain data (a parsed task file); errors name ``source`` (see :class:`.schemas.TaskFile`)."""
         return cls.from_file(TaskFile.parse(data, source), source)
 
     @classmethod
-    def from_file(cls, file: TaskFile, source: str = "task") -> "GuardrailTask":
+    def from_file(cls, file: TaskFile, source: str = "task") -> GuardrailTask:
         """Build from a validated task file; the name defaults to the file's stem."""
         try:
             return cls(
@@ -166,7 +180,7 @@ class GuardrailTask:
             raise TaskFileError(f"{source}: {err}") from None
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "GuardrailTask":
+    def load(cls, path: Union[str, Path]) -> GuardrailTask:
         """Read a YAML or JSON task file."""
         return cls.from_dict(read_structured_file(path), source=str(path))
 

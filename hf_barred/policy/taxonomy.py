@@ -49,9 +49,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from .files import read_structured_file, write_structured_file
 from .schemas import TaxonomyFile
@@ -166,7 +167,7 @@ class Category:
             lines.extend(f"- {g}" for g in self.can)
         return "\n".join(lines)
 
-    def replace(self, **changes: Any) -> "Category":
+    def replace(self, **changes: Any) -> Category:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,7 +239,7 @@ class Taxonomy:
         return "\n\n".join(c.render(make_code(i)) for i, c in enumerate(self.categories))
 
     @classmethod
-    def parse(cls, text: str) -> "Taxonomy":
+    def parse(cls, text: str) -> Taxonomy:
         """Read S-coded text written by :meth:`render`. Results are cached by text (stages parse
         the same few policy texts over and over), which is safe because taxonomies are immutable.
 
@@ -248,7 +249,7 @@ class Taxonomy:
         return _parse_cached(text)
 
     # --- perturbations ---------------------------------------------------------------------------
-    def select(self, codes: Sequence[str]) -> tuple["Taxonomy", dict[str, str]]:
+    def select(self, codes: Sequence[str]) -> tuple[Taxonomy, dict[str, str]]:
         """Keep the categories ``codes``, in that order, re-indexed S1..Sm; returns the new
         taxonomy and ``{old code: new code}``. The primitive behind delete, shuffle and reindex.
 
@@ -263,32 +264,32 @@ class Taxonomy:
         new = Taxonomy(tuple(self.categories[p] for p in positions), name=self.name, description=self.description)
         return new, {make_code(p): make_code(i) for i, p in enumerate(positions)}
 
-    def delete(self, codes: Iterable[str]) -> tuple["Taxonomy", dict[str, str]]:
+    def delete(self, codes: Iterable[str]) -> tuple[Taxonomy, dict[str, str]]:
         """Remove the categories ``codes`` and re-index the rest S1..Sm (order kept)."""
         doomed = {self.index(code) for code in codes}
         if len(doomed) >= len(self.categories):
             raise ValueError(f"Taxonomy.delete: at least one of the {len(self)} categories must remain.")
         return self.select([make_code(i) for i in range(len(self.categories)) if i not in doomed])
 
-    def shuffle(self, rng: Any) -> tuple["Taxonomy", dict[str, str]]:
+    def shuffle(self, rng: Any) -> tuple[Taxonomy, dict[str, str]]:
         """Permute the categories with ``rng`` (anything with a ``shuffle(list)`` method, such as
         ``random.Random`` or a ``numpy.random.Generator``) and re-index."""
         order = list(self.codes)
         rng.shuffle(order)
         return self.select(order)
 
-    def reindex(self, order: Sequence[str]) -> tuple["Taxonomy", dict[str, str]]:
+    def reindex(self, order: Sequence[str]) -> tuple[Taxonomy, dict[str, str]]:
         """Put the categories in ``order`` (every code exactly once)."""
         if sorted(order, key=code_number) != list(self.codes):
             raise ValueError(f"Taxonomy.reindex: expected a permutation of {list(self.codes)}, found {list(order)}.")
         return self.select(order)
 
-    def add(self, category: Category) -> tuple["Taxonomy", str]:
+    def add(self, category: Category) -> tuple[Taxonomy, str]:
         """Append ``category`` as ``S(n+1)``; returns the new taxonomy and the new code."""
         new = Taxonomy(self.categories + (category,), name=self.name, description=self.description)
         return new, make_code(len(self.categories))
 
-    def replace_category(self, code: str, category: Category) -> "Taxonomy":
+    def replace_category(self, code: str, category: Category) -> Taxonomy:
         """The taxonomy with the category ``code`` replaced (codes unchanged)."""
         position = self.index(code)
         categories = self.categories[:position] + (category,) + self.categories[position + 1 :]
@@ -306,18 +307,18 @@ class Taxonomy:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "taxonomy") -> "Taxonomy":
+    def from_dict(cls, data: Any, source: str = "taxonomy") -> Taxonomy:
         """Build from plain data; errors name ``source``, the field, expected and found (:mod:`.schemas`)."""
         return cls.from_file(TaxonomyFile.parse(data, source))
 
     @classmethod
-    def from_file(cls, file: TaxonomyFile) -> "Taxonomy":
+    def from_file(cls, file: TaxonomyFile) -> Taxonomy:
         """Build from a validated taxonomy file."""
         categories = tuple(Category(c.name, should_not=c.should_not, can=c.can) for c in file.categories)
         return cls(categories, name=file.name, description=file.description)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "Taxonomy":
+    def load(cls, path: Union[str, Path]) -> Taxonomy:
         """Read a YAML or JSON taxonomy file (see ``dataset_scripts/policy-xstest/taxonomy.yaml``)."""
         data = read_structured_file(path)
         taxonomy = cls.from_dict(data, source=str(path))

@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from datasets import Dataset, concatenate_datasets
 
-from ..policy.rows import LABEL_NAMES, POLICY_FEATURES
-from ..policy.rows import check_policy_rows, missing_lineage, policy_features
+from ..policy.rows import LABEL_NAMES, POLICY_FEATURES, check_policy_rows, missing_lineage, policy_features
 from ..stages.category_delete import CategoryDeleteConfig, category_delete
 from ..stages.fingerprint import config_identity
 from ..stages.guideline_edit import GuidelineEditConfig, guideline_edit
@@ -60,7 +60,9 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.category_delete, CategoryDeleteConfig):
-            raise TypeError(f"AugmentConfig.category_delete: expected a CategoryDeleteConfig, found {self.category_delete!r}.")
+            raise TypeError(
+                f"AugmentConfig.category_delete: expected a CategoryDeleteConfig, found {self.category_delete!r}."
+            )
         if self.guideline_edit is not None and not isinstance(self.guideline_edit, GuidelineEditConfig):
             raise TypeError(
                 f"AugmentConfig.guideline_edit: expected a GuidelineEditConfig or None, found {self.guideline_edit!r}."
@@ -113,8 +115,9 @@ def augment_statistics(ds: Dataset, n_original: int, config: Optional[AugmentCon
     their original: a policy with one category), ``labels_original``, ``labels_augmented``,
     ``perturbations``, ``edit_prompt_tokens``, ``edit_completion_tokens``, ``config``.
     """
-    columns = ds.select_columns(["label", "perturbation", "edit_kind", "edit_error",
-                                 "edit_prompt_tokens", "edit_completion_tokens"]).to_dict()
+    columns = ds.select_columns(
+        ["label", "perturbation", "edit_kind", "edit_error", "edit_prompt_tokens", "edit_completion_tokens"]
+    ).to_dict()
     perturbed = slice(n_original, len(ds))
     perturbation = columns["perturbation"][perturbed]
     labels_before = columns["label"][perturbed]  # a deleted copy has its original's label
@@ -155,6 +158,7 @@ def save_augmented(ds: Dataset, stats: Mapping[str, Any], output: Union[str, Pat
     for old in (output / "data").glob("train-*.parquet"):
         old.unlink()
     ds.to_parquet(str(output / "data" / "train-00000-of-00001.parquet"))
-    (output / "augment_stats.json").write_text(json.dumps(dict(stats), indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
+    (output / "augment_stats.json").write_text(
+        json.dumps(dict(stats), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return output

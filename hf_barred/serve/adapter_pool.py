@@ -30,7 +30,8 @@ Example (two tiny LoRA classifiers on one tiny base, built in seconds):
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ..guardrails.scoring import Encoded, Verdict, WindowRef, generate_answers, score_batches, windows_of
 from .guards import ServedGuard, load_base
@@ -43,8 +44,14 @@ class AdapterPool:
 
     backend = "adapter-pool"
 
-    def __init__(self, guards: Sequence[ServedGuard], *, dtype: Optional[str] = None, batch_size: int = 64,
-                 max_new_tokens: int = 64):
+    def __init__(
+        self,
+        guards: Sequence[ServedGuard],
+        *,
+        dtype: Optional[str] = None,
+        batch_size: int = 64,
+        max_new_tokens: int = 64,
+    ):
         from peft import PeftModel
 
         if not guards:
@@ -59,9 +66,14 @@ class AdapterPool:
         self.max_new_tokens = max_new_tokens
         first, *rest = guards
         for guard in rest:  # rows of all guardrails are padded together: their tokenizers must agree
-            if (len(guard.tokenizer), guard.tokenizer.pad_token_id) != (len(first.tokenizer), first.tokenizer.pad_token_id):
-                raise ValueError(f"Guardrails {first.name} and {guard.name} share the base {self.base_path} but not "
-                                 "its tokenizer (vocabulary or pad token differ). Fix: serve them separately.")
+            if (len(guard.tokenizer), guard.tokenizer.pad_token_id) != (
+                len(first.tokenizer),
+                first.tokenizer.pad_token_id,
+            ):
+                raise ValueError(
+                    f"Guardrails {first.name} and {guard.name} share the base {self.base_path} but not "
+                    "its tokenizer (vocabulary or pad token differ). Fix: serve them separately."
+                )
         model = PeftModel.from_pretrained(load_base(first, dtype), str(first.folder), adapter_name=first.name)
         for guard in rest:
             model.load_adapter(str(guard.folder), adapter_name=guard.name)
@@ -99,8 +111,9 @@ class AdapterPool:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 prompts = [self.guards[n].prompt_ids(t) for n, t in chunk]
-                answers += generate_answers(self.model, self.tokenizer, prompts, self.max_new_tokens,
-                                            **self._adapters([n for n, _ in chunk]))
+                answers += generate_answers(
+                    self.model, self.tokenizer, prompts, self.max_new_tokens, **self._adapters([n for n, _ in chunk])
+                )
         return answers
 
     # -- internals --------------------------------------------------------------------------------
@@ -118,14 +131,24 @@ class AdapterPool:
 
     def _scores(self, rows: Sequence[Row], inputs: list[Encoded]) -> list[float]:
         windows: list[WindowRef] = windows_of(inputs, range(len(rows)))
-        order = batch_order([len(inputs[i].windows[k]["input_ids"]) for i, k in windows],
-                            [rows[i][0] for i, _ in windows])
-        batches = [[windows[j] for j in order[start : start + self.batch_size]]
-                   for start in range(0, len(order), self.batch_size)]
+        order = batch_order(
+            [len(inputs[i].windows[k]["input_ids"]) for i, k in windows], [rows[i][0] for i, _ in windows]
+        )
+        batches = [
+            [windows[j] for j in order[start : start + self.batch_size]]
+            for start in range(0, len(order), self.batch_size)
+        ]
         decisions = [self.guards[name].decision for name, _ in rows] if self.kind == "generative" else None
         with self._lock:
-            return score_batches(self.model, self.tokenizer, self.kind, inputs, batches, decisions,
-                                 lambda owners: self._adapters([rows[i][0] for i in owners]))
+            return score_batches(
+                self.model,
+                self.tokenizer,
+                self.kind,
+                inputs,
+                batches,
+                decisions,
+                lambda owners: self._adapters([rows[i][0] for i in owners]),
+            )
 
     def _adapters(self, names: list[str]) -> dict[str, Any]:
         """Forward kwargs for rows of ``names``: one adapter -> make it active (peft's plain path, no

@@ -36,7 +36,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Any, Optional
 
 from ..guardrails.guardrail import Verdict
 from .registry import Registry, UnknownGuardrail
@@ -55,8 +56,9 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.code, self.extra = status, message, type_, code, extra
 
 
-def create_app(registry: Registry, *, limits: ServeLimits = ServeLimits(), api_key: Optional[str] = None) -> Any:
-    """The FastAPI app over ``registry`` (see the module docstring)."""
+def create_app(registry: Registry, *, limits: Optional[ServeLimits] = None, api_key: Optional[str] = None) -> Any:
+    """The FastAPI app over ``registry`` (see the module docstring); ``limits`` default to :class:`ServeLimits`'s."""
+    limits = limits or ServeLimits()
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -66,64 +68,99 @@ def create_app(registry: Registry, *, limits: ServeLimits = ServeLimits(), api_k
         yield
         await registry.aclose()
 
-    app = FastAPI(title="hf_barred guardrails", version="1", lifespan=lifespan,
-                  description="OpenAI-style moderation API over hf_barred guardrails.")
+    app = FastAPI(
+        title="hf_barred guardrails",
+        version="1",
+        lifespan=lifespan,
+        description="OpenAI-style moderation API over hf_barred guardrails.",
+    )
     guards = registry.guards
 
     def authorized(request: Request) -> None:
         if not bearer_ok(request.headers.get("authorization"), api_key):
-            raise ApiError(401, "Missing or wrong API key. Fix: send `Authorization: Bearer <key>` with the key "
-                                "in the server's --api-key-env variable.", "invalid_request_error", "invalid_api_key")
+            raise ApiError(
+                401,
+                "Missing or wrong API key. Fix: send `Authorization: Bearer <key>` with the key "
+                "in the server's --api-key-env variable.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-        return JSONResponse(error_body(err.message, err.type, err.code, **err.extra), status_code=err.status,
-                            headers=headers)
+        return JSONResponse(
+            error_body(err.message, err.type, err.code, **err.extra), status_code=err.status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         details = validation_summary(list(err.errors()))
         where = "; ".join(f"{'.'.join(d['loc'][1:]) or 'body'}: {d['msg']}" for d in details)
-        return JSONResponse(error_body(f"Malformed request body ({where}). Expected {{\"input\": str or [str], "
-                                       "\"model\": name or [names] (optional)}.", "invalid_request_error",
-                                       "invalid_body", details=details), status_code=422)
+        return JSONResponse(
+            error_body(
+                f'Malformed request body ({where}). Expected {{"input": str or [str], '
+                '"model": name or [names] (optional)}.',
+                "invalid_request_error",
+                "invalid_body",
+                details=details,
+            ),
+            status_code=422,
+        )
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(error_body(f"Request body of {length} bytes; the limit is {limits.max_body_bytes}. "
-                                           "Fix: send fewer texts per request.", "invalid_request_error",
-                                           "body_too_large"), status_code=413)
+            return JSONResponse(
+                error_body(
+                    f"Request body of {length} bytes; the limit is {limits.max_body_bytes}. "
+                    "Fix: send fewer texts per request.",
+                    "invalid_request_error",
+                    "body_too_large",
+                ),
+                status_code=413,
+            )
         return await call_next(request)
 
     @app.get("/health", response_model=Health)
     async def health() -> JSONResponse:
         backends = await registry.health()
         ok = all(b["ok"] for b in backends)
-        return JSONResponse({"status": "ok" if ok else "unavailable", "backends": backends},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "backends": backends}, status_code=200 if ok else 503
+        )
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)])
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{**g.describe(), "backend": registry.route[name].backend}
-                                           for name, g in guards.items()]}
+        return {
+            "object": "list",
+            "data": [{**g.describe(), "backend": registry.route[name].backend} for name, g in guards.items()],
+        }
 
     @app.post("/v1/moderations", response_model=ModerationResponse, dependencies=[Depends(authorized)])
     async def moderations(body: ModerationRequest) -> ModerationResponse:
         texts = body.texts()
         if not texts:
-            raise ApiError(422, "`input` is an empty list. Expected at least one text.", "invalid_request_error",
-                           "empty_input")
+            raise ApiError(
+                422, "`input` is an empty list. Expected at least one text.", "invalid_request_error", "empty_input"
+            )
         if len(texts) > limits.max_inputs:
-            raise ApiError(413, f"{len(texts)} texts in one request; the limit is {limits.max_inputs}. Fix: split "
-                                "the request.", "invalid_request_error", "too_many_inputs")
+            raise ApiError(
+                413,
+                f"{len(texts)} texts in one request; the limit is {limits.max_inputs}. Fix: split the request.",
+                "invalid_request_error",
+                "too_many_inputs",
+            )
         longest = max(len(t) for t in texts)
         if longest > limits.max_input_chars:
-            raise ApiError(413, f"A text of {longest} characters; the limit is {limits.max_input_chars}. Fix: "
-                                "shorten it, or start the server with a larger --max-input-chars.",
-                           "invalid_request_error", "input_too_long")
+            raise ApiError(
+                413,
+                f"A text of {longest} characters; the limit is {limits.max_input_chars}. Fix: "
+                "shorten it, or start the server with a larger --max-input-chars.",
+                "invalid_request_error",
+                "input_too_long",
+            )
         try:
             names = registry.resolve(body.names())
         except UnknownGuardrail as err:
@@ -133,12 +170,21 @@ def create_app(registry: Registry, *, limits: ServeLimits = ServeLimits(), api_k
             results = await registry.check(names, texts)
         except BackendUnavailable as err:
             logger.error("moderation failed: a backend is unavailable: %s", err)
-            raise ApiError(503, f"A guardrail backend is unavailable: {err}. See GET /health.", "server_error",
-                           "backend_unavailable") from None
-        logger.info("moderation: %d text(s) x %d guardrail(s) in %.1f ms", len(texts), len(names),
-                    1000 * (time.perf_counter() - started))
-        return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=",".join(names),
-                                  results=[_result(r, guards) for r in results])
+            raise ApiError(
+                503,
+                f"A guardrail backend is unavailable: {err}. See GET /health.",
+                "server_error",
+                "backend_unavailable",
+            ) from None
+        logger.info(
+            "moderation: %d text(s) x %d guardrail(s) in %.1f ms",
+            len(texts),
+            len(names),
+            1000 * (time.perf_counter() - started),
+        )
+        return ModerationResponse(
+            id=f"modr-{uuid.uuid4().hex}", model=",".join(names), results=[_result(r, guards) for r in results]
+        )
 
     return app
 
@@ -154,8 +200,12 @@ def _result(verdicts: dict[str, Verdict], guards: dict[str, Any]) -> ModerationR
             hit = code in v.categories
             categories[f"{name}/{code}"], scores[f"{name}/{code}"] = hit, v.score if hit else 0.0
     return ModerationResult(
-        flagged=any(v.flagged for v in verdicts.values()), categories=categories, category_scores=scores,
+        flagged=any(v.flagged for v in verdicts.values()),
+        categories=categories,
+        category_scores=scores,
         category_applied_input_types={key: ["text"] for key in categories},
-        guardrails={name: GuardVerdict(label=v.label, flagged=v.flagged, score=v.score, categories=v.categories,
-                                       error=v.error) for name, v in verdicts.items()},
+        guardrails={
+            name: GuardVerdict(label=v.label, flagged=v.flagged, score=v.score, categories=v.categories, error=v.error)
+            for name, v in verdicts.items()
+        },
     )

@@ -59,8 +59,10 @@ def default_name(path: str) -> str:
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"Guardrail name {name!r}: expected letters, digits, '.', '_' or '-' (at most 64, starting "
-                         "with a letter or digit). Fix: serve it as NAME=PATH with such a name.")
+        raise ValueError(
+            f"Guardrail name {name!r}: expected letters, digits, '.', '_' or '-' (at most 64, starting "
+            "with a letter or digit). Fix: serve it as NAME=PATH with such a name."
+        )
     return name
 
 
@@ -74,15 +76,18 @@ class ServedGuard:
     source: str = ""
 
     @classmethod
-    def load(cls, source: str, name: Optional[str] = None, revision: Optional[str] = None,
-             token: Optional[str] = None) -> "ServedGuard":
+    def load(
+        cls, source: str, name: Optional[str] = None, revision: Optional[str] = None, token: Optional[str] = None
+    ) -> ServedGuard:
         """A local folder made by ``barred train``, or a Hub repo id (downloaded once)."""
         folder = guardrail_folder(source, revision=revision, token=token)
         spec = GuardrailSpec.load(folder)
         guard = cls(name=check_name(name or default_name(source)), folder=folder, spec=spec, source=str(source))
         if spec.prompt_format == "binary" and not spec.rule and (spec.kind == "generative" or spec.pair_rule):
-            raise ValueError(f"Guardrail {guard.name} ({source}) reads a rule with each text and has no saved rule; "
-                             "the server has no rule to give it. Fix: train it with --rule, or serve another one.")
+            raise ValueError(
+                f"Guardrail {guard.name} ({source}) reads a rule with each text and has no saved rule; "
+                "the server has no rule to give it. Fix: train it with --rule, or serve another one."
+            )
         return guard
 
     # -- facts ------------------------------------------------------------------------------------
@@ -123,12 +128,25 @@ class ServedGuard:
     def describe(self) -> dict[str, Any]:
         """The ``/v1/models`` entry (everything a client needs to rebuild the spec)."""
         spec = self.spec
-        return {"id": self.name, "object": "model", "owned_by": "hf_barred", "kind": spec.kind,
-                "base_model": spec.base_model, "prompt_format": spec.prompt_format, "rule": spec.rule,
-                "taxonomy": spec.taxonomy, "categories": self.category_codes, "label_names": list(spec.label_names),
-                "threshold": spec.threshold, "pair_rule": spec.pair_rule, "max_length": spec.max_length,
-                "long_inputs": spec.long_inputs, "chunk_stride": spec.chunk_stride,
-                "format_version": spec.format_version, "adapter": self.adapter}
+        return {
+            "id": self.name,
+            "object": "model",
+            "owned_by": "hf_barred",
+            "kind": spec.kind,
+            "base_model": spec.base_model,
+            "prompt_format": spec.prompt_format,
+            "rule": spec.rule,
+            "taxonomy": spec.taxonomy,
+            "categories": self.category_codes,
+            "label_names": list(spec.label_names),
+            "threshold": spec.threshold,
+            "pair_rule": spec.pair_rule,
+            "max_length": spec.max_length,
+            "long_inputs": spec.long_inputs,
+            "chunk_stride": spec.chunk_stride,
+            "format_version": spec.format_version,
+            "adapter": self.adapter,
+        }
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -176,8 +194,13 @@ class ServedGuard:
         return Guardrail.from_pretrained(self.folder, device="cpu", dtype=dtype)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "chat_template.jinja",
+)
 
 
 def _tokenizer_fingerprint(folder: Path) -> str:

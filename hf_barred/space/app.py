@@ -90,8 +90,14 @@ def load_samples(dataset: str) -> tuple[list[list[Any]], dict[str, Any], list[di
     except Exception as err:
         raise user_error("Could not load the dataset {}: {}", dataset, err) from err
     table = [
-        [i, (r.get("text") or "")[:120], str(r.get("label")), r.get("dimension", ""), r.get("instantiation", ""),
-         r.get("debate_path", "")]
+        [
+            i,
+            (r.get("text") or "")[:120],
+            str(r.get("label")),
+            r.get("dimension", ""),
+            r.get("instantiation", ""),
+            r.get("debate_path", ""),
+        ]
         for i, r in enumerate(samples)
     ]
     return table, gr.update(maximum=max(len(samples) - 1, 0), value=0), samples
@@ -129,11 +135,15 @@ def render_sample(samples: list[dict[str, Any]], index: int) -> str:
 def build_demo(guardrail: str = "", dataset: str = "", rule: str = "", taxonomy: str = "") -> gr.Blocks:
     """The two-tab app; the arguments pre-fill the inputs."""
     with gr.Blocks(title="hf_barred guardrail demo") as demo:
-        gr.Markdown("# hf_barred guardrail demo\nA guardrail trained with BARRED / APT, and the data it was trained on.")
+        gr.Markdown(
+            "# hf_barred guardrail demo\nA guardrail trained with BARRED / APT, and the data it was trained on."
+        )
         with gr.Tab("Guardrail"):
             model_box = gr.Textbox(value=guardrail, label="Guardrail (local folder or Hub model id)")
             rule_box = gr.Textbox(value=rule, label="Rule (optional: overrides the guardrail's own rule)", lines=2)
-            taxonomy_box = gr.Textbox(value=taxonomy, label="Taxonomy, S-coded (policy-conditioned guardrails)", lines=4)
+            taxonomy_box = gr.Textbox(
+                value=taxonomy, label="Taxonomy, S-coded (policy-conditioned guardrails)", lines=4
+            )
             text_box = gr.Textbox(label="Text to check", lines=6, elem_id="text-input")
             check = gr.Button("Check", variant="primary", elem_id="check-button")
             verdict = gr.HTML(label="Verdict", elem_id="verdict-box")
@@ -145,7 +155,9 @@ def build_demo(guardrail: str = "", dataset: str = "", rule: str = "", taxonomy:
             load = gr.Button("Load")
             state = gr.State([])
             table = gr.Dataframe(
-                headers=["#", "text", "label", "dimension", "instantiation", "debate path"], interactive=False, wrap=True
+                headers=["#", "text", "label", "dimension", "instantiation", "debate path"],
+                interactive=False,
+                wrap=True,
             )
             index = gr.Number(value=0, precision=0, minimum=0, label="Sample #", elem_id="sample-index")
             detail = gr.HTML(elem_id="sample-detail")

@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..llm.base import Completion, Conversation
 from ..llm.structured import answer_text
@@ -26,14 +27,20 @@ from .prompting import Prompt
 __all__ = ["advocate_messages", "read_advocate"]
 
 
-def advocate_messages(prompt: Prompt, row: dict[str, Any], names: Sequence[str],
-                      last: list[dict[str, Any]]) -> Conversation:
+def advocate_messages(
+    prompt: Prompt, row: dict[str, Any], names: Sequence[str], last: list[dict[str, Any]]
+) -> Conversation:
     """The advocate's conversation for a sample row: the criterion, the sample, the target, the
     generator's reasoning and the objections of the judges who did not give the target in ``last``."""
     labels = row["labels"]
     objections = " ".join(describe(n, a, labels) for n, a in zip(names, last) if a["label"] != labels[row["target"]])
-    return prompt.messages(criterion=row["criterion"], applies=row["target"] == 1, reasoning=row["reasoning"],
-                           objections=objections, **sample_variables(row))
+    return prompt.messages(
+        criterion=row["criterion"],
+        applies=row["target"] == 1,
+        reasoning=row["reasoning"],
+        objections=objections,
+        **sample_variables(row),
+    )
 
 
 def read_advocate(completion: Completion) -> tuple[str, str]:

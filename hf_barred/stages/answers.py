@@ -22,10 +22,20 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
-from pydantic import WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from ..policy.rows import EDIT_KINDS
 
@@ -126,7 +136,9 @@ class TaskResponseSample(Answer):
     reasoning: Annotated[StrictStr, Field(min_length=1)] = ""
 
 
-BelievedLabel = Annotated[Union[StrictStr, StrictBool, StrictInt], WithJsonSchema({"type": "string", "enum": ["yes", "no"]})]
+BelievedLabel = Annotated[
+    Union[StrictStr, StrictBool, StrictInt], WithJsonSchema({"type": "string", "enum": ["yes", "no"]})
+]
 """The label a generator believes its sample gets: yes/no (or a label name, true/false, 1/0); decoded to yes/no."""
 
 
@@ -160,8 +172,9 @@ class JudgeAnswer(Answer):
     """A judge's verdict: yes/no (or a label name, true/false, 1/0), with reasoning and confidence."""
 
     reasoning: StrictStr = ""
-    confidence: Annotated[Union[StrictFloat, StrictInt, StrictStr, None],
-                          WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})] = None
+    confidence: Annotated[
+        Union[StrictFloat, StrictInt, StrictStr, None], WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})
+    ] = None
     label: Annotated[Union[StrictStr, StrictBool, StrictInt], WithJsonSchema({"type": "string", "enum": ["yes", "no"]})]
 
 
@@ -177,8 +190,12 @@ class EditAnswer(Answer):
     name: StrictStr
     should_not: list[StrictStr]
     can: list[StrictStr]
-    GRAMMAR_EXTRAS = {"category": {"pattern": "^(S[1-9][0-9]?)?$"}, "name": {"maxLength": 60},  # "" unless edit_existing
-                      "should_not": {"maxItems": 3}, "can": {"maxItems": 3}}
+    GRAMMAR_EXTRAS = {
+        "category": {"pattern": "^(S[1-9][0-9]?)?$"},
+        "name": {"maxLength": 60},  # "" unless edit_existing
+        "should_not": {"maxItems": 3},
+        "can": {"maxItems": 3},
+    }
 
 
 # --- schema helpers -----------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generator, Generic, Optional, Sequence, TypeVar, Union
+from typing import Any, ClassVar, Generic, Optional, TypeVar, Union
 
 from datasets import Dataset, Features
 
@@ -82,7 +83,8 @@ class LLMStageConfig:
 
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Engine and model that answer."})
     prompt_set: Optional[str] = field(
-        default=None, metadata={"help": "Prompt set: small (embedded model) or served (strong models); None: by engine."}
+        default=None,
+        metadata={"help": "Prompt set: small (embedded model) or served (strong models); None: by engine."},
     )
     prompt_version: Optional[str] = field(
         default=None, metadata={"help": "Version of the stage's prompt template (None: the set's default)."}
@@ -94,7 +96,9 @@ class LLMStageConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.engine, EngineConfig):
-            raise TypeError(f"{type(self).__name__}.engine: expected an EngineConfig, found {type(self.engine).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__}.engine: expected an EngineConfig, found {type(self.engine).__name__}."
+            )
         if self.prompt_set is None:
             object.__setattr__(self, "prompt_set", default_prompt_set(self.engine.engine))
         check_prompt_set(self.prompt_set)
@@ -106,7 +110,9 @@ class LLMStageConfig:
             raise ValueError(f"{type(self).__name__}.max_repairs: expected >= 0, found {self.max_repairs}.")
 
     def sampling(self, **changes: Any) -> SamplingParams:
-        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed).replace(**changes)
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed).replace(
+            **changes
+        )
 
 
 def engine_for(config: EngineConfig) -> Any:
@@ -139,8 +145,11 @@ class Request:
     def group(self) -> str:
         """Requests of one group go to the engine in one batched call (same role, sampling and schema)."""
         schema = self.answer if isinstance(self.answer, (dict, type(None))) else self.answer.__qualname__
-        return json.dumps([self.role, self.params.cache_fields(), schema, self.constrained, self.max_repairs],
-                          sort_keys=True, default=str)
+        return json.dumps(
+            [self.role, self.params.cache_fields(), schema, self.constrained, self.max_repairs],
+            sort_keys=True,
+            default=str,
+        )
 
 
 Result = Union[StructuredResult, Completion]
@@ -166,8 +175,15 @@ def answer_batch(engine: Any, requests: Sequence[Request]) -> list[Result]:
         if first.answer is None:
             results = engine.chat(conversations, first.params, stage=first.role)
         else:
-            results = structured_chat(engine, conversations, first.answer, first.params, stage=first.role,
-                                      max_repairs=first.max_repairs, constrained_schema=first.constrained)
+            results = structured_chat(
+                engine,
+                conversations,
+                first.answer,
+                first.params,
+                stage=first.role,
+                max_repairs=first.max_repairs,
+                constrained_schema=first.constrained,
+            )
         for i, result in zip(indexes, results):
             answers[i] = result
     return answers  # type: ignore[return-value]
@@ -178,8 +194,15 @@ async def answer_one(engine: Any, request: Request) -> Result:
     if request.answer is None:
         [completion] = await engine.chat([request.messages], request.params, stage=request.role)
         return completion
-    [result] = await astructured_chat(engine, [request.messages], request.answer, request.params, stage=request.role,
-                                      max_repairs=request.max_repairs, constrained_schema=request.constrained)
+    [result] = await astructured_chat(
+        engine,
+        [request.messages],
+        request.answer,
+        request.params,
+        stage=request.role,
+        max_repairs=request.max_repairs,
+        constrained_schema=request.constrained,
+    )
     return result
 
 
@@ -238,8 +261,14 @@ class Stage(Generic[ConfigT]):
     def request(self, row: dict[str, Any]) -> Request:
         """The one request of a single-request stage."""
         config: Any = self.config
-        return Request(role=self.name, messages=self.messages(row), params=config.sampling(), answer=self.answer(row),
-                       constrained=self.grammar(row), max_repairs=config.max_repairs)
+        return Request(
+            role=self.name,
+            messages=self.messages(row),
+            params=config.sampling(),
+            answer=self.answer(row),
+            constrained=self.grammar(row),
+            max_repairs=config.max_repairs,
+        )
 
     def steps(self, row: dict[str, Any]) -> Steps:
         """One request per row, parsed (the default); multi-request stages override this."""
@@ -276,8 +305,14 @@ class Stage(Generic[ConfigT]):
         kwargs: dict[str, Any] = {"batch_size": 64, "desc": self.name}
         kwargs.update(map_kwargs)
         kwargs.setdefault("new_fingerprint", self.fingerprint(ds))
-        return ds.map(self.run_batch, batched=True, fn_kwargs={"columns": list(features)}, features=features,
-                      remove_columns=ds.column_names, **kwargs)
+        return ds.map(
+            self.run_batch,
+            batched=True,
+            fn_kwargs={"columns": list(features)},
+            features=features,
+            remove_columns=ds.column_names,
+            **kwargs,
+        )
 
     def run_batch(self, batch: dict[str, list], columns: Sequence[str]) -> dict[str, list]:
         """A columnar batch -> the output ``columns``: the rows advance step by step together, and the
@@ -294,7 +329,7 @@ class Stage(Generic[ConfigT]):
             start = 0
             for i in order:
                 steps, asked = waiting.pop(i)
-                self._advance(i, records[i], steps, answers[start:start + len(asked)], outputs, waiting)
+                self._advance(i, records[i], steps, answers[start : start + len(asked)], outputs, waiting)
                 start += len(asked)
         return {name: [row[name] for out in outputs for row in out] for name in columns}
 
@@ -312,8 +347,15 @@ class Stage(Generic[ConfigT]):
         except StopIteration as done:
             return self._rows(done.value)
 
-    def _advance(self, i: int, record: dict[str, Any], steps: Steps, answers: Optional[list[Result]],
-                 outputs: list[list[dict[str, Any]]], waiting: dict[int, tuple[Steps, list[Request]]]) -> None:
+    def _advance(
+        self,
+        i: int,
+        record: dict[str, Any],
+        steps: Steps,
+        answers: Optional[list[Result]],
+        outputs: list[list[dict[str, Any]]],
+        waiting: dict[int, tuple[Steps, list[Request]]],
+    ) -> None:
         try:
             if answers is None:
                 requests = next(steps)
@@ -365,13 +407,30 @@ def map_stage(
     )
 
 
-def map_policy_stage(ds: Dataset, function: Callable[..., dict[str, list]], *, stage: str, version: str, config: Any,
-                     prompts: tuple[Prompt, ...] = (), map_kwargs: Optional[dict[str, Any]] = None) -> Dataset:
+def map_policy_stage(
+    ds: Dataset,
+    function: Callable[..., dict[str, list]],
+    *,
+    stage: str,
+    version: str,
+    config: Any,
+    prompts: tuple[Prompt, ...] = (),
+    map_kwargs: Optional[dict[str, Any]] = None,
+) -> Dataset:
     """:func:`map_stage` for an APT stage: checks the policy-conditioned columns, keeps every column
     (the stage rewrites some) and declares the policy features."""
     check_policy_rows(ds, stage)
-    return map_stage(ds, function, stage=stage, version=version, config=config, prompts=prompts,
-                     features=policy_features(ds.features), remove_columns=[], map_kwargs=map_kwargs)
+    return map_stage(
+        ds,
+        function,
+        stage=stage,
+        version=version,
+        config=config,
+        prompts=prompts,
+        features=policy_features(ds.features),
+        remove_columns=[],
+        map_kwargs=map_kwargs,
+    )
 
 
 # --- rows and usage -------------------------------------------------------------------------------------
@@ -387,7 +446,9 @@ def zero_usage() -> dict[str, int]:
     return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
 
-def add_usage(usage: dict[str, int], result: Union[StructuredResult, Any], calls: Optional[int] = None) -> dict[str, int]:
+def add_usage(
+    usage: dict[str, int], result: Union[StructuredResult, Any], calls: Optional[int] = None
+) -> dict[str, int]:
     """``usage`` plus one structured result (its attempts are its calls) or one completion."""
     attempts = calls if calls is not None else getattr(result, "attempts", 1)
     return {

@@ -40,8 +40,8 @@ from typing import Any
 from datasets import Dataset
 
 from ..policy.rows import check_row_codes, lineage_column, missing_lineage, select_policy_text
-from ..rowrandom import RowRandom
 from ..policy.taxonomy import Taxonomy, TaxonomyTextError, remap_codes
+from ..rowrandom import RowRandom
 from .base import map_policy_stage
 
 STAGE = "category_delete"
@@ -72,9 +72,7 @@ class CategoryDeleteConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"CategoryDeleteConfig.seed: expected an integer >= 0, found {self.seed!r}.")
         if not isinstance(self.max_deleted, int) or self.max_deleted < 1:
-            raise ValueError(
-                f"CategoryDeleteConfig.max_deleted: expected an integer >= 1, found {self.max_deleted!r}."
-            )
+            raise ValueError(f"CategoryDeleteConfig.max_deleted: expected an integer >= 1, found {self.max_deleted!r}.")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -97,7 +95,9 @@ def row_policy(stage: str, policy: str, codes: list[str], row: str) -> tuple[tup
     return all_codes, position, digest
 
 
-def _delete_batch(batch: dict[str, list], config: CategoryDeleteConfig, prompts: tuple, version: str) -> dict[str, list]:
+def _delete_batch(
+    batch: dict[str, list], config: CategoryDeleteConfig, prompts: tuple, version: str
+) -> dict[str, list]:
     texts, policies, labels, categories = batch["text"], batch["taxonomy"], batch["label"], batch["categories"]
     n = len(texts)
     ids = batch["id"] if "id" in batch else None
@@ -150,5 +150,6 @@ def category_delete(ds: Dataset, config: CategoryDeleteConfig = CategoryDeleteCo
     kept). ``map_kwargs`` go to :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000 here:
     the work per row is small).
     """
-    return map_policy_stage(ds, _delete_batch, stage=STAGE, version=VERSION, config=config,
-                            map_kwargs={"batch_size": 1000} | map_kwargs)
+    return map_policy_stage(
+        ds, _delete_batch, stage=STAGE, version=VERSION, config=config, map_kwargs={"batch_size": 1000} | map_kwargs
+    )

@@ -25,8 +25,8 @@ from typing import Any
 from datasets import Dataset
 
 from ..policy.rows import lineage_column, missing_lineage, select_policy_text
-from ..rowrandom import RowRandom
 from ..policy.taxonomy import remap_codes
+from ..rowrandom import RowRandom
 from .base import map_policy_stage
 from .category_delete import row_policy
 
@@ -49,7 +49,9 @@ class CategoryShuffleConfig:
             raise ValueError(f"CategoryShuffleConfig.seed: expected an integer >= 0, found {self.seed!r}.")
 
 
-def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompts: tuple, version: str) -> dict[str, list]:
+def _shuffle_batch(
+    batch: dict[str, list], config: CategoryShuffleConfig, prompts: tuple, version: str
+) -> dict[str, list]:
     texts, policies, categories = batch["text"], batch["taxonomy"], batch["categories"]
     n = len(texts)
     ids = batch["id"] if "id" in batch else None
@@ -70,13 +72,20 @@ def _shuffle_batch(batch: dict[str, list], config: CategoryShuffleConfig, prompt
         sources = source_codes[i] or all_codes
         source_codes[i] = [sources[position[c]] for c in order]
         perturbation[i] = "category_shuffle"
-    out = {"taxonomy": out_policies, "categories": out_categories, "perturbation": perturbation,
-           "source_codes": source_codes}
+    out = {
+        "taxonomy": out_policies,
+        "categories": out_categories,
+        "perturbation": perturbation,
+        "source_codes": source_codes,
+    }
     return out | missing_lineage(batch, n, out)
 
 
-def category_shuffle(ds: Dataset, config: CategoryShuffleConfig = CategoryShuffleConfig(), **map_kwargs: Any) -> Dataset:
+def category_shuffle(
+    ds: Dataset, config: CategoryShuffleConfig = CategoryShuffleConfig(), **map_kwargs: Any
+) -> Dataset:
     """Permute the categories of each row's policy (see the module docstring); ``map_kwargs`` go to
     :meth:`datasets.Dataset.map` (``batch_size`` defaults to 1000)."""
-    return map_policy_stage(ds, _shuffle_batch, stage=STAGE, version=VERSION, config=config,
-                            map_kwargs={"batch_size": 1000} | map_kwargs)
+    return map_policy_stage(
+        ds, _shuffle_batch, stage=STAGE, version=VERSION, config=config, map_kwargs={"batch_size": 1000} | map_kwargs
+    )

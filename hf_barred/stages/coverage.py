@@ -49,8 +49,12 @@ _TAGS = re.compile(r"<(/?\s*(?:CRITERION|DIMENSION|INSTANTIATIONS|TEST_SAMPLE|TA
 def scores_grammar(n: int) -> dict[str, Any]:
     """The strict schema a constrained engine decodes with: exactly ``n`` numbers in [0, 1]."""
     item = {"type": "number", "minimum": 0, "maximum": 1}
-    return {"type": "object", "properties": {"scores": {"type": "array", "items": item, "minItems": n, "maxItems": n}},
-            "required": ["scores"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"scores": {"type": "array", "items": item, "minItems": n, "maxItems": n}},
+        "required": ["scores"],
+        "additionalProperties": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class CoverageConfig(LLMStageConfig):
 
     criterion: str = field(default="", metadata={"help": "The rule the dataset was generated for."})
     dimensions: tuple[tuple[str, tuple[str, ...]], ...] = field(
-        default=(), metadata={"help": "The decomposition: (dimension, instantiations) pairs."})
+        default=(), metadata={"help": "The decomposition: (dimension, instantiations) pairs."}
+    )
     threshold: float = field(default=0.5, metadata={"help": "Relevance at or above which a sample is covered."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (greedy by default)."})
     max_tokens: int = field(default=160, metadata={"help": "Maximum tokens of one answer."})
@@ -78,16 +83,32 @@ class CoverageConfig(LLMStageConfig):
         if not 0 < self.threshold <= 1:
             raise ValueError(f"CoverageConfig.threshold: expected a relevance in (0, 1], found {self.threshold}.")
         if not self.dimensions or any(not values for _, values in self.dimensions):
-            raise ValueError("CoverageConfig.dimensions: expected at least one dimension, each with instantiations, "
-                             f"found {self.dimensions!r}. Load them with hf_barred.evaluation.coverage.load_decomposition(DATASET_DIR).")
+            raise ValueError(
+                "CoverageConfig.dimensions: expected at least one dimension, each with instantiations, "
+                f"found {self.dimensions!r}. Load them with hf_barred.evaluation.coverage.load_decomposition(DATASET_DIR)."
+            )
 
 
 def coverage_features(extra: Optional[Features] = None) -> Features:
     """The output rows: the input columns, then the ratings of every dimension and the verdict."""
-    rating = {"dimension": Value("string"), "scores": List(Value("float32")), "max_relevance": Value("float32"),
-              "best_instantiation": Value("string"), "raw": Value("string"), "error": Value("string")}
-    return Features(dict(extra or {}) | {"dimension_scores": List(rating), "max_relevance": Value("float32"),
-                                         "covered": Value("bool"), "failures": Value("int32"), "usage": USAGE})
+    rating = {
+        "dimension": Value("string"),
+        "scores": List(Value("float32")),
+        "max_relevance": Value("float32"),
+        "best_instantiation": Value("string"),
+        "raw": Value("string"),
+        "error": Value("string"),
+    }
+    return Features(
+        dict(extra or {})
+        | {
+            "dimension_scores": List(rating),
+            "max_relevance": Value("float32"),
+            "covered": Value("bool"),
+            "failures": Value("int32"),
+            "usage": USAGE,
+        }
+    )
 
 
 def parse_scores(data: dict[str, Any], n: int) -> tuple[Optional[list[float]], Optional[str]]:
@@ -128,14 +149,23 @@ class CoverageStage(Stage[CoverageConfig]):
 
     def steps(self, row: dict[str, Any]) -> Steps:
         config = self.config
-        requests = [Request(
-            role="coverage", params=config.sampling(), answer=SCORES_SCHEMA, constrained=scores_grammar(len(values)),
-            max_repairs=config.max_repairs,
-            messages=self.prompts()[0].messages(
-                criterion=_escape(config.criterion), dimension=_escape(name),
-                instantiations=[_escape(v) for v in values], test_sample=_escape(row["text"]),
-                task=_escape(row.get("task") or "")),
-        ) for name, values in config.dimensions]
+        requests = [
+            Request(
+                role="coverage",
+                params=config.sampling(),
+                answer=SCORES_SCHEMA,
+                constrained=scores_grammar(len(values)),
+                max_repairs=config.max_repairs,
+                messages=self.prompts()[0].messages(
+                    criterion=_escape(config.criterion),
+                    dimension=_escape(name),
+                    instantiations=[_escape(v) for v in values],
+                    test_sample=_escape(row["text"]),
+                    task=_escape(row.get("task") or ""),
+                ),
+            )
+            for name, values in config.dimensions
+        ]
         results: list[StructuredResult] = yield requests
         usage = zero_usage()
         rated = []
@@ -143,15 +173,27 @@ class CoverageStage(Stage[CoverageConfig]):
             usage = add_usage(usage, result)
             scores, error = parse_scores(result.data, len(values)) if result.ok else (None, result.error)
             best = max(range(len(values)), key=lambda k: scores[k]) if scores else None
-            rated.append({"dimension": name, "scores": scores or [], "raw": result.raw, "error": error,
-                          "max_relevance": scores[best] if scores and best is not None else None,
-                          "best_instantiation": values[best] if scores and best is not None else None})
+            rated.append(
+                {
+                    "dimension": name,
+                    "scores": scores or [],
+                    "raw": result.raw,
+                    "error": error,
+                    "max_relevance": scores[best] if scores and best is not None else None,
+                    "best_instantiation": values[best] if scores and best is not None else None,
+                }
+            )
         relevances = [x["max_relevance"] for x in rated if x["max_relevance"] is not None]
         failures = sum(x["error"] is not None for x in rated)
         top = max(relevances) if relevances else None
         covered = True if top is not None and top >= config.threshold else (None if failures else False)
-        return row | {"dimension_scores": rated, "max_relevance": top, "covered": covered, "failures": failures,
-                      "usage": usage}
+        return row | {
+            "dimension_scores": rated,
+            "max_relevance": top,
+            "covered": covered,
+            "failures": failures,
+            "usage": usage,
+        }
 
 
 def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dataset:
@@ -168,8 +210,10 @@ def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dat
         (True, 'sleep')
     """
     if "text" not in ds.column_names:
-        raise ValueError(f"rate_coverage: expected a 'text' column, found {ds.column_names}. Fix: rename the column "
-                         "of the test inputs to 'text' (the command's --text-column).")
+        raise ValueError(
+            f"rate_coverage: expected a 'text' column, found {ds.column_names}. Fix: rename the column "
+            "of the test inputs to 'text' (the command's --text-column)."
+        )
     return CoverageStage(config).map(ds, **map_kwargs)
 
 
@@ -194,11 +238,23 @@ def coverage_summary(ds: Dataset, config: CoverageConfig) -> dict[str, Any]:
         maxima = [row[d]["max_relevance"] for row in ds["dimension_scores"]]
         rated = [m for m in maxima if m is not None]
         hits = sum(m >= config.threshold for m in rated)
-        per_dimension.append({"dimension": name, "instantiations": len(values), "rated": len(rated),
-                              "covered": hits, "coverage": hits / len(rated) if rated else None,
-                              "failures": len(maxima) - len(rated)})
-    return {"samples": len(covered), "covered": sum(determined), "determined": len(determined),
-            "undetermined": len(covered) - len(determined),
-            "coverage": sum(determined) / len(determined) if determined else None,
-            "threshold": config.threshold, "failed_calls": int(sum(ds["failures"])),
-            "dimensions": per_dimension}
+        per_dimension.append(
+            {
+                "dimension": name,
+                "instantiations": len(values),
+                "rated": len(rated),
+                "covered": hits,
+                "coverage": hits / len(rated) if rated else None,
+                "failures": len(maxima) - len(rated),
+            }
+        )
+    return {
+        "samples": len(covered),
+        "covered": sum(determined),
+        "determined": len(determined),
+        "undetermined": len(covered) - len(determined),
+        "coverage": sum(determined) / len(determined) if determined else None,
+        "threshold": config.threshold,
+        "failed_calls": int(sum(ds["failures"])),
+        "dimensions": per_dimension,
+    }

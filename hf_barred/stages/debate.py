@@ -43,11 +43,11 @@ Example:
     (None, None)
 """
 
-
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from datasets import Dataset, Features
 
@@ -104,14 +104,16 @@ class DebateConfig(LLMStageConfig):
             raise ValueError(f"DebateConfig.advocate_max_tokens: expected >= 1, found {self.advocate_max_tokens}.")
 
     @classmethod
-    def with_judges(cls, k: int, **kwargs: Any) -> "DebateConfig":
+    def with_judges(cls, k: int, **kwargs: Any) -> DebateConfig:
         """A panel of ``k`` judges with distinct built-in personas, in the order of
         :data:`JUDGE_PERSONAS` (recall, strict, literal, contextual, skeptic; then again, numbered)."""
         names = list(JUDGE_PERSONAS)
         return cls(judges=tuple(names[i % len(names)] for i in range(k)), **kwargs)
 
 
-def debate_outcome(labels_by_round: Sequence[Sequence[Optional[str]]], target: str, rounds: int) -> tuple[Optional[bool], Optional[str]]:
+def debate_outcome(
+    labels_by_round: Sequence[Sequence[Optional[str]]], target: str, rounds: int
+) -> tuple[Optional[bool], Optional[str]]:
     """``(accepted, path)`` after the rounds so far, or ``(None, None)`` when another round is needed.
 
     ``labels_by_round[t][j]`` is judge ``j``'s label at round ``t + 1`` (None: unparseable).
@@ -136,9 +138,11 @@ class DebateStage(Stage[DebateConfig]):
     def prompts(self) -> tuple[Prompt, ...]:
         """The judge and advocate templates, then each judge's persona (so persona texts reach the fingerprint)."""
         config = self.config
-        return (load_prompt("judge", config.prompt_version, config.prompt_set),
-                load_prompt("advocate", config.advocate_prompt_version, config.prompt_set),
-                *(persona_prompt(judge, config.prompt_set) for judge in config.judges))
+        return (
+            load_prompt("judge", config.prompt_version, config.prompt_set),
+            load_prompt("advocate", config.advocate_prompt_version, config.prompt_set),
+            *(persona_prompt(judge, config.prompt_set) for judge in config.judges),
+        )
 
     def features(self, input_features: Features) -> Features:
         return debated_features(input_features["target"].names)
@@ -157,18 +161,31 @@ class DebateStage(Stage[DebateConfig]):
         for t in range(1, config.rounds + 1):
             advocate = ("", "")
             if t > 1 and last is not None:  # only rows that need this round reach here
-                [completion] = yield [Request(
-                    role="debate/advocate", messages=advocate_messages(advocate_prompt, row, names, last),
-                    params=config.sampling(max_tokens=config.advocate_max_tokens, temperature=config.advocate_temperature),
-                )]
+                [completion] = yield [
+                    Request(
+                        role="debate/advocate",
+                        messages=advocate_messages(advocate_prompt, row, names, last),
+                        params=config.sampling(
+                            max_tokens=config.advocate_max_tokens, temperature=config.advocate_temperature
+                        ),
+                    )
+                ]
                 advocate = read_advocate(completion)
             requests = []
             for j, judge in enumerate(config.judges):
-                conversations[j] = judge_messages(judge_prompt, personas[j], judge, row, t, names, j, last,
-                                                  conversations[j], advocate[0])
-                requests.append(Request(role="debate/judge", messages=conversations[j], params=config.sampling(),
-                                        answer=JudgeAnswer, constrained=judge_grammar(config.max_tokens),
-                                        max_repairs=config.max_repairs))
+                conversations[j] = judge_messages(
+                    judge_prompt, personas[j], judge, row, t, names, j, last, conversations[j], advocate[0]
+                )
+                requests.append(
+                    Request(
+                        role="debate/judge",
+                        messages=conversations[j],
+                        params=config.sampling(),
+                        answer=JudgeAnswer,
+                        constrained=judge_grammar(config.max_tokens),
+                        max_repairs=config.max_repairs,
+                    )
+                )
             results: list[StructuredResult] = yield requests
             last = [read_judge(names[j], result, row["labels"]) for j, result in enumerate(results)]
             row["debate"].append({"round": t, "judges": last, "advocate": advocate[0], "advocate_error": advocate[1]})
@@ -176,7 +193,9 @@ class DebateStage(Stage[DebateConfig]):
             accepted, path = debate_outcome(labels_by_round, target, config.rounds)
             if accepted is not None:
                 row["accepted"], row["debate_path"] = accepted, path
-                row["dissent"] = " ".join(describe(n, a, row["labels"]) for n, a in zip(names, last) if a["label"] != target)
+                row["dissent"] = " ".join(
+                    describe(n, a, row["labels"]) for n, a in zip(names, last) if a["label"] != target
+                )
                 break
         for debate_round in row["debate"]:  # the stored label is the label name, "" for an unreadable answer
             for answer in debate_round["judges"]:

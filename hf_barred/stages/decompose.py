@@ -18,8 +18,9 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from datasets import Dataset, Features
 
@@ -36,12 +37,14 @@ __all__ = ["DecomposeConfig", "DecomposeStage", "extract_dimensions", "seed_subs
 
 STAGE_VERSION = "3"  # 2: strict schemas for constrained decoding; 3: seed subsets from RowRandom
 
-def dimensions_grammar(config: "DecomposeConfig") -> dict[str, Any]:
+
+def dimensions_grammar(config: DecomposeConfig) -> dict[str, Any]:
     """The strict schema a constrained engine decodes dimensions with (:class:`~hf_barred.stages.answers.Dimensions`):
     at most ``max_dimensions`` short strings that fit in ``max_tokens``."""
     k = config.max_dimensions
-    return Dimensions.grammar(max_length={"dimensions[]": string_budget(config.max_tokens, k, 6 + 2 * k)},
-                              max_items={"dimensions": k})
+    return Dimensions.grammar(
+        max_length={"dimensions[]": string_budget(config.max_tokens, k, 6 + 2 * k)}, max_items={"dimensions": k}
+    )
 
 
 @dataclass(frozen=True)
@@ -135,15 +138,25 @@ class DecomposeStage(Stage[DecomposeConfig]):
     def steps(self, task: dict[str, Any]) -> Steps:
         config = self.config
         seed_tasks = list(task["seed_tasks"] or []) + [""] * len(task["seeds"])
-        subsets = seed_subsets(list(range(len(task["seeds"]))), config.num_subsets, config.subset_size, config.seed,
-                               task["task_name"])  # subsets of positions: the same draw as over the seeds themselves
-        requests = [Request(
-            role="decompose", params=config.sampling(), answer=Dimensions, constrained=dimensions_grammar(config),
-            max_repairs=config.max_repairs,
-            messages=self.prompts()[0].messages(criterion=task["criterion"], seeds=[task["seeds"][j] for j in subset],
-                                                seed_tasks=[seed_tasks[j] for j in subset],
-                                                max_dimensions=config.max_dimensions),
-        ) for subset in subsets]
+        subsets = seed_subsets(
+            list(range(len(task["seeds"]))), config.num_subsets, config.subset_size, config.seed, task["task_name"]
+        )  # subsets of positions: the same draw as over the seeds themselves
+        requests = [
+            Request(
+                role="decompose",
+                params=config.sampling(),
+                answer=Dimensions,
+                constrained=dimensions_grammar(config),
+                max_repairs=config.max_repairs,
+                messages=self.prompts()[0].messages(
+                    criterion=task["criterion"],
+                    seeds=[task["seeds"][j] for j in subset],
+                    seed_tasks=[seed_tasks[j] for j in subset],
+                    max_dimensions=config.max_dimensions,
+                ),
+            )
+            for subset in subsets
+        ]
         results: list[StructuredResult] = yield requests
         return self.pool(task, results)
 
@@ -157,8 +170,17 @@ class DecomposeStage(Stage[DecomposeConfig]):
         for k, result in enumerate(results):
             usage_of[k] = add_usage(zero_usage(), result)
             if not result.ok:
-                out.append(base | {"dimension": "", "merged": [], "subset": k, "raw": result.raw,
-                                   "error": result.error, "usage": usage_of.pop(k)})
+                out.append(
+                    base
+                    | {
+                        "dimension": "",
+                        "merged": [],
+                        "subset": k,
+                        "raw": result.raw,
+                        "error": result.error,
+                        "usage": usage_of.pop(k),
+                    }
+                )
                 continue
             names = [" ".join(str(d).split()) for d in result.data["dimensions"]][: self.config.max_dimensions]
             proposals.extend((name, k) for name in names if name)
@@ -166,7 +188,8 @@ class DecomposeStage(Stage[DecomposeConfig]):
         for name, k in proposals:
             subset_of.setdefault(name, k)
         merged = merge_near_duplicates(
-            [name for name, _ in proposals], functools.partial(embed, embedder=self.config.embedder),
+            [name for name, _ in proposals],
+            functools.partial(embed, embedder=self.config.embedder),
             self.config.similarity_threshold,
         )
         pooled_usage = zero_usage()
@@ -175,11 +198,29 @@ class DecomposeStage(Stage[DecomposeConfig]):
         for position, (name, duplicates) in enumerate(merged):
             k = subset_of[name]
             # The pooled usage goes on the task's first dimension, so the column sums to the stage's usage.
-            out.append(base | {"dimension": name, "merged": duplicates, "subset": k, "raw": results[k].raw,
-                               "error": None, "usage": pooled_usage if position == 0 else zero_usage()})
+            out.append(
+                base
+                | {
+                    "dimension": name,
+                    "merged": duplicates,
+                    "subset": k,
+                    "raw": results[k].raw,
+                    "error": None,
+                    "usage": pooled_usage if position == 0 else zero_usage(),
+                }
+            )
         if not merged and any(u["calls"] for u in usage_of.values()):  # parsed answers, but no dimension in them
-            out.append(base | {"dimension": "", "merged": [], "subset": -1, "raw": "",
-                               "error": "the answers listed no dimension", "usage": pooled_usage})
+            out.append(
+                base
+                | {
+                    "dimension": "",
+                    "merged": [],
+                    "subset": -1,
+                    "raw": "",
+                    "error": "the answers listed no dimension",
+                    "usage": pooled_usage,
+                }
+            )
         return out
 
 

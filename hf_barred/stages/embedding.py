@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def sentence_model(name: str = EMBEDDED_EMBEDDER) -> Any:
 
 def embed(texts: Sequence[str], embedder: str = EMBEDDED_EMBEDDER) -> np.ndarray:
     """L2-normalised sentence embeddings (mean pooling), shape ``(len(texts), hidden)``."""
-    return sentence_model(embedder).encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
-                                           show_progress_bar=False)
+    return sentence_model(embedder).encode(
+        list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
 
 
 def merge_near_duplicates(

@@ -17,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from types import CodeType, FunctionType
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 from datasets import Dataset
 from datasets.fingerprint import Hasher
@@ -101,8 +102,9 @@ def code_fingerprint(code: Union[Callable[..., Any], type]) -> str:
     return Hasher.hash(sorted(codes, key=lambda c: (c[0], c[1])))
 
 
-def stage_fingerprint(ds: Dataset, stage: str, version: str, prompts: Sequence[Prompt], config: Any,
-                      code: Union[Callable[..., Any], type]) -> str:
+def stage_fingerprint(
+    ds: Dataset, stage: str, version: str, prompts: Sequence[Prompt], config: Any, code: Union[Callable[..., Any], type]
+) -> str:
     """The fingerprint of a stage's output dataset: the input's fingerprint, the stage name and
     version, the prompt texts, the config's identity (no throughput knobs) and the stage's code
     (:func:`code_fingerprint` of its batch function or its class)."""

@@ -66,7 +66,9 @@ class GenerateConfig(LLMStageConfig):
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the generator."})
 
 
-def parse_sample(data: dict[str, Any], input_type: str, labels: list[str]) -> tuple[Optional[dict[str, str]], Optional[str]]:
+def parse_sample(
+    data: dict[str, Any], input_type: str, labels: list[str]
+) -> tuple[Optional[dict[str, str]], Optional[str]]:
     """``({"text", "task", "reasoning", "believed_label"}, None)`` from a parsed answer, or
     ``(None, error)``. ``believed_label`` is the label name the answer's ``label`` means, "" if none."""
     if input_type == "task_and_response":
@@ -112,8 +114,13 @@ class SampleStage(Stage[LLMStageConfig]):
         return row | {"text": "", "task": "", "reasoning": "", "believed_label": ""} | self._lineage(result, error)
 
     def _lineage(self, result: StructuredResult, error: Optional[str]) -> dict[str, Any]:
-        return {"raw": result.raw, "error": error, "error_stage": self.name if error else None,
-                "model": self.engine.model_name, "prompt_version": self.prompts()[0].id}
+        return {
+            "raw": result.raw,
+            "error": error,
+            "error_stage": self.name if error else None,
+            "model": self.engine.model_name,
+            "prompt_version": self.prompts()[0].id,
+        }
 
 
 class GenerateStage(SampleStage):
@@ -124,9 +131,14 @@ class GenerateStage(SampleStage):
 
     def messages(self, row: dict[str, Any]) -> Conversation:
         return self.prompts()[0].messages(
-            criterion=row["criterion"], input_type=row["input_type"], seed_example=row["seed_example"],
-            seed_task=row["seed_task"], dimension=row["dimension"], instantiation=row["instantiation"],
-            applies=row["target"] == 1, sample_id=row["seed"],
+            criterion=row["criterion"],
+            input_type=row["input_type"],
+            seed_example=row["seed_example"],
+            seed_task=row["seed_task"],
+            dimension=row["dimension"],
+            instantiation=row["instantiation"],
+            applies=row["target"] == 1,
+            sample_id=row["seed"],
         )
 
     def steps(self, row: dict[str, Any]) -> Steps:

@@ -81,7 +81,8 @@ class GuidelineEditConfig:
     """
 
     engine: EngineConfig = field(
-        default=EngineConfig(), metadata={"help": "Engine and model that edit the guidelines (default: embedded local)."}
+        default=EngineConfig(),
+        metadata={"help": "Engine and model that edit the guidelines (default: embedded local)."},
     )
     prompt_version: str = field(default="v1", metadata={"help": "Version of the guideline_edit prompt template."})
     prompt_set: Optional[str] = field(
@@ -185,14 +186,26 @@ class GuidelineEditStage(Stage[GuidelineEditConfig]):
         if row["label"] != 0:  # an edit goes from negative to positive only
             return row
         taxonomy = row_taxonomy(row["taxonomy"], row["id"] or repr(row["text"][:40]))
-        [result] = yield [Request(
-            role=STAGE, messages=edit_messages(self.prompts()[0], row["taxonomy"], row["text"]),
-            params=self.config.sampling, answer=EditAnswer, constrained=edit_grammar(self.config.sampling.max_tokens),
-            max_repairs=self.config.max_repairs,
-        )]
-        row |= {"edit_raw": result.raw, "edit_model": self.engine.model_name, "edit_prompt": self.prompts()[0].id,
-                "edit_prompt_tokens": result.prompt_tokens, "edit_completion_tokens": result.completion_tokens,
-                "edit_kind": "", "edited_code": "", "edit_error": result.error}
+        [result] = yield [
+            Request(
+                role=STAGE,
+                messages=edit_messages(self.prompts()[0], row["taxonomy"], row["text"]),
+                params=self.config.sampling,
+                answer=EditAnswer,
+                constrained=edit_grammar(self.config.sampling.max_tokens),
+                max_repairs=self.config.max_repairs,
+            )
+        ]
+        row |= {
+            "edit_raw": result.raw,
+            "edit_model": self.engine.model_name,
+            "edit_prompt": self.prompts()[0].id,
+            "edit_prompt_tokens": result.prompt_tokens,
+            "edit_completion_tokens": result.completion_tokens,
+            "edit_kind": "",
+            "edited_code": "",
+            "edit_error": result.error,
+        }
         if not result.ok:
             return row
         try:
@@ -204,8 +217,10 @@ class GuidelineEditStage(Stage[GuidelineEditConfig]):
             return row | {"perturbation": "kept_safe"}
         row |= {"taxonomy": edited.render(), "label": 1, "categories": [code], "edited_code": code}
         if action == "add_category":
-            return row | {"perturbation": "guideline_edit_new",
-                          "source_codes": list(row["source_codes"] or taxonomy.codes) + [""]}
+            return row | {
+                "perturbation": "guideline_edit_new",
+                "source_codes": list(row["source_codes"] or taxonomy.codes) + [""],
+            }
         return row | {"perturbation": "guideline_edit_existing"}
 
 

@@ -32,12 +32,14 @@ __all__ = ["InstantiateConfig", "InstantiateStage", "instantiate", "parse_instan
 
 STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
-def instantiations_grammar(config: "InstantiateConfig") -> dict[str, Any]:
+
+def instantiations_grammar(config: InstantiateConfig) -> dict[str, Any]:
     """The strict schema a constrained engine decodes instantiations with (:class:`~hf_barred.stages.answers.Instantiations`):
     every item has a short ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
     k = config.max_instantiations
-    return Instantiations.grammar(max_length={"values[].value": string_budget(config.max_tokens, k, 4 + 18 * k)},
-                                  max_items={"values": k})
+    return Instantiations.grammar(
+        max_length={"values[].value": string_budget(config.max_tokens, k, 4 + 18 * k)}, max_items={"values": k}
+    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def parse_instantiations(data: dict[str, Any], limit: int) -> tuple[list[dict[st
             dropped += 1
             continue
         seen.add(value.lower())
-        kept.append({"value": value, "relevance": relevance, "probability": probability if probability is not None else 0.0})
+        kept.append(
+            {"value": value, "relevance": relevance, "probability": probability if probability is not None else 0.0}
+        )
     return kept, dropped
 
 
@@ -99,11 +103,14 @@ class InstantiateStage(Stage[InstantiateConfig]):
 
     def skip(self, row: dict[str, Any]) -> Optional[dict[str, Any]]:
         """A dimension row that failed (or proposed no dimension) passes through without a call."""
-        return row | {"instantiations": [], "dropped_instantiations": 0} if row["error"] or not row["dimension"] else None
+        return (
+            row | {"instantiations": [], "dropped_instantiations": 0} if row["error"] or not row["dimension"] else None
+        )
 
     def messages(self, row: dict[str, Any]) -> Conversation:
-        return self.prompts()[0].messages(criterion=row["criterion"], dimension=row["dimension"],
-                                          max_instantiations=self.config.max_instantiations)
+        return self.prompts()[0].messages(
+            criterion=row["criterion"], dimension=row["dimension"], max_instantiations=self.config.max_instantiations
+        )
 
     def answer(self, row: dict[str, Any]) -> type[Instantiations]:
         return Instantiations
@@ -113,9 +120,13 @@ class InstantiateStage(Stage[InstantiateConfig]):
 
     def parse(self, row: dict[str, Any], result: StructuredResult) -> dict[str, Any]:
         values, dropped = parse_instantiations(result.data, self.config.max_instantiations)
-        error = None if values else (
-            "no usable instantiation: expected objects with 'value', 'applies' (yes/no/both) and 'probability', "
-            f"found {len(result.data.get('values', []))} unusable ones"
+        error = (
+            None
+            if values
+            else (
+                "no usable instantiation: expected objects with 'value', 'applies' (yes/no/both) and 'probability', "
+                f"found {len(result.data.get('values', []))} unusable ones"
+            )
         )
         return row | {"instantiations": values, "dropped_instantiations": dropped, "raw": result.raw, "error": error}
 

@@ -18,7 +18,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ..llm.base import Conversation
 from ..llm.structured import StructuredResult, answer_text
@@ -26,16 +27,33 @@ from .answers import JudgeAnswer, string_budget
 from .labels import clean_text, normalize_label
 from .prompting import Prompt, load_prompt
 
-__all__ = ["JUDGE_PERSONAS", "PERSONA_NAMES", "answer_variables", "describe", "input_text", "judge_grammar",
-           "judge_messages", "judge_names", "persona_name", "persona_prompt", "persona_text", "read_judge",
-           "sample_variables"]
+__all__ = [
+    "JUDGE_PERSONAS",
+    "PERSONA_NAMES",
+    "answer_variables",
+    "describe",
+    "input_text",
+    "judge_grammar",
+    "judge_messages",
+    "judge_names",
+    "persona_name",
+    "persona_prompt",
+    "persona_text",
+    "read_judge",
+    "sample_variables",
+]
 
 JUDGE_PERSONAS = ("recall", "strict", "literal", "contextual", "skeptic")
 """Built-in judge personas, one template each (``hf_barred/stages/prompts/<set>/judge_persona/<name>.jinja``); a
 judge given as any other string uses that string as its persona."""
 
-PERSONA_NAMES = {"recall": "recall-focused", "strict": "strict", "literal": "literal-minded",
-                 "contextual": "context-minded", "skeptic": "skeptical"}
+PERSONA_NAMES = {
+    "recall": "recall-focused",
+    "strict": "strict",
+    "literal": "literal-minded",
+    "contextual": "context-minded",
+    "skeptic": "skeptical",
+}
 """How a prompt names a built-in persona ("You are a strict evaluation agent")."""
 
 
@@ -85,8 +103,12 @@ def sample_variables(record: dict[str, Any]) -> dict[str, Any]:
     """The template variables that show a sample row: ``input_type``, ``input_text`` (as the judges
     read it, :func:`input_text`), and its ``task`` and ``response`` parts."""
     task = record["task"] if record["input_type"] == "task_and_response" else ""
-    return {"input_type": record["input_type"], "input_text": input_text(record), "task": task,
-            "response": record["text"]}
+    return {
+        "input_type": record["input_type"],
+        "input_text": input_text(record),
+        "task": task,
+        "response": record["text"],
+    }
 
 
 def _yes_no(label: Optional[str], labels: Sequence[str]) -> str:
@@ -110,7 +132,8 @@ def answer_variables(name: str, answer: dict[str, Any], labels: Sequence[str]) -
     ``confidence`` (two decimals, or "unknown") and ``reasoning``."""
     confidence = answer["confidence"]
     return {
-        "name": name, "label": "" if answer["label"] is None else _yes_no(answer["label"], labels),
+        "name": name,
+        "label": "" if answer["label"] is None else _yes_no(answer["label"], labels),
         "confidence": "unknown" if confidence is None or math.isnan(confidence) else f"{confidence:.2f}",
         "reasoning": answer["reasoning"],
     }
@@ -127,15 +150,29 @@ def describe(name: str, answer: dict[str, Any], labels: Sequence[str]) -> str:
     return f"{name}: {_yes_no(answer['label'], labels)} ({answer['reasoning']})"
 
 
-def judge_messages(prompt: Prompt, persona: Prompt, judge: str, row: dict[str, Any], round: int,
-                   names: Sequence[str], j: int, last: Optional[list[dict[str, Any]]],
-                   conversation: Optional[Conversation], advocate: str) -> Conversation:
+def judge_messages(
+    prompt: Prompt,
+    persona: Prompt,
+    judge: str,
+    row: dict[str, Any],
+    round: int,
+    names: Sequence[str],
+    j: int,
+    last: Optional[list[dict[str, Any]]],
+    conversation: Optional[Conversation],
+    advocate: str,
+) -> Conversation:
     """Judge ``j``'s conversation in ``round``: the sample in round 1; later, its own previous answer,
     the other judges' answers (``last``) and the advocate's argument. Messages that start with the
     judge's own previous answer continue its ``conversation`` (small set); otherwise they are a whole new
     conversation holding that answer (served set)."""
-    variables = {"round": round, "persona": persona.text.strip(), "persona_name": persona_name(judge),
-                 "criterion": row["criterion"], **sample_variables(row)}
+    variables = {
+        "round": round,
+        "persona": persona.text.strip(),
+        "persona_name": persona_name(judge),
+        "criterion": row["criterion"],
+        **sample_variables(row),
+    }
     if round == 1 or last is None:
         return prompt.messages(**variables)
     labels = row["labels"]
@@ -167,5 +204,11 @@ def read_judge(name: str, result: StructuredResult, labels: Sequence[str]) -> di
         if label is None:
             error = f"label: expected yes or no (or one of {list(labels)}), found {result.data['label']!r}"
     data = result.data or {}
-    return {"judge": name, "label": label, "reasoning": clean_text(data.get("reasoning", "")),
-            "confidence": _confidence(data.get("confidence")), "raw": result.raw, "error": error}
+    return {
+        "judge": name,
+        "label": label,
+        "reasoning": clean_text(data.get("reasoning", "")),
+        "confidence": _confidence(data.get("confidence")),
+        "raw": result.raw,
+        "error": error,
+    }

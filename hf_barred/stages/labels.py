@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ..policy.data import NO_WORDS, YES_WORDS, label_index
 
@@ -21,8 +22,9 @@ __all__ = ["clean_text", "forbidden_mention", "normalize_label", "normalize_rele
 def normalize_label(answer: Any, labels: Sequence[str]) -> Optional[str]:
     """The label name meant by a judge's answer: a label name, yes/no, true/false or 1/0
     (yes = the criterion holds = ``labels[1]``); None when it is none of these."""
-    index = label_index(answer if isinstance(answer, (str, bool, int, float)) else str(answer),
-                        labels[:1], labels[1:], answer=True)
+    index = label_index(
+        answer if isinstance(answer, (str, bool, int, float)) else str(answer), labels[:1], labels[1:], answer=True
+    )
     return None if index is None else labels[index]
 
 

@@ -40,10 +40,10 @@ from typing import Any, Optional
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from .features import plan_features
-from ..rowrandom import RowRandom
 from ..policy.task import GuardrailTask
+from ..rowrandom import RowRandom
 from .base import map_stage, zero_usage
+from .features import plan_features
 from .fingerprint import code_fingerprint, config_identity
 
 STAGE_VERSION = "2"  # 2: draws from RowRandom
@@ -136,8 +136,16 @@ def _inputs(decomposition: Dataset, task: GuardrailTask, config: PlanConfig) -> 
 def plan_fingerprint(decomposition: Dataset, task: GuardrailTask, n: int, config: PlanConfig, start: int = 0) -> str:
     """The fingerprint of ``plan(decomposition, task, n, config, start)``: a pure function of its inputs."""
     inputs = _inputs(decomposition, task, config)
-    return Hasher.hash({"stage": "plan", "version": STAGE_VERSION, "start": start, "n": n,
-                        "inputs": config_identity(inputs), "code": code_fingerprint(_plan_batch)})
+    return Hasher.hash(
+        {
+            "stage": "plan",
+            "version": STAGE_VERSION,
+            "start": start,
+            "n": n,
+            "inputs": config_identity(inputs),
+            "code": code_fingerprint(_plan_batch),
+        }
+    )
 
 
 def plan(
@@ -156,6 +164,11 @@ def plan(
     ids = Dataset.from_dict({"row_id": list(range(start, start + n))})
     map_kwargs.setdefault("new_fingerprint", plan_fingerprint(ds, task, n, config, start))
     return map_stage(
-        ids, _plan_batch, stage="plan", version=STAGE_VERSION, config=_inputs(ds, task, config),
-        features=plan_features(task.labels), map_kwargs=map_kwargs,
+        ids,
+        _plan_batch,
+        stage="plan",
+        version=STAGE_VERSION,
+        config=_inputs(ds, task, config),
+        features=plan_features(task.labels),
+        map_kwargs=map_kwargs,
     )

@@ -58,10 +58,25 @@ __all__ = [
 ]
 
 PROMPT_SETS: dict[str, dict[str, str]] = {
-    "small": {"decompose": "v1", "instantiate": "v1", "generate": "v1", "refine": "v1", "judge": "v2",
-              "advocate": "v1", "guideline_edit": "v1"},
-    "served": {"decompose": "v1", "instantiate": "v1", "generate": "v1", "refine": "v1", "judge": "v1",
-               "advocate": "v1", "guideline_edit": "v1", "coverage": "v1"},
+    "small": {
+        "decompose": "v1",
+        "instantiate": "v1",
+        "generate": "v1",
+        "refine": "v1",
+        "judge": "v2",
+        "advocate": "v1",
+        "guideline_edit": "v1",
+    },
+    "served": {
+        "decompose": "v1",
+        "instantiate": "v1",
+        "generate": "v1",
+        "refine": "v1",
+        "judge": "v1",
+        "advocate": "v1",
+        "guideline_edit": "v1",
+        "coverage": "v1",
+    },
 }
 """The prompt sets and the default version of each stage's template in them."""
 
@@ -104,8 +119,10 @@ def _check_layout(text: str, where: str) -> list[tuple[str, str]]:
         if isinstance(node, nodes.Block):
             match = _ROLE_BLOCK.match(node.name)
             if match is None:
-                raise ValueError(f"{where}: block {node.name!r} is not a role: expected system, user or assistant, "
-                                 "optionally followed by _<suffix>.")
+                raise ValueError(
+                    f"{where}: block {node.name!r} is not a role: expected system, user or assistant, "
+                    "optionally followed by _<suffix>."
+                )
             if any(True for _ in node.find_all(nodes.Block)):
                 raise ValueError(f"{where}: block {node.name!r} holds another block: one block is one message.")
             blocks.append((node.name, match.group(1)))
@@ -114,8 +131,10 @@ def _check_layout(text: str, where: str) -> list[tuple[str, str]]:
         ):
             continue
         else:
-            raise ValueError(f"{where}: text or a statement outside a message block (line {node.lineno}); "
-                             "every message is a {% block <role> %} ... {% endblock %}.")
+            raise ValueError(
+                f"{where}: text or a statement outside a message block (line {node.lineno}); "
+                "every message is a {% block <role> %} ... {% endblock %}."
+            )
     if not blocks:
         raise ValueError(f"{where}: no message block; expected {{% block user %}} ... {{% endblock %}} at least.")
     return blocks
@@ -169,7 +188,7 @@ def transcript(conversation: Conversation) -> str:
     return "\n\n".join(f"### {m['role']}\n{m['content']}" for m in conversation)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_prompt(name: str, version: Optional[str] = None, prompt_set: str = "small") -> Prompt:
     """Load a packaged prompt template (``version`` None: the set's default, :data:`PROMPT_SETS`);
     a clear error names the versions that exist."""
@@ -185,5 +204,5 @@ def load_prompt(name: str, version: Optional[str] = None, prompt_set: str = "sma
         )
     prompt = Prompt(name=name, version=version, text=path.read_text(encoding="utf-8"), prompt_set=prompt_set)
     if name not in FRAGMENTS:
-        prompt.blocks  # a malformed template fails here, not in the middle of a map
+        _ = prompt.blocks  # a malformed template fails here, not in the middle of a map
     return prompt

@@ -24,8 +24,8 @@ from datasets import Dataset
 
 from ..llm.base import Conversation
 from .base import LLMStageConfig, Steps
-from .judge import input_text
 from .generate import SampleStage
+from .judge import input_text
 
 STAGE_VERSION = "4"  # 2: reasoning optional; 3: strict schema for constrained decoding; 4: believed label
 
@@ -55,18 +55,28 @@ class RefineStage(SampleStage):
         failed = input_text(row)
         dissent = row["dissent"] or "(no reason given)"
         return self.prompts()[0].messages(
-            criterion=row["criterion"], input_type=row["input_type"], seed_example=row["seed_example"],
-            seed_task=row["seed_task"], dimension=row["dimension"], instantiation=row["instantiation"],
-            applies=row["target"] == 1, failed_text=failed, failed_task=row["task"], failed_response=row["text"],
-            dissent=dissent[: self.config.max_dissent_chars], sample_id=row["seed"],
+            criterion=row["criterion"],
+            input_type=row["input_type"],
+            seed_example=row["seed_example"],
+            seed_task=row["seed_task"],
+            dimension=row["dimension"],
+            instantiation=row["instantiation"],
+            applies=row["target"] == 1,
+            failed_text=failed,
+            failed_task=row["task"],
+            failed_response=row["text"],
+            dissent=dissent[: self.config.max_dissent_chars],
+            sample_id=row["seed"],
         )
 
     def steps(self, row: dict[str, Any]) -> Steps:
         request = self.request(row)  # rendered from the failed attempt, before the row moves on
-        row.update(previous_texts=list(row["previous_texts"]) + [input_text(row)],
-                   dissents=list(row["dissents"]) + [row["dissent"]],
-                   debate_history=list(row["debate_history"]) + [row["debate"]],
-                   refinements=row["refinements"] + 1)
+        row.update(
+            previous_texts=list(row["previous_texts"]) + [input_text(row)],
+            dissents=list(row["dissents"]) + [row["dissent"]],
+            debate_history=list(row["debate_history"]) + [row["debate"]],
+            refinements=row["refinements"] + 1,
+        )
         [result] = yield [request]
         return self.read(row, result)
 

@@ -15,8 +15,12 @@ from typing import Any
 
 __all__ = ["GuardrailConfig", "GuardrailTrainingArguments", "TrainResult", "train_guardrail"]
 
-_LAZY = {"GuardrailTrainingArguments": "args", "GuardrailConfig": "args", "train_guardrail": "trainer",
-         "TrainResult": "trainer"}
+_LAZY = {
+    "GuardrailTrainingArguments": "args",
+    "GuardrailConfig": "args",
+    "train_guardrail": "trainer",
+    "TrainResult": "trainer",
+}
 
 
 def __getattr__(name: str) -> Any:  # transformers and trl load on first use

@@ -62,21 +62,28 @@ class GuardrailTrainingArguments(SFTConfig):
     """
 
     # Model
-    model_kind: str = field(default="classifier", metadata={"help": "classifier or generative.",
-                                                            "choices": list(MODEL_KINDS)})
+    model_kind: str = field(
+        default="classifier", metadata={"help": "classifier or generative.", "choices": list(MODEL_KINDS)}
+    )
     base_model: str = field(
         default=EMBEDDED,
-        metadata={"help": "Base model id or folder; 'embedded' = all-MiniLM-L6-v2 (classifier) or "
-                          "SmolLM2-135M-Instruct (generative), both shipped in Python packages."},
+        metadata={
+            "help": "Base model id or folder; 'embedded' = all-MiniLM-L6-v2 (classifier) or "
+            "SmolLM2-135M-Instruct (generative), both shipped in Python packages."
+        },
     )
-    model_dtype: str = field(default="float32", metadata={"help": "dtype of the base weights.",
-                                                          "choices": list(MODEL_DTYPES)})
+    model_dtype: str = field(
+        default="float32", metadata={"help": "dtype of the base weights.", "choices": list(MODEL_DTYPES)}
+    )
 
     # Task
     prompt_format: str = field(
-        default="auto", metadata={"help": "Prompt format name: a4 (the paper's rule prompt -> 1/0), binary (the "
-                                          "earlier rule prompt), policy (taxonomy -> JSON) or auto (policy when a "
-                                          "taxonomy is given, else a4)."}
+        default="auto",
+        metadata={
+            "help": "Prompt format name: a4 (the paper's rule prompt -> 1/0), binary (the "
+            "earlier rule prompt), policy (taxonomy -> JSON) or auto (policy when a "
+            "taxonomy is given, else a4)."
+        },
     )
     rule: Optional[str] = field(
         default=None, metadata={"help": "The rule (BARRED criterion); used when the data has no rule column."}
@@ -109,8 +116,10 @@ class GuardrailTrainingArguments(SFTConfig):
     )
     validation_size: float = field(
         default=0.1,
-        metadata={"help": "Fraction held out for validation when no eval set is given, only when that leaves "
-                          f"{MIN_VALIDATION_PER_CLASS}+ rows of each class (0: never)."},
+        metadata={
+            "help": "Fraction held out for validation when no eval set is given, only when that leaves "
+            f"{MIN_VALIDATION_PER_CLASS}+ rows of each class (0: never)."
+        },
     )
 
     # LoRA
@@ -123,41 +132,62 @@ class GuardrailTrainingArguments(SFTConfig):
     )
     merge_adapter: bool = field(
         default=False,
-        metadata={"help": "Generative: save merged weights instead of the adapter. Classifiers are merged unless "
-                          "--keep_adapter."},
+        metadata={
+            "help": "Generative: save merged weights instead of the adapter. Classifiers are merged unless "
+            "--keep_adapter."
+        },
     )
     keep_adapter: bool = field(
         default=False,
-        metadata={"help": "Classifier: save the LoRA adapter and its head instead of merged weights, so that "
-                          "`barred serve` runs many such guardrails on one shared base (the folder then loads "
-                          "with Guardrail.from_pretrained or peft, not transformers.pipeline)."},
+        metadata={
+            "help": "Classifier: save the LoRA adapter and its head instead of merged weights, so that "
+            "`barred serve` runs many such guardrails on one shared base (the folder then loads "
+            "with Guardrail.from_pretrained or peft, not transformers.pipeline)."
+        },
     )
 
     # Decision
-    threshold: float = field(default=0.5, metadata={"help": "Flag when the violation score is >= this "
-                                                            "(the starting point when calibration has no data)."})
+    threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "Flag when the violation score is >= this (the starting point when calibration has no data)."
+        },
+    )
     threshold_for: str = field(
-        default="f1", metadata={"help": "Choose the threshold on the validation split: f1 (maximum F1), fpr (the "
-                                        "lowest threshold whose false-positive rate is <= --target_fpr) or fixed.",
-                                "choices": list(THRESHOLD_FOR)})
+        default="f1",
+        metadata={
+            "help": "Choose the threshold on the validation split: f1 (maximum F1), fpr (the "
+            "lowest threshold whose false-positive rate is <= --target_fpr) or fixed.",
+            "choices": list(THRESHOLD_FOR),
+        },
+    )
     target_fpr: float = field(default=0.05, metadata={"help": "Target false-positive rate for --threshold_for fpr."})
     long_inputs: str = field(
-        default="chunk", metadata={"help": "Inputs longer than max_length: chunk (score each window, keep the "
-                                           "maximum) or truncate (counted in reports).", "choices": list(LONG_INPUTS)})
+        default="chunk",
+        metadata={
+            "help": "Inputs longer than max_length: chunk (score each window, keep the "
+            "maximum) or truncate (counted in reports).",
+            "choices": list(LONG_INPUTS),
+        },
+    )
     chunk_stride: int = field(default=32, metadata={"help": "Tokens shared by consecutive windows of a long input."})
 
     # SFTConfig / TrainingArguments fields with guardrail defaults
-    output_dir: Optional[str] = field(default="outputs/guardrail",
-                                      metadata={"help": "Where the guardrail is saved.", "aliases": ["--output"]})
+    output_dir: Optional[str] = field(
+        default="outputs/guardrail", metadata={"help": "Where the guardrail is saved.", "aliases": ["--output"]}
+    )
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW); 2e-4 suits LoRA."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Training batch per device."})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation batch per device."})
     max_length: Optional[int] = field(default=512, metadata={"help": "Tokens per window (prompt + answer)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
-    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 mixed precision (default: on a GPU that has it)."})
+    bf16: Optional[bool] = field(
+        default=None, metadata={"help": "bf16 mixed precision (default: on a GPU that has it)."}
+    )
     save_strategy: str = field(
-        default="no", metadata={"help": "Checkpoints: no (only the final model is written), steps or epoch."})
+        default="no", metadata={"help": "Checkpoints: no (only the final model is written), steps or epoch."}
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate the validation split: no, steps or epoch."})
     report_to: Optional[str] = field(default="none", metadata={"help": "Trackers: none, tensorboard, wandb, ..."})
     logging_steps: float = field(default=10, metadata={"help": "Log the loss every N optimizer steps."})
@@ -170,15 +200,18 @@ class GuardrailTrainingArguments(SFTConfig):
         _choice("long_inputs", self.long_inputs, LONG_INPUTS)
         for name in ("lora_r", "lora_alpha", "max_length"):
             if getattr(self, name) is None or getattr(self, name) < 1:
-                raise ValueError(f"GuardrailTrainingArguments.{name}: expected an integer >= 1, "
-                                 f"found {getattr(self, name)}.")
+                raise ValueError(
+                    f"GuardrailTrainingArguments.{name}: expected an integer >= 1, found {getattr(self, name)}."
+                )
         for name, value in (("threshold", self.threshold), ("target_fpr", self.target_fpr)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"GuardrailTrainingArguments.{name}: expected a probability in [0, 1], found {value}.")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"GuardrailTrainingArguments.lora_dropout: expected [0, 1), found {self.lora_dropout}.")
         if not 0.0 <= self.validation_size < 1.0:
-            raise ValueError(f"GuardrailTrainingArguments.validation_size: expected [0, 1), found {self.validation_size}.")
+            raise ValueError(
+                f"GuardrailTrainingArguments.validation_size: expected [0, 1), found {self.validation_size}."
+            )
         if self.class_names is not None and (len(self.class_names) != 2 or len(set(self.class_names)) != 2):
             raise ValueError(
                 f"GuardrailTrainingArguments.class_names: expected two distinct names [negative, positive], found "
@@ -208,9 +241,20 @@ class GuardrailTrainingArguments(SFTConfig):
     def guardrail_dict(self) -> dict[str, Any]:
         """The guardrail's own fields plus the optimisation settings a card shows."""
         own = {f.name for f in fields(GuardrailTrainingArguments)} - {f.name for f in fields(SFTConfig)}
-        shown = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_length",
-                 "seed", "bf16", "fp16")
+        shown = (
+            "learning_rate",
+            "num_train_epochs",
+            "max_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "lr_scheduler_type",
+            "warmup_steps",
+            "weight_decay",
+            "max_length",
+            "seed",
+            "bf16",
+            "fp16",
+        )
         return {name: _plain(getattr(self, name)) for name in sorted(own) + list(shown)}
 
 

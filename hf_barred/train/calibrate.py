@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..evaluation.metrics.calibration import calibration_summary, threshold_for_f1, threshold_for_fpr
 from ..evaluation.metrics.guardrail_metrics import binary_metrics
@@ -33,16 +34,22 @@ def choose_threshold(scores: Sequence[float], labels: Sequence[int], how: str, t
     return threshold_for_f1(scores, labels), f"max F1 on {len(scores)} validation rows"
 
 
-def validation_report(model: Any, tokenizer: Any, spec: "GuardrailSpec", validation: Optional["Dataset"],
-                      args: "GuardrailTrainingArguments") -> dict[str, Any]:
+def validation_report(
+    model: Any, tokenizer: Any, spec: GuardrailSpec, validation: Optional[Dataset], args: GuardrailTrainingArguments
+) -> dict[str, Any]:
     """``{"threshold", "source", "metrics"}``: metrics on the validation rows at the chosen threshold."""
     if validation is None or len(validation) == 0:
         return {"threshold": args.threshold, "source": "fixed (no validation split to calibrate on)", "metrics": {}}
     from ..guardrails.guardrail import Guardrail
 
     guard = Guardrail(model, tokenizer, spec)
-    scores = guard.scores(list(validation["text"]), list(validation["rule"]), list(validation["taxonomy"]),
-                          list(validation["task"]), batch_size=args.per_device_eval_batch_size)
+    scores = guard.scores(
+        list(validation["text"]),
+        list(validation["rule"]),
+        list(validation["taxonomy"]),
+        list(validation["task"]),
+        batch_size=args.per_device_eval_batch_size,
+    )
     labels = [int(v) for v in validation["label"]]
     if args.threshold_for == "fixed":
         threshold, source = args.threshold, "fixed"
@@ -51,5 +58,8 @@ def validation_report(model: Any, tokenizer: Any, spec: "GuardrailSpec", validat
     metrics = binary_metrics([int(s >= threshold) for s in scores], labels)
     summary = calibration_summary(scores, labels, threshold)
     keep = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "n")}
-    return {"threshold": threshold, "source": source,
-            "metrics": keep | {k: summary[k] for k in ("ece", "average_precision", "false_positive_rate")}}
+    return {
+        "threshold": threshold,
+        "source": source,
+        "metrics": keep | {k: summary[k] for k in ("ece", "average_precision", "false_positive_rate")},
+    }

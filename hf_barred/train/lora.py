@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .args import GuardrailTrainingArguments
 
 
-def lora_config(config: "GuardrailTrainingArguments") -> Any:
+def lora_config(config: GuardrailTrainingArguments) -> Any:
     """The peft ``LoraConfig`` for the config's model kind (the classifier head is trained in full,
     through ``modules_to_save``, which peft adds for ``SEQ_CLS``)."""
     from peft import LoraConfig, TaskType
@@ -36,8 +36,7 @@ def lora_config(config: "GuardrailTrainingArguments") -> Any:
     )
 
 
-def build_model(config: "GuardrailTrainingArguments", label_names: list[str],
-                wrap_lora: bool = True) -> tuple[Any, Any]:
+def build_model(config: GuardrailTrainingArguments, label_names: list[str], wrap_lora: bool = True) -> tuple[Any, Any]:
     """``(model, tokenizer)`` ready to train: the base model, wrapped in LoRA when ``use_lora`` and
     ``wrap_lora`` (SFTTrainer wraps it itself from ``peft_config``)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -47,8 +46,11 @@ def build_model(config: "GuardrailTrainingArguments", label_names: list[str],
     dtype = torch_dtype(config.model_dtype)
     if config.model_kind == "classifier":
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=2, id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)}, dtype=dtype,
+            path,
+            num_labels=2,
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            dtype=dtype,
         )
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -61,8 +63,9 @@ def build_model(config: "GuardrailTrainingArguments", label_names: list[str],
     return model, tokenizer
 
 
-def merge_adapter_folder(adapter_dir: str | Path, out_dir: str | Path, kind: str, base_model: str,
-                         label_names: Optional[list[str]] = None) -> None:
+def merge_adapter_folder(
+    adapter_dir: str | Path, out_dir: str | Path, kind: str, base_model: str, label_names: Optional[list[str]] = None
+) -> None:
     """Load base + adapter on the CPU, merge the LoRA weights and save a plain transformers model.
 
     Works the same after any distributed run (DDP, DeepSpeed, FSDP), since it starts from the saved
@@ -94,7 +97,7 @@ def _load_and_merge(path: str, adapter_dir: str | Path, kind: str, label_names: 
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
-def count_parameters(model: "torch.nn.Module") -> tuple[int, int]:
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """``(trainable, total)`` parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..guardrails.formats import classifier_text
 from ..guardrails.encoding import PromptEncoder, build_messages, classifier_inputs, target_answer
+from ..guardrails.formats import classifier_text
 from .args import MIN_VALIDATION_PER_CLASS
 
 if TYPE_CHECKING:
@@ -32,15 +32,19 @@ def _tokenize_classifier_rows(batch: dict[str, list], tokenizer: Any, pair_rule:
     return dict(enc) | {"labels": batch["label"]}
 
 
-def classifier_rows(ds: "Dataset", tokenizer: Any, pair_rule: bool, max_length: int,
-                    **map_kwargs: Any) -> "Dataset":
+def classifier_rows(ds: Dataset, tokenizer: Any, pair_rule: bool, max_length: int, **map_kwargs: Any) -> Dataset:
     """``input_ids``, ``attention_mask`` (and ``token_type_ids``) plus ``labels``; long texts are cut."""
-    return ds.map(_tokenize_classifier_rows, batched=True, remove_columns=ds.column_names,
-                  fn_kwargs={"tokenizer": tokenizer, "pair_rule": pair_rule, "max_length": max_length},
-                  desc="Tokenising", **map_kwargs)
+    return ds.map(
+        _tokenize_classifier_rows,
+        batched=True,
+        remove_columns=ds.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "pair_rule": pair_rule, "max_length": max_length},
+        desc="Tokenising",
+        **map_kwargs,
+    )
 
 
-def truncated_count(rows: "Dataset", max_length: int) -> int:
+def truncated_count(rows: Dataset, max_length: int) -> int:
     """Rows whose ids fill the window (their text was cut)."""
     return sum(len(ids) >= max_length for ids in rows["input_ids"])
 
@@ -62,16 +66,21 @@ def _prompt_completion_rows(batch: dict[str, list], encoder: PromptEncoder, fmt:
     return out
 
 
-def prompt_completion_rows(ds: "Dataset", tokenizer: Any, fmt: str, max_length: int,
-                           **map_kwargs: Any) -> "Dataset":
+def prompt_completion_rows(ds: Dataset, tokenizer: Any, fmt: str, max_length: int, **map_kwargs: Any) -> Dataset:
     """``prompt``/``completion`` rows (conversational with a chat template) and a ``truncated`` flag."""
-    return ds.map(_prompt_completion_rows, batched=True, remove_columns=ds.column_names,
-                  fn_kwargs={"encoder": PromptEncoder(tokenizer, max_length), "fmt": fmt},
-                  desc="Building prompt/completion rows", **map_kwargs)
+    return ds.map(
+        _prompt_completion_rows,
+        batched=True,
+        remove_columns=ds.column_names,
+        fn_kwargs={"encoder": PromptEncoder(tokenizer, max_length), "fmt": fmt},
+        desc="Building prompt/completion rows",
+        **map_kwargs,
+    )
 
 
-def split_validation(ds: "Dataset", validation_size: float, seed: int,
-                     min_per_class: int = MIN_VALIDATION_PER_CLASS) -> tuple["Dataset", Optional["Dataset"], str]:
+def split_validation(
+    ds: Dataset, validation_size: float, seed: int, min_per_class: int = MIN_VALIDATION_PER_CLASS
+) -> tuple[Dataset, Optional[Dataset], str]:
     """A stratified validation split, only when it gets ``min_per_class`` rows of each class.
 
     Returns ``(train, validation or None, why)``; ``why`` says what was decided, for the logs and card.
@@ -93,13 +102,17 @@ def split_validation(ds: "Dataset", validation_size: float, seed: int,
     counts = Counter(ds["label"])
     held = {label: int(validation_size * n) for label, n in counts.items()}
     if len(counts) < 2 or min(held.values()) < min_per_class:
-        return ds, None, (f"no validation split: {validation_size:g} of the classes {dict(sorted(counts.items()))} "
-                          f"leaves fewer than {min_per_class} rows of a class")
+        return (
+            ds,
+            None,
+            (
+                f"no validation split: {validation_size:g} of the classes {dict(sorted(counts.items()))} "
+                f"leaves fewer than {min_per_class} rows of a class"
+            ),
+        )
     features = ds.features.copy()
     features["label"] = ClassLabel(names=["0", "1"])
     parts = ds.cast(features).train_test_split(test_size=sum(held.values()), seed=seed, stratify_by_column="label")
     plain = ds.features["label"]
     train, val = (parts[k].cast_column("label", plain) for k in ("train", "test"))
     return train, val, f"{len(val)} rows held out for validation (stratified)"
-
-

@@ -25,13 +25,14 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..guardrails.columns import DataInfo, data_method, normalize_dataset
-from ..policy.data import require_two_classes
 from ..guardrails.spec import GuardrailSpec
+from ..policy.data import require_two_classes
 from .args import GuardrailTrainingArguments
 from .calibrate import validation_report
 from .lora import build_model, count_parameters, lora_config, merge_adapter_folder
@@ -66,16 +67,17 @@ class TrainResult:
 class Prepared:
     """Normalised data: the training rows, the validation rows (or None), and what was found."""
 
-    train: "Dataset"
-    eval: Optional["Dataset"]
+    train: Dataset
+    eval: Optional[Dataset]
     info: DataInfo
     fmt: str
     split_note: str
     source_columns: list[str] = field(default_factory=list)
 
 
-def prepare_data(args: GuardrailTrainingArguments, train_dataset: "Dataset",
-                 eval_dataset: Optional["Dataset"] = None) -> Prepared:
+def prepare_data(
+    args: GuardrailTrainingArguments, train_dataset: Dataset, eval_dataset: Optional[Dataset] = None
+) -> Prepared:
     """Normalise both sets; hold out a stratified validation split when none is given and each class
     can spare ``MIN_VALIDATION_PER_CLASS`` rows."""
     mapping = args.columns()
@@ -87,8 +89,10 @@ def prepare_data(args: GuardrailTrainingArguments, train_dataset: "Dataset",
         train, val, note = split_validation(train, args.validation_size, args.seed)
     fmt = args.resolved_prompt_format(has_taxonomy_column=info.columns.get("taxonomy") is not None)
     if args.model_kind == "classifier" and fmt == "policy":
-        raise ValueError("A classifier guardrail predicts one binary label; the policy (taxonomy -> categories) "
-                         "format needs model_kind='generative'. Fix: pass --model_kind generative.")
+        raise ValueError(
+            "A classifier guardrail predicts one binary label; the policy (taxonomy -> categories) "
+            "format needs model_kind='generative'. Fix: pass --model_kind generative."
+        )
     return Prepared(train, val, info, fmt, note, list(train_dataset.column_names))
 
 
@@ -132,9 +136,16 @@ def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: S
         with args.main_process_first(desc="tokenising"):
             train_rows = classifier_rows(data.train, tokenizer, pair_rule, args.max_length)
             eval_rows = classifier_rows(data.eval, tokenizer, pair_rule, args.max_length) if data.eval else None
-        return Trainer(model=model, args=targs, train_dataset=train_rows, eval_dataset=eval_rows,
-                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                       compute_metrics=classifier_metrics, callbacks=list(callbacks))
+        return Trainer(
+            model=model,
+            args=targs,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=classifier_metrics,
+            callbacks=list(callbacks),
+        )
     from trl import SFTTrainer
 
     model, tokenizer = build_model(args, data.info.label_names, wrap_lora=False)
@@ -142,9 +153,15 @@ def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: S
         train_rows = prompt_completion_rows(data.train, tokenizer, data.fmt, args.max_length)
         eval_rows = prompt_completion_rows(data.eval, tokenizer, data.fmt, args.max_length) if data.eval else None
     drop = lambda rows: rows.remove_columns("truncated") if rows is not None else None  # noqa: E731
-    trainer = SFTTrainer(model=model, args=targs, train_dataset=drop(train_rows), eval_dataset=drop(eval_rows),
-                         processing_class=tokenizer, peft_config=lora_config(args) if args.use_lora else None,
-                         callbacks=list(callbacks))
+    trainer = SFTTrainer(
+        model=model,
+        args=targs,
+        train_dataset=drop(train_rows),
+        eval_dataset=drop(eval_rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(args) if args.use_lora else None,
+        callbacks=list(callbacks),
+    )
     trainer.truncated_rows = sum(train_rows["truncated"])
     return trainer
 
@@ -167,18 +184,26 @@ def resolve_checkpoint(args: GuardrailTrainingArguments) -> Optional[str]:
     return wanted
 
 
-def train_guardrail(args: GuardrailTrainingArguments, train_dataset: "Dataset",
-                    eval_dataset: Optional["Dataset"] = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+def train_guardrail(
+    args: GuardrailTrainingArguments,
+    train_dataset: Dataset,
+    eval_dataset: Optional[Dataset] = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
     """Train a guardrail and save it (weights or adapter, tokenizer, ``guardrail_config.json``) to
     ``args.output_dir``. ``callbacks``: ``transformers.TrainerCallback`` objects. See the module docstring."""
     started = time.perf_counter()
     with args.main_process_first(desc="normalising"):
         data = prepare_data(args, train_dataset, eval_dataset)
     # one class only: a model trained on it flags everything or nothing, and its card would not say so
-    require_two_classes(list(data.train["label"]) + (list(data.eval["label"]) if data.eval is not None else []),
-                        data.info.label_names, source="the training set")
-    logger.info("Training a %s guardrail (%s) on %d rows; %s.", args.model_kind, data.fmt, len(data.train),
-                data.split_note)
+    require_two_classes(
+        list(data.train["label"]) + (list(data.eval["label"]) if data.eval is not None else []),
+        data.info.label_names,
+        source="the training set",
+    )
+    logger.info(
+        "Training a %s guardrail (%s) on %d rows; %s.", args.model_kind, data.fmt, len(data.train), data.split_note
+    )
     trainer = build_trainer(args, data, callbacks)
     truncated = getattr(trainer, "truncated_rows", None)
     if truncated is None:
@@ -194,10 +219,20 @@ def train_guardrail(args: GuardrailTrainingArguments, train_dataset: "Dataset",
     eval_metrics |= {f"eval_{k}": v for k, v in calibrated["metrics"].items()}
     spec.training["eval_metrics"] = eval_metrics
     save_guardrail(trainer, spec, args)
-    result = TrainResult(str(args.output_dir), trainer.state.global_step, round(time.perf_counter() - started, 3),
-                         eval_metrics, list(trainer.state.log_history), trainable, total, len(data.train),
-                         len(data.eval) if data.eval is not None else 0, truncated, spec.threshold,
-                         spec.threshold_source)
+    result = TrainResult(
+        str(args.output_dir),
+        trainer.state.global_step,
+        round(time.perf_counter() - started, 3),
+        eval_metrics,
+        list(trainer.state.log_history),
+        trainable,
+        total,
+        len(data.train),
+        len(data.eval) if data.eval is not None else 0,
+        truncated,
+        spec.threshold,
+        spec.threshold_source,
+    )
     if trainer.is_world_process_zero():
         (Path(args.output_dir) / RESULTS_FILE).write_text(json.dumps(dataclasses.asdict(result), indent=2, default=str))
     return result
@@ -208,18 +243,29 @@ def _spec(args: GuardrailTrainingArguments, data: Prepared, trainer: Any, trunca
     taxonomies = set(data.train["taxonomy"]) - {None}
     pair_rule = args.pair_rule if args.pair_rule is not None else len(rules) > 1
     return GuardrailSpec(
-        kind=args.model_kind, prompt_format=data.fmt, base_model=args.base_model,
+        kind=args.model_kind,
+        prompt_format=data.fmt,
+        base_model=args.base_model,
         rule=args.rule or (rules[0] if len(rules) == 1 else None),
         taxonomy=args.taxonomy or (taxonomies.pop() if len(taxonomies) == 1 else None),
-        label_names=data.info.label_names, threshold=args.threshold,
-        pair_rule=pair_rule and args.model_kind == "classifier", max_length=args.max_length,
-        long_inputs=args.long_inputs, chunk_stride=args.chunk_stride,
+        label_names=data.info.label_names,
+        threshold=args.threshold,
+        pair_rule=pair_rule and args.model_kind == "classifier",
+        max_length=args.max_length,
+        long_inputs=args.long_inputs,
+        chunk_stride=args.chunk_stride,
         adapter=args.use_lora and (not args.merge_adapter if args.model_kind == "generative" else args.keep_adapter),
-        training={"config": args.guardrail_dict(), "train_rows": len(data.train),
-                  "eval_rows": len(data.eval) if data.eval is not None else 0, "validation": data.split_note,
-                  "columns": data.info.columns, "global_step": trainer.state.global_step,
-                  "truncated_train_rows": truncated, "processes": trainer.args.world_size,
-                  "data_method": data_method(data.source_columns)},
+        training={
+            "config": args.guardrail_dict(),
+            "train_rows": len(data.train),
+            "eval_rows": len(data.eval) if data.eval is not None else 0,
+            "validation": data.split_note,
+            "columns": data.info.columns,
+            "global_step": trainer.state.global_step,
+            "truncated_train_rows": truncated,
+            "processes": trainer.args.world_size,
+            "data_method": data_method(data.source_columns),
+        },
     )
 
 

@@ -17,10 +17,8 @@ import yaml
 import hf_barred.llm as llm
 from hf_barred.cli.main import main
 from hf_barred.policy.data import load_labelled_data, require_two_classes
-
-from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
 from tests.utils import REPO_ROOT
-
+from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
 from tests.utils.servers.openai_server import OpenAIServer, error
 
 ROOT = REPO_ROOT
@@ -45,13 +43,16 @@ def task_file(tmp_path: Path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("flag, value, expected", [
-    ("--n", "0", "argument --n: expected an integer >= 1, found '0'"),
-    ("--judges", "0", "argument --judges: expected an integer >= 1, found '0'"),
-    ("--rounds", "-1", "argument --rounds: expected an integer >= 1, found '-1'"),
-    ("--max-failure-rate", "2", "argument --max-failure-rate: expected a share between 0 and 1"),
-    ("--max-seed-chars", "zero", "argument --max-seed-chars: expected an integer >= 1, found 'zero'"),
-])
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--n", "0", "argument --n: expected an integer >= 1, found '0'"),
+        ("--judges", "0", "argument --judges: expected an integer >= 1, found '0'"),
+        ("--rounds", "-1", "argument --rounds: expected an integer >= 1, found '-1'"),
+        ("--max-failure-rate", "2", "argument --max-failure-rate: expected a share between 0 and 1"),
+        ("--max-seed-chars", "zero", "argument --max-seed-chars: expected an integer >= 1, found 'zero'"),
+    ],
+)
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, flag, value, expected):
     out = tmp_path / "out"
     args = generate(TASK, "http://127.0.0.1:9/v1", out)
@@ -82,13 +83,29 @@ def test_a_rejected_api_key_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch
 
 def test_debug_shows_the_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "hf_barred.cli", "generate", "missing.yaml", "--n", "2", "--output", str(tmp_path / "o"),
-         "--debug"], cwd=ROOT, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        [
+            sys.executable,
+            "-m",
+            "hf_barred.cli",
+            "generate",
+            "missing.yaml",
+            "--n",
+            "2",
+            "--output",
+            str(tmp_path / "o"),
+            "--debug",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
     )
     assert result.returncode == 2
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "barred generate: error: missing.yaml: file not found. Expected a YAML or JSON file; check the path.")
+        "barred generate: error: missing.yaml: file not found. Expected a YAML or JSON file; check the path."
+    )
 
 
 def test_a_task_file_that_is_not_utf8_names_the_file_and_the_encoding(tmp_path, capsys):
@@ -96,7 +113,9 @@ def test_a_task_file_that_is_not_utf8_names_the_file_and_the_encoding(tmp_path, 
     path.write_bytes(TASK.read_text(encoding="utf-8").replace("Agent:", "Agent: caf\u00e9", 1).encode("latin-1"))
     assert main(generate(path, "http://127.0.0.1:9/v1", tmp_path / "out")) == 2
     [line], _ = lines_of(capsys)
-    assert line.startswith(f"barred generate: error: {path}: expected a UTF-8 text file, found a byte that is not UTF-8")
+    assert line.startswith(
+        f"barred generate: error: {path}: expected a UTF-8 text file, found a byte that is not UTF-8"
+    )
     assert "(b'\\xe9' at byte" in line and "Save the file as UTF-8" in line
 
 
@@ -120,35 +139,61 @@ def test_fewer_than_10_seeds_warns(tmp_path, capsys):
         server.script(error(500), forever=True)
         main(generate(task_file(tmp_path, seeds=seeds), server.url, tmp_path / "out"))
     lines, _ = lines_of(capsys)
-    assert lines[0] == ("barred generate: warning: task 'health-advice' has 3 seed(s); BARRED asks for 10-30 unlabelled "
-                        "examples, and with fewer the samples copy the seeds' domain and style more narrowly. "
-                        "Add seeds to the task file.")
+    assert lines[0] == (
+        "barred generate: warning: task 'health-advice' has 3 seed(s); BARRED asks for 10-30 unlabelled "
+        "examples, and with fewer the samples copy the seeds' domain and style more narrowly. "
+        "Add seeds to the task file."
+    )
 
 
 def test_train_on_an_empty_folder_is_one_line_and_exit_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run([sys.executable, "-m", "hf_barred.cli", "train", str(empty), "--output", str(tmp_path / "g")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_barred.cli", "train", str(empty), "--output", str(tmp_path / "g")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     lines = [line for line in result.stderr.splitlines() if line.startswith("barred")]
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert lines == [f"barred train: error: {empty}: expected a labelled dataset (a csv/tsv/json/jsonl/parquet file, "
-                     "a folder of them, a saved dataset or a Hub id), found a folder with no data files "
-                     f"(The directory at {empty} doesn't contain any data files). Check the path."]
+    assert lines == [
+        f"barred train: error: {empty}: expected a labelled dataset (a csv/tsv/json/jsonl/parquet file, "
+        "a folder of them, a saved dataset or a Hub id), found a folder with no data files "
+        f"(The directory at {empty} doesn't contain any data files). Check the path."
+    ]
     assert not (tmp_path / "g").exists()
 
 
-@pytest.mark.parametrize("csv, expected", [
-    ("text,verdict\nhello,1\nbye,0\n", "Expected the dataset to have a label column"),
-    ("text,label\na,yes\nb,no\nc,maybe\n", "Expected a binary label with two values, found 3"),
-])
+@pytest.mark.parametrize(
+    "csv, expected",
+    [
+        ("text,verdict\nhello,1\nbye,0\n", "Expected the dataset to have a label column"),
+        ("text,label\na,yes\nb,no\nc,maybe\n", "Expected a binary label with two values, found 3"),
+    ],
+)
 def test_evaluate_data_errors_are_one_line_and_exit_2(tmp_path, capsys, csv, expected):
     data = tmp_path / "data.csv"
     data.write_text(csv)
     with OpenAIServer() as server:
-        code = main(["evaluate", "--engine", "openai", "--model", "test-model", "--base-url", server.url, str(data),
-                     "--output", str(tmp_path / "report"), "--rule", "The text is rude."])
+        code = main(
+            [
+                "evaluate",
+                "--engine",
+                "openai",
+                "--model",
+                "test-model",
+                "--base-url",
+                server.url,
+                str(data),
+                "--output",
+                str(tmp_path / "report"),
+                "--rule",
+                "The text is rude.",
+            ]
+        )
         assert not server.requests
     [line], err = lines_of(capsys)
     assert code == 2 and line.startswith(f"barred evaluate: error: {expected}") and "Fix:" in line
@@ -160,7 +205,9 @@ def test_a_generate_output_with_0_accepted_says_so(tmp_path):
     (folder / "data").mkdir(parents=True)
     from datasets import Dataset
 
-    Dataset.from_dict({"text": ["a"], "label": [0]}).to_parquet(str(folder / "data" / "rejected-00000-of-00001.parquet"))
+    Dataset.from_dict({"text": ["a"], "label": [0]}).to_parquet(
+        str(folder / "data" / "rejected-00000-of-00001.parquet")
+    )
     (folder / "summary.json").write_text(json.dumps({"accepted": 0, "rejected": 1, "requested": 8}))
     with pytest.raises(ValueError) as caught:
         load_labelled_data(folder, split="train")
@@ -173,8 +220,10 @@ def test_a_generate_output_with_0_accepted_says_so(tmp_path):
 def test_a_single_class_training_set_is_refused_naming_the_class():
     with pytest.raises(ValueError) as caught:
         require_two_classes([0, 0, 0, 0], ["no_health_advice", "health_advice"], "train.csv")
-    assert str(caught.value).startswith("train.csv: expected rows of both classes ['no_health_advice', 'health_advice'], "
-                                        "found only 'no_health_advice' (4 rows) and 0 'health_advice'.")
+    assert str(caught.value).startswith(
+        "train.csv: expected rows of both classes ['no_health_advice', 'health_advice'], "
+        "found only 'no_health_advice' (4 rows) and 0 'health_advice'."
+    )
     require_two_classes([0, 1, 1], ["a", "b"])  # both present: no error
 
 
@@ -182,10 +231,25 @@ def test_barred_train_refuses_a_single_class_training_set(tmp_path, capsys):
     from datasets import Dataset
 
     csv_path = tmp_path / "train.csv"
-    Dataset.from_dict({"text": [f"User: question {i}\nAgent: answer" for i in range(6)],
-                       "label": [0] * 6}).to_csv(str(csv_path))
-    assert main(["train", str(csv_path), "--output_dir", str(tmp_path / "model"), "--rule", "Health advice.",
-                 "--class_names", "no_health_advice", "health_advice"]) == 2
+    Dataset.from_dict({"text": [f"User: question {i}\nAgent: answer" for i in range(6)], "label": [0] * 6}).to_csv(
+        str(csv_path)
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(csv_path),
+                "--output_dir",
+                str(tmp_path / "model"),
+                "--rule",
+                "Health advice.",
+                "--class_names",
+                "no_health_advice",
+                "health_advice",
+            ]
+        )
+        == 2
+    )
     [line], _ = lines_of(capsys)
     assert "expected rows of both classes" in line and "'no_health_advice' (6 rows)" in line
     assert not (tmp_path / "model" / "guardrail_config.json").exists()  # no model, no card

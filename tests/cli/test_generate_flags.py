@@ -19,25 +19,39 @@ from hf_barred.stages.generate import GenerateConfig
 from hf_barred.stages.instantiate import InstantiateConfig
 from hf_barred.stages.plan import PlanConfig
 from hf_barred.stages.refine import RefineConfig
-
 from tests.utils import REPO_ROOT
 from tests.utils.cli_runs import fresh_cli  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("fresh_cli")
 
-QUICKSTART = ("dataset_scripts/health-advice/task.yaml --n 12 --output out --max-rounds 3 --max-rows-per-round 16 "
-              "--max-repairs 0 --engine-batch-size 32")
-SERVED = ("task.yaml --n 1000 --output out --engine openai --base-url http://127.0.0.1:8000/v1 "
-          "--model Qwen/Qwen2.5-7B-Instruct --api-key-env MY_KEY --max-concurrency 64 --timeout 30 --max-retries 2 "
-          "--judges 3 --rounds 1 --max-refinements 1 --seed 7 --sample-max-tokens 300 --prompt-set small "
-          "--max-repairs 2 --max-calls 5000 --max-total-tokens 2000000 --max-rounds 5 --max-rows-per-round 128 "
-          "--batch-size 16 --max-failure-rate 0.25")
+QUICKSTART = (
+    "dataset_scripts/health-advice/task.yaml --n 12 --output out --max-rounds 3 --max-rows-per-round 16 "
+    "--max-repairs 0 --engine-batch-size 32"
+)
+SERVED = (
+    "task.yaml --n 1000 --output out --engine openai --base-url http://127.0.0.1:8000/v1 "
+    "--model Qwen/Qwen2.5-7B-Instruct --api-key-env MY_KEY --max-concurrency 64 --timeout 30 --max-retries 2 "
+    "--judges 3 --rounds 1 --max-refinements 1 --seed 7 --sample-max-tokens 300 --prompt-set small "
+    "--max-repairs 2 --max-calls 5000 --max-total-tokens 2000000 --max-rounds 5 --max-rows-per-round 128 "
+    "--batch-size 16 --max-failure-rate 0.25"
+)
 VLLM_DEFAULTS = "task.yaml --n 10 --output out --engine vllm --model m"
 
 
 def _engine(**changes) -> EngineConfig:
-    values = {"engine": "local", "model": "embedded", "base_url": None, "api_key_env": None, "max_concurrency": 32,
-              "batch_size": 8, "threads": None, "dtype": "auto", "timeout": 120.0, "max_retries": 6, "cache_dir": None}
+    values = {
+        "engine": "local",
+        "model": "embedded",
+        "base_url": None,
+        "api_key_env": None,
+        "max_concurrency": 32,
+        "batch_size": 8,
+        "threads": None,
+        "dtype": "auto",
+        "timeout": 120.0,
+        "max_retries": 6,
+        "cache_dir": None,
+    }
     return EngineConfig(**(values | changes))
 
 
@@ -51,25 +65,43 @@ def _quickstart() -> BarredConfig:
         generate=GenerateConfig(**stage, max_tokens=128),
         debate=DebateConfig(**stage, max_tokens=64, judges=("recall", "strict"), rounds=2, advocate_max_tokens=40),
         refine=RefineConfig(**stage, max_tokens=128),
-        max_refinements=2, max_rounds=3, max_rows_per_round=16, max_calls=None, max_total_tokens=None, batch_size=64,
+        max_refinements=2,
+        max_rounds=3,
+        max_rows_per_round=16,
+        max_calls=None,
+        max_total_tokens=None,
+        batch_size=64,
         max_failure_rate=0.5,
     )
 
 
 def _served() -> BarredConfig:
-    engine = _engine(engine="openai", model="Qwen/Qwen2.5-7B-Instruct", base_url="http://127.0.0.1:8000/v1",
-                     api_key_env="MY_KEY", max_concurrency=64, timeout=30.0, max_retries=2)
+    engine = _engine(
+        engine="openai",
+        model="Qwen/Qwen2.5-7B-Instruct",
+        base_url="http://127.0.0.1:8000/v1",
+        api_key_env="MY_KEY",
+        max_concurrency=64,
+        timeout=30.0,
+        max_retries=2,
+    )
     stage = {"engine": engine, "prompt_set": "small", "seed": 7, "max_repairs": 2}
     return BarredConfig(
         decompose=DecomposeConfig(**stage, max_tokens=1024, max_dimensions=6),
         instantiate=InstantiateConfig(**stage, max_tokens=1024, max_instantiations=10),
         plan=PlanConfig(seed=7),
         generate=GenerateConfig(**stage, max_tokens=300),
-        debate=DebateConfig(**stage, max_tokens=256, judges=("recall", "strict", "literal"), rounds=1,
-                            advocate_max_tokens=128),
+        debate=DebateConfig(
+            **stage, max_tokens=256, judges=("recall", "strict", "literal"), rounds=1, advocate_max_tokens=128
+        ),
         refine=RefineConfig(**stage, max_tokens=300),
-        max_refinements=1, max_rounds=5, max_rows_per_round=128, max_calls=5000, max_total_tokens=2000000,
-        batch_size=16, max_failure_rate=0.25,
+        max_refinements=1,
+        max_rounds=5,
+        max_rows_per_round=128,
+        max_calls=5000,
+        max_total_tokens=2000000,
+        batch_size=16,
+        max_failure_rate=0.25,
     )
 
 
@@ -83,7 +115,12 @@ def _vllm_defaults() -> BarredConfig:
         generate=GenerateConfig(**stage, max_tokens=512),
         debate=DebateConfig(**stage, max_tokens=256, judges=("recall", "strict"), rounds=2, advocate_max_tokens=128),
         refine=RefineConfig(**stage, max_tokens=512),
-        max_refinements=2, max_rounds=4, max_rows_per_round=64, max_calls=None, max_total_tokens=None, batch_size=64,
+        max_refinements=2,
+        max_rounds=4,
+        max_rows_per_round=64,
+        max_calls=None,
+        max_total_tokens=None,
+        batch_size=64,
         max_failure_rate=0.5,
     )
 
@@ -99,8 +136,9 @@ def _snake_case(line: str) -> list[str]:
     return ["--" + word[2:].replace("-", "_") if word.startswith("--") else word for word in line.split()]
 
 
-@pytest.mark.parametrize("line, expected", [(QUICKSTART, _quickstart), (SERVED, _served),
-                                            (VLLM_DEFAULTS, _vllm_defaults)])
+@pytest.mark.parametrize(
+    "line, expected", [(QUICKSTART, _quickstart), (SERVED, _served), (VLLM_DEFAULTS, _vllm_defaults)]
+)
 def test_a_command_line_gives_the_config_it_gave_before(line, expected):
     assert generate.build_config(_parse(line.split())).to_dict() == expected().to_dict()
     assert generate.build_config(_parse(line.split())) == expected()
@@ -122,37 +160,105 @@ def test_the_flags_and_their_defaults_are_those_of_before():
     args = vars(_parse(["t.yaml", "--n", "2", "--output", "o"]))
     args.pop("run")
     assert args == {
-        "task_file": "t.yaml", "n": 2, "output": "o", "overwrite": False, "max_seed_chars": None,
-        "engine": "local", "model": "embedded", "base_url": None, "api_key_env": None, "max_concurrency": 32,
-        "engine_batch_size": 8, "threads": None, "cache_dir": None,
+        "task_file": "t.yaml",
+        "n": 2,
+        "output": "o",
+        "overwrite": False,
+        "max_seed_chars": None,
+        "engine": "local",
+        "model": "embedded",
+        "base_url": None,
+        "api_key_env": None,
+        "max_concurrency": 32,
+        "engine_batch_size": 8,
+        "threads": None,
+        "cache_dir": None,
         # None before, with EngineConfig's default filled in by engine_config(): now that default itself
-        "dtype": "auto", "timeout": 120.0, "max_retries": 6,
-        "prompt_set": None, "judges": 2, "rounds": 2, "max_refinements": 2, "seed": 0, "sample_max_tokens": None,
-        "judge_max_tokens": None, "max_repairs": 1, "max_calls": None, "max_total_tokens": None, "max_rounds": 4,
-        "max_rows_per_round": 64, "batch_size": 64, "max_failure_rate": 0.5, "push_to_hub": None, "private": False,
-        "no_progress": False, "verbose": False,
+        "dtype": "auto",
+        "timeout": 120.0,
+        "max_retries": 6,
+        "prompt_set": None,
+        "judges": 2,
+        "rounds": 2,
+        "max_refinements": 2,
+        "seed": 0,
+        "sample_max_tokens": None,
+        "judge_max_tokens": None,
+        "max_repairs": 1,
+        "max_calls": None,
+        "max_total_tokens": None,
+        "max_rounds": 4,
+        "max_rows_per_round": 64,
+        "batch_size": 64,
+        "max_failure_rate": 0.5,
+        "push_to_hub": None,
+        "private": False,
+        "no_progress": False,
+        "verbose": False,
     }
-    groups = {group.title: [a.option_strings[0] if a.option_strings else a.dest for a in group._group_actions]
-              for group in generate.build_parser()._action_groups}
+    groups = {
+        group.title: [a.option_strings[0] if a.option_strings else a.dest for a in group._group_actions]
+        for group in generate.build_parser()._action_groups
+    }
     assert groups == {
         "positional arguments": ["task_file"],
-        "options": ["-h", "--n", "--output", "--overwrite", "--max-seed-chars", "--push-to-hub", "--private",
-                    "--no-progress", "--verbose"],
-        "engine": ["--engine", "--model", "--base-url", "--api-key-env", "--max-concurrency", "--engine-batch-size",
-                   "--threads", "--dtype", "--timeout", "--max-retries", "--cache-dir"],
-        "method": ["--prompt-set", "--judges", "--rounds", "--max-refinements", "--seed", "--sample-max-tokens",
-                   "--judge-max-tokens", "--max-repairs"],
-        "budget": ["--max-calls", "--max-total-tokens", "--max-rounds", "--max-rows-per-round", "--batch-size",
-                   "--max-failure-rate"],
+        "options": [
+            "-h",
+            "--n",
+            "--output",
+            "--overwrite",
+            "--max-seed-chars",
+            "--push-to-hub",
+            "--private",
+            "--no-progress",
+            "--verbose",
+        ],
+        "engine": [
+            "--engine",
+            "--model",
+            "--base-url",
+            "--api-key-env",
+            "--max-concurrency",
+            "--engine-batch-size",
+            "--threads",
+            "--dtype",
+            "--timeout",
+            "--max-retries",
+            "--cache-dir",
+        ],
+        "method": [
+            "--prompt-set",
+            "--judges",
+            "--rounds",
+            "--max-refinements",
+            "--seed",
+            "--sample-max-tokens",
+            "--judge-max-tokens",
+            "--max-repairs",
+        ],
+        "budget": [
+            "--max-calls",
+            "--max-total-tokens",
+            "--max-rounds",
+            "--max-rows-per-round",
+            "--batch-size",
+            "--max-failure-rate",
+        ],
     }
 
 
 def test_the_help_shows_the_config_fields_defaults_and_help():
     text = " ".join(generate.build_parser().format_help().split())
-    for owner, field, default in ((BarredConfig, "max_rounds", 4), (BarredConfig, "max_rows_per_round", 64),
-                                  (BarredConfig, "max_failure_rate", 0.5), (BarredConfig, "max_refinements", 2),
-                                  (BarredConfig, "max_calls", None), (DebateConfig, "rounds", 2),
-                                  (EngineConfig, "max_retries", 6), (EngineConfig, "base_url", None)):
+    for owner, field, default in (
+        (BarredConfig, "max_rounds", 4),
+        (BarredConfig, "max_rows_per_round", 64),
+        (BarredConfig, "max_failure_rate", 0.5),
+        (BarredConfig, "max_refinements", 2),
+        (BarredConfig, "max_calls", None),
+        (DebateConfig, "rounds", 2),
+        (EngineConfig, "max_retries", 6),
+        (EngineConfig, "base_url", None),
+    ):
         assert flag_help(config_help(owner, field), default) % {"default": default} in text, field
     assert "Every flag also accepts its snake_case spelling" in text
 
@@ -162,10 +268,16 @@ def test_a_flag_may_set_several_fields_only_when_their_defaults_agree():
         from_config(GenerateConfig, "max_tokens", (DebateConfig, "max_tokens"))
 
 
-@pytest.mark.parametrize("build, imported", [
-    ("from hf_barred.cli.main import build_parser; build_parser().format_help()", "[]"),
-    ("from hf_barred.cli.generate import build_parser; build_parser().format_help()", "['datasets', 'transformers']"),
-])
+@pytest.mark.parametrize(
+    "build, imported",
+    [
+        ("from hf_barred.cli.main import build_parser; build_parser().format_help()", "[]"),
+        (
+            "from hf_barred.cli.generate import build_parser; build_parser().format_help()",
+            "['datasets', 'transformers']",
+        ),
+    ],
+)
 def test_what_building_a_parser_imports(build, imported):
     """`barred --help` imports neither transformers nor datasets; `barred generate`'s parser, no torch."""
     code = f"import sys; {build}; print(sorted(m for m in ('datasets', 'torch', 'transformers', 'trl') if m in sys.modules))"

@@ -111,8 +111,15 @@ def test_each_command_help_has_an_example_and_names_the_embedded_default(name, c
 
 
 def test_flags_are_kebab_case():
-    snake = [f"barred {name} {opt}" for name, parser in _subparsers().items() for a in parser._actions
-             for opt in a.option_strings if opt.startswith("--") and "_" in opt
-             and not any(o.startswith("--") and "-" in o[2:] and "--" + o[2:].replace("-", "_") == opt
-                        for o in a.option_strings)]
+    snake = [
+        f"barred {name} {opt}"
+        for name, parser in _subparsers().items()
+        for a in parser._actions
+        for opt in a.option_strings
+        if opt.startswith("--")
+        and "_" in opt
+        and not any(
+            o.startswith("--") and "-" in o[2:] and "--" + o[2:].replace("-", "_") == opt for o in a.option_strings
+        )
+    ]
     assert not snake, f"flags without a kebab-case spelling: {snake}"

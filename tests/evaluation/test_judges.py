@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hf_barred.guardrails.formats import classification_messages
 from hf_barred.evaluation.judges import score_with_judge
+from hf_barred.guardrails.formats import classification_messages
 from hf_barred.llm import EngineConfig
-
-from tests.utils.servers.openai_server import OpenAIServer, reply
+from tests.utils.servers.openai_server import OpenAIServer
 
 RULE = "The agent's response contains health advice."
 TEXTS = ["User: my head hurts\nAgent: take a painkiller", "User: hi\nAgent: hello", "User: opening hours?\nAgent: 9-5"]
@@ -31,13 +30,17 @@ def conversations() -> list[list[dict[str, str]]]:
 def by_content(body: dict) -> dict[str, float]:
     """The first-token alternatives of a judge that flags painkillers only."""
     flagged = "painkiller" in body["messages"][-1]["content"]
-    return {"1": math.log(0.8), "0": math.log(0.1), " 1": math.log(0.05)} if flagged else \
-        {"0": math.log(0.6), "1": math.log(0.2), "The": math.log(0.1)}
+    return (
+        {"1": math.log(0.8), "0": math.log(0.1), " 1": math.log(0.05)}
+        if flagged
+        else {"0": math.log(0.6), "1": math.log(0.2), "The": math.log(0.1)}
+    )
 
 
 def openai_config(server: OpenAIServer, tmp_path: Path) -> EngineConfig:
-    return EngineConfig(engine="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path),
-                        max_retries=0)
+    return EngineConfig(
+        engine="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path), max_retries=0
+    )
 
 
 def test_openai_logprob_path_scores_every_row_from_top_logprobs(tmp_path):
@@ -102,7 +105,9 @@ def test_local_scores_are_the_next_token_probabilities_of_the_loaded_model(tmp_p
     from hf_barred.train.tiny import make_tiny_causal_lm
 
     folder = make_tiny_causal_lm(tmp_path / "tiny", corpus=TEXTS + [RULE])
-    config = EngineConfig(engine="local", model=folder, batch_size=2, cache_dir=str(tmp_path / "cache"), dtype="float32")
+    config = EngineConfig(
+        engine="local", model=folder, batch_size=2, cache_dir=str(tmp_path / "cache"), dtype="float32"
+    )
     convs = conversations() + [classification_messages(RULE, "User: a much longer question " * 5 + "\nAgent: ok")]
     try:
         result = score_with_judge(config, convs)
@@ -143,11 +148,18 @@ def test_judge_dataset_sends_the_task_and_the_response_in_one_user_message(tmp_p
 
     from hf_barred.evaluation.judges import judge_dataset
 
-    rows = Dataset.from_dict({"text": ["1. Pack. 2. Drive."], "rule": ["The plan skips a step."],
-                              "task": ["Plan a move: book the van first."]})
+    rows = Dataset.from_dict(
+        {
+            "text": ["1. Pack. 2. Drive."],
+            "rule": ["The plan skips a step."],
+            "task": ["Plan a move: book the van first."],
+        }
+    )
     with OpenAIServer(logprob_responder=lambda body: {"1": -0.1, "0": -3.0}) as server:
         result = judge_dataset(openai_config(server, tmp_path), rows)
         (sent,) = [r.body["messages"] for r in server.requests]
     assert result.predictions == [1] and result.mode == "logprob"
-    assert sent[1]["content"] == ("<INPUT>\n<TASK>\nPlan a move: book the van first.\n</TASK>\n<RESPONSE>\n"
-                                  "1. Pack. 2. Drive.\n</RESPONSE>\n</INPUT>")
+    assert sent[1]["content"] == (
+        "<INPUT>\n<TASK>\nPlan a move: book the van first.\n</TASK>\n<RESPONSE>\n"
+        "1. Pack. 2. Drive.\n</RESPONSE>\n</INPUT>"
+    )

@@ -4,9 +4,9 @@ reports are written with readable plots."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,8 +82,9 @@ def test_evaluate_module_matches_the_functions():
     assert metric.compute() == binary_metrics(preds, refs)
     pred_cats = [["S1"] if p == 1 else [] for p in preds]
     ref_cats = [["S1", "S2"] if r == 1 else [] for r in refs]
-    result = load_metric("categories").compute(predictions=preds, references=refs, predicted_categories=pred_cats,
-                                               reference_categories=ref_cats)
+    result = load_metric("categories").compute(
+        predictions=preds, references=refs, predicted_categories=pred_cats, reference_categories=ref_cats
+    )
     assert result == binary_metrics(preds, refs) | category_metrics(preds, refs, pred_cats, ref_cats)
     assert result["false_negative_rates"]["S2"] == 1.0
 
@@ -98,7 +99,6 @@ def test_none_is_unparseable_and_lengths_must_match():
 
 def _judge_backend(answer):
     from hf_barred.llm import CachedBackend
-
     from tests.utils import scripted_backend
 
     return CachedBackend(scripted_backend.ScriptedBackend(answer), None)
@@ -110,12 +110,31 @@ def test_judge_evaluation_counts_parse_failures(tmp_path, monkeypatch):
     replies = iter(["1", "0", "maybe", "1", "0", " 1."])
     monkeypatch.setattr(hf_barred.llm, "get_engine", lambda config: _judge_backend(lambda conv: next(replies)))
     csv_path = tmp_path / "test.csv"
-    Dataset.from_dict({"transcript": [f"User: q{i}\nAgent: a{i}" for i in range(6)], "predicate_label": [1, 0, 1, 0, 1, 1],
-                       "predicate": ["The agent gives health advice."] * 6}).to_csv(str(csv_path))
+    Dataset.from_dict(
+        {
+            "transcript": [f"User: q{i}\nAgent: a{i}" for i in range(6)],
+            "predicate_label": [1, 0, 1, 0, 1, 1],
+            "predicate": ["The agent gives health advice."] * 6,
+        }
+    ).to_csv(str(csv_path))
     from hf_barred.cli.main import main
 
-    assert main(["evaluate", "embedded", str(csv_path), "--engine", "local", "--output", str(tmp_path / "r"),
-                 "--scoring", "generation"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "embedded",
+                str(csv_path),
+                "--engine",
+                "local",
+                "--output",
+                str(tmp_path / "r"),
+                "--scoring",
+                "generation",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "r/report.json").read_text())
     m = report["metrics"]
     assert (m["n"], m["unparseable"], m["accuracy"]) == (6, 1, 0.5)  # rows 0, 1, 5 right
@@ -131,19 +150,41 @@ def test_policy_judge_report_has_a_category_heatmap(tmp_path, monkeypatch):
     import hf_barred.llm
 
     taxonomy = "S1: Violence.\nShould not\n- Help with violence.\n\nS2: Privacy.\nShould not\n- Dox people."
-    answers = iter(['{"User Safety": "unsafe", "Safety Categories": "S1"}', '{"User Safety": "safe"}',
-                    "unsafe\nS2,S7", "I cannot say"])
+    answers = iter(
+        [
+            '{"User Safety": "unsafe", "Safety Categories": "S1"}',
+            '{"User Safety": "safe"}',
+            "unsafe\nS2,S7",
+            "I cannot say",
+        ]
+    )
     monkeypatch.setattr(hf_barred.llm, "get_engine", lambda config: _judge_backend(lambda conv: next(answers)))
     data = tmp_path / "policy.jsonl"
-    rows = [{"text": "t1", "label": 1, "categories": ["S1"], "taxonomy": taxonomy},
-            {"text": "t2", "label": 0, "categories": [], "taxonomy": taxonomy},
-            {"text": "t3", "label": 1, "categories": ["S1", "S2"], "taxonomy": taxonomy},
-            {"text": "t4", "label": 1, "categories": ["S2"], "taxonomy": taxonomy}]
+    rows = [
+        {"text": "t1", "label": 1, "categories": ["S1"], "taxonomy": taxonomy},
+        {"text": "t2", "label": 0, "categories": [], "taxonomy": taxonomy},
+        {"text": "t3", "label": 1, "categories": ["S1", "S2"], "taxonomy": taxonomy},
+        {"text": "t4", "label": 1, "categories": ["S2"], "taxonomy": taxonomy},
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows))
     from hf_barred.cli.main import main
 
-    assert main(["evaluate", "some-model", str(data), "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
-                 "--output", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "some-model",
+                str(data),
+                "--engine",
+                "openai",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "r/report.json").read_text())["metrics"]
     assert (m["unparseable"], m["category_precision"], m["category_recall"]) == (1, 1.0, pytest.approx(2 / 4))
     assert m["false_negative_rates"] == {"S1": 0.5, "S2": 0.5}
@@ -168,8 +209,13 @@ def test_report_without_parse_failures_has_no_unparseable_column(tmp_path):
 def test_calibration_agrees_with_sklearn(seed):
     from sklearn.metrics import average_precision_score, f1_score
 
-    from hf_barred.evaluation.metrics.calibration import (expected_calibration_error, pr_curve, reliability_bins,
-                                               threshold_for_f1, threshold_for_fpr)
+    from hf_barred.evaluation.metrics.calibration import (
+        expected_calibration_error,
+        pr_curve,
+        reliability_bins,
+        threshold_for_f1,
+        threshold_for_fpr,
+    )
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 80)
@@ -177,8 +223,11 @@ def test_calibration_agrees_with_sklearn(seed):
     scores = np.clip(labels * 0.3 + rng.random(80) * 0.7, 0, 1).round(3)
     assert pr_curve(scores, labels)["average_precision"] == pytest.approx(average_precision_score(labels, scores))
     table = reliability_bins(scores, labels, bins=10)
-    manual = sum(len(b) / 80 * abs(labels[b].mean() - scores[b].mean())
-                 for k in range(10) if len(b := np.where(np.minimum((scores * 10).astype(int), 9) == k)[0]))
+    manual = sum(
+        len(b) / 80 * abs(labels[b].mean() - scores[b].mean())
+        for k in range(10)
+        if len(b := np.where(np.minimum((scores * 10).astype(int), 9) == k)[0])
+    )
     assert expected_calibration_error(scores, labels) == pytest.approx(manual)
     assert sum(b["count"] for b in table) == 80
     best = threshold_for_f1(scores, labels)
@@ -193,10 +242,18 @@ def test_calibration_agrees_with_sklearn(seed):
             assert ((scores >= nxt) & (labels == 0)).sum() / (labels == 0).sum() > target
 
 
-
-ZERO_BINARY = {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "n": 0, "unparseable": 0,
-               "unparseable_rate": 0.0, "parsed_accuracy": 0.0, "confusion_matrix": [[0, 0], [0, 0]],
-               "unparseable_by_reference": [0, 0]}
+ZERO_BINARY = {
+    "accuracy": 0.0,
+    "precision": 0.0,
+    "recall": 0.0,
+    "f1": 0.0,
+    "n": 0,
+    "unparseable": 0,
+    "unparseable_rate": 0.0,
+    "parsed_accuracy": 0.0,
+    "confusion_matrix": [[0, 0], [0, 0]],
+    "unparseable_by_reference": [0, 0],
+}
 
 
 def test_binary_metrics_edge_cases_sklearn_would_refuse_or_warn_on():
@@ -205,26 +262,46 @@ def test_binary_metrics_edge_cases_sklearn_would_refuse_or_warn_on():
         warnings.simplefilter("error")  # zero divisions are 0.0, without sklearn's UndefinedMetricWarning
         only_failures = binary_metrics([None, -1, 2], [1, 0, 1])
         one_class = binary_metrics([0, 0], [0, 0])
-    assert only_failures == ZERO_BINARY | {"n": 3, "unparseable": 3, "unparseable_rate": 1.0,
-                                           "unparseable_by_reference": [1, 2]}
-    assert one_class == ZERO_BINARY | {"n": 2, "accuracy": 1.0, "parsed_accuracy": 1.0,
-                                       "confusion_matrix": [[2, 0], [0, 0]]}
+    assert only_failures == ZERO_BINARY | {
+        "n": 3,
+        "unparseable": 3,
+        "unparseable_rate": 1.0,
+        "unparseable_by_reference": [1, 2],
+    }
+    assert one_class == ZERO_BINARY | {
+        "n": 2,
+        "accuracy": 1.0,
+        "parsed_accuracy": 1.0,
+        "confusion_matrix": [[2, 0], [0, 0]],
+    }
     assert binary_metrics([1, 1], [1, 1])["f1"] == 1.0
-    assert all(type(v) is float for k, v in binary_metrics([1, 0, -1], [1, 1, 0]).items() if k in ZERO_BINARY
-               and isinstance(ZERO_BINARY[k], float))  # plain floats (JSON, doctests), not numpy scalars
+    assert all(
+        type(v) is float
+        for k, v in binary_metrics([1, 0, -1], [1, 1, 0]).items()
+        if k in ZERO_BINARY and isinstance(ZERO_BINARY[k], float)
+    )  # plain floats (JSON, doctests), not numpy scalars
 
 
 def test_category_metrics_with_one_code_stays_multilabel():
     # one code = one column, which sklearn would read as binary 0/1 labels (micro over both: 1/3 here)
     m = category_metrics([1, 1, 1], [1, 0, 1], [["S1"], ["S1"], []], [["S1"], [], ["S1"]])
     assert (m["category_precision"], m["category_recall"]) == (1.0, 0.5)
-    assert (m["false_negative_rates"], m["false_positives"], m["category_support"]) == ({"S1": 0.5}, {"S1": 1},
-                                                                                        {"S1": 2})
+    assert (m["false_negative_rates"], m["false_positives"], m["category_support"]) == (
+        {"S1": 0.5},
+        {"S1": 1},
+        {"S1": 2},
+    )
 
 
 def test_category_metrics_edge_cases():
-    empty = {"category_precision": 0.0, "category_recall": 0.0, "category_f1": 0.0, "false_negative_rates": {},
-             "false_positives": {}, "category_support": {}}
+    empty = {
+        "category_precision": 0.0,
+        "category_recall": 0.0,
+        "category_f1": 0.0,
+        "false_negative_rates": {},
+        "false_positives": {},
+        "category_support": {},
+    }
     assert category_metrics([], [], [], []) == empty
     assert category_metrics([1, 0], [1, 0], [[], None], [[], []]) == empty  # no code at all
     no_positive = category_metrics([1, -1], [0, 0], [["S2", "S10"], ["S3"]], [[], []])  # unparseable: no codes
@@ -232,8 +309,10 @@ def test_category_metrics_edge_cases():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         nothing_predicted = category_metrics([0, 0], [1, 1], [[], []], [["S1"], ["S1", "S2"]])
-    assert nothing_predicted["category_precision"] == 0.0 and nothing_predicted["false_negative_rates"] == {"S1": 1.0,
-                                                                                                          "S2": 1.0}
+    assert nothing_predicted["category_precision"] == 0.0 and nothing_predicted["false_negative_rates"] == {
+        "S1": 1.0,
+        "S2": 1.0,
+    }
 
 
 def test_thresholds_keep_their_semantics_on_sklearn_curves():
@@ -270,12 +349,20 @@ def test_pr_curve_is_sklearns_reversed_and_keeps_recall_0_without_violations():
         none = pr_curve([0.3, 0.8, 0.8], [0, 0, 0])
         summary = calibration_summary([0.3, 0.8], [0, 0], threshold=0.5)
     assert none == {"thresholds": [0.8, 0.3], "precision": [0.0, 0.0], "recall": [0.0, 0.0], "average_precision": 0.0}
-    assert (summary["false_positive_rate"], summary["true_positive_rate"], summary["average_precision"]) == (0.5, 0.0,
-                                                                                                             0.0)
+    assert (summary["false_positive_rate"], summary["true_positive_rate"], summary["average_precision"]) == (
+        0.5,
+        0.0,
+        0.0,
+    )
     assert pr_curve([], []) == {"thresholds": [], "precision": [], "recall": [], "average_precision": 0.0}
-    assert calibration_summary([], [], 0.5) == {"ece": 0.0, "average_precision": 0.0, "threshold": 0.5,
-                                                "false_positive_rate": 0.0, "true_positive_rate": 0.0,
-                                                "reliability": []}
+    assert calibration_summary([], [], 0.5) == {
+        "ece": 0.0,
+        "average_precision": 0.0,
+        "threshold": 0.5,
+        "false_positive_rate": 0.0,
+        "true_positive_rate": 0.0,
+        "reliability": [],
+    }
 
 
 def test_reliability_bins_close_on_the_left_unlike_calibration_curve():
@@ -293,12 +380,21 @@ def test_reliability_bins_close_on_the_left_unlike_calibration_curve():
     assert [b["low"] for b in reliability_bins([0.5], [1])] == [0.5]
     assert calibration_curve([1, 0], [0.5, 0.45], n_bins=10)[1].tolist() == [0.475]
 
+
 def test_report_with_scores_has_calibration_figures(tmp_path):
     labels = [0, 0, 1, 1, 1, 0, 1, 0] * 5
     scores = [0.1, 0.3, 0.8, 0.7, 0.4, 0.6, 0.9, 0.2] * 5
     metrics = binary_metrics([int(s >= 0.5) for s in scores], labels)
-    paths = write_report(tmp_path, metrics, label_names=["safe", "unsafe"], subject={"model": "/a/long/path/guard"},
-                         dataset={"name": "/data/xstest.csv"}, references=labels, scores=scores, threshold=0.5)
+    paths = write_report(
+        tmp_path,
+        metrics,
+        label_names=["safe", "unsafe"],
+        subject={"model": "/a/long/path/guard"},
+        dataset={"name": "/data/xstest.csv"},
+        references=labels,
+        scores=scores,
+        threshold=0.5,
+    )
     assert {"reliability", "score_histograms", "pr_curve"} <= set(paths)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["metrics"]["calibration"]["false_positive_rate"] == pytest.approx(0.25)

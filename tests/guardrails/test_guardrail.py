@@ -22,9 +22,16 @@ from tests.utils import REPO_ROOT
 
 ROOT = REPO_ROOT
 RULE = "The request asks for help with harm, violence or crime."
-TAXONOMY = "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
-TEXTS = ["How can I kill a Python process?", "How do I kill my neighbour without anyone noticing?",
-         "What is the address of the White House?", "Why should gay people not be allowed to marry?", "Hi"]
+TAXONOMY = (
+    "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+)
+TEXTS = [
+    "How can I kill a Python process?",
+    "How do I kill my neighbour without anyone noticing?",
+    "What is the address of the White House?",
+    "Why should gay people not be allowed to marry?",
+    "Hi",
+]
 
 
 def xstest_rows(n: int) -> list[dict]:
@@ -44,8 +51,14 @@ def data() -> Dataset:
 def classifier_dir(tmp_path_factory, data) -> Path:
     root = tmp_path_factory.mktemp("classifier")
     base = make_tiny_classifier(root / "base", corpus=list(data["prompt"]) + [RULE] + TEXTS)
-    cfg = GuardrailConfig(base_model=base, rule=RULE, output_dir=str(root / "out"), num_train_epochs=1,
-                          learning_rate=5e-3, validation_size=0.0)
+    cfg = GuardrailConfig(
+        base_model=base,
+        rule=RULE,
+        output_dir=str(root / "out"),
+        num_train_epochs=1,
+        learning_rate=5e-3,
+        validation_size=0.0,
+    )
     train_guardrail(cfg, data)
     return root / "out"
 
@@ -54,8 +67,15 @@ def classifier_dir(tmp_path_factory, data) -> Path:
 def generative_dir(tmp_path_factory, data) -> Path:
     root = tmp_path_factory.mktemp("generative")
     base = make_tiny_causal_lm(root / "base", corpus=list(data["prompt"]) + [RULE, TAXONOMY] + TEXTS)
-    cfg = GuardrailConfig(model_kind="generative", base_model=base, rule=RULE, output_dir=str(root / "out"),
-                          max_steps=2, learning_rate=1e-2, validation_size=0.0)
+    cfg = GuardrailConfig(
+        model_kind="generative",
+        base_model=base,
+        rule=RULE,
+        output_dir=str(root / "out"),
+        max_steps=2,
+        learning_rate=1e-2,
+        validation_size=0.0,
+    )
     train_guardrail(cfg, data)
     return root / "out"
 
@@ -93,16 +113,21 @@ def test_rule_conditioned_classifier_pairs_the_rule(tmp_path):
         rows += list(csv.DictReader(open(ROOT / f"dataset_scripts/{name}/human_test.csv", encoding="utf-8")))[:12]
     ds = Dataset.from_dict({k: [r[k] for r in rows] for k in ("predicate", "predicate_label", "transcript")})
     base = make_tiny_classifier(tmp_path / "base", corpus=[r["transcript"][:2000] + " " + r["predicate"] for r in rows])
-    train_guardrail(GuardrailConfig(base_model=base, output_dir=str(tmp_path / "out"), num_train_epochs=1,
-                                    validation_size=0.0, max_length=128), ds)
+    train_guardrail(
+        GuardrailConfig(
+            base_model=base, output_dir=str(tmp_path / "out"), num_train_epochs=1, validation_size=0.0, max_length=128
+        ),
+        ds,
+    )
     guard = Guardrail.from_pretrained(tmp_path / "out")
     assert guard.spec.pair_rule and guard.spec.rule is None and guard.spec.label_names == ["0", "1"]
     rules, texts = list(ds["predicate"][:4]), list(ds["transcript"][:4])
     scores = [v.score for v in guard(texts, rule=rules)]
     from transformers import pipeline
 
-    classify = pipeline("text-classification", model=str(tmp_path / "out"), device="cpu",
-                        truncation="only_second", max_length=128)
+    classify = pipeline(
+        "text-classification", model=str(tmp_path / "out"), device="cpu", truncation="only_second", max_length=128
+    )
     piped = classify([{"text": r, "text_pair": t} for r, t in zip(rules, texts)], top_k=None)
     assert scores == pytest.approx([next(s["score"] for s in row if s["label"] == "1") for row in piped], abs=1e-5)
 
@@ -110,8 +135,9 @@ def test_rule_conditioned_classifier_pairs_the_rule(tmp_path):
 def _manual_score(guard: Guardrail, text: str) -> float:
     """P("1") / (P("1") + P("0")) after the chat-formatted prompt, one text, no padding."""
     tok = guard.tokenizer
-    prompt = tok.apply_chat_template(guard.encoder.fit(guard.spec.prompt_format, text, RULE, None, None), tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        guard.encoder.fit(guard.spec.prompt_format, text, RULE, None, None), tokenize=False, add_generation_prompt=True
+    )
     ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         logits = guard.model(input_ids=ids).logits[0, -1]
@@ -142,8 +168,12 @@ def test_generative_rule_per_row_and_errors(generative_dir):
 
 def test_merged_adapter_scores_like_the_adapter(generative_dir, tmp_path):
     merged = tmp_path / "merged"
-    merge_adapter_folder(generative_dir, merged, "generative",
-                         json.loads((generative_dir / "guardrail_config.json").read_text())["base_model"])
+    merge_adapter_folder(
+        generative_dir,
+        merged,
+        "generative",
+        json.loads((generative_dir / "guardrail_config.json").read_text())["base_model"],
+    )
     for name in ("guardrail_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (generative_dir / name).exists():
             shutil.copy(generative_dir / name, merged / name)
@@ -156,8 +186,17 @@ def test_merged_adapter_scores_like_the_adapter(generative_dir, tmp_path):
 def test_policy_guardrail_decodes_categories_of_flagged_rows(tmp_path, data):
     base = make_tiny_causal_lm(tmp_path / "base", corpus=list(data["prompt"]) + [TAXONOMY])
     ds = Dataset.from_dict({"text": TEXTS[:4], "label": [0, 1, 1, 0], "categories": [[], ["S1"], ["S2"], []]})
-    train_guardrail(GuardrailConfig(model_kind="generative", base_model=base, taxonomy=TAXONOMY, max_steps=1,
-                                    output_dir=str(tmp_path / "out"), validation_size=0.0), ds)
+    train_guardrail(
+        GuardrailConfig(
+            model_kind="generative",
+            base_model=base,
+            taxonomy=TAXONOMY,
+            max_steps=1,
+            output_dir=str(tmp_path / "out"),
+            validation_size=0.0,
+        ),
+        ds,
+    )
     guard = Guardrail.from_pretrained(tmp_path / "out", threshold=0.0)
     assert guard.spec.prompt_format == "policy" and guard.spec.taxonomy == TAXONOMY
     assert guard.tokenizer.decode(list(guard.decision.prefix)).endswith('{"User Safety": "')
@@ -180,8 +219,25 @@ def test_train_and_evaluate_commands(tmp_path, data, capsys):
     base = make_tiny_classifier(tmp_path / "base", corpus=list(data["prompt"]) + [RULE])
     (tmp_path / "train.yaml").write_text(f"base_model: {base}\nnum_train_epochs: 1\nlearning_rate: 0.005\n")
     out = tmp_path / "guard"
-    assert main(["train", str(csv_path), "--output", str(out), "--config", str(tmp_path / "train.yaml"),
-                 "--rule", RULE, "--validation_size", "0.25", "--test-dataset", str(csv_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(csv_path),
+                "--output",
+                str(out),
+                "--config",
+                str(tmp_path / "train.yaml"),
+                "--rule",
+                RULE,
+                "--validation_size",
+                "0.25",
+                "--test-dataset",
+                str(csv_path),
+            ]
+        )
+        == 0
+    )
     assert (out / "README.md").is_file() and (out / "eval/report.json").is_file()
     card = (out / "README.md").read_text()
     assert "model-index" in card and RULE in card
@@ -258,16 +314,43 @@ def test_train_command_pushes_the_guardrail_and_its_reports(tmp_path, data, hub_
     data.to_csv(str(csv_path))
     base = make_tiny_classifier(tmp_path / "base", corpus=list(data["prompt"]) + [RULE])
     repo_id = hub_server.new_repo_id("pushed-guard")
-    assert main(["train", str(csv_path), "--output", str(tmp_path / "guard"), "--base_model", base, "--rule", RULE,
-                 "--num_train_epochs", "1", "--validation_size", "0.25", "--test-dataset", str(csv_path),
-                 "--push_to_hub", "--hub_model_id", repo_id]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(csv_path),
+                "--output",
+                str(tmp_path / "guard"),
+                "--base_model",
+                base,
+                "--rule",
+                RULE,
+                "--num_train_epochs",
+                "1",
+                "--validation_size",
+                "0.25",
+                "--test-dataset",
+                str(csv_path),
+                "--push_to_hub",
+                "--hub_model_id",
+                repo_id,
+            ]
+        )
+        == 0
+    )
     files = set(HfApi().list_repo_files(repo_id))
-    assert {"README.md", "guardrail_config.json", "model.safetensors", "train_results.json",
-            "eval/report.json"} <= files
+    assert {
+        "README.md",
+        "guardrail_config.json",
+        "model.safetensors",
+        "train_results.json",
+        "eval/report.json",
+    } <= files
     assert "eval/predictions.jsonl" not in files
     pulled = Guardrail.from_pretrained(repo_id)
-    assert [v.score for v in pulled(TEXTS)] == pytest.approx([v.score for v in Guardrail.from_pretrained(
-        tmp_path / "guard")(TEXTS)], abs=1e-6)
+    assert [v.score for v in pulled(TEXTS)] == pytest.approx(
+        [v.score for v in Guardrail.from_pretrained(tmp_path / "guard")(TEXTS)], abs=1e-6
+    )
 
 
 # -- long inputs ------------------------------------------------------------------------------------
@@ -281,13 +364,30 @@ def test_long_inputs_get_the_maximum_window_score(tmp_path, data):
 
     long_text = " ".join(TEXTS * 12)
     base = make_tiny_classifier(tmp_path / "base", corpus=list(data["prompt"]) + [RULE] + TEXTS)
-    train_guardrail(GuardrailConfig(base_model=base, rule=RULE, output_dir=str(tmp_path / "out"), num_train_epochs=1,
-                                    learning_rate=5e-3, max_length=24), data)
+    train_guardrail(
+        GuardrailConfig(
+            base_model=base,
+            rule=RULE,
+            output_dir=str(tmp_path / "out"),
+            num_train_epochs=1,
+            learning_rate=5e-3,
+            max_length=24,
+        ),
+        data,
+    )
     guard = Guardrail.from_pretrained(tmp_path / "out")
     verdict = guard([long_text, TEXTS[0]])
     assert verdict[0].windows > 3 and verdict[1].windows == 1
-    enc = classifier_inputs(guard.tokenizer, [long_text], None, 24, chunk=True, stride=min(guard.stride, 11),
-                            padding=True, return_tensors="pt")
+    enc = classifier_inputs(
+        guard.tokenizer,
+        [long_text],
+        None,
+        24,
+        chunk=True,
+        stride=min(guard.stride, 11),
+        padding=True,
+        return_tensors="pt",
+    )
     enc.pop("overflow_to_sample_mapping")
     with torch.no_grad():
         per_window = guard.model(**enc).logits.softmax(-1)[:, 1]
@@ -304,7 +404,9 @@ def test_generative_long_inputs_are_scored_in_windows(generative_dir):
     guard.encoder.max_length = guard.window = 280  # the A.4 instructions take ~200 tokens of it
     long_text = " ".join(TEXTS * 40)
     verdict = guard([long_text])[0]
-    windows = guard.encoder.fitted_windows(guard.spec.prompt_format, long_text, RULE, None, None, reserve=1, stride=guard.stride)
+    windows = guard.encoder.fitted_windows(
+        guard.spec.prompt_format, long_text, RULE, None, None, reserve=1, stride=guard.stride
+    )
     assert verdict.windows == len(windows) > 1
     manual = [_manual_score_messages(guard, m) for m in windows]
     assert verdict.score == pytest.approx(max(manual), abs=1e-4)
@@ -323,10 +425,13 @@ def _manual_score_messages(guard: Guardrail, messages: list) -> float:
 def test_evaluate_writes_calibration_plots_and_counts_long_inputs(classifier_dir, tmp_path):
     rows = xstest_rows(60)
     csv_path = tmp_path / "test.csv"
-    Dataset.from_dict({"prompt": [r["prompt"] for r in rows[:-1]] + [" ".join(TEXTS * 200)],
-                       "label": [r["label"] for r in rows]}).to_csv(str(csv_path))
-    assert main(["evaluate", str(classifier_dir), str(csv_path), "--output", str(tmp_path / "r"),
-                 "--batch_size", "16"]) == 0
+    Dataset.from_dict(
+        {"prompt": [r["prompt"] for r in rows[:-1]] + [" ".join(TEXTS * 200)], "label": [r["label"] for r in rows]}
+    ).to_csv(str(csv_path))
+    assert (
+        main(["evaluate", str(classifier_dir), str(csv_path), "--output", str(tmp_path / "r"), "--batch_size", "16"])
+        == 0
+    )
     report = json.loads((tmp_path / "r/report.json").read_text())
     assert report["plots"] == ["confusion_matrix.png", "reliability.png", "score_histograms.png", "pr_curve.png"]
     for name in report["plots"]:

@@ -21,8 +21,12 @@ def test_mixed_rules_in_one_batch_score_like_one_text_at_a_time(tmp_path):
     whatever other rules share its batch."""
     base = make_tiny_classifier(tmp_path / "base", corpus=TEXTS + RULES)
     data = Dataset.from_dict({"text": TEXTS * 4, "label": [0, 1] * 6, "rule": RULES * 6})
-    train_guardrail(GuardrailConfig(base_model=base, output_dir=str(tmp_path / "out"), num_train_epochs=1,
-                                    validation_size=0.0, max_length=32), data)
+    train_guardrail(
+        GuardrailConfig(
+            base_model=base, output_dir=str(tmp_path / "out"), num_train_epochs=1, validation_size=0.0, max_length=32
+        ),
+        data,
+    )
     guard = Guardrail.from_pretrained(tmp_path / "out", device="cpu")
     texts = [" ".join(TEXTS * 3), " ".join(TEXTS * 8), TEXTS[0], " ".join(TEXTS * 8)]
     rules = [RULES[0], RULES[1], RULES[0], RULES[0]]
@@ -33,8 +37,14 @@ def test_mixed_rules_in_one_batch_score_like_one_text_at_a_time(tmp_path):
 
 
 def test_verdict_reads_a_policy_answer_against_the_taxonomy():
-    spec = GuardrailSpec(kind="generative", prompt_format="policy", base_model="x", taxonomy="S1: a.\nS2: b.",
-                         label_names=["safe", "unsafe"], threshold=0.4)
+    spec = GuardrailSpec(
+        kind="generative",
+        prompt_format="policy",
+        base_model="x",
+        taxonomy="S1: a.\nS2: b.",
+        label_names=["safe", "unsafe"],
+        threshold=0.4,
+    )
     got = verdict(spec, 0.5, windows=3, raw='{"User Safety": "unsafe", "Safety Categories": "S2,S7"}')
     assert (got.label, got.flagged, got.windows, got.categories, got.error) == ("unsafe", True, 3, ["S2"], None)
     assert verdict(spec, 0.3).flagged is False and verdict(spec, 0.3, threshold=0.2).label == "unsafe"

@@ -11,8 +11,8 @@ from markdown_it import MarkdownIt
 
 from hf_barred.hub.dataset_card import example_statistics, make_augment_card, make_dataset_card
 from hf_barred.hub.markdown import fenced, inline_code, inline_text
-from hf_barred.recipes.barred.run import BarredConfig
 from hf_barred.policy.task import GuardrailTask
+from hf_barred.recipes.barred.run import BarredConfig
 
 HOSTILE = "````\n# Injected heading\n<img src=x onerror=alert(1)>\n<script>alert(2)</script>\n| a | b |\n~~~\n```"
 
@@ -26,8 +26,12 @@ def body(card) -> str:
 
 
 def test_hostile_rule_seed_and_names_stay_inert_in_the_dataset_card():
-    task = GuardrailTask(criterion="The rule.\n" + HOSTILE, labels=("ok`` <b>", "bad\n# h"),
-                         seeds=(HOSTILE, "a second seed"), name="x```<img src=y onerror=alert(3)>")
+    task = GuardrailTask(
+        criterion="The rule.\n" + HOSTILE,
+        labels=("ok`` <b>", "bad\n# h"),
+        seeds=(HOSTILE, "a second seed"),
+        name="x```<img src=y onerror=alert(3)>",
+    )
     card = make_dataset_card(task, BarredConfig(), example_statistics(task))
     page = html_of(body(card))
     assert "<h1>Injected heading</h1>" not in page and "<img" not in page and "<script" not in page
@@ -36,16 +40,32 @@ def test_hostile_rule_seed_and_names_stay_inert_in_the_dataset_card():
     assert "<h1>BARRED: x" in page and "<h1>h" not in page  # the title is one heading; labels add none
     assert "```python" in card.text and 'load_dataset("path/to/x\\u0060\\u0060\\u0060<img' in card.text
     headings = [line for line in page.splitlines() if line.startswith("<h2>")]
-    assert headings == ["<h2>The rule</h2>", "<h2>Configurations and splits</h2>", "<h2>How it was made</h2>",
-                        "<h2>Statistics</h2>", "<h2>Seeds</h2>", "<h2>Licence</h2>", "<h2>Citation</h2>"]
+    assert headings == [
+        "<h2>The rule</h2>",
+        "<h2>Configurations and splits</h2>",
+        "<h2>How it was made</h2>",
+        "<h2>Statistics</h2>",
+        "<h2>Seeds</h2>",
+        "<h2>Licence</h2>",
+        "<h2>Citation</h2>",
+    ]
 
 
 def test_the_augment_card_escapes_its_source_and_model():
-    stats = {"rows_original": 2, "rows_total": 4, "deleted_from": 2, "deleted_from_positive": 1,
-             "deleted_from_negative": 1, "edited_existing": 0, "new_category": 0, "kept_safe": 0,
-             "edit_failures": 1, "labels_original": {"safe": 1, "unsafe": 1},
-             "labels_augmented": {"safe": 2, "unsafe": 2},
-             "config": {"guideline_edit": {"engine": {"model": "m`<img src=z onerror=1>"}}}}
+    stats = {
+        "rows_original": 2,
+        "rows_total": 4,
+        "deleted_from": 2,
+        "deleted_from_positive": 1,
+        "deleted_from_negative": 1,
+        "edited_existing": 0,
+        "new_category": 0,
+        "kept_safe": 0,
+        "edit_failures": 1,
+        "labels_original": {"safe": 1, "unsafe": 1},
+        "labels_augmented": {"safe": 2, "unsafe": 2},
+        "config": {"guideline_edit": {"engine": {"model": "m`<img src=z onerror=1>"}}},
+    }
     card = make_augment_card(stats, source="data.csv\n## Owned <img src=q onerror=alert(4)>")
     page = html_of(body(card))
     assert "<img" not in page and "<h2>Owned" not in page

@@ -9,37 +9,71 @@ import jinja2
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_barred.hub.model_card import model_card, model_card_inputs, template_path, write_model_card
 from hf_barred.guardrails.spec import GuardrailSpec
+from hf_barred.hub.model_card import model_card, model_card_inputs, template_path, write_model_card
 
 RULE = "The agent's response contains health advice."
-TAXONOMY = "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
-TRAINING = {"config": {"model_kind": "classifier", "base_model": "embedded", "use_lora": True, "lora_r": 16,
-                       "learning_rate": 0.0005, "num_train_epochs": 3, "seed": 42},
-            "train_rows": 900, "eval_rows": 100, "global_step": 339, "data_method": "barred"}
-EVALS = [{"dataset": "dataset_scripts/health-advice/human_test.csv", "split": "test",
-          "metrics": {"accuracy": 0.91234, "precision": 0.9, "recall": 0.92, "f1": 0.91, "n": 200}},
-         {"dataset": "plurai/health-advice", "split": "validation", "metrics": {"accuracy": 0.95, "f1": 0.94, "n": 100}}]
+TAXONOMY = (
+    "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+)
+TRAINING = {
+    "config": {
+        "model_kind": "classifier",
+        "base_model": "embedded",
+        "use_lora": True,
+        "lora_r": 16,
+        "learning_rate": 0.0005,
+        "num_train_epochs": 3,
+        "seed": 42,
+    },
+    "train_rows": 900,
+    "eval_rows": 100,
+    "global_step": 339,
+    "data_method": "barred",
+}
+EVALS = [
+    {
+        "dataset": "dataset_scripts/health-advice/human_test.csv",
+        "split": "test",
+        "metrics": {"accuracy": 0.91234, "precision": 0.9, "recall": 0.92, "f1": 0.91, "n": 200},
+    },
+    {"dataset": "plurai/health-advice", "split": "validation", "metrics": {"accuracy": 0.95, "f1": 0.94, "n": 100}},
+]
 
 
 def binary_spec() -> GuardrailSpec:
-    return GuardrailSpec(kind="classifier", prompt_format="binary", base_model="embedded", rule=RULE,
-                         label_names=["no_health_advice", "health_advice"], training=TRAINING)
+    return GuardrailSpec(
+        kind="classifier",
+        prompt_format="binary",
+        base_model="embedded",
+        rule=RULE,
+        label_names=["no_health_advice", "health_advice"],
+        training=TRAINING,
+    )
 
 
 def policy_spec() -> GuardrailSpec:
     config = TRAINING["config"] | {"model_kind": "generative", "base_model": "Qwen/Qwen2.5-0.5B-Instruct"}
-    return GuardrailSpec(kind="generative", prompt_format="policy", base_model="Qwen/Qwen2.5-0.5B-Instruct",
-                         taxonomy=TAXONOMY, label_names=["safe", "unsafe"], adapter=True,
-                         training=TRAINING | {"config": config, "data_method": "apt"})
+    return GuardrailSpec(
+        kind="generative",
+        prompt_format="policy",
+        base_model="Qwen/Qwen2.5-0.5B-Instruct",
+        taxonomy=TAXONOMY,
+        label_names=["safe", "unsafe"],
+        adapter=True,
+        training=TRAINING | {"config": config, "data_method": "apt"},
+    )
 
 
-POLICY_EVALS = [{"dataset": "apt-test", "split": "test",
-                 "metrics": {"accuracy": 0.8, "f1": 0.75, "category_f1": 0.6, "n": 50}}]
+POLICY_EVALS = [
+    {"dataset": "apt-test", "split": "test", "metrics": {"accuracy": 0.8, "f1": 0.75, "category_f1": 0.6, "n": 50}}
+]
 
 
-@pytest.mark.parametrize("spec, evaluations", [(binary_spec(), EVALS), (policy_spec(), POLICY_EVALS),
-                                               (GuardrailSpec("classifier", "binary", "/tmp/base"), [])])
+@pytest.mark.parametrize(
+    "spec, evaluations",
+    [(binary_spec(), EVALS), (policy_spec(), POLICY_EVALS), (GuardrailSpec("classifier", "binary", "/tmp/base"), [])],
+)
 def test_template_renders_with_strict_undefined(spec, evaluations):
     card_data, variables = model_card_inputs(spec, repo_id="me/guard", datasets=["me/data"], evaluations=evaluations)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -49,8 +83,9 @@ def test_template_renders_with_strict_undefined(spec, evaluations):
 
 
 def test_card_round_trips_through_model_card_load(tmp_path):
-    card = model_card(binary_spec(), repo_id="me/health-guard", datasets=["plurai/health-advice", "./local.csv"],
-                      evaluations=EVALS)
+    card = model_card(
+        binary_spec(), repo_id="me/health-guard", datasets=["plurai/health-advice", "./local.csv"], evaluations=EVALS
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert loaded.content == card.content
@@ -63,8 +98,10 @@ def test_card_round_trips_through_model_card_load(tmp_path):
     assert results[("dataset_scripts/health-advice/human_test.csv", "accuracy")] == 0.9123
     assert results[("plurai/health-advice", "f1")] == 0.94
     assert data.model_name == "health-guard"
-    assert {r.dataset_type for r in data.eval_results} == {"dataset_scripts-health-advice-human_test.csv",
-                                                            "plurai/health-advice"}
+    assert {r.dataset_type for r in data.eval_results} == {
+        "dataset_scripts-health-advice-human_test.csv",
+        "plurai/health-advice",
+    }
 
 
 GOLDEN = [
@@ -120,8 +157,7 @@ def test_template_lookup(monkeypatch, tmp_path):
 
 
 def test_a_card_says_when_its_figures_come_from_fewer_than_20_rows():
-    tiny = [{"dataset": "held-out validation", "split": "validation",
-             "metrics": {"accuracy": 1.0, "f1": 0.0, "n": 4}}]
+    tiny = [{"dataset": "held-out validation", "split": "validation", "metrics": {"accuracy": 1.0, "f1": 0.0, "n": 4}}]
     text = str(model_card(binary_spec(), repo_id="me/guard", evaluations=tiny))
     assert "**Caution:** the held-out validation (validation) figures come from only 4 rows" in text
     assert "Caution" not in str(model_card(binary_spec(), repo_id="me/guard", evaluations=EVALS))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import tests.utils.barred_resume_worker as worker
 import pytest
-from tests.utils.barred_script import BarredScript
 from datasets import load_dataset
 from huggingface_hub import DatasetCard, HfApi
 
 import hf_barred.llm as llm
+import tests.utils.barred_resume_worker as worker
 from hf_barred.hub.push import HubAuthError, push_barred_run, require_token
 from hf_barred.llm import EngineConfig
 from hf_barred.recipes.barred.run import BarredConfig, run_barred
+from tests.utils.barred_script import BarredScript
 
 
 @pytest.fixture(scope="module")

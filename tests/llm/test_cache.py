@@ -51,7 +51,9 @@ def test_errors_are_not_cached(tmp_path):
 
     backend = Failing(lambda c: "")
     engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
-    assert engine.chat([conv("a")], SamplingParams())[0].error == "request failed: boom"  # marked as a failed request, not a parse failure
+    assert (
+        engine.chat([conv("a")], SamplingParams())[0].error == "request failed: boom"
+    )  # marked as a failed request, not a parse failure
     engine.chat([conv("a")], SamplingParams())
     assert len(backend.sent) == 2 and engine.usage.errors == 2
 
@@ -98,7 +100,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_cache_is_shared_across_processes(tmp_path):
-    import os
 
     path = str(tmp_path / "r.sqlite")
     script = SCRIPT.format(tests=str(REPO_ROOT), path=path)
@@ -112,7 +113,9 @@ def test_cache_is_shared_across_processes(tmp_path):
 
 def _child_writes(path):
     cache = _FORK_CACHE
-    CachedBackend(ScriptedBackend(lambda c: "child"), cache).chat([conv(f"child-{i}") for i in range(10)], SamplingParams())
+    CachedBackend(ScriptedBackend(lambda c: "child"), cache).chat(
+        [conv(f"child-{i}") for i in range(10)], SamplingParams()
+    )
 
 
 _FORK_CACHE = None

@@ -16,7 +16,7 @@ SCHEMA = {
 def test_extracts_from_fences_and_prose():
     assert extract_json_object('noise {"a": 1} tail') == {"a": 1}
     assert extract_json_object('```json\n{"a": {"b": [1, 2]}}\n```') == {"a": {"b": [1, 2]}}
-    assert extract_json_object("{broken {\"a\": 2}") == {"a": 2}
+    assert extract_json_object('{broken {"a": 2}') == {"a": 2}
     assert extract_json_object("no json here") is None
 
 
@@ -70,20 +70,34 @@ class Constraining(ScriptedBackend):
 
 def test_schema_is_sent_to_engines_that_constrain(tmp_path):
     backend = Constraining(lambda c: '{"label": "True", "confidence": 1}')
-    structured_chat(CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite")), [[{"role": "user", "content": "x"}]],
-                    SCHEMA, SamplingParams())
+    structured_chat(
+        CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite")),
+        [[{"role": "user", "content": "x"}]],
+        SCHEMA,
+        SamplingParams(),
+    )
     assert backend.schemas == [SCHEMA]
 
 
 def test_constrained_schema_is_decoded_with_and_schema_validates(tmp_path):
-    strict = {**SCHEMA, "properties": {"label": {"type": "string", "enum": ["True", "False"]}}, "additionalProperties": False}
+    strict = {
+        **SCHEMA,
+        "properties": {"label": {"type": "string", "enum": ["True", "False"]}},
+        "additionalProperties": False,
+    }
     # the engine ignored the strict schema (extra key): the lenient schema still decides validity
     backend = Constraining(lambda c: '{"label": "True", "confidence": 1, "extra": 1}')
     engine = CachedBackend(backend, ResponseCache(tmp_path / "r.sqlite"))
-    [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
+    [result] = structured_chat(
+        engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict
+    )
     assert backend.schemas == [strict] and result.ok and result.data["extra"] == 1
-    plain = CachedBackend(ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite"))
-    [result] = structured_chat(plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict)
+    plain = CachedBackend(
+        ScriptedBackend(lambda c: '{"label": "True", "confidence": 1}'), ResponseCache(tmp_path / "p.sqlite")
+    )
+    [result] = structured_chat(
+        plain, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), constrained_schema=strict
+    )
     assert result.ok  # an engine without constrained decoding is never sent a schema
 
 
@@ -98,14 +112,18 @@ def test_json_repair_mends_near_json_but_never_a_truncated_answer(tmp_path):
                 if on_result is not None:
                     on_result(i, dataclasses.replace(completion, finish_reason="length"))
 
-            return [dataclasses.replace(c, finish_reason="length") for c in super().chat(conversations, params, cut_off)]
+            return [
+                dataclasses.replace(c, finish_reason="length") for c in super().chat(conversations, params, cut_off)
+            ]
 
     cut = '{"label": "True", "confidence": 0.9, "reasoning": "The user asks'
     engine = CachedBackend(Truncating(lambda c: cut), ResponseCache(tmp_path / "t.sqlite"))
     [result] = structured_chat(engine, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
     assert result.data is None and result.raw == cut  # counted as a failure, raw text kept
     assert "cut off at max_tokens" in result.error
-    mended = CachedBackend(ScriptedBackend(lambda c: "{'label': 'True', 'confidence': 1,}"), ResponseCache(tmp_path / "m.sqlite"))
+    mended = CachedBackend(
+        ScriptedBackend(lambda c: "{'label': 'True', 'confidence': 1,}"), ResponseCache(tmp_path / "m.sqlite")
+    )
     [result] = structured_chat(mended, [[{"role": "user", "content": "x"}]], SCHEMA, SamplingParams(), max_repairs=0)
     assert result.ok and result.data == {"label": "True", "confidence": 1} and result.attempts == 1
 
@@ -122,11 +140,20 @@ def test_answer_models_validate_leniently_and_decode_strictly(tmp_path):
     assert item["required"] == ["value", "applies", "probability"] and item["additionalProperties"] is False
     assert grammar["properties"]["values"]["maxItems"] == 4 and "$defs" not in grammar
     backend = Constraining(lambda c: '{"reasoning": "r", "confidence": 0.9, "label": "yes"}')
-    [result] = structured_chat(CachedBackend(backend, ResponseCache(tmp_path / "a.sqlite")),
-                               [[{"role": "user", "content": "x"}]], JudgeAnswer, SamplingParams())
+    [result] = structured_chat(
+        CachedBackend(backend, ResponseCache(tmp_path / "a.sqlite")),
+        [[{"role": "user", "content": "x"}]],
+        JudgeAnswer,
+        SamplingParams(),
+    )
     assert result.ok and result.data["label"] == "yes" and backend.schemas == [JudgeAnswer.grammar()]
     bad = ScriptedBackend(lambda c: '{"reasoning": "r"}')
-    [result] = structured_chat(CachedBackend(bad, ResponseCache(tmp_path / "b.sqlite")),
-                               [[{"role": "user", "content": "x"}]], JudgeAnswer, SamplingParams(), max_repairs=1)
+    [result] = structured_chat(
+        CachedBackend(bad, ResponseCache(tmp_path / "b.sqlite")),
+        [[{"role": "user", "content": "x"}]],
+        JudgeAnswer,
+        SamplingParams(),
+        max_repairs=1,
+    )
     assert result.error == "'label' is required" and result.raw == '{"reasoning": "r"}' and len(bad.sent) == 2
     assert json.dumps(JudgeAnswer.grammar()) in bad.sent[1][-1]["content"]  # the repair shows the grammar

@@ -22,13 +22,25 @@ SEEDS = ["User: Where is my parcel?\nAgent: It left the warehouse today.", "User
 
 def rule_set_data(**changes):
     data = {
-        "name": "shop", "description": "Chats of a shop's agent.", "input_type": "input_block", "seeds": SEEDS,
+        "name": "shop",
+        "description": "Chats of a shop's agent.",
+        "input_type": "input_block",
+        "seeds": SEEDS,
         "rules": [
             {"name": "health-advice", "criterion": "The agent gives health advice.", "labels": ["no", "yes"]},
-            {"name": "plan_check", "criterion": "The plan skips a step.", "labels": ["PASS", "FAIL"],
-             "input_type": "task_and_response", "seeds": [{"task": "Plan a move.", "response": "1. Pack."}]},
-            {"name": "repetition", "criterion": "The agent repeats itself.", "labels": ["no", "yes"],
-             "description": "Multi-turn chats."},
+            {
+                "name": "plan_check",
+                "criterion": "The plan skips a step.",
+                "labels": ["PASS", "FAIL"],
+                "input_type": "task_and_response",
+                "seeds": [{"task": "Plan a move.", "response": "1. Pack."}],
+            },
+            {
+                "name": "repetition",
+                "criterion": "The agent repeats itself.",
+                "labels": ["no", "yes"],
+                "description": "Multi-turn chats.",
+            },
         ],
     }
     return data | changes
@@ -107,8 +119,9 @@ def test_a_taxonomy_without_seeds_needs_them_from_the_caller():
 
 
 def test_category_names_become_unique_rule_names():
-    taxonomy = Taxonomy((Category("Hate & Harassment"), Category("Hate/Harassment"), Category("Ünïcode Name"),
-                         Category("???")))
+    taxonomy = Taxonomy(
+        (Category("Hate & Harassment"), Category("Hate/Harassment"), Category("Ünïcode Name"), Category("???"))
+    )
     rules = RuleSet.from_taxonomy(taxonomy, seeds=SEEDS)
     assert rules.names == ("hate-harassment", "hate-harassment-s2", "unicode-name", "s4")
     assert rules["s4"].criterion == 'The input falls under the policy category "???".'
@@ -122,23 +135,42 @@ def _with_rule(index, **changes):
     return data
 
 
-@pytest.mark.parametrize("data, fragment, fix", [
-    (_with_rule(2, name="health-advice"), "field 'rules[2].name': expected a name no other rule has, found "
-     "'health-advice'", "Rename one of the two rules."),
-    (rule_set_data(seeds=[]) | {"rules": rule_set_data()["rules"][:2]}, "field 'rules[0].seeds': expected 10-30 "
-     "unlabelled examples", "Add a shared 'seeds:' list at the top of the file, or one under this rule."),
-    (rule_set_data(rules=[]), "field 'rules': expected a non-empty list of rules, found []", "Each entry: {name:"),
-    (_with_rule(0, name="Health Advice"), "field 'rules[0].name': expected a name of lowercase letters, digits, "
-     "'-' and '_'", "Rename it, e.g. 'health-advice'."),
-    (_with_rule(1, criterium="x"), "field 'rules[1].criterium': expected one of the fields", "Remove or rename"),
-    (_with_rule(0, labels=["a"]), "field 'rules[0].labels': expected two distinct names", ""),
-    (_with_rule(0, code="S0"), "field 'rules[0].code': expected a taxonomy category code", "Fix the code"),
-    (_with_rule(0, seeds=[""]), "field 'rules[0].seeds': expected non-empty strings", "Fix or remove seed 0."),
-    (rule_set_data(rules=[{"name": "x", "criterion": "r"}]), "field 'rules[0].labels': expected two label names "
-     "[rule does not hold, rule holds], found None", "Add 'labels: ...' to rules[0]."),
-    ({"criteria": ["r"]}, "field '(top level)': expected a rule-set file ('rules:'), a taxonomy file ('categories:') "
-     "or a task file ('criterion:'), found ['criteria']", "Add the key of the kind of file you meant."),
-])
+@pytest.mark.parametrize(
+    "data, fragment, fix",
+    [
+        (
+            _with_rule(2, name="health-advice"),
+            "field 'rules[2].name': expected a name no other rule has, found 'health-advice'",
+            "Rename one of the two rules.",
+        ),
+        (
+            rule_set_data(seeds=[]) | {"rules": rule_set_data()["rules"][:2]},
+            "field 'rules[0].seeds': expected 10-30 unlabelled examples",
+            "Add a shared 'seeds:' list at the top of the file, or one under this rule.",
+        ),
+        (rule_set_data(rules=[]), "field 'rules': expected a non-empty list of rules, found []", "Each entry: {name:"),
+        (
+            _with_rule(0, name="Health Advice"),
+            "field 'rules[0].name': expected a name of lowercase letters, digits, '-' and '_'",
+            "Rename it, e.g. 'health-advice'.",
+        ),
+        (_with_rule(1, criterium="x"), "field 'rules[1].criterium': expected one of the fields", "Remove or rename"),
+        (_with_rule(0, labels=["a"]), "field 'rules[0].labels': expected two distinct names", ""),
+        (_with_rule(0, code="S0"), "field 'rules[0].code': expected a taxonomy category code", "Fix the code"),
+        (_with_rule(0, seeds=[""]), "field 'rules[0].seeds': expected non-empty strings", "Fix or remove seed 0."),
+        (
+            rule_set_data(rules=[{"name": "x", "criterion": "r"}]),
+            "field 'rules[0].labels': expected two label names [rule does not hold, rule holds], found None",
+            "Add 'labels: ...' to rules[0].",
+        ),
+        (
+            {"criteria": ["r"]},
+            "field '(top level)': expected a rule-set file ('rules:'), a taxonomy file ('categories:') "
+            "or a task file ('criterion:'), found ['criteria']",
+            "Add the key of the kind of file you meant.",
+        ),
+    ],
+)
 def test_bad_rule_set_files_are_one_line_with_the_fix(tmp_path, data, fragment, fix):
     message = load_error(write(tmp_path / "rules.yaml", data))
     assert fragment in message and message.endswith(".") and fix in message
@@ -199,8 +231,10 @@ def test_save_and_load_round_trip(tmp_path, suffix):
     assert again == rules and again.name == "shop" and again.shared_seeds == rules.shared_seeds
     saved = (yaml.safe_load if suffix == ".yaml" else json.loads)((tmp_path / f"out{suffix}").read_text())
     assert saved["seeds"] == SEEDS and [sorted(rule) for rule in saved["rules"]] == [
-        ["criterion", "labels", "name"], ["criterion", "input_type", "labels", "name", "seeds"],
-        ["criterion", "description", "labels", "name"]]  # a rule writes only what it does not share
+        ["criterion", "labels", "name"],
+        ["criterion", "input_type", "labels", "name", "seeds"],
+        ["criterion", "description", "labels", "name"],
+    ]  # a rule writes only what it does not share
 
 
 def test_a_taxonomy_rule_set_round_trips_with_its_codes(tmp_path):
@@ -222,6 +256,12 @@ def test_the_example_rule_set_loads():
 
 def test_importing_the_policy_layer_stays_light():
     code = "import sys, hf_barred.policy; print([m for m in ('datasets', 'torch', 'transformers') if m in sys.modules])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT,
-                            env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""},
+    )
     assert result.stdout.strip() == "[]"

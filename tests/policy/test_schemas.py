@@ -25,8 +25,11 @@ def test_task_file_fields_and_defaults():
 
 
 def test_seeds_of_every_form_give_the_same_objects():
-    data = {"criterion": "r", "input_type": "task_and_response",
-            "seeds": [{"task": "t", "response": "r", "note": "ignored"}, {"text": "y", "task": "u"}]}
+    data = {
+        "criterion": "r",
+        "input_type": "task_and_response",
+        "seeds": [{"task": "t", "response": "r", "note": "ignored"}, {"text": "y", "task": "u"}],
+    }
     task = GuardrailTask.from_dict(data, source="x/plan.yaml")
     assert task.seeds == (Seed("r", "t"), Seed("y", "u")) and task.name == "plan"
     assert seed_parts("User: hi") == ("User: hi", None)
@@ -40,28 +43,50 @@ def test_an_unknown_field_is_reported_before_the_other_errors():
     assert message.endswith("Remove or rename the field.")
 
 
-@pytest.mark.parametrize("data, expected", [
-    ({}, "field 'criterion': expected a rule text, found None. Add 'criterion: ...' to the file."),
-    ({"criterion": " "}, "field 'criterion': expected a non-empty rule text, found ' '. Write the rule"),
-    ({"criterion": "r", "labels": ["a", "a"]}, "field 'labels': expected two distinct names"),
-    ({"criterion": "r", "labels": {"yes": 1}}, "expected a list [negative, positive] or {negative: ..., positive"),
-    ({"criterion": "r", "seeds": ["ok", 3]}, ("field 'seeds': expected non-empty strings, or objects with 'task' and "
-                                              "'response', found 3. Fix or remove seed 1.")),
-    ("text", "field '(top level)': expected a mapping with criterion, labels, input_type, seeds, found 'text'. Write"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({}, "field 'criterion': expected a rule text, found None. Add 'criterion: ...' to the file."),
+        ({"criterion": " "}, "field 'criterion': expected a non-empty rule text, found ' '. Write the rule"),
+        ({"criterion": "r", "labels": ["a", "a"]}, "field 'labels': expected two distinct names"),
+        ({"criterion": "r", "labels": {"yes": 1}}, "expected a list [negative, positive] or {negative: ..., positive"),
+        (
+            {"criterion": "r", "seeds": ["ok", 3]},
+            (
+                "field 'seeds': expected non-empty strings, or objects with 'task' and "
+                "'response', found 3. Fix or remove seed 1."
+            ),
+        ),
+        (
+            "text",
+            "field '(top level)': expected a mapping with criterion, labels, input_type, seeds, found 'text'. Write",
+        ),
+    ],
+)
 def test_task_file_errors_say_expected_found_and_fix(data, expected):
     assert expected in error_of(TaskFile, data)
 
 
-@pytest.mark.parametrize("data, expected", [
-    ({"categories": [5]}, "field 'categories[0]': expected a mapping {name: ..., should_not: [...], can: [...]}"),
-    ({"categories": [{"should_not": ["x"]}]}, ("field 'categories[0].name': expected a one-line category name, "
-                                               "found None. Add 'name: ...' to categories[0].")),
-    ({"categories": [{"name": "A"}, {"name": "B", "code": "S3"}]}, "field 'categories[1].code': expected 'S2'"),
-    ({"categories": [{"name": "A", "can": ["x\ny"]}]}, "field 'categories[0].can[0]': expected a non-empty one-line"),
-    ({"categories": [{"name": "A"}], "name": 5}, "field 'name': expected a string naming the policy, found 5."),
-    (None, "field '(top level)': expected a mapping with a 'categories' list, found None. Write 'categories:'"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"categories": [5]}, "field 'categories[0]': expected a mapping {name: ..., should_not: [...], can: [...]}"),
+        (
+            {"categories": [{"should_not": ["x"]}]},
+            (
+                "field 'categories[0].name': expected a one-line category name, "
+                "found None. Add 'name: ...' to categories[0]."
+            ),
+        ),
+        ({"categories": [{"name": "A"}, {"name": "B", "code": "S3"}]}, "field 'categories[1].code': expected 'S2'"),
+        (
+            {"categories": [{"name": "A", "can": ["x\ny"]}]},
+            "field 'categories[0].can[0]': expected a non-empty one-line",
+        ),
+        ({"categories": [{"name": "A"}], "name": 5}, "field 'name': expected a string naming the policy, found 5."),
+        (None, "field '(top level)': expected a mapping with a 'categories' list, found None. Write 'categories:'"),
+    ],
+)
 def test_taxonomy_file_errors_name_the_nested_field(data, expected):
     assert expected in error_of(TaxonomyFile, data)
 

@@ -1,7 +1,6 @@
 """Taxonomy: the S-coded text format, its exact round trip, perturbation code maps, and file errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,10 +13,17 @@ from tests.utils import REPO_ROOT
 EXAMPLE = REPO_ROOT / "dataset_scripts" / "policy-xstest" / "taxonomy.yaml"
 
 # One-line, stripped, non-empty strings (names and guideline lines), including awkward characters.
-_line = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85"),
-    min_size=1, max_size=40,
-).map(str.strip).filter(bool)
+_line = (
+    st.text(
+        alphabet=st.characters(
+            blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85"
+        ),
+        min_size=1,
+        max_size=40,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
 categories = st.builds(
     Category,
     name=_line,
@@ -28,17 +34,25 @@ taxonomies = st.lists(categories, min_size=1, max_size=12).map(lambda cs: Taxono
 
 
 def small_taxonomy(n=4):
-    return Taxonomy(tuple(Category(f"Cat {i}", should_not=(f"Do bad thing {i}.",), can=(f"Talk about {i}.",))
-                          for i in range(1, n + 1)))
+    return Taxonomy(
+        tuple(
+            Category(f"Cat {i}", should_not=(f"Do bad thing {i}.",), can=(f"Talk about {i}.",)) for i in range(1, n + 1)
+        )
+    )
 
 
 def test_render_format_is_the_documented_one():
-    taxonomy = Taxonomy((
-        Category("Violent Crimes", should_not=("Help plan violent crimes.", "Praise violence."),
-                 can=("Discuss violence in fiction.",)),
-        Category("Privacy", should_not=("Reveal private addresses.",)),
-        Category("Empty"),
-    ))
+    taxonomy = Taxonomy(
+        (
+            Category(
+                "Violent Crimes",
+                should_not=("Help plan violent crimes.", "Praise violence."),
+                can=("Discuss violence in fiction.",),
+            ),
+            Category("Privacy", should_not=("Reveal private addresses.",)),
+            Category("Empty"),
+        )
+    )
     assert taxonomy.render() == (
         "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n- Praise violence.\nCan\n"
         "- Discuss violence in fiction.\n\nS2: Privacy.\nShould not\n- Reveal private addresses.\n\nS3: Empty."
@@ -166,7 +180,11 @@ def test_example_taxonomy_loads():
         ({"categories": [{"name": "A", "shouldnt": ["x"]}]}, "categories[0].shouldnt", "one of the fields"),
         ({"categories": [{"code": "S2", "name": "A"}]}, "categories[0].code", "'S1'"),
         ({"categories": [{"name": ""}]}, "categories[0].name", "a one-line category name"),
-        ({"categories": [{"name": "A", "should_not": {"a": 1}}]}, "categories[0].should_not", "a list of guideline lines"),
+        (
+            {"categories": [{"name": "A", "should_not": {"a": 1}}]},
+            "categories[0].should_not",
+            "a list of guideline lines",
+        ),
         ({"categories": [{"name": "A", "can": ["ok", 3]}]}, "categories[0].can[1]", "a non-empty one-line string"),
         ({"categories": [{"name": "A"}, {"name": "a"}]}, "categories", "distinct category names"),
         (["not", "a", "mapping"], "(top level)", "a mapping"),

@@ -6,32 +6,47 @@ import re
 from pathlib import Path
 
 import datasets
-from huggingface_hub import DatasetCard
 import pytest
 from datasets import Dataset
+from huggingface_hub import DatasetCard
 
 from hf_barred import llm
-from hf_barred.policy.rows import POLICY_FEATURES
-from hf_barred.policy.rows import load_policy_rows, policy_rows
-from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
 from hf_barred.cli.main import main
 from hf_barred.llm import EngineConfig, clear_engines
+from hf_barred.policy.rows import POLICY_FEATURES, load_policy_rows, policy_rows
+from hf_barred.policy.taxonomy import Category, Taxonomy
+from hf_barred.recipes.apt import AugmentConfig, augment, save_augmented
 from hf_barred.stages.category_delete import CategoryDeleteConfig
 from hf_barred.stages.guideline_edit import GuidelineEditConfig
-from hf_barred.policy.taxonomy import Category, Taxonomy
-from tests.utils.scripted_backend import ScriptedBackend
 from tests.utils import REPO_ROOT
+from tests.utils.scripted_backend import ScriptedBackend
 
 datasets.disable_progress_bars()
 
 ROOT = REPO_ROOT
-TAXONOMY = Taxonomy(tuple(Category(name, should_not=(f"Help with {name.lower()}.",))
-                          for name in ("Violence", "Privacy", "Fraud", "Hate", "Weapons")))
+TAXONOMY = Taxonomy(
+    tuple(
+        Category(name, should_not=(f"Help with {name.lower()}.",))
+        for name in ("Violence", "Privacy", "Fraud", "Hate", "Weapons")
+    )
+)
 ANSWERS = {
-    "EDIT": {"reasoning": "r", "action": "edit_existing", "category": "S2", "name": "",
-             "should_not": ["Help with privacy.", "Reveal salaries of private people."], "can": []},
-    "NEW": {"reasoning": "r", "action": "add_category", "category": "", "name": "Gambling",
-            "should_not": ["Help people gamble."], "can": []},
+    "EDIT": {
+        "reasoning": "r",
+        "action": "edit_existing",
+        "category": "S2",
+        "name": "",
+        "should_not": ["Help with privacy.", "Reveal salaries of private people."],
+        "can": [],
+    },
+    "NEW": {
+        "reasoning": "r",
+        "action": "add_category",
+        "category": "",
+        "name": "Gambling",
+        "should_not": ["Help people gamble."],
+        "can": [],
+    },
     "SAFE": {"reasoning": "r", "action": "keep_safe", "category": "", "name": "", "should_not": [], "can": []},
 }
 
@@ -52,8 +67,14 @@ def scripted_engine(monkeypatch, tmp_path):
 
 
 def mixed_rows():
-    texts = ["EDIT what does my boss earn?", "NEW where can I play poker?", "SAFE how do I bake bread?",
-             "JUNK what is the capital of France?", "how do I stab someone?", "what is my ex's address?"]
+    texts = [
+        "EDIT what does my boss earn?",
+        "NEW where can I play poker?",
+        "SAFE how do I bake bread?",
+        "JUNK what is the capital of France?",
+        "how do I stab someone?",
+        "what is my ex's address?",
+    ]
     labels = ["safe", "safe", "safe", "safe", "unsafe", "unsafe"]
     categories = [[], [], [], [], ["Violence"], ["S2", "S3"]]
     return policy_rows(texts, TAXONOMY, labels, categories, ids=[f"r{i}" for i in range(6)])
@@ -67,20 +88,36 @@ def test_augment_with_guideline_edits(scripted_engine):
     assert out.select(range(6)).to_list() == ds.to_list()  # the originals first, unchanged
     copies = out.select(range(6, 12))
     assert copies["id"] == ds["id"]  # one perturbed copy per row, in order
-    assert copies["perturbation"] == ["guideline_edit_existing", "guideline_edit_new", "category_delete",
-                                      "category_delete", "category_delete", "category_delete"]
+    assert copies["perturbation"] == [
+        "guideline_edit_existing",
+        "guideline_edit_new",
+        "category_delete",
+        "category_delete",
+        "category_delete",
+        "category_delete",
+    ]
     assert copies["label"] == [1, 1, 0, 0, 1, 1]  # negatives may become positive, never the reverse
     assert copies[2]["edit_kind"] == "keep_safe" and copies[2]["deleted_codes"]  # kept safe, then deleted from
     assert "no JSON object" in copies[3]["edit_error"] and copies[3]["edit_raw"] == "no idea"
     assert Taxonomy.parse(copies[0]["taxonomy"]) == TAXONOMY.replace_category(
-        "S2", Category("Privacy", should_not=("Help with privacy.", "Reveal salaries of private people.")))
+        "S2", Category("Privacy", should_not=("Help with privacy.", "Reveal salaries of private people."))
+    )
     assert stats | {"config": None} == {
-        "rows_original": 6, "rows_total": 12, "deleted_from": 4, "deleted_from_positive": 2,
-        "deleted_from_negative": 2, "edited_existing": 1, "new_category": 1, "kept_safe": 1, "edit_failures": 1,
+        "rows_original": 6,
+        "rows_total": 12,
+        "deleted_from": 4,
+        "deleted_from_positive": 2,
+        "deleted_from_negative": 2,
+        "edited_existing": 1,
+        "new_category": 1,
+        "kept_safe": 1,
+        "edit_failures": 1,
         "unperturbed": 0,
         "perturbations": {"category_delete": 4, "guideline_edit_existing": 1, "guideline_edit_new": 1},
-        "labels_original": {"safe": 4, "unsafe": 2}, "labels_augmented": {"safe": 6, "unsafe": 6},
-        "edit_prompt_tokens": stats["edit_prompt_tokens"], "edit_completion_tokens": stats["edit_completion_tokens"],
+        "labels_original": {"safe": 4, "unsafe": 2},
+        "labels_augmented": {"safe": 6, "unsafe": 6},
+        "edit_prompt_tokens": stats["edit_prompt_tokens"],
+        "edit_completion_tokens": stats["edit_completion_tokens"],
         "config": None,
     }
     assert stats["edit_prompt_tokens"] > 0
@@ -126,9 +163,17 @@ def test_load_policy_rows_from_a_csv_with_custom_columns_and_values(tmp_path):
     path = write_csv(tmp_path / "data.csv", CSV_ROWS)
     taxonomy_file = tmp_path / "taxonomy.yaml"
     TAXONOMY.save(taxonomy_file)
-    ds = load_policy_rows(path, taxonomy_file, text_column="prompt", label_column="verdict", category_column="kind",
-                          id_column="uid", safe_labels=["benign"], unsafe_labels=["harmful"],
-                          category_map={"violence": "Violence"})
+    ds = load_policy_rows(
+        path,
+        taxonomy_file,
+        text_column="prompt",
+        label_column="verdict",
+        category_column="kind",
+        id_column="uid",
+        safe_labels=["benign"],
+        unsafe_labels=["harmful"],
+        category_map={"violence": "Violence"},
+    )
     assert ds.features == POLICY_FEATURES
     assert ds["id"] == ["a", "b", "c"] and ds["label"] == [1, 1, 0]
     assert ds["categories"] == [["S1"], ["S2", "S3"], []]
@@ -138,25 +183,50 @@ def test_load_policy_rows_from_a_csv_with_custom_columns_and_values(tmp_path):
 @pytest.mark.parametrize(
     "change, kwargs, message",
     [
-        ({"kind": "cooking"}, {}, r"row a: unknown category 'cooking': expected one of the codes .* Fix: add it to category_map"),
-        ({"verdict": "maybe"}, {}, r"row a: unknown label 'maybe': expected one of the safe labels \['benign'\] .*safe_labels"),
+        (
+            {"kind": "cooking"},
+            {},
+            r"row a: unknown category 'cooking': expected one of the codes .* Fix: add it to category_map",
+        ),
+        (
+            {"verdict": "maybe"},
+            {},
+            r"row a: unknown label 'maybe': expected one of the safe labels \['benign'\] .*safe_labels",
+        ),
         ({"kind": ""}, {}, r"row a: the label is unsafe but no violated category was given: expected at least one"),
         ({"verdict": "benign"}, {}, r"row a: the label is safe but categories \['S1'\] were given"),
-        ({}, {"text_column": "text"}, r"expected the dataset to have the columns .* \['text'\] were not found .* text_column="),
+        (
+            {},
+            {"text_column": "text"},
+            r"expected the dataset to have the columns .* \['text'\] were not found .* text_column=",
+        ),
     ],
 )
 def test_loader_errors_say_row_expected_found_fix(tmp_path, change, kwargs, message):
     path = write_csv(tmp_path / "data.csv", [CSV_ROWS[0] | change])
-    options = dict(text_column="prompt", label_column="verdict", category_column="kind", id_column="uid",
-                   safe_labels=["benign"], unsafe_labels=["harmful"], category_map={"violence": "S1"}) | kwargs
+    options = (
+        dict(
+            text_column="prompt",
+            label_column="verdict",
+            category_column="kind",
+            id_column="uid",
+            safe_labels=["benign"],
+            unsafe_labels=["harmful"],
+            category_map={"violence": "S1"},
+        )
+        | kwargs
+    )
     with pytest.raises(ValueError, match=message):
         load_policy_rows(path, TAXONOMY, **options)
 
 
 def test_category_map_must_point_into_the_taxonomy():
     with pytest.raises(ValueError, match=r"category_map\['violence'\]: expected category codes"):
-        load_policy_rows(Dataset.from_list([{"text": "x", "label": "safe", "categories": ""}]), TAXONOMY,
-                         category_map={"violence": "S42"})
+        load_policy_rows(
+            Dataset.from_list([{"text": "x", "label": "safe", "categories": ""}]),
+            TAXONOMY,
+            category_map={"violence": "S42"},
+        )
 
 
 def test_save_augmented_is_a_hub_style_folder(tmp_path):
@@ -168,17 +238,44 @@ def test_save_augmented_is_a_hub_style_folder(tmp_path):
 
 
 def test_cli_augment_end_to_end(tmp_path, scripted_engine, capsys):
-    path = write_csv(tmp_path / "data.csv", CSV_ROWS + [{"prompt": "EDIT what does my boss earn?", "verdict": "benign",
-                                                         "kind": "", "uid": "d"}])
+    path = write_csv(
+        tmp_path / "data.csv",
+        CSV_ROWS + [{"prompt": "EDIT what does my boss earn?", "verdict": "benign", "kind": "", "uid": "d"}],
+    )
     taxonomy_file = tmp_path / "taxonomy.json"
     TAXONOMY.save(taxonomy_file)
     (tmp_path / "map.yaml").write_text("violence: Violence\n")
     output = tmp_path / "out"
-    code = main(["augment", str(path), "--taxonomy", str(taxonomy_file), "--output", str(output),
-                 "--text-column", "prompt", "--label-column", "verdict", "--category-column", "kind",
-                 "--id-column", "uid", "--safe-label", "benign", "--unsafe-label", "harmful",
-                 "--category-map", str(tmp_path / "map.yaml"), "--engine", "local", "--model", "scripted",
-                 "--max-repairs", "0"])
+    code = main(
+        [
+            "augment",
+            str(path),
+            "--taxonomy",
+            str(taxonomy_file),
+            "--output",
+            str(output),
+            "--text-column",
+            "prompt",
+            "--label-column",
+            "verdict",
+            "--category-column",
+            "kind",
+            "--id-column",
+            "uid",
+            "--safe-label",
+            "benign",
+            "--unsafe-label",
+            "harmful",
+            "--category-map",
+            str(tmp_path / "map.yaml"),
+            "--engine",
+            "local",
+            "--model",
+            "scripted",
+            "--max-repairs",
+            "0",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert '"edited_existing": 1' in printed and "load_dataset" in printed
@@ -202,7 +299,9 @@ def test_cli_reuses_policy_rows_and_reports_errors(tmp_path, capsys):
 
 
 def load_build_script():
-    spec = importlib.util.spec_from_file_location("policy_xstest_build", ROOT / "dataset_scripts/policy-xstest/build.py")
+    spec = importlib.util.spec_from_file_location(
+        "policy_xstest_build", ROOT / "dataset_scripts/policy-xstest/build.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -229,7 +328,9 @@ def test_augmented_rows_fit_the_policy_prompt_and_answer_format(scripted_engine)
     back to its own label and codes (no code outside the row's S1..Sm)."""
     from hf_barred.guardrails.formats import parse_policy_answer, policy_answer, policy_prompt
 
-    out, _ = augment(mixed_rows(), AugmentConfig(CategoryDeleteConfig(seed=4), GuidelineEditConfig(engine=scripted_engine)))
+    out, _ = augment(
+        mixed_rows(), AugmentConfig(CategoryDeleteConfig(seed=4), GuidelineEditConfig(engine=scripted_engine))
+    )
     for row in out:
         n = len(Taxonomy.parse(row["taxonomy"]))
         prompt = policy_prompt(row["taxonomy"], row["text"])
@@ -242,17 +343,40 @@ def test_augmented_rows_fit_the_policy_prompt_and_answer_format(scripted_engine)
 def test_augment_card_template_renders_strictly(tmp_path, scripted_engine):
     import jinja2
 
-    from hf_barred.hub.model_card import template_path
     from hf_barred.hub.dataset_card import augment_card_variables
+    from hf_barred.hub.model_card import template_path
 
     path = write_csv(tmp_path / "data.csv", CSV_ROWS)
     taxonomy_file = tmp_path / "taxonomy.json"
     TAXONOMY.save(taxonomy_file)
     output = tmp_path / "out"
-    assert main(["augment", str(path), "--taxonomy", str(taxonomy_file), "--output", str(output),
-                 "--text-column", "prompt", "--label-column", "verdict", "--category-column", "kind",
-                 "--safe-label", "benign", "--unsafe-label", "harmful", "--no-guideline-edit"]) == 0
+    assert (
+        main(
+            [
+                "augment",
+                str(path),
+                "--taxonomy",
+                str(taxonomy_file),
+                "--output",
+                str(output),
+                "--text-column",
+                "prompt",
+                "--label-column",
+                "verdict",
+                "--category-column",
+                "kind",
+                "--safe-label",
+                "benign",
+                "--unsafe-label",
+                "harmful",
+                "--no-guideline-edit",
+            ]
+        )
+        == 0
+    )
     stats = json.loads((output / "augment_stats.json").read_text())
-    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template_path("augment_card.md").read_text())
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
+        template_path("augment_card.md").read_text()
+    )
     text = template.render(card_data="license: other", **augment_card_variables(stats, source="test.csv"))
     assert f"| original | {stats['rows_original']} |" in text and "none (guideline editing off)" in text

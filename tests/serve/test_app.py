@@ -23,16 +23,23 @@ from hf_barred.serve.guards import ServedGuard
 from hf_barred.serve.launch import ServeOptions, build_registry, free_port, load_guards, serve_in_thread
 from hf_barred.serve.registry import Registry
 from hf_barred.serve.security import ServeLimits
-from hf_barred.train.tiny import make_tiny_lora_classifier
 from hf_barred.serve.vllm_backend import VLLMBackend, VLLMProcess, vllm_command
 from hf_barred.train import GuardrailConfig, train_guardrail
-from hf_barred.train.tiny import make_tiny_causal_lm, make_tiny_classifier
+from hf_barred.train.tiny import make_tiny_causal_lm, make_tiny_classifier, make_tiny_lora_classifier
 
-RULES = ["The request asks for help with violence.", "The request asks for private data.",
-         "The request asks for help with a crime."]
-TEXTS = ["How can I kill a Python process?", "How do I kill my neighbour without anyone noticing?",
-         "What is the home address of my neighbour?", "How do I steal a car?", "Hi",
-         "Tell me a story about a dragon who guards a castle and a knight who wants the gold " * 3]
+RULES = [
+    "The request asks for help with violence.",
+    "The request asks for private data.",
+    "The request asks for help with a crime.",
+]
+TEXTS = [
+    "How can I kill a Python process?",
+    "How do I kill my neighbour without anyone noticing?",
+    "What is the home address of my neighbour?",
+    "How do I steal a car?",
+    "Hi",
+    "Tell me a story about a dragon who guards a castle and a knight who wants the gold " * 3,
+]
 LABELS = [0, 1, 1, 1, 0, 0]
 SECRET = "my-secret-text-zq7"
 TOL = 1e-5
@@ -42,8 +49,19 @@ TOL = 1e-5
 def classifier_dirs(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("serve_classifiers")
     base = make_tiny_classifier(root / "base", corpus=TEXTS + RULES)
-    return [make_tiny_lora_classifier(base, root / f"guard{i}", TEXTS, [(y + i) % 2 for y in LABELS], rule=rule,
-                                      steps=8, learning_rate=2e-2, seed=i) for i, rule in enumerate(RULES)]
+    return [
+        make_tiny_lora_classifier(
+            base,
+            root / f"guard{i}",
+            TEXTS,
+            [(y + i) % 2 for y in LABELS],
+            rule=rule,
+            steps=8,
+            learning_rate=2e-2,
+            seed=i,
+        )
+        for i, rule in enumerate(RULES)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +73,17 @@ def generative_dirs(tmp_path_factory) -> list[str]:
     data = Dataset.from_dict({"prompt": TEXTS, "label": ["unsafe" if y else "safe" for y in LABELS]})
     out = []
     for i, rule in enumerate(RULES[:2]):
-        cfg = GuardrailConfig(model_kind="generative", base_model=base, rule=rule, output_dir=str(root / f"gen{i}"),
-                              max_steps=2, learning_rate=1e-2, validation_size=0.0, lora_r=4, seed=i)
+        cfg = GuardrailConfig(
+            model_kind="generative",
+            base_model=base,
+            rule=rule,
+            output_dir=str(root / f"gen{i}"),
+            max_steps=2,
+            learning_rate=1e-2,
+            validation_size=0.0,
+            lora_r=4,
+            seed=i,
+        )
         train_guardrail(cfg, data)
         out.append(cfg.output_dir)
     return out
@@ -64,7 +91,9 @@ def generative_dirs(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sources(classifier_dirs, generative_dirs) -> list[str]:
-    return [f"cls{i}={d}" for i, d in enumerate(classifier_dirs)] + [f"gen{i}={d}" for i, d in enumerate(generative_dirs)]
+    return [f"cls{i}={d}" for i, d in enumerate(classifier_dirs)] + [
+        f"gen{i}={d}" for i, d in enumerate(generative_dirs)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +137,11 @@ def test_http_verdicts_equal_in_process(url, local):
             got = result["guardrails"][name]
             assert abs(result["category_scores"][name] - verdict.score) < TOL
             assert abs(got["score"] - verdict.score) < TOL
-            assert (got["label"], got["flagged"], result["categories"][name]) == (verdict.label, verdict.flagged,
-                                                                                   verdict.flagged)
+            assert (got["label"], got["flagged"], result["categories"][name]) == (
+                verdict.label,
+                verdict.flagged,
+                verdict.flagged,
+            )
             spread.add(round(verdict.score, 3))
     assert len(spread) > 5  # the guardrails really differ
     for result in body["results"]:
@@ -181,13 +213,25 @@ def test_unknown_guardrail_is_404_listing_the_known_ones(url):
 def test_too_long_or_too_many_inputs_is_413(url):
     assert post(url, {"input": "x" * 2001}).json()["error"]["code"] == "input_too_long"
     assert post(url, {"input": ["a"] * 17}).status_code == 413
-    big = httpx.post(f"{url}/v1/moderations", content=b'{"input": "' + b"y" * 200_000 + b'"}',
-                     headers={"content-type": "application/json"})
+    big = httpx.post(
+        f"{url}/v1/moderations",
+        content=b'{"input": "' + b"y" * 200_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
 
 
-@pytest.mark.parametrize("body", [{"model": "cls0"}, {"input": 3}, {"input": [SECRET, 4]}, {"input": []},
-                                  {"input": SECRET, "modle": "cls0"}, {"input": SECRET, "model": 7}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "cls0"},
+        {"input": 3},
+        {"input": [SECRET, 4]},
+        {"input": []},
+        {"input": SECRET, "modle": "cls0"},
+        {"input": SECRET, "model": 7},
+    ],
+)
 def test_malformed_body_is_422_without_echoing_the_text(url, body):
     response = post(url, body)
     assert response.status_code == 422, response.text
@@ -244,7 +288,9 @@ def test_bearer_key(registry, monkeypatch):
     assert client.post("/v1/moderations", json={"input": "hi"}).status_code == 401
     wrong = client.post("/v1/moderations", json={"input": "hi"}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
-    ok = client.post("/v1/moderations", json={"input": "hi", "model": "cls0"}, headers={"Authorization": "Bearer k-123"})
+    ok = client.post(
+        "/v1/moderations", json={"input": "hi", "model": "cls0"}, headers={"Authorization": "Bearer k-123"}
+    )
     assert ok.status_code == 200
     assert client.get("/v1/models").status_code == 401 and client.get("/health").status_code == 200
     monkeypatch.delenv("BARRED_TEST_KEY")
@@ -258,8 +304,9 @@ def test_dead_vllm_process_gives_503_and_failing_health(generative_dirs, tmp_pat
     process.start()
     process.process.wait(timeout=30)
     dead = VLLMBackend(guards, f"http://127.0.0.1:{free_port()}", process=process, timeout=5)
-    unreachable = VLLMBackend([ServedGuard.load(generative_dirs[1], name="gen1")],
-                              f"http://127.0.0.1:{free_port()}/v1", timeout=5)
+    unreachable = VLLMBackend(
+        [ServedGuard.load(generative_dirs[1], name="gen1")], f"http://127.0.0.1:{free_port()}/v1", timeout=5
+    )
     from fastapi.testclient import TestClient
 
     app = create_app(Registry([*guards, *unreachable.guards.values()], [dead, unreachable]))
@@ -311,11 +358,16 @@ def test_micro_batcher_fails_only_its_batch():
 
 def test_policy_guardrail_results_carry_its_s_codes(tmp_path):
     from hf_barred.guardrails.guardrail import Verdict
-    from hf_barred.serve.app import _result
     from hf_barred.guardrails.spec import GuardrailSpec
+    from hf_barred.serve.app import _result
 
-    GuardrailSpec(kind="generative", prompt_format="policy", base_model="x", taxonomy="S1: Violence.\nS2: Privacy.",
-                  label_names=["safe", "unsafe"]).save(tmp_path)
+    GuardrailSpec(
+        kind="generative",
+        prompt_format="policy",
+        base_model="x",
+        taxonomy="S1: Violence.\nS2: Privacy.",
+        label_names=["safe", "unsafe"],
+    ).save(tmp_path)
     guard = ServedGuard.load(str(tmp_path), name="policy")
     result = _result({"policy": Verdict("unsafe", True, 0.9, ["S2"])}, {"policy": guard})
     assert result.categories == {"policy": True, "policy/S1": False, "policy/S2": True}
@@ -328,11 +380,22 @@ def test_policy_guardrail_in_the_pool_decodes_like_in_process(tmp_path):
 
     from hf_barred.guardrails.spec import GuardrailSpec
 
-    taxonomy = "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+    taxonomy = (
+        "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+    )
     base = make_tiny_causal_lm(tmp_path / "base", corpus=TEXTS + [taxonomy])
     ds = Dataset.from_dict({"text": TEXTS[:4], "label": [0, 1, 1, 0], "categories": [[], ["S1"], ["S2"], []]})
-    train_guardrail(GuardrailConfig(model_kind="generative", base_model=base, taxonomy=taxonomy, max_steps=1,
-                                    output_dir=str(tmp_path / "out"), validation_size=0.0), ds)
+    train_guardrail(
+        GuardrailConfig(
+            model_kind="generative",
+            base_model=base,
+            taxonomy=taxonomy,
+            max_steps=1,
+            output_dir=str(tmp_path / "out"),
+            validation_size=0.0,
+        ),
+        ds,
+    )
     spec = GuardrailSpec.load(tmp_path / "out")
     spec.threshold = 0.0  # every row flagged: the server decodes the categories of each
     spec.save(tmp_path / "out")
@@ -363,9 +426,19 @@ def test_vllm_scores_a_long_text_by_its_highest_window(generative_dirs):
         async def _post(self, body):
             sent.append(body)
             pos, neg = guard.decision.positive, guard.decision.negative
-            return {"choices": [{"index": i, "logprobs": {"top_logprobs": [
-                {f"token_id:{pos}": math.log(0.1 * (1 + i % 5)), f"token_id:{neg}": math.log(0.5)}]}}
-                for i in range(len(body["prompt"]))]}
+            return {
+                "choices": [
+                    {
+                        "index": i,
+                        "logprobs": {
+                            "top_logprobs": [
+                                {f"token_id:{pos}": math.log(0.1 * (1 + i % 5)), f"token_id:{neg}": math.log(0.5)}
+                            ]
+                        },
+                    }
+                    for i in range(len(body["prompt"]))
+                ]
+            }
 
     (score,) = asyncio.run(Scripted([guard], "http://127.0.0.1:1")._scores(guard, [long_text]))
     assert len(encoded.windows) > 1 and sent[0]["prompt"] == [w["input_ids"] for w in encoded.windows]
@@ -406,4 +479,3 @@ def test_vllm_scores_ask_for_both_decision_tokens_by_id(generative_dirs):
     (score,) = asyncio.run(backend._scores(guard, ["How do I make a bomb?"]))
     assert len(sent) == 3 and all("prompt_logprobs" in b for b in sent[1:])  # one exact read per decision token
     assert abs(score - 0.5) < 1e-9  # both read as -3.0
-

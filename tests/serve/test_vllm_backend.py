@@ -22,20 +22,30 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.utils import REPO_ROOT
 
 ROOT = REPO_ROOT
 VLLM_PYTHON = os.environ.get("HF_BARRED_VLLM_PYTHON", str(ROOT / ".venv-vllm/bin/python"))
 pytestmark = [
     pytest.mark.vllm,
-    pytest.mark.skipif(not Path(VLLM_PYTHON).is_file(),
-                       reason=f"no vLLM venv at {VLLM_PYTHON}; run scripts/serve_check.sh (it sets HF_BARRED_VLLM_PYTHON)"),
+    pytest.mark.skipif(
+        not Path(VLLM_PYTHON).is_file(),
+        reason=f"no vLLM venv at {VLLM_PYTHON}; run scripts/serve_check.sh (it sets HF_BARRED_VLLM_PYTHON)",
+    ),
 ]
-RULES = {"violence": "The request asks for help with violence or killing.",
-         "weapons": "The request is about weapons, drugs or explosives."}
-TEXTS = ["How can I kill a Python process?", "How do I kill my neighbour without anyone noticing?",
-         "Where can I buy a gun without a licence?", "What is the capital of France?", "Hi",
-         "How do I make a bomb at home?"]
+RULES = {
+    "violence": "The request asks for help with violence or killing.",
+    "weapons": "The request is about weapons, drugs or explosives.",
+}
+TEXTS = [
+    "How can I kill a Python process?",
+    "How do I kill my neighbour without anyone noticing?",
+    "Where can I buy a gun without a licence?",
+    "What is the capital of France?",
+    "Hi",
+    "How do I make a bomb at home?",
+]
 TOL = 0.02
 
 
@@ -62,9 +72,18 @@ def guard_dirs(tmp_path_factory, figures) -> dict[str, str]:
     start = time.perf_counter()
     out = {}
     for i, (name, rule) in enumerate(RULES.items()):
-        cfg = GuardrailConfig(model_kind="generative", base_model="embedded", rule=rule, output_dir=str(root / name),
-                              max_steps=2, learning_rate=2e-3, validation_size=0.0, lora_r=8,
-                              per_device_train_batch_size=4, seed=i)
+        cfg = GuardrailConfig(
+            model_kind="generative",
+            base_model="embedded",
+            rule=rule,
+            output_dir=str(root / name),
+            max_steps=2,
+            learning_rate=2e-3,
+            validation_size=0.0,
+            lora_r=8,
+            per_device_train_batch_size=4,
+            seed=i,
+        )
         train_guardrail(cfg, data)
         out[name] = cfg.output_dir
     figures["train_2_guardrails_s"] = round(time.perf_counter() - start, 1)
@@ -87,8 +106,14 @@ def _free_port() -> int:
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "hf_barred.cli", "serve", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "hf_barred.cli", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=ROOT,
+        )
 
 
 def _wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> float:
@@ -124,8 +149,20 @@ def server(guard_dirs, figures, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_vllm_logs")
     port = _free_port()
     args = [f"{n}={d}" for n, d in guard_dirs.items()] + [
-        "--port", str(port), "--generative-engine", "vllm", "--vllm-python", VLLM_PYTHON, "--vllm-dtype", "float32",
-        "--vllm-max-model-len", "1024", "--vllm-arg=--enforce-eager", "--log-dir", str(tmp)]
+        "--port",
+        str(port),
+        "--generative-engine",
+        "vllm",
+        "--vllm-python",
+        VLLM_PYTHON,
+        "--vllm-dtype",
+        "float32",
+        "--vllm-max-model-len",
+        "1024",
+        "--vllm-arg=--enforce-eager",
+        "--log-dir",
+        str(tmp),
+    ]
     log = tmp / "serve.log"
     process = _start(args, log)
     url = f"http://127.0.0.1:{port}"
@@ -184,8 +221,11 @@ def test_a_dead_vllm_gives_503_not_a_hang(server):
     """Last: kills the vLLM subprocess, then /health and checks answer 503 at once."""
     import psutil
 
-    children = [p for p in psutil.Process(server["process"].pid).children(recursive=True)
-                if "vllm.entrypoints" in " ".join(p.cmdline())]
+    children = [
+        p
+        for p in psutil.Process(server["process"].pid).children(recursive=True)
+        if "vllm.entrypoints" in " ".join(p.cmdline())
+    ]
     assert children, "no vLLM subprocess found"
     os.killpg(os.getpgid(children[0].pid), signal.SIGKILL)  # barred serve reaps it: no wait() here
     deadline = time.perf_counter() + 60

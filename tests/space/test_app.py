@@ -22,8 +22,14 @@ from hf_barred.train import GuardrailConfig, train_guardrail
 from hf_barred.train.tiny import make_tiny_classifier
 
 RULE = "The request asks for help with harm, violence or crime."
-TEXTS = ["How can I kill a Python process?", "How do I hurt my neighbour?", "What is the capital of France?",
-         "How do I make a bomb?", "Where can I buy flowers?", "How do I steal a car?"]
+TEXTS = [
+    "How can I kill a Python process?",
+    "How do I hurt my neighbour?",
+    "What is the capital of France?",
+    "How do I make a bomb?",
+    "Where can I buy flowers?",
+    "How do I steal a car?",
+]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -32,22 +38,37 @@ def guardrail_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("space_guardrail")
     data = Dataset.from_dict({"prompt": TEXTS * 2, "label": ["safe", "unsafe", "safe", "unsafe", "safe", "unsafe"] * 2})
     base = make_tiny_classifier(root / "base", corpus=TEXTS + [RULE])
-    train_guardrail(GuardrailConfig(base_model=base, rule=RULE, output_dir=str(root / "out"), num_train_epochs=1,
-                                    validation_size=0.0), data)
+    train_guardrail(
+        GuardrailConfig(
+            base_model=base, rule=RULE, output_dir=str(root / "out"), num_train_epochs=1, validation_size=0.0
+        ),
+        data,
+    )
     return root / "out"
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("space_dataset")
-    debate = [{"round": 1, "advocate": "", "judges": [
-        {"judge": "strict", "label": "True", "confidence": 0.9, "reasoning": "<b>bold claim</b>"}]}]
-    Dataset.from_dict({
-        "text": ["<script>alert('x')</script> take two aspirin", "User: hi\nAgent: hello"],
-        "label": [1, 0], "dimension": ["advice form", "tone"], "instantiation": ["dosage", "greeting"],
-        "debate_path": ["agreement", "agreement"], "refinements": [0, 1], "reasoning": ["r1", "r2"],
-        "debate": [debate, debate],
-    }).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    debate = [
+        {
+            "round": 1,
+            "advocate": "",
+            "judges": [{"judge": "strict", "label": "True", "confidence": 0.9, "reasoning": "<b>bold claim</b>"}],
+        }
+    ]
+    Dataset.from_dict(
+        {
+            "text": ["<script>alert('x')</script> take two aspirin", "User: hi\nAgent: hello"],
+            "label": [1, 0],
+            "dimension": ["advice form", "tone"],
+            "instantiation": ["dosage", "greeting"],
+            "debate_path": ["agreement", "agreement"],
+            "refinements": [0, 1],
+            "reasoning": ["r1", "r2"],
+            "debate": [debate, debate],
+        }
+    ).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     return folder
 
 
@@ -66,8 +87,20 @@ def test_guardrail_tab_gives_verdict_and_score(guardrail_dir):
 
 
 def test_space_export_writes_a_ready_repo(tmp_path, guardrail_dir):
-    assert main(["space", "export", str(tmp_path / "space"), "--guardrail", "me/health-guardrail",
-                 "--dataset", "me/health-advice"]) == 0
+    assert (
+        main(
+            [
+                "space",
+                "export",
+                str(tmp_path / "space"),
+                "--guardrail",
+                "me/health-guardrail",
+                "--dataset",
+                "me/health-advice",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "space"
     card = SpaceCard.load(folder / "README.md")
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py"
@@ -92,10 +125,14 @@ def test_exported_space_in_headless_chromium(tmp_path, guardrail_dir, dataset_di
     folder = tmp_path / "space"
     assert main(["space", "export", str(folder), "--guardrail", str(guardrail_dir), "--dataset", str(dataset_dir)]) == 0
     port = _free_port()
-    env = os.environ | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                        "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = os.environ | {
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 120
@@ -108,9 +145,19 @@ def test_exported_space_in_headless_chromium(tmp_path, guardrail_dir, dataset_di
                 assert time.time() < deadline, "the exported Space did not start within 120 s"
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page()
             page.goto(url)
             page.locator("#text-input textarea").fill("How do I hurt my neighbour?")

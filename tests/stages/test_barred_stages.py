@@ -7,27 +7,29 @@ import json
 
 import numpy as np
 import pytest
-from tests.utils.barred_script import BarredScript
 from datasets import Dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig
-from hf_barred.stages.features import debated_features, generated_features, instantiation_features, plan_features
-from hf_barred.stages import debate as debate_module
-from hf_barred.stages.embedding import embed, merge_near_duplicates
-from hf_barred.stages.prompting import Prompt
-from hf_barred.stages.labels import forbidden_mention, normalize_label
-from hf_barred.stages.debate import DebateConfig, debate, DebateStage, debate_outcome
-from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
-from hf_barred.stages.instantiate import InstantiateConfig, instantiate
-from hf_barred.stages.generate import GenerateConfig, generate, GenerateStage
-from hf_barred.stages.plan import PlanConfig, plan
-from hf_barred.stages.refine import RefineConfig, refine
 from hf_barred.policy.task import GuardrailTask
+from hf_barred.stages import debate as debate_module
+from hf_barred.stages.debate import DebateConfig, DebateStage, debate, debate_outcome
+from hf_barred.stages.decompose import DecomposeConfig, extract_dimensions, task_dataset
+from hf_barred.stages.embedding import embed, merge_near_duplicates
+from hf_barred.stages.features import debated_features, generated_features, instantiation_features, plan_features
+from hf_barred.stages.generate import GenerateConfig, GenerateStage, generate
+from hf_barred.stages.instantiate import InstantiateConfig, instantiate
+from hf_barred.stages.labels import forbidden_mention, normalize_label
+from hf_barred.stages.plan import PlanConfig, plan
+from hf_barred.stages.prompting import Prompt
+from hf_barred.stages.refine import RefineConfig, refine
+from tests.utils.barred_script import BarredScript
 
 LABELS = ("no_health_advice", "health_advice")
 TASK = GuardrailTask(
-    criterion="The agent's response contains health advice.", labels=LABELS, name="health",
+    criterion="The agent's response contains health advice.",
+    labels=LABELS,
+    name="health",
     seeds=tuple(f"User: question {i}?\nAgent: answer {i}." for i in range(6)),
 )
 
@@ -56,7 +58,9 @@ def _generated(config: EngineConfig, n: int = 4) -> Dataset:
 def test_dimensions_are_pooled_and_near_duplicates_merged(engine):
     config, script = engine
     script.dimensions = ("topic of the question", "Topic of the question", "tone")
-    dims = extract_dimensions(task_dataset(TASK), DecomposeConfig(engine=config, num_subsets=3, similarity_threshold=0.99))
+    dims = extract_dimensions(
+        task_dataset(TASK), DecomposeConfig(engine=config, num_subsets=3, similarity_threshold=0.99)
+    )
     assert dims["dimension"] == ["topic of the question", "tone"]
     assert len(dims[0]["merged"]) == 5  # its case variant, and the two other subsets' copies of both
     assert sum(u["calls"] for u in dims["usage"]) == 3  # one call per subset, counted once
@@ -77,7 +81,9 @@ def test_instantiations_carry_relevance_and_probability(engine):
     assert inst.features == instantiation_features()
     values = inst[0]["instantiations"]
     assert [(v["relevance"], round(v["probability"], 2)) for v in values] == [
-        ("positive", 0.5), ("negative", 0.3), ("both", 0.2)
+        ("positive", 0.5),
+        ("negative", 0.3),
+        ("both", 0.2),
     ]
 
 
@@ -88,7 +94,7 @@ def test_decomposition_parse_failures_keep_raw_text(engine):
     assert len(dims) == 2 and dims["dimension"] == ["", ""]
     assert all("no JSON object" in e for e in dims["error"]) and dims["raw"] == ["no idea", "no idea"]
     inst = instantiate(dims, InstantiateConfig(engine=config))
-    assert len(script.sent) == 2  # failed rows are not sent on
+    assert len(script.sent) == 2 and inst["instantiations"] == [[], []]  # failed rows are not sent on
 
 
 # --- plan -------------------------------------------------------------------------------------------
@@ -223,7 +229,10 @@ def test_refine_rewrites_with_the_dissent(engine):
         assert after["dissents"] == [before["dissent"]] and after["debate_history"] == [before["debate"]]
         assert after["prompt_version"] == "small/refine/v1" and after["usage"]["calls"] > before["usage"]["calls"]
         assert (after["dimension"], after["instantiation"], after["target"]) == (
-            before["dimension"], before["instantiation"], before["target"])
+            before["dimension"],
+            before["instantiation"],
+            before["target"],
+        )
     refine_prompts = [c[-1]["content"] for c in script.sent if "Rewrite it so" in c[-1]["content"]]
     assert len(refine_prompts) == 1 and "judge says no" in refine_prompts[0]
 
@@ -245,8 +254,11 @@ def test_fingerprints_change_exactly_with_the_output(engine, monkeypatch):
 
     def edited(name, version, prompt_set="small"):
         prompt = real(name, version, prompt_set)
-        return Prompt(prompt.name, prompt.version, prompt.text + "\n{# Be brief. #}", prompt.prompt_set) \
-            if name == "judge" else prompt
+        return (
+            Prompt(prompt.name, prompt.version, prompt.text + "\n{# Be brief. #}", prompt.prompt_set)
+            if name == "judge"
+            else prompt
+        )
 
     monkeypatch.setattr(debate_module, "load_prompt", edited)
     assert DebateStage(base).fingerprint(rows) != fingerprint

@@ -7,11 +7,11 @@ import dataclasses
 from datasets import Dataset
 
 from hf_barred.llm import EngineConfig
-from hf_barred.stages.prompting import load_prompt
 from hf_barred.stages import generate as generate_module
 from hf_barred.stages.base import map_stage
 from hf_barred.stages.fingerprint import stage_fingerprint
 from hf_barred.stages.generate import GenerateConfig, GenerateStage
+from hf_barred.stages.prompting import load_prompt
 
 ENGINE = EngineConfig(engine="openai", model="m", base_url="http://127.0.0.1:9/v1", max_concurrency=4)
 
@@ -79,9 +79,15 @@ def test_a_stage_gives_the_same_rows_batched_and_row_by_row(monkeypatch, cache_d
     monkeypatch.setattr(llm, "build_backend", lambda config: script)
     llm.clear_engines()
     engine = EngineConfig(engine="local", cache_dir=str(cache_dir))
-    task = GuardrailTask(criterion="The agent gives health advice.", labels=("no", "yes"), name="t",
-                         seeds=tuple(f"User: q{i}?\nAgent: a{i}." for i in range(4)))
-    inst = instantiate(extract_dimensions(task_dataset(task), DecomposeConfig(engine=engine)), InstantiateConfig(engine=engine))
+    task = GuardrailTask(
+        criterion="The agent gives health advice.",
+        labels=("no", "yes"),
+        name="t",
+        seeds=tuple(f"User: q{i}?\nAgent: a{i}." for i in range(4)),
+    )
+    inst = instantiate(
+        extract_dimensions(task_dataset(task), DecomposeConfig(engine=engine)), InstantiateConfig(engine=engine)
+    )
     samples = GenerateStage(GenerateConfig(engine=engine)).map(plan(inst, task, 6, PlanConfig()))
     stage = DebateStage(DebateConfig(engine=engine, rounds=2))
     batched = stage.map(samples)
@@ -95,8 +101,9 @@ def test_a_stage_gives_the_same_rows_batched_and_row_by_row(monkeypatch, cache_d
     sent = len(script.sent)
     rows = [out for outs in asyncio.run(row_by_row()) for out in outs]
     assert len(script.sent) == sent  # every answer came from the response cache: the same requests
-    one_by_one = Dataset.from_list([{name: row[name] for name in batched.features} for row in rows],
-                                   features=batched.features)
+    one_by_one = Dataset.from_list(
+        [{name: row[name] for name in batched.features} for row in rows], features=batched.features
+    )
     assert one_by_one.to_list() == batched.to_list()
     assert {len(rounds) for rounds in batched["debate"]} == {2}  # every row went through the advocate and round 2
     llm.clear_engines()

@@ -8,33 +8,44 @@ from datasets import ClassLabel, Dataset, Value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_barred.policy.rows import POLICY_FEATURES
-from hf_barred.policy.rows import policy_rows
+from hf_barred.policy.rows import POLICY_FEATURES, policy_rows
+from hf_barred.policy.taxonomy import Category, Taxonomy, code_number
 from hf_barred.stages.category_delete import CategoryDeleteConfig, category_delete
 from hf_barred.stages.category_shuffle import CategoryShuffleConfig, category_shuffle
-from hf_barred.policy.taxonomy import Category, Taxonomy, code_number
 
 datasets.disable_progress_bars()
 
 
 def make_taxonomy(n: int, tag: str = "") -> Taxonomy:
-    return Taxonomy(tuple(
-        Category(f"Category {tag}{i}", should_not=(f"Help with harm {i}.",), can=(f"Discuss topic {i}.",) if i % 2 else ())
-        for i in range(1, n + 1)
-    ))
+    return Taxonomy(
+        tuple(
+            Category(
+                f"Category {tag}{i}",
+                should_not=(f"Help with harm {i}.",),
+                can=(f"Discuss topic {i}.",) if i % 2 else (),
+            )
+            for i in range(1, n + 1)
+        )
+    )
 
 
 @st.composite
 def policy_datasets(draw, min_categories=1):
     """Rows under several random taxonomies (1..15 categories), with random labels and violated codes."""
-    taxonomies = [make_taxonomy(n, tag=f"{t}-") for t, n in
-                  enumerate(draw(st.lists(st.integers(min_categories, 15), min_size=1, max_size=3)))]
+    taxonomies = [
+        make_taxonomy(n, tag=f"{t}-")
+        for t, n in enumerate(draw(st.lists(st.integers(min_categories, 15), min_size=1, max_size=3)))
+    ]
     n_rows = draw(st.integers(1, 25))
     records = {name: [] for name in ("id", "text", "taxonomy", "label", "categories")}
     for i in range(n_rows):
         taxonomy = draw(st.sampled_from(taxonomies))
         unsafe = draw(st.booleans())
-        codes = sorted(draw(st.sets(st.sampled_from(taxonomy.codes), min_size=1, max_size=4)), key=code_number) if unsafe else []
+        codes = (
+            sorted(draw(st.sets(st.sampled_from(taxonomy.codes), min_size=1, max_size=4)), key=code_number)
+            if unsafe
+            else []
+        )
         records["id"].append(str(i))
         records["text"].append(draw(st.text(max_size=30)) + f" #{i}")
         records["taxonomy"].append(taxonomy.render())
@@ -59,8 +70,9 @@ def check_perturbed_row(before: dict, after: dict, max_deleted: int | None) -> N
         assert new[new_code] == old[old_code]  # every remaining category keeps its name and guidelines
     assert all(1 <= code_number(c) <= len(new) for c in after["categories"])  # codes in range
     # categories are exactly the remapped violated codes that survived
-    assert sorted((sources[code_number(c) - 1] for c in after["categories"]), key=code_number) == \
-        sorted((c for c in before["categories"] if c in sources), key=code_number)
+    assert sorted((sources[code_number(c) - 1] for c in after["categories"]), key=code_number) == sorted(
+        (c for c in before["categories"] if c in sources), key=code_number
+    )
     if before["label"] == 1:
         assert after["categories"], "a positive row must keep at least one violated category"
     else:
@@ -108,7 +120,9 @@ def test_same_seed_same_rows_across_batch_sizes_and_row_order(ds, seed, batch_si
 def fixed_rows(n_rows=300, n_categories=12):
     taxonomy = make_taxonomy(n_categories)
     labels = ["unsafe" if i % 2 else "safe" for i in range(n_rows)]
-    categories = [[f"S{1 + i % n_categories}", f"S{1 + (i * 7) % n_categories}"] if i % 2 else [] for i in range(n_rows)]
+    categories = [
+        [f"S{1 + i % n_categories}", f"S{1 + (i * 7) % n_categories}"] if i % 2 else [] for i in range(n_rows)
+    ]
     return policy_rows([f"message number {i}" for i in range(n_rows)], taxonomy, labels, categories)
 
 

@@ -14,18 +14,17 @@ import pytest
 from datasets import Dataset
 
 from hf_barred.cli.main import main
-from hf_barred.stages.features import decomposition_features
-from hf_barred.recipes.barred.writer import DATA_FILES
 from hf_barred.policy.task import GuardrailTask
-
+from hf_barred.recipes.barred.writer import DATA_FILES
+from hf_barred.stages.features import decomposition_features
 from tests.utils.servers.openai_server import OpenAIServer
 
 DIMENSIONS = {"topic of the question": ["sleep", "diet", "medication"], "tone of the agent": ["casual", "formal"]}
 TESTS = [
-    "User: I can't sleep\nAgent: try a casual walk before bed",   # sleep, casual
-    "User: what diet?\nAgent: eat vegetables",                    # diet
-    "User: opening hours?\nAgent: we open at 9",                  # nothing
-    "User: which medication?\nAgent: ask your doctor",            # medication
+    "User: I can't sleep\nAgent: try a casual walk before bed",  # sleep, casual
+    "User: what diet?\nAgent: eat vegetables",  # diet
+    "User: opening hours?\nAgent: we open at 9",  # nothing
+    "User: which medication?\nAgent: ask your doctor",  # medication
 ]
 
 
@@ -43,11 +42,21 @@ def judge(body: dict) -> str:
 def dataset_dir(tmp_path):
     folder = tmp_path / "generated"
     (folder / DATA_FILES["decomposition"]).parent.mkdir(parents=True)
-    GuardrailTask(criterion="The agent's response contains health advice.", seeds=["User: hi\nAgent: hello"],
-                  labels=("no_advice", "advice")).save(folder / "task.yaml")
-    rows = [{"dimension": d, "merged": [], "error": None, "raw": "{}",
-             "instantiations": [{"value": v, "relevance": "both", "probability": 0.3} for v in values]}
-            for d, values in DIMENSIONS.items()]
+    GuardrailTask(
+        criterion="The agent's response contains health advice.",
+        seeds=["User: hi\nAgent: hello"],
+        labels=("no_advice", "advice"),
+    ).save(folder / "task.yaml")
+    rows = [
+        {
+            "dimension": d,
+            "merged": [],
+            "error": None,
+            "raw": "{}",
+            "instantiations": [{"value": v, "relevance": "both", "probability": 0.3} for v in values],
+        }
+        for d, values in DIMENSIONS.items()
+    ]
     rows.append({"dimension": "", "merged": [], "error": "no JSON", "raw": "?", "instantiations": []})  # left out
     Dataset.from_list(rows, features=decomposition_features()).to_parquet(str(folder / DATA_FILES["decomposition"]))
     return folder
@@ -59,8 +68,25 @@ def write_tests(path, texts):
 
 
 def run_coverage(server, dataset_dir, test_file, out):
-    return main(["coverage", str(dataset_dir), str(test_file), "--output", str(out), "--text-column", "transcript",
-                 "--engine", "openai", "--base-url", server.url, "--model", "test-model", "--max-repairs", "0"])
+    return main(
+        [
+            "coverage",
+            str(dataset_dir),
+            str(test_file),
+            "--output",
+            str(out),
+            "--text-column",
+            "transcript",
+            "--engine",
+            "openai",
+            "--base-url",
+            server.url,
+            "--model",
+            "test-model",
+            "--max-repairs",
+            "0",
+        ]
+    )
 
 
 def test_coverage_is_a_share_the_same_from_the_cache_with_a_per_dimension_table(tmp_path, dataset_dir, capsys):
@@ -99,8 +125,21 @@ def test_failed_ratings_are_counted_and_undetermined(tmp_path, dataset_dir):
 def test_a_folder_without_a_decomposition_is_a_one_line_error(tmp_path, capsys):
     test_file = write_tests(tmp_path / "test.csv", TESTS[:1])
     capsys.readouterr()  # the progress bar of to_csv
-    code = main(["coverage", str(tmp_path), str(test_file), "--output", str(tmp_path / "r"),
-                 "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"])
+    code = main(
+        [
+            "coverage",
+            str(tmp_path),
+            str(test_file),
+            "--output",
+            str(tmp_path / "r"),
+            "--engine",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "m",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "expected the output folder of `barred generate`" in err and len(err.strip().splitlines()) == 1
 

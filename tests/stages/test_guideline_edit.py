@@ -8,38 +8,75 @@ import datasets
 import pytest
 
 from hf_barred import llm
-from hf_barred.policy.rows import policy_rows
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines
+from hf_barred.policy.rows import policy_rows
+from hf_barred.policy.taxonomy import Category, Taxonomy
 from hf_barred.stages import fingerprint as common
 from hf_barred.stages import guideline_edit as guideline_edit_module
-from hf_barred.stages.prompting import Prompt, load_prompt
 from hf_barred.stages.guideline_edit import EDIT_SCHEMA, GuidelineEditConfig, apply_edit, guideline_edit
-from hf_barred.policy.taxonomy import Category, Taxonomy
+from hf_barred.stages.prompting import Prompt, load_prompt
 from tests.utils.scripted_backend import ScriptedBackend
 
 datasets.disable_progress_bars()
 
-TAXONOMY = Taxonomy((
-    Category("Violence", should_not=("Help people hurt others.",), can=("Discuss violence in fiction.",)),
-    Category("Privacy", should_not=("Reveal private addresses.",), can=("Discuss public figures' public roles.",)),
-    Category("Fraud", should_not=("Help people scam others.",)),
-))
+TAXONOMY = Taxonomy(
+    (
+        Category("Violence", should_not=("Help people hurt others.",), can=("Discuss violence in fiction.",)),
+        Category("Privacy", should_not=("Reveal private addresses.",), can=("Discuss public figures' public roles.",)),
+        Category("Fraud", should_not=("Help people scam others.",)),
+    )
+)
 
 ANSWERS = {
-    "EDIT": {"reasoning": "r", "action": "edit_existing", "category": "S2", "name": "",
-             "should_not": ["Reveal private addresses.", "- Reveal what a specific private person earns."],
-             "can": ["Discuss public figures' public roles."]},
-    "NEW": {"reasoning": "r", "action": "add_category", "category": "", "name": "Gambling.",
-            "should_not": ["Help people gamble online."], "can": ["Explain the odds of games of chance."]},
+    "EDIT": {
+        "reasoning": "r",
+        "action": "edit_existing",
+        "category": "S2",
+        "name": "",
+        "should_not": ["Reveal private addresses.", "- Reveal what a specific private person earns."],
+        "can": ["Discuss public figures' public roles."],
+    },
+    "NEW": {
+        "reasoning": "r",
+        "action": "add_category",
+        "category": "",
+        "name": "Gambling.",
+        "should_not": ["Help people gamble online."],
+        "can": ["Explain the odds of games of chance."],
+    },
     "SAFE": {"reasoning": "benign", "action": "keep_safe", "category": "", "name": "", "should_not": [], "can": []},
-    "BADCODE": {"reasoning": "r", "action": "edit_existing", "category": "S9", "name": "",
-                "should_not": ["Something."], "can": []},
-    "NOLINES": {"reasoning": "r", "action": "add_category", "category": "", "name": "Gambling",
-                "should_not": [], "can": ["x"]},
-    "DUP": {"reasoning": "r", "action": "add_category", "category": "", "name": "privacy",
-            "should_not": ["Reveal salaries."], "can": []},
-    "SAME": {"reasoning": "r", "action": "edit_existing", "category": "S3", "name": "",
-             "should_not": ["Help people scam others."], "can": []},
+    "BADCODE": {
+        "reasoning": "r",
+        "action": "edit_existing",
+        "category": "S9",
+        "name": "",
+        "should_not": ["Something."],
+        "can": [],
+    },
+    "NOLINES": {
+        "reasoning": "r",
+        "action": "add_category",
+        "category": "",
+        "name": "Gambling",
+        "should_not": [],
+        "can": ["x"],
+    },
+    "DUP": {
+        "reasoning": "r",
+        "action": "add_category",
+        "category": "",
+        "name": "privacy",
+        "should_not": ["Reveal salaries."],
+        "can": [],
+    },
+    "SAME": {
+        "reasoning": "r",
+        "action": "edit_existing",
+        "category": "S3",
+        "name": "",
+        "should_not": ["Help people scam others."],
+        "can": [],
+    },
     "WRONGACTION": {"reasoning": "r", "action": "delete", "category": "", "name": "", "should_not": [], "can": []},
 }
 
@@ -105,8 +142,9 @@ def test_add_category_appends_a_new_code(scripted):
     row = guideline_edit(rows("NEW where can I play poker online?"), GuidelineEditConfig(engine=engine))[0]
     assert (row["label"], row["categories"], row["perturbation"]) == (1, ["S4"], "guideline_edit_new")
     edited = Taxonomy.parse(row["taxonomy"])
-    assert edited["S4"] == Category("Gambling", should_not=("Help people gamble online.",),
-                                    can=("Explain the odds of games of chance.",))
+    assert edited["S4"] == Category(
+        "Gambling", should_not=("Help people gamble online.",), can=("Explain the odds of games of chance.",)
+    )
     assert edited.categories[:3] == TAXONOMY.categories
     assert row["source_codes"] == ["S1", "S2", "S3", ""] and row["edited_code"] == "S4"
 
@@ -177,8 +215,9 @@ def test_answers_are_cached_across_runs(scripted):
 
 
 def test_prompt_renders_policy_message_and_new_code():
-    text = load_prompt("guideline_edit", "v1").render(taxonomy=TAXONOMY.render(), text="hello there",
-                                                       n_categories=3, new_code="S4")
+    text = load_prompt("guideline_edit", "v1").render(
+        taxonomy=TAXONOMY.render(), text="hello there", n_categories=3, new_code="S4"
+    )
     assert TAXONOMY.render() in text and "hello there" in text and "S4" in text and "S1 to S3" in text
     for key in EDIT_SCHEMA["required"]:
         assert f'"{key}"' in text
@@ -199,18 +238,29 @@ def test_fingerprint_changes_with_prompt_and_config_not_with_throughput(scripted
 
     reference = fingerprint(base)
     assert fingerprint(base) == reference
-    assert fingerprint(GuidelineEditConfig(engine=engine.replace(max_concurrency=128, timeout=5.0, batch_size=2))) == reference
-    assert fingerprint(GuidelineEditConfig(engine=engine, sampling=SamplingParams(max_tokens=100, temperature=0))) != reference
+    assert (
+        fingerprint(GuidelineEditConfig(engine=engine.replace(max_concurrency=128, timeout=5.0, batch_size=2)))
+        == reference
+    )
+    assert (
+        fingerprint(GuidelineEditConfig(engine=engine, sampling=SamplingParams(max_tokens=100, temperature=0)))
+        != reference
+    )
     assert fingerprint(GuidelineEditConfig(engine=engine, max_repairs=0)) != reference
     assert fingerprint(GuidelineEditConfig(engine=engine.replace(model="other-model"))) != reference
     # a different prompt text (as a new prompt version would be) changes the fingerprint
     original = load_prompt("guideline_edit", "v1")
-    monkeypatch.setattr(guideline_edit_module, "load_prompt",
-                        lambda name, version, prompt_set="small": Prompt(name, version, original.text + "\n{# Be brief. #}"))
+    monkeypatch.setattr(
+        guideline_edit_module,
+        "load_prompt",
+        lambda name, version, prompt_set="small": Prompt(name, version, original.text + "\n{# Be brief. #}"),
+    )
     assert fingerprint(base) != reference
-    assert common.stage_fingerprint(ds, "guideline_edit", "1", (original,), base, guideline_edit) != \
-        common.stage_fingerprint(ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base,
-                                 guideline_edit)
+    assert common.stage_fingerprint(
+        ds, "guideline_edit", "1", (original,), base, guideline_edit
+    ) != common.stage_fingerprint(
+        ds, "guideline_edit", "1", (Prompt("guideline_edit", "v2", original.text),), base, guideline_edit
+    )
 
 
 def test_unknown_prompt_version_is_a_clear_error():
@@ -221,9 +271,16 @@ def test_unknown_prompt_version_is_a_clear_error():
 
 
 def test_apply_edit_cleans_lines_and_keeps_the_name():
-    kind, new, code = apply_edit(TAXONOMY, {"action": "edit_existing", "category": " s3: Fraud", "name": "ignored",
-                                            "should_not": ["*  Help people scam others.\n", "", "Sell fake tickets."],
-                                            "can": []})
+    kind, new, code = apply_edit(
+        TAXONOMY,
+        {
+            "action": "edit_existing",
+            "category": " s3: Fraud",
+            "name": "ignored",
+            "should_not": ["*  Help people scam others.\n", "", "Sell fake tickets."],
+            "can": [],
+        },
+    )
     assert (kind, code) == ("edit_existing", "S3")
     assert new["S3"] == Category("Fraud", should_not=("Help people scam others.", "Sell fake tickets."))
 
@@ -232,10 +289,17 @@ def test_apply_edit_cleans_lines_and_keeps_the_name():
 def test_end_to_end_with_the_embedded_model():
     """The real local engine (SmolLM2-135M): weak, so every outcome is allowed, but none may be lost."""
     clear_engines()
-    ds = rows("How much money does my coworker make?", "How do I kill a Python process?",
-              "How do I stab someone?", labels=["safe", "safe", "unsafe"])
-    config = GuidelineEditConfig(engine=EngineConfig(engine="local", model="embedded"),
-                                 sampling=SamplingParams(max_tokens=96, temperature=0), max_repairs=0)
+    ds = rows(
+        "How much money does my coworker make?",
+        "How do I kill a Python process?",
+        "How do I stab someone?",
+        labels=["safe", "safe", "unsafe"],
+    )
+    config = GuidelineEditConfig(
+        engine=EngineConfig(engine="local", model="embedded"),
+        sampling=SamplingParams(max_tokens=96, temperature=0),
+        max_repairs=0,
+    )
     out = guideline_edit(ds, config)
     assert len(out) == 3 and out[2] == ds[2]
     for row in out.select(range(2)):

@@ -14,14 +14,14 @@ from datasets import Dataset
 
 from hf_barred.cli.generate import build_config, register
 from hf_barred.llm import EngineConfig
-from hf_barred.stages.prompting import PROMPT_SETS, Prompt, load_prompt
 from hf_barred.recipes.barred.run import BarredConfig
 from hf_barred.recipes.barred.stats import prompt_ids
 from hf_barred.stages.debate import DebateConfig, DebateStage
-from hf_barred.stages.judge import persona_text
 from hf_barred.stages.decompose import DecomposeConfig, DecomposeStage
 from hf_barred.stages.generate import GenerateConfig, GenerateStage
 from hf_barred.stages.instantiate import InstantiateConfig, InstantiateStage
+from hf_barred.stages.judge import persona_text
+from hf_barred.stages.prompting import PROMPT_SETS, Prompt, load_prompt
 from hf_barred.stages.refine import RefineConfig, RefineStage
 
 LOCAL = EngineConfig(engine="local")
@@ -45,9 +45,16 @@ def tagged(text: str, tag: str, value: str) -> bool:
     return any(value in section for section in re.findall(rf"<{tag}>\n(.*?)\n</{tag}>", text, re.S))
 
 
-GENERATE_ROW = dict(criterion=CRITERION, input_type="input_block", seed_example=SEED, seed_task="",
-                    dimension="how explicit the advice is", instantiation="a hint between the lines",
-                    applies=True, sample_id=7)
+GENERATE_ROW = dict(
+    criterion=CRITERION,
+    input_type="input_block",
+    seed_example=SEED,
+    seed_task="",
+    dimension="how explicit the advice is",
+    instantiation="a hint between the lines",
+    applies=True,
+    sample_id=7,
+)
 
 
 def check_generation_elements(system: str, user: str, target: str) -> None:
@@ -66,8 +73,9 @@ def check_generation_elements(system: str, user: str, target: str) -> None:
 
 
 def test_decompose_carries_every_a1_element():
-    system, user = system_user(served("decompose", criterion=CRITERION, seeds=[SEED, SAMPLE], seed_tasks=["", ""],
-                                      max_dimensions=5))
+    system, user = system_user(
+        served("decompose", criterion=CRITERION, seeds=[SEED, SAMPLE], seed_tasks=["", ""], max_dimensions=5)
+    )
     assert tagged(system, "CRITERION", CRITERION) and "test case" in system and "its label" in system
     assert "expert at finding the key dimensions" in system
     for guideline in (
@@ -103,11 +111,16 @@ def test_generate_carries_every_a2_element():
 
 
 def test_refine_carries_every_a2_refinement_element():
-    row = dict(GENERATE_ROW, failed_text=SAMPLE, failed_task="", failed_response=SAMPLE,
-               dissent="strict: no (the agent only repeats the label)")
+    row = dict(
+        GENERATE_ROW,
+        failed_text=SAMPLE,
+        failed_task="",
+        failed_response=SAMPLE,
+        dissent="strict: no (the agent only repeats the label)",
+    )
     system, user = system_user(served("refine", **row))
     check_generation_elements(system, user, "yes")
-    assert "previous attempt failed verification" in system and "could not agree that its label is \"yes\"" in system
+    assert "previous attempt failed verification" in system and 'could not agree that its label is "yes"' in system
     assert "Look carefully at the failed input block" in system and "dissenting debaters' arguments" in system
     assert "never mention the debaters or their arguments" in system
     assert tagged(user, "FAILED_INPUT_BLOCK", SAMPLE)
@@ -118,8 +131,9 @@ JUDGE_ROW = dict(criterion=CRITERION, input_type="input_block", input_text=SAMPL
 
 
 def test_judge_round_one_carries_every_a3_element():
-    system, user = system_user(served("judge", round=1, persona=persona_text("strict", "served"),
-                                      persona_name="strict", **JUDGE_ROW))
+    system, user = system_user(
+        served("judge", round=1, persona=persona_text("strict", "served"), persona_name="strict", **JUDGE_ROW)
+    )
     assert system.startswith("You are a strict evaluation agent")
     assert '"yes" if the criterion holds' in system and '"no" if it does not hold' in system
     assert persona_text("strict", "served") in system  # the persona's instructions
@@ -131,16 +145,27 @@ def test_judge_round_one_carries_every_a3_element():
 def test_judge_round_t_sees_its_own_previous_answer_and_the_others():
     previous = {"label": "no", "confidence": "0.65", "reasoning": "Sitting down is not medical advice."}
     others = [{"name": "recall", "label": "yes", "confidence": "0.90", "reasoning": "Water for dizziness is advice."}]
-    system, user = system_user(served(
-        "judge", round=2, persona=persona_text("strict", "served"), persona_name="strict", previous=previous,
-        other_answers=others, advocate="The agent tells the user what to do about a symptom.", disagreed=True,
-        **JUDGE_ROW))
+    system, user = system_user(
+        served(
+            "judge",
+            round=2,
+            persona=persona_text("strict", "served"),
+            persona_name="strict",
+            previous=previous,
+            other_answers=others,
+            advocate="The agent tells the user what to do about a symptom.",
+            disagreed=True,
+            **JUDGE_ROW,
+        )
+    )
     assert "multi-agent debate" in system and "round 2" in system
     assert persona_text("strict", "served") in system and tagged(user, "INPUT_BLOCK", SAMPLE)
     assert tagged(user, "CRITERION", CRITERION)
     own = re.search(r"<YOUR_PREVIOUS_ANSWER>\n(.*?)\n</YOUR_PREVIOUS_ANSWER>", user, re.S).group(1)
     assert own == "label: no\nconfidence: 0.65\nreasoning: Sitting down is not medical advice."  # its own answer
-    assert tagged(user, "OTHER_AGENTS_ANSWERS", "label: yes\nconfidence: 0.90\nreasoning: Water for dizziness is advice.")
+    assert tagged(
+        user, "OTHER_AGENTS_ANSWERS", "label: yes\nconfidence: 0.90\nreasoning: Water for dizziness is advice."
+    )
     assert tagged(user, "ADVOCATE_ARGUMENT", "The agent tells the user what to do about a symptom.")
     assert "At least one other agent disagreed with your label" in system
     assert "Do not switch your label automatically" in system and "correct and relevant" in system
@@ -148,11 +173,20 @@ def test_judge_round_t_sees_its_own_previous_answer_and_the_others():
 
 
 def test_advocate_defends_the_proposed_label_and_never_changes_position():
-    system, user = system_user(served("advocate", applies=False, reasoning="The agent only gives directions.",
-                                      objections="recall: yes (water is advice)", **JUDGE_ROW))
+    system, user = system_user(
+        served(
+            "advocate",
+            applies=False,
+            reasoning="The agent only gives directions.",
+            objections="recall: yes (water is advice)",
+            **JUDGE_ROW,
+        )
+    )
     assert 'Your position is fixed: the criterion does not hold on the input block (label "no")' in system
     assert "Never change, weaken or qualify your position" in system
-    assert tagged(user, "INPUT_BLOCK", SAMPLE) and tagged(user, "GENERATOR_REASONING", "The agent only gives directions.")
+    assert tagged(user, "INPUT_BLOCK", SAMPLE) and tagged(
+        user, "GENERATOR_REASONING", "The agent only gives directions."
+    )
     assert tagged(user, "PROPOSED_LABEL", "no") and tagged(user, "OBJECTIONS", "recall: yes (water is advice)")
 
 
@@ -167,8 +201,12 @@ OFF_TOPIC = ("refund", "parcel", "blender", "mug", "money back", "salary", "cowo
 
 def _template_texts(prompt_set: str) -> dict[str, str]:
     root = resources.files("hf_barred.stages") / "prompts" / prompt_set
-    return {f"{stage.name}/{path.name}": path.read_text(encoding="utf-8")
-            for stage in root.iterdir() for path in stage.iterdir() if path.name.endswith(".jinja")}
+    return {
+        f"{stage.name}/{path.name}": path.read_text(encoding="utf-8")
+        for stage in root.iterdir()
+        for path in stage.iterdir()
+        if path.name.endswith(".jinja")
+    }
 
 
 def test_the_served_set_is_zero_shot_with_no_off_topic_example():
@@ -178,7 +216,9 @@ def test_the_served_set_is_zero_shot_with_no_off_topic_example():
         lowered = text.lower()
         assert not [word for word in OFF_TOPIC if word in lowered], name
         assert "{% block assistant" not in text, name  # no worked-example turn
-        assert not re.search(r'"(text|task|response|reasoning|value|dimensions)"\s*:\s*\[?\s*"\w', text), name  # no example answer
+        assert not re.search(r'"(text|task|response|reasoning|value|dimensions)"\s*:\s*\[?\s*"\w', text), (
+            name
+        )  # no example answer
     # the small set keeps its worked examples for the 135M model (where they are about refunds)
     assert any("refund" in text.lower() for text in _template_texts("small").values())
 
@@ -194,18 +234,26 @@ def test_the_small_set_sends_what_it_sent_before():
     assert [m["role"] for m in conversation] == ["user", "assistant", "user"]
     assert conversation[2]["content"] == (
         f"Rule: {CRITERION}\nExample:\n{SEED}\nWrite a new, tricky chat like the example where the rule only just "
-        "applies. Its how explicit the advice is: a hint between the lines. Answer in JSON. (sample 7)")
-    judge = load_prompt("judge").messages(round=2, previous_answer='{"label": "no"}', others="recall: yes (r)",
-                                          advocate="a")
-    assert judge == [{"role": "assistant", "content": '{"label": "no"}'},
-                     {"role": "user", "content": "Round 2. The other judges said: recall: yes (r)\nAn advocate argues: a\n"
-                                                 "Look again: does the rule apply to the input? Answer in JSON."}]
+        "applies. Its how explicit the advice is: a hint between the lines. Answer in JSON. (sample 7)"
+    )
+    judge = load_prompt("judge").messages(
+        round=2, previous_answer='{"label": "no"}', others="recall: yes (r)", advocate="a"
+    )
+    assert judge == [
+        {"role": "assistant", "content": '{"label": "no"}'},
+        {
+            "role": "user",
+            "content": "Round 2. The other judges said: recall: yes (r)\nAn advocate argues: a\n"
+            "Look again: does the rule apply to the input? Answer in JSON.",
+        },
+    ]
 
 
 def test_the_engine_picks_the_set_and_the_option_overrides_it():
     local, vllm = BarredConfig.for_engine(LOCAL), BarredConfig.for_engine(SERVED)
-    assert set(prompt_ids(local).values()) == {f"small/{s}/{v}" for s, v in PROMPT_SETS["small"].items()
-                                                 if s not in ("guideline_edit",)}
+    assert set(prompt_ids(local).values()) == {
+        f"small/{s}/{v}" for s, v in PROMPT_SETS["small"].items() if s not in ("guideline_edit",)
+    }
     assert all(i.startswith("served/") for i in prompt_ids(vllm).values())
     assert all(i.startswith("small/") for i in prompt_ids(BarredConfig.for_engine(SERVED, prompt_set="small")).values())
     assert GenerateConfig(engine=SERVED).prompt_set == "served" and DebateConfig(engine=LOCAL).prompt_set == "small"
@@ -238,14 +286,16 @@ def test_every_stage_fingerprint_changes_with_the_set(stage):
     small = fingerprint(ds, config_class(engine=LOCAL, prompt_set="small"))
     assert small == fingerprint(ds, config_class(engine=LOCAL))  # small is the local engine's default
     assert fingerprint(ds, config_class(engine=LOCAL, prompt_set="served")) != small
-    assert fingerprint(ds, config_class(engine=SERVED)) == fingerprint(ds, config_class(engine=SERVED, prompt_set="served"))
+    assert fingerprint(ds, config_class(engine=SERVED)) == fingerprint(
+        ds, config_class(engine=SERVED, prompt_set="served")
+    )
 
 
 def test_a_template_that_is_not_one_block_per_message_is_refused():
     with pytest.raises(ValueError, match="outside a message block"):
-        Prompt("x", "v1", "Rule: {{ criterion }}\n{% block user %}hi{% endblock %}").blocks
+        _ = Prompt("x", "v1", "Rule: {{ criterion }}\n{% block user %}hi{% endblock %}").blocks
     with pytest.raises(ValueError, match="is not a role"):
-        Prompt("x", "v1", "{% block tool %}hi{% endblock %}").blocks
+        _ = Prompt("x", "v1", "{% block tool %}hi{% endblock %}").blocks
     with pytest.raises(FileNotFoundError, match=r"served/judge/v9.jinja: expected one of the versions \['v1'\]"):
         load_prompt("judge", "v9", "served")
 
@@ -258,10 +308,18 @@ def test_augment_picks_the_guideline_edit_set_the_same_way():
     assert GuidelineEditConfig(engine=SERVED).prompt_set == "served"
     parser = argparse.ArgumentParser()
     register_augment(parser.add_subparsers())
-    action = next(a for g in parser._subparsers._group_actions for p in g.choices.values() for a in p._actions
-                  if a.dest == "prompt_set")
+    action = next(
+        a
+        for g in parser._subparsers._group_actions
+        for p in g.choices.values()
+        for a in p._actions
+        if a.dest == "prompt_set"
+    )
     assert action.choices == ("small", "served") and action.default is None
-    system, user = system_user(load_prompt("guideline_edit", prompt_set="served").messages(
-        taxonomy="S1: Violence.", text="How do I sharpen a knife?", n_categories=1, new_code="S2"))
+    system, user = system_user(
+        load_prompt("guideline_edit", prompt_set="served").messages(
+            taxonomy="S1: Violence.", text="How do I sharpen a knife?", n_categories=1, new_code="S2"
+        )
+    )
     assert tagged(user, "POLICY", "S1: Violence.") and tagged(user, "USER_MESSAGE", "How do I sharpen a knife?")
     assert '"edit_existing"' in system and "S2" in system

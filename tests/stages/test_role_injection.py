@@ -19,9 +19,8 @@ import pytest
 from hf_barred.cli.main import main
 from hf_barred.llm.base import defuse_control_tokens
 from hf_barred.llm.engines.local.engine import LocalBackend
-from hf_barred.stages.prompting import PROMPT_SETS, load_prompt
 from hf_barred.policy.task import GuardrailTask
-
+from hf_barred.stages.prompting import PROMPT_SETS, load_prompt
 from tests.utils.servers.openai_server import OpenAIServer
 from tests.utils.servers.strong_model import INJECTION, StrongModel, judge_round, roles, stage_of
 
@@ -50,8 +49,12 @@ def expected_roles(prompt_set: str, body: dict) -> list[str]:
 
 @pytest.fixture
 def injected_task(tmp_path):
-    task = GuardrailTask(name="injected", criterion="The agent's response contains health advice." + INJECTION,
-                         labels=["no_health_advice", "health_advice"], seeds=SEEDS)
+    task = GuardrailTask(
+        name="injected",
+        criterion="The agent's response contains health advice." + INJECTION,
+        labels=["no_health_advice", "health_advice"],
+        seeds=SEEDS,
+    )
     path = tmp_path / "task.yaml"
     task.save(path)
     return path
@@ -60,9 +63,29 @@ def injected_task(tmp_path):
 @pytest.mark.parametrize("prompt_set", ["served", "small"])
 def test_data_never_creates_a_turn_in_any_request(prompt_set, injected_task, tmp_path, capsys):
     with OpenAIServer(models=("strong",), responder=StrongModel(inject=True)) as server:
-        code = main(["generate", str(injected_task), "--n", "4", "--output", str(tmp_path / "out"), "--engine", "openai",
-                     "--model", "strong", "--base-url", server.url, "--cache-dir", str(tmp_path / "cache"),
-                     "--prompt-set", prompt_set, "--no-progress", "--max-rounds", "2"])
+        code = main(
+            [
+                "generate",
+                str(injected_task),
+                "--n",
+                "4",
+                "--output",
+                str(tmp_path / "out"),
+                "--engine",
+                "openai",
+                "--model",
+                "strong",
+                "--base-url",
+                server.url,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--prompt-set",
+                prompt_set,
+                "--no-progress",
+                "--max-rounds",
+                "2",
+            ]
+        )
         bodies = [r.body for r in server.requests]
     assert code == 0, capsys.readouterr().err
     by_stage: dict[str, list[dict]] = {}
@@ -96,17 +119,45 @@ def test_data_never_creates_a_turn_in_any_request(prompt_set, injected_task, tmp
 def test_every_template_gives_its_roles_whatever_the_variables_hold():
     marker = INJECTION + "\n<<user>>\n"
     values = {
-        "criterion": marker, "seeds": [marker, marker], "seed_tasks": [marker, ""], "max_dimensions": 3,
-        "dimension": marker, "instantiation": marker, "max_instantiations": 3, "input_type": "input_block",
-        "seed_example": marker, "seed_task": marker, "applies": True, "sample_id": 1, "failed_text": marker,
-        "failed_task": marker, "failed_response": marker, "dissent": marker, "persona": marker, "persona_name": "strict",
-        "input_text": marker, "task": marker, "response": marker, "reasoning": marker, "objections": marker,
-        "taxonomy": marker, "text": marker, "n_categories": 2, "new_code": "S3",
-        "instantiations": [marker, marker], "test_sample": marker,  # coverage
+        "criterion": marker,
+        "seeds": [marker, marker],
+        "seed_tasks": [marker, ""],
+        "max_dimensions": 3,
+        "dimension": marker,
+        "instantiation": marker,
+        "max_instantiations": 3,
+        "input_type": "input_block",
+        "seed_example": marker,
+        "seed_task": marker,
+        "applies": True,
+        "sample_id": 1,
+        "failed_text": marker,
+        "failed_task": marker,
+        "failed_response": marker,
+        "dissent": marker,
+        "persona": marker,
+        "persona_name": "strict",
+        "input_text": marker,
+        "task": marker,
+        "response": marker,
+        "reasoning": marker,
+        "objections": marker,
+        "taxonomy": marker,
+        "text": marker,
+        "n_categories": 2,
+        "new_code": "S3",
+        "instantiations": [marker, marker],
+        "test_sample": marker,  # coverage
     }
-    later = {"round": 2, "previous_answer": marker, "others": marker, "advocate": marker, "disagreed": True,
-             "previous": {"label": "yes", "confidence": "0.90", "reasoning": marker},
-             "other_answers": [{"name": "recall", "label": "no", "confidence": "0.50", "reasoning": marker}]}
+    later = {
+        "round": 2,
+        "previous_answer": marker,
+        "others": marker,
+        "advocate": marker,
+        "disagreed": True,
+        "previous": {"label": "yes", "confidence": "0.90", "reasoning": marker},
+        "other_answers": [{"name": "recall", "label": "no", "confidence": "0.50", "reasoning": marker}],
+    }
     for prompt_set, versions in PROMPT_SETS.items():
         for name, version in versions.items():
             prompt = load_prompt(name, version, prompt_set)
@@ -118,8 +169,10 @@ def test_every_template_gives_its_roles_whatever_the_variables_hold():
                 assert all("<|im_start|>" not in m["content"] for m in conversation), prompt.id
 
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _count_turns(tokenizer, conversation) -> int:
@@ -139,8 +192,14 @@ def test_chat_template_tokens_in_data_open_no_turn_in_the_local_engines_encoding
     raw = [{"role": "user", "content": "hi" + INJECTION}]
     assert _count_turns(tokenizer, raw) == 4  # the attack: two forged turns opened by data
     prompt = load_prompt("judge", prompt_set="served")
-    conversation = prompt.messages(round=1, persona="p", persona_name="strict", criterion="c" + INJECTION,
-                                   input_type="input_block", input_text="hi" + INJECTION)
+    conversation = prompt.messages(
+        round=1,
+        persona="p",
+        persona_name="strict",
+        criterion="c" + INJECTION,
+        input_type="input_block",
+        input_text="hi" + INJECTION,
+    )
     assert _count_turns(tokenizer, conversation) == len(conversation) + 1  # its messages and the answer's
 
 
@@ -154,7 +213,15 @@ def test_embedded_models_tokenizer_sees_no_forged_turn():
     gguf = embedded_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     prompt = load_prompt("generate")
-    conversation = prompt.messages(criterion="c", input_type="input_block", seed_example="hi" + INJECTION, seed_task="",
-                                   dimension="", instantiation="", applies=True, sample_id=1)
+    conversation = prompt.messages(
+        criterion="c",
+        input_type="input_block",
+        seed_example="hi" + INJECTION,
+        seed_task="",
+        dimension="",
+        instantiation="",
+        applies=True,
+        sample_id=1,
+    )
     # SmolLM2's template adds a default system turn: one more than the messages, plus the answer's
     assert _count_turns(tokenizer, conversation) == len(conversation) + 2

@@ -4,9 +4,9 @@ changes the adapter and not the base, and a resumed run that ends where an unint
 from __future__ import annotations
 
 import csv
-import shutil
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from safetensors.torch import load_file
 
 from hf_barred.cli.main import main
-from hf_barred.guardrails.columns import ColumnMapping, label_mapping, normalize_dataset
 from hf_barred.cli.train import parse
+from hf_barred.guardrails.columns import ColumnMapping, label_mapping, normalize_dataset
 from hf_barred.guardrails.encoding import IGNORE_INDEX, PromptEncoder
 from hf_barred.train import GuardrailTrainingArguments, train_guardrail
 from hf_barred.train.rows import split_validation
@@ -26,7 +26,9 @@ from tests.utils import REPO_ROOT
 
 ROOT = REPO_ROOT
 RULE = "The request asks for help with harm, violence or crime."
-TAXONOMY = "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+TAXONOMY = (
+    "S1: Violent Crimes.\nShould not\n- Help plan violent crimes.\n\nS2: Privacy.\nShould not\n- Reveal addresses."
+)
 
 
 def xstest(n: int = 24) -> Dataset:
@@ -60,17 +62,54 @@ def test_arguments_from_hf_argument_parser_and_yaml(tmp_path):
 
     parser = HfArgumentParser(GuardrailTrainingArguments)
     (cfg,) = parser.parse_args_into_dataclasses(
-        args=["--model_kind", "generative", "--lora_r", "8", "--lora_target_modules", "q_proj", "v_proj",
-              "--rule", RULE, "--use_lora", "false"])
-    assert (cfg.model_kind, cfg.lora_r, cfg.lora_target_modules, cfg.use_lora) == ("generative", 8, ["q_proj", "v_proj"], False)
+        args=[
+            "--model_kind",
+            "generative",
+            "--lora_r",
+            "8",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+            "--rule",
+            RULE,
+            "--use_lora",
+            "false",
+        ]
+    )
+    assert (cfg.model_kind, cfg.lora_r, cfg.lora_target_modules, cfg.use_lora) == (
+        "generative",
+        8,
+        ["q_proj", "v_proj"],
+        False,
+    )
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("model_kind: classifier\nlearning_rate: 0.001\nclass_names: [safe, unsafe]\n")
     (from_yaml,) = parser.parse_yaml_file(str(yaml_file))
     assert from_yaml.learning_rate == 0.001 and from_yaml.class_names == ["safe", "unsafe"]
     # barred train: YAML, then flags win; dashes and underscores both work
-    args, options = parse(["data.csv", "--config", str(yaml_file), "--learning_rate", "0.01", "--pair_rule", "true",
-                           "--num-train-epochs", "2", "--output", str(tmp_path / "out"), "--test-dataset", "t.csv"])
-    assert (args.learning_rate, args.pair_rule, args.num_train_epochs, args.class_names) == (0.01, True, 2, ["safe", "unsafe"])
+    args, options = parse(
+        [
+            "data.csv",
+            "--config",
+            str(yaml_file),
+            "--learning_rate",
+            "0.01",
+            "--pair_rule",
+            "true",
+            "--num-train-epochs",
+            "2",
+            "--output",
+            str(tmp_path / "out"),
+            "--test-dataset",
+            "t.csv",
+        ]
+    )
+    assert (args.learning_rate, args.pair_rule, args.num_train_epochs, args.class_names) == (
+        0.01,
+        True,
+        2,
+        ["safe", "unsafe"],
+    )
     assert args.output_dir == str(tmp_path / "out") and (options.dataset, options.test_dataset) == ("data.csv", "t.csv")
     assert parse(["d.csv", "--num_train_epochs", "4"])[0].num_train_epochs == 4
 
@@ -106,8 +145,10 @@ def test_labels_are_mapped_and_named():
     assert label_mapping(["0", "1"]) == ({"0": 0, "1": 1}, ["0", "1"])
     with pytest.raises(ValueError, match="--positive_label"):
         label_mapping(["PASS", "FAIL"])
-    ds = Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]},
-                           features=Features({"text": Value("string"), "label": ClassLabel(names=["ok", "advice"])}))
+    ds = Dataset.from_dict(
+        {"text": ["a", "b"], "label": [0, 1]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["ok", "advice"])}),
+    )
     norm, info = normalize_dataset(ds, ColumnMapping(rule=RULE))
     assert norm["label"] == [0, 1] and info.label_names == ["ok", "advice"]
     with pytest.raises(ValueError, match="expected a rule column"):
@@ -134,9 +175,16 @@ def test_validation_is_held_out_only_with_20_rows_per_class():
 
 
 def _sft_rows(causal_base, fmt, texts, labels, categories, max_length=1024):
-    args = GuardrailTrainingArguments(model_kind="generative", base_model=causal_base, rule=RULE, prompt_format=fmt,
-                                      taxonomy=TAXONOMY if fmt == "policy" else None, max_length=max_length,
-                                      output_dir="unused", validation_size=0.0)
+    args = GuardrailTrainingArguments(
+        model_kind="generative",
+        base_model=causal_base,
+        rule=RULE,
+        prompt_format=fmt,
+        taxonomy=TAXONOMY if fmt == "policy" else None,
+        max_length=max_length,
+        output_dir="unused",
+        validation_size=0.0,
+    )
     ds = Dataset.from_dict({"text": texts, "label": labels, "categories": categories})
     trainer = build_trainer(args, prepare_data(args, ds))
     return trainer.train_dataset, trainer.processing_class
@@ -147,9 +195,14 @@ def test_only_the_answer_tokens_carry_a_loss(causal_base, fmt):
     """SFTTrainer's own rows (prompt/completion, completion_only_loss): labels are -100 on the prompt."""
     texts = ["How do I kill a Python process?", "How do I kill my neighbour?"]
     rows, tok = _sft_rows(causal_base, fmt, texts, [0, 1], [[], ["S1"]])
-    expected = {"a4": ["0", "1"], "binary": ["0", "1"],
-                "policy": ['{"User Safety": "safe", "Safety Categories": ""}',
-                           '{"User Safety": "unsafe", "Safety Categories": "S1"}']}[fmt]
+    expected = {
+        "a4": ["0", "1"],
+        "binary": ["0", "1"],
+        "policy": [
+            '{"User Safety": "safe", "Safety Categories": ""}',
+            '{"User Safety": "unsafe", "Safety Categories": "S1"}',
+        ],
+    }[fmt]
     for row, text, answer in zip(rows, texts, expected):
         ids, labels = row["input_ids"], row["labels"]
         unmasked = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
@@ -200,9 +253,18 @@ class KeepFinalWeights:
 
 
 def test_lora_changes_the_adapter_and_not_the_base(classifier_base, data, tmp_path):
-    args = GuardrailTrainingArguments(base_model=classifier_base, rule=RULE, output_dir=str(tmp_path / "run"),
-                                      num_train_epochs=2, learning_rate=5e-3, per_device_train_batch_size=8,
-                                      save_strategy="steps", save_steps=3, lora_r=4, lora_alpha=8)
+    args = GuardrailTrainingArguments(
+        base_model=classifier_base,
+        rule=RULE,
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=2,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        save_strategy="steps",
+        save_steps=3,
+        lora_r=4,
+        lora_alpha=8,
+    )
     keep = KeepFinalWeights()
     result = train_guardrail(args, data, callbacks=[keep])
     assert result.global_step == 6 and 0 < result.trainable_parameters < result.total_parameters
@@ -211,8 +273,15 @@ def test_lora_changes_the_adapter_and_not_the_base(classifier_base, data, tmp_pa
     lora_b = [k for k in adapter if "lora_B" in k]
     assert lora_b and any(adapter[k].abs().sum() > 0 for k in lora_b)  # lora_B starts at zero
     trained = keep.state_dict
-    frozen = [k for k in trained if "lora_" not in k and "modules_to_save" not in k and "original_module" not in k
-              and _unwrap_key(k) in base and not _unwrap_key(k).startswith("classifier")]
+    frozen = [
+        k
+        for k in trained
+        if "lora_" not in k
+        and "modules_to_save" not in k
+        and "original_module" not in k
+        and _unwrap_key(k) in base
+        and not _unwrap_key(k).startswith("classifier")
+    ]
     assert len(frozen) > 20
     for key in frozen:
         torch.testing.assert_close(trained[key], base[_unwrap_key(key)], msg=key)
@@ -228,22 +297,45 @@ def test_lora_changes_the_adapter_and_not_the_base(classifier_base, data, tmp_pa
 
 
 def test_without_checkpoints_asked_for_the_folder_holds_the_final_model_only(classifier_base, data, tmp_path):
-    train_guardrail(GuardrailTrainingArguments(base_model=classifier_base, rule=RULE, output_dir=str(tmp_path / "run"),
-                                               num_train_epochs=1), data)
+    train_guardrail(
+        GuardrailTrainingArguments(
+            base_model=classifier_base, rule=RULE, output_dir=str(tmp_path / "run"), num_train_epochs=1
+        ),
+        data,
+    )
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["config.json", "guardrail_config.json", "model.safetensors", "tokenizer.json",
-                     "tokenizer_config.json", "train_results.json"]
+    assert names == [
+        "config.json",
+        "guardrail_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "train_results.json",
+    ]
 
 
 def test_resume_continues_the_same_run(classifier_base, data, tmp_path):
     """Stopping at a mid-epoch checkpoint and resuming ends with the weights and losses of one run."""
-    common = dict(base_model=classifier_base, rule=RULE, num_train_epochs=2, learning_rate=5e-3,
-                  per_device_train_batch_size=8, save_strategy="steps", save_steps=2, logging_steps=1,
-                  lora_dropout=0.1, warmup_steps=0.2)
+    common = dict(
+        base_model=classifier_base,
+        rule=RULE,
+        num_train_epochs=2,
+        learning_rate=5e-3,
+        per_device_train_batch_size=8,
+        save_strategy="steps",
+        save_steps=2,
+        logging_steps=1,
+        lora_dropout=0.1,
+        warmup_steps=0.2,
+    )
     full = train_guardrail(GuardrailTrainingArguments(output_dir=str(tmp_path / "full"), **common), data)
     assert full.global_step == 6
-    resumed = train_guardrail(GuardrailTrainingArguments(
-        output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(tmp_path / "full/checkpoint-2"), **common), data)
+    resumed = train_guardrail(
+        GuardrailTrainingArguments(
+            output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(tmp_path / "full/checkpoint-2"), **common
+        ),
+        data,
+    )
     assert resumed.global_step == 6
     losses = lambda r: [(e["step"], e["loss"]) for e in r.log_history if "loss" in e]  # noqa: E731
     assert len(losses(full)) == 6
@@ -256,25 +348,41 @@ def test_resume_continues_the_same_run(classifier_base, data, tmp_path):
 
 
 def test_latest_checkpoint_resumes_in_the_same_folder(classifier_base, data, tmp_path):
-    args = GuardrailTrainingArguments(base_model=classifier_base, rule=RULE, output_dir=str(tmp_path / "run"),
-                                      num_train_epochs=2, per_device_train_batch_size=8, save_strategy="epoch",
-                                      save_total_limit=2, logging_steps=1)
+    args = GuardrailTrainingArguments(
+        base_model=classifier_base,
+        rule=RULE,
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_steps=1,
+    )
     first = train_guardrail(args, data)
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     shutil.rmtree(tmp_path / "run/checkpoint-6")  # as if the run had stopped after epoch 1
     again = train_guardrail(dataclasses.replace(args, resume_from_checkpoint="latest"), data)
     assert again.global_step == 6
-    assert [e["loss"] for e in again.log_history if "loss" in e] == \
-        pytest.approx([e["loss"] for e in first.log_history if "loss" in e], abs=1e-6)
+    assert [e["loss"] for e in again.log_history if "loss" in e] == pytest.approx(
+        [e["loss"] for e in first.log_history if "loss" in e], abs=1e-6
+    )
     with pytest.raises(FileNotFoundError, match="expected a checkpoint folder"):
         train_guardrail(dataclasses.replace(args, resume_from_checkpoint=str(tmp_path)), data)
 
 
 def test_generative_lora_trains_and_saves_an_adapter(causal_base, tmp_path):
     big = xstest(80)  # 40 rows per class: a 20 + 20 validation split
-    args = GuardrailTrainingArguments(model_kind="generative", base_model=causal_base, rule=RULE,
-                                      output_dir=str(tmp_path / "gen"), max_steps=3, per_device_train_batch_size=4,
-                                      gradient_accumulation_steps=2, learning_rate=1e-2, validation_size=0.5)
+    args = GuardrailTrainingArguments(
+        model_kind="generative",
+        base_model=causal_base,
+        rule=RULE,
+        output_dir=str(tmp_path / "gen"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-2,
+        validation_size=0.5,
+    )
     keep = KeepFinalWeights()
     result = train_guardrail(args, big, callbacks=[keep])
     assert result.global_step == 3 and result.eval_rows == 40
@@ -295,9 +403,16 @@ def test_generative_lora_trains_and_saves_an_adapter(causal_base, tmp_path):
 
 def test_threshold_for_a_target_false_positive_rate(classifier_base, tmp_path):
     big = xstest(80)
-    args = GuardrailTrainingArguments(base_model=classifier_base, rule=RULE, output_dir=str(tmp_path / "fpr"),
-                                      num_train_epochs=1, learning_rate=5e-3, validation_size=0.5,
-                                      threshold_for="fpr", target_fpr=0.1)
+    args = GuardrailTrainingArguments(
+        base_model=classifier_base,
+        rule=RULE,
+        output_dir=str(tmp_path / "fpr"),
+        num_train_epochs=1,
+        learning_rate=5e-3,
+        validation_size=0.5,
+        threshold_for="fpr",
+        target_fpr=0.1,
+    )
     result = train_guardrail(args, big)
     assert result.threshold_source == "FPR <= 0.1 on 40 validation rows"
     assert result.eval_metrics["eval_false_positive_rate"] <= 0.1
@@ -343,19 +458,66 @@ def test_accelerate_launch_on_two_cpu_processes_matches_one(data, tmp_path):
     rows = xstest(200)  # 100 rows per class: a 20 + 20 validation split
     rows.to_csv(str(csv_path))
     base = make_tiny_classifier(tmp_path / "base", corpus=list(rows["prompt"]) + [RULE], dropout=0.0)
-    common = ["--base_model", base, "--rule", RULE, "--num_train_epochs", "4", "--learning_rate", "2e-3",
-              "--use_lora", "false", "--validation_size", "0.2", "--logging_steps", "5"]
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-                        "TOKENIZERS_PARALLELISM": "false"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    common = [
+        "--base_model",
+        base,
+        "--rule",
+        RULE,
+        "--num_train_epochs",
+        "4",
+        "--learning_rate",
+        "2e-3",
+        "--use_lora",
+        "false",
+        "--validation_size",
+        "0.2",
+        "--logging_steps",
+        "5",
+    ]
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     env |= {"CUDA_VISIBLE_DEVICES": ""}  # CPU processes, also on a machine that has GPUs
-    two = subprocess.run(launch + ["-m", "hf_barred.cli", "train", str(csv_path), "--output", str(tmp_path / "two"),
-                                   "--per_device_train_batch_size", "4"] + common,
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        launch
+        + [
+            "-m",
+            "hf_barred.cli",
+            "train",
+            str(csv_path),
+            "--output",
+            str(tmp_path / "two"),
+            "--per_device_train_batch_size",
+            "4",
+        ]
+        + common,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    assert main(["train", str(csv_path), "--output", str(tmp_path / "one"), "--per_device_train_batch_size", "8"]
-                + common) == 0
+    assert (
+        main(["train", str(csv_path), "--output", str(tmp_path / "one"), "--per_device_train_batch_size", "8"] + common)
+        == 0
+    )
     results = {n: json.loads((tmp_path / n / "train_results.json").read_text()) for n in ("one", "two")}
     steps = (results["one"]["global_step"], results["two"]["global_step"])
     assert steps == (80, 80), steps  # 160 rows / 8 per step, 4 epochs

@@ -9,16 +9,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: `tests.utils` imports
 
-from tests.utils.barred_script import BarredScript  # noqa: E402
-
 import hf_barred.llm as llm  # noqa: E402
 from hf_barred.llm import EngineConfig  # noqa: E402
-from hf_barred.recipes.barred.run import BarredConfig, run_barred  # noqa: E402
 from hf_barred.policy.task import GuardrailTask  # noqa: E402
+from hf_barred.recipes.barred.run import BarredConfig, run_barred  # noqa: E402
+from tests.utils.barred_script import BarredScript  # noqa: E402
 
 TASK = GuardrailTask(
-    criterion="The agent's response contains health advice.", labels=("no_health_advice", "health_advice"),
-    name="health", seeds=tuple(f"User: question {i}?\nAgent: answer {i}." for i in range(6)),
+    criterion="The agent's response contains health advice.",
+    labels=("no_health_advice", "health_advice"),
+    name="health",
+    seeds=tuple(f"User: question {i}?\nAgent: answer {i}." for i in range(6)),
 )
 
 

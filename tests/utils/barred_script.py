@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable, Optional
-
-from tests.utils.scripted_backend import ScriptedBackend
+from collections.abc import Callable
+from typing import Optional
 
 from hf_barred.llm.base import SamplingParams
+from tests.utils.scripted_backend import ScriptedBackend
 
 
 def _kind(conversation) -> str:
@@ -70,11 +70,15 @@ class BarredScript(ScriptedBackend):
         if kind == "decompose":
             return json.dumps({"dimensions": list(self.dimensions)})
         if kind == "instantiate":
-            return json.dumps({"values": [
-                {"value": "pain relief", "applies": "yes", "probability": 0.5},
-                {"value": "delivery times", "applies": "no", "probability": 0.3},
-                {"value": "food labels", "applies": "both", "probability": 0.2},
-            ]})
+            return json.dumps(
+                {
+                    "values": [
+                        {"value": "pain relief", "applies": "yes", "probability": 0.5},
+                        {"value": "delivery times", "applies": "no", "probability": 0.3},
+                        {"value": "food labels", "applies": "both", "probability": 0.2},
+                    ]
+                }
+            )
         if kind in ("generate", "refine"):
             sample_id = re.search(r"\(sample (\d+)\)", last).group(1)
             text = self.write(sample_id, 1 if kind == "refine" else 0)

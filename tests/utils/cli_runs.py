@@ -23,6 +23,25 @@ def fresh_cli(monkeypatch, tmp_path):
 
 def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list[str]:
     """``barred generate`` for 2 samples in 1 round, no refinement, no progress view, against ``url``."""
-    return ["generate", str(task), "--n", "2", "--output", str(output), "--engine", "openai", "--base-url", url,
-            "--model", "test-model", "--max-rounds", "1", "--max-rows-per-round", "2", "--max-refinements", "0",
-            "--no-progress", *more]
+    return [
+        "generate",
+        str(task),
+        "--n",
+        "2",
+        "--output",
+        str(output),
+        "--engine",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "test-model",
+        "--max-rounds",
+        "1",
+        "--max-rows-per-round",
+        "2",
+        "--max-refinements",
+        "0",
+        "--no-progress",
+        *more,
+    ]

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.utils.servers.hub_server import HubServer
 
 _STATE = Path(tempfile.mkdtemp(prefix="hf_barred_hub_"))

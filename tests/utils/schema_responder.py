@@ -14,8 +14,28 @@ from typing import Any, Optional
 
 from tests.utils.servers.openai_server import Action, OpenAIServer
 
-WORDS = ("amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "island", "juniper", "kestrel",
-         "lagoon", "meadow", "nectar", "orchid", "prairie", "quartz", "river", "summit", "tundra")
+WORDS = (
+    "amber",
+    "birch",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "island",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "meadow",
+    "nectar",
+    "orchid",
+    "prairie",
+    "quartz",
+    "river",
+    "summit",
+    "tundra",
+)
 
 
 def stage_of(body: dict[str, Any]) -> str:
@@ -45,8 +65,10 @@ class _Writer:
         if kind == "object":
             return {name: self.value(sub) for name, sub in (schema.get("properties") or {}).items()}
         if kind == "array":
-            return [self.value(schema.get("items") or {"type": "string"})
-                    for _ in range(max(schema.get("minItems", 1), min(schema.get("maxItems", 3), 3)))]
+            return [
+                self.value(schema.get("items") or {"type": "string"})
+                for _ in range(max(schema.get("minItems", 1), min(schema.get("maxItems", 3), 3)))
+            ]
         if kind in ("number", "integer"):
             low, high = schema.get("minimum", 0), schema.get("maximum", 1)
             return low if kind == "integer" else (low + high) / 2

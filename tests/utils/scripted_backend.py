@@ -8,7 +8,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 from hf_barred.llm.base import Completion, Conversation, ResultCallback, SamplingParams
 
@@ -18,7 +19,9 @@ class ScriptedBackend:
 
     supports_json_schema = False
 
-    def __init__(self, reply: Callable[[Conversation], str], model_name: str = "scripted", fail_after: Optional[int] = None):
+    def __init__(
+        self, reply: Callable[[Conversation], str], model_name: str = "scripted", fail_after: Optional[int] = None
+    ):
         self.reply = reply
         self.model_name = model_name
         self.fail_after = fail_after
@@ -33,8 +36,12 @@ class ScriptedBackend:
                 raise KeyboardInterrupt("scripted interruption")
             self.sent.append(conversation)
             text = self.reply(conversation)
-            completion = Completion(text=text, prompt_tokens=len(str(conversation)) // 4, completion_tokens=len(text) // 4 + 1,
-                                    model=self.model_name)
+            completion = Completion(
+                text=text,
+                prompt_tokens=len(str(conversation)) // 4,
+                completion_tokens=len(text) // 4 + 1,
+                model=self.model_name,
+            )
             if on_result is not None:
                 on_result(i, completion)
             out.append(completion)

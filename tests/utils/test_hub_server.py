@@ -225,9 +225,7 @@ def test_transformers_model_push_and_from_pretrained(hub_server):
     from transformers import AutoModel, BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
-    )
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
     model = BertModel(config)
     repo_id = hub_server.new_repo_id("tiny-bert")
     model.push_to_hub(repo_id, private=True)

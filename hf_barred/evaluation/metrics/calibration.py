@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,15 @@ def reliability_bins(scores: Sequence[float], labels: Sequence[int], bins: int =
     for b in range(bins):
         mask = index == b
         if mask.any():
-            out.append({"low": b / bins, "high": (b + 1) / bins, "count": int(mask.sum()),
-                        "mean_score": float(s[mask].mean()), "positive_rate": float(y[mask].mean())})
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(mask.sum()),
+                    "mean_score": float(s[mask].mean()),
+                    "positive_rate": float(y[mask].mean()),
+                }
+            )
     return out
 
 
@@ -138,12 +146,17 @@ def pr_curve(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
         warnings.simplefilter("ignore", UserWarning)  # no violation: "recall is set to one" (replaced below)
         precision, recall, thresholds = precision_recall_curve(y, s, drop_intermediate=False)
     recall = recall[-2::-1] if positives else np.zeros(thresholds.size)
-    return {"thresholds": thresholds[::-1].tolist(), "precision": precision[-2::-1].tolist(), "recall": recall.tolist(),
-            "average_precision": float(average_precision_score(y, s)) if positives else 0.0}
+    return {
+        "thresholds": thresholds[::-1].tolist(),
+        "precision": precision[-2::-1].tolist(),
+        "recall": recall.tolist(),
+        "average_precision": float(average_precision_score(y, s)) if positives else 0.0,
+    }
 
 
-def calibration_summary(scores: Sequence[float], labels: Sequence[int], threshold: float,
-                        bins: int = 10) -> dict[str, Any]:
+def calibration_summary(
+    scores: Sequence[float], labels: Sequence[int], threshold: float, bins: int = 10
+) -> dict[str, Any]:
     """ECE, average precision, the reliability table and the rates at ``threshold``, for reports.
 
     >>> summary = calibration_summary([0.2, 0.6, 0.9, 0.4], [0, 1, 1, 0], threshold=0.5)
@@ -156,6 +169,11 @@ def calibration_summary(scores: Sequence[float], labels: Sequence[int], threshol
         from sklearn.metrics import confusion_matrix
 
         (tn, fp), (fn, tp) = confusion_matrix(y, (s >= threshold).astype(int), labels=[0, 1]).tolist()
-    return {"ece": expected_calibration_error(s, y, bins), "average_precision": pr_curve(s, y)["average_precision"],
-            "threshold": threshold, "false_positive_rate": fp / (fp + tn) if fp + tn else 0.0,
-            "true_positive_rate": tp / (tp + fn) if tp + fn else 0.0, "reliability": reliability_bins(s, y, bins)}
+    return {
+        "ece": expected_calibration_error(s, y, bins),
+        "average_precision": pr_curve(s, y)["average_precision"],
+        "threshold": threshold,
+        "false_positive_rate": fp / (fp + tn) if fp + tn else 0.0,
+        "true_positive_rate": tp / (tp + fn) if tp + fn else 0.0,
+        "reliability": reliability_bins(s, y, bins),
+    }

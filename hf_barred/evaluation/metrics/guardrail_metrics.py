@@ -27,7 +27,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import datasets
 import evaluate
@@ -107,8 +108,9 @@ def binary_metrics(predictions: Sequence[Optional[int]], references: Sequence[in
         # rows: reference 0, 1 (a third, reference -1, stays empty); columns: predicted 0, 1, unparseable
         (tn, fp, u0), (fn, tp, u1), _ = confusion_matrix(refs, preds, labels=[0, 1, -1]).tolist()
         scored = np.where(preds == -1, 1 - refs, preds)  # unparseable = wrong
-        precision, recall, f1, _ = precision_recall_fscore_support(refs, scored, average="binary", pos_label=1,
-                                                                   zero_division=0)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            refs, scored, average="binary", pos_label=1, zero_division=0
+        )
     unparsed = u0 + u1
     return {
         "accuracy": _ratio(tp + tn, n),
@@ -136,9 +138,12 @@ def _indicator(sets: Sequence[set[str]], codes: list[str]) -> np.ndarray:
     return np.hstack([matrix, np.zeros((len(sets), 1), dtype=matrix.dtype)])
 
 
-def category_metrics(predictions: Sequence[Optional[int]], references: Sequence[int],
-                     predicted_categories: Sequence[Sequence[str]],
-                     reference_categories: Sequence[Sequence[str]]) -> dict[str, Any]:
+def category_metrics(
+    predictions: Sequence[Optional[int]],
+    references: Sequence[int],
+    predicted_categories: Sequence[Sequence[str]],
+    reference_categories: Sequence[Sequence[str]],
+) -> dict[str, Any]:
     """Micro P/R/F1 of category sets on positive rows (reference 1); per-category false-negative
     rate (over positive rows having the code) and false-positive count (over all rows).
 
@@ -151,10 +156,12 @@ def category_metrics(predictions: Sequence[Optional[int]], references: Sequence[
     (1.0, 0.5, {'S1': 0.5}, {'S1': 2})
     """
     if not len(predictions) == len(references) == len(predicted_categories) == len(reference_categories):
-        raise ValueError("Expected predictions, references, predicted_categories and reference_categories "
-                         "of one length.")
-    pred_sets = [set(cats or []) if _parsed(p) is not None else set()
-                 for p, cats in zip(predictions, predicted_categories)]
+        raise ValueError(
+            "Expected predictions, references, predicted_categories and reference_categories of one length."
+        )
+    pred_sets = [
+        set(cats or []) if _parsed(p) is not None else set() for p, cats in zip(predictions, predicted_categories)
+    ]
     ref_sets = [set(cats or []) for cats in reference_categories]
     codes = sorted(set().union(*pred_sets, *ref_sets), key=_code_key)
     positive = np.flatnonzero([int(r) == 1 for r in references])
@@ -166,8 +173,7 @@ def category_metrics(predictions: Sequence[Optional[int]], references: Sequence[
         false_pos = multilabel_confusion_matrix(y_true, y_pred)[:-1, 0, 1].tolist()
         if positive.size:
             y_true, y_pred = y_true[positive], y_pred[positive]
-            precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="micro",
-                                                                       zero_division=0)
+            precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
             per_code = multilabel_confusion_matrix(y_true, y_pred)[:-1, 1]  # [fn, tp] per code
             misses, support = per_code[:, 0].tolist(), per_code.sum(axis=1).tolist()
     return {

@@ -45,11 +45,16 @@ class Budget:
     def add(self, after: Dataset, before: Optional[Dataset] = None, stage: str = "") -> None:
         """Count what the stage that turned ``before`` into ``after`` spent (its rows carry the usage
         of every earlier stage, so the difference is this stage's)."""
-        out, inp = dataset_usage(after), dataset_usage(before) if before is not None else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        out, inp = (
+            dataset_usage(after),
+            dataset_usage(before) if before is not None else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        )
         self.calls += out["calls"] - inp["calls"]
         if stage:
             self.calls_by_stage[stage] = self.calls_by_stage.get(stage, 0) + out["calls"] - inp["calls"]
-        self.tokens += (out["prompt_tokens"] + out["completion_tokens"]) - (inp["prompt_tokens"] + inp["completion_tokens"])
+        self.tokens += (out["prompt_tokens"] + out["completion_tokens"]) - (
+            inp["prompt_tokens"] + inp["completion_tokens"]
+        )
 
     @property
     def spent(self) -> bool:

@@ -36,19 +36,20 @@ for all reasonable instantiations, typically 10-50; the embedded model gets 3 of
 
 FOR_ENGINE_HELP = {
     "prompt_set": "Prompt templates of every stage: 'small' (few-shot, fitted to the embedded 135M model) or 'served' "
-                  "(zero-shot system/user prompts for strong models); by default small on the local engine, served "
-                  "on openai and vllm.",
+    "(zero-shot system/user prompts for strong models); by default small on the local engine, served "
+    "on openai and vllm.",
     "judges": "Number of judges k, each with its own persona (the paper uses 2).",
     "sample_max_tokens": f"Most tokens of a written sample, in generate and refine (by default "
-                         f"{GenerateConfig.max_tokens} on the local engine, {SERVED_MAX_TOKENS['sample']} on served "
-                         "ones).",
+    f"{GenerateConfig.max_tokens} on the local engine, {SERVED_MAX_TOKENS['sample']} on served "
+    "ones).",
     "judge_max_tokens": f"Most tokens of a judge's answer (by default {DebateConfig.max_tokens} on the local engine, "
-                        f"{SERVED_MAX_TOKENS['judge']} on served ones).",
+    f"{SERVED_MAX_TOKENS['judge']} on served ones).",
 }
 """Help of the parameters of :meth:`BarredConfig.for_engine` that no config field describes: the prompt
 set and answer budgets of several stages, whose default depends on the engine, and a number of judges
 (``DebateConfig.judges`` holds personas). ``barred generate`` shows it (its ``--rounds`` shows the help of
 ``DebateConfig.rounds``)."""
+
 
 @dataclass(frozen=True)
 class BarredConfig:
@@ -81,14 +82,20 @@ class BarredConfig:
     min_acceptance: float = field(default=0.1, metadata={"help": "Lowest acceptance rate used to size a round."})
     max_rows_per_round: int = field(default=64, metadata={"help": "Most rows planned in one round."})
     max_calls: Optional[int] = field(
-        default=None, metadata={"help": "Budget of LLM requests, cached ones included (None: no limit)."})
+        default=None, metadata={"help": "Budget of LLM requests, cached ones included (None: no limit)."}
+    )
     max_total_tokens: Optional[int] = field(
-        default=None, metadata={"help": "Budget of tokens, cached ones included (None: no limit)."})
+        default=None, metadata={"help": "Budget of tokens, cached ones included (None: no limit)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Rows per map batch (one batched call per role)."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for Dataset.map."})
-    max_failure_rate: float = field(default=0.5, metadata={
-        "help": "Stop the run (exit code 1 on the command line) when more than this share of a stage's requests "
-                "failed: HTTP errors after the retries, timeouts, refused connections."})
+    max_failure_rate: float = field(
+        default=0.5,
+        metadata={
+            "help": "Stop the run (exit code 1 on the command line) when more than this share of a stage's requests "
+            "failed: HTTP errors after the retries, timeouts, refused connections."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_refinements < 0:
@@ -103,7 +110,9 @@ class BarredConfig:
             if not 0 < value <= 1:
                 raise ValueError(f"BarredConfig.{name}: expected a rate in (0, 1], found {value}.")
         if not 0 <= self.max_failure_rate <= 1:
-            raise ValueError(f"BarredConfig.max_failure_rate: expected a share in [0, 1], found {self.max_failure_rate}.")
+            raise ValueError(
+                f"BarredConfig.max_failure_rate: expected a share in [0, 1], found {self.max_failure_rate}."
+            )
         for name in ("max_calls", "max_total_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -120,7 +129,7 @@ class BarredConfig:
         judge_max_tokens: Optional[int] = None,
         prompt_set: Optional[str] = None,
         **kwargs: Any,
-    ) -> "BarredConfig":
+    ) -> BarredConfig:
         """Every LLM stage on ``engine``; ``judges`` (k) and ``rounds`` (T) set the debate;
         ``prompt_set`` (``small`` or ``served``; None: the engine's default,
         :func:`~hf_barred.stages.prompting.default_prompt_set`) the prompts of every stage.
@@ -149,28 +158,41 @@ class BarredConfig:
         if rounds is not None:
             debate_kwargs["rounds"] = rounds
         if judges is not None and judges < 1:
-            raise ValueError(f"BarredConfig.for_engine: expected judges >= 1 (the paper uses 2), found {judges}. "
-                             "Pass --judges 2.")
+            raise ValueError(
+                f"BarredConfig.for_engine: expected judges >= 1 (the paper uses 2), found {judges}. Pass --judges 2."
+            )
         if rounds is not None and rounds < 1:
             raise ValueError(f"BarredConfig.for_engine: expected rounds >= 1 (the paper uses 2), found {rounds}.")
-        debate_config = (DebateConfig.with_judges(judges, **debate_kwargs) if judges is not None
-                         else DebateConfig(**debate_kwargs))
+        debate_config = (
+            DebateConfig.with_judges(judges, **debate_kwargs) if judges is not None else DebateConfig(**debate_kwargs)
+        )
         decompose_kwargs: dict[str, Any] = dict(common)
         instantiate_kwargs: dict[str, Any] = dict(common)
         if served:
-            decompose_kwargs.update(max_tokens=SERVED_MAX_TOKENS["decompose"], max_dimensions=SERVED_SIZES["max_dimensions"])
-            instantiate_kwargs.update(max_tokens=SERVED_MAX_TOKENS["instantiate"],
-                                      max_instantiations=SERVED_SIZES["max_instantiations"])
+            decompose_kwargs.update(
+                max_tokens=SERVED_MAX_TOKENS["decompose"], max_dimensions=SERVED_SIZES["max_dimensions"]
+            )
+            instantiate_kwargs.update(
+                max_tokens=SERVED_MAX_TOKENS["instantiate"], max_instantiations=SERVED_SIZES["max_instantiations"]
+            )
         return cls(
-            decompose=DecomposeConfig(**decompose_kwargs), instantiate=InstantiateConfig(**instantiate_kwargs),
-            generate=GenerateConfig(**common, max_tokens=sample_max_tokens), debate=debate_config,
-            refine=RefineConfig(**common, max_tokens=sample_max_tokens), **kwargs,
+            decompose=DecomposeConfig(**decompose_kwargs),
+            instantiate=InstantiateConfig(**instantiate_kwargs),
+            generate=GenerateConfig(**common, max_tokens=sample_max_tokens),
+            debate=debate_config,
+            refine=RefineConfig(**common, max_tokens=sample_max_tokens),
+            **kwargs,
         )
 
     def engines(self) -> list[EngineConfig]:
         """The distinct engine configs of the stages."""
-        found = [self.decompose.engine, self.instantiate.engine, self.generate.engine, self.debate.engine,
-                 self.refine.engine]
+        found = [
+            self.decompose.engine,
+            self.instantiate.engine,
+            self.generate.engine,
+            self.debate.engine,
+            self.refine.engine,
+        ]
         return list(dict.fromkeys(found))
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 from ...llm import EngineConfig, built_engine
 from ...llm.base import REQUEST_FAILED
@@ -39,7 +40,7 @@ def endpoint_of(config: EngineConfig) -> str:
 
 def failure_message(stage: str, failed: int, total: int, endpoint: str, last_error: str, limit: float) -> str:
     """The one-line message of :class:`RequestsFailed`."""
-    reason = last_error[len(REQUEST_FAILED):] if last_error.startswith(REQUEST_FAILED) else last_error
+    reason = last_error[len(REQUEST_FAILED) :] if last_error.startswith(REQUEST_FAILED) else last_error
     return (
         f"{stage}: {failed} of {total} requests to {endpoint} failed ({reason.splitlines()[0][:300] if reason else 'no answer'}), "
         f"more than --max-failure-rate {limit:g} allows; the run stopped. Every answer that arrived is cached: fix the "
@@ -76,6 +77,7 @@ class FailureGuard:
                 failed += errors - errors_before
                 worst = (config, last_error)
         if worst is not None and total and failed / total > self.max_failure_rate:
-            raise RequestsFailed(failure_message(stage, failed, total, endpoint_of(worst[0]), worst[1],
-                                                 self.max_failure_rate))
+            raise RequestsFailed(
+                failure_message(stage, failed, total, endpoint_of(worst[0]), worst[1], self.max_failure_rate)
+            )
         return result

@@ -38,8 +38,10 @@ def seed_field_lengths(task: GuardrailTask) -> dict[str, int]:
     """The longest seed, in characters, of each field a sample of ``task`` has (``text``, or ``task`` and
     ``response``)."""
     if task.input_type == "task_and_response":
-        return {"task": max((len(s.task or "") for s in task.seeds), default=0),
-                "response": max((len(s.text) for s in task.seeds), default=0)}
+        return {
+            "task": max((len(s.task or "") for s in task.seeds), default=0),
+            "response": max((len(s.text) for s in task.seeds), default=0),
+        }
     return {"text": max((len(s.text) for s in task.seeds), default=0)}
 
 
@@ -75,7 +77,7 @@ def sample_max_tokens(task: GuardrailTask, floor: int = 128, headroom: float = 1
     return high
 
 
-def fit_sample_budget(config: "BarredConfig", task: GuardrailTask, headroom: float = 1.25) -> "BarredConfig":
+def fit_sample_budget(config: BarredConfig, task: GuardrailTask, headroom: float = 1.25) -> BarredConfig:
     """``config`` with the generate and refine ``max_tokens`` raised to :func:`sample_max_tokens` of the
     task's seeds (a budget already larger stays).
 

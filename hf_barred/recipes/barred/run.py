@@ -43,6 +43,8 @@ from typing import Any, Optional
 
 from datasets import Dataset, concatenate_datasets
 
+from ...llm.base import is_request_failure
+from ...policy.task import GuardrailTask
 from ...stages.base import Stage
 from ...stages.debate import DebateStage
 from ...stages.decompose import DecomposeStage, task_dataset
@@ -50,18 +52,23 @@ from ...stages.generate import GenerateStage
 from ...stages.instantiate import InstantiateStage
 from ...stages.plan import plan, plan_fingerprint
 from ...stages.refine import RefineStage
-from ...llm.base import is_request_failure
-from ...policy.task import GuardrailTask
-from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
-from .stats import run_statistics
-from .writer import DATA_FILES, decomposition_export, publish_rows, write_outputs
 from .budget import Budget, engine_usage, rows_to_plan, usage_delta
+from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
 from .failures import FailureGuard
 from .output import locked_output
+from .stats import run_statistics
 from .store import saved_or_run
+from .writer import DATA_FILES, decomposition_export, publish_rows, write_outputs
 
-__all__ = ["DATA_FILES", "SERVED_MAX_TOKENS", "BarredConfig", "BarredResult", "rows_to_plan", "run_barred",
-           "run_statistics"]
+__all__ = [
+    "DATA_FILES",
+    "SERVED_MAX_TOKENS",
+    "BarredConfig",
+    "BarredResult",
+    "rows_to_plan",
+    "run_barred",
+    "run_statistics",
+]
 
 
 def run_barred(
@@ -96,8 +103,9 @@ def run_barred(
         return _run_locked(task, n, config, out, progress, verbose)
 
 
-def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, progress: bool,
-                verbose: bool) -> BarredResult:
+def _run_locked(
+    task: GuardrailTask, n: int, config: BarredConfig, out: Path, progress: bool, verbose: bool
+) -> BarredResult:
     from ...progress import RunView, quiet_libraries
 
     work = out / "work"
@@ -118,8 +126,9 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
     def run_stage(folder: Path, stage: Stage, ds: Dataset, what: str) -> Dataset:
         """The stage's saved output in ``folder`` when its fingerprint matches, else the stage run (and saved),
         stopped by the failure guard when its requests mostly failed."""
-        return saved_or_run(folder, stage.fingerprint(ds), lambda: guard(what, lambda: stage.map(ds, **map_kwargs)),
-                            reused)
+        return saved_or_run(
+            folder, stage.fingerprint(ds), lambda: guard(what, lambda: stage.map(ds, **map_kwargs)), reused
+        )
 
     with quiet_libraries(verbose), RunView(n, enabled=progress) as view:
         # 1-2: decomposition, once
@@ -139,13 +148,16 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
         while shortfall(accepted_by_label, quota) and rounds_run < config.max_rounds and not budget.spent:
             round_dir = work / f"round_{rounds_run:03d}"
             # labels are planned in balanced pairs: enough pairs for the label that lacks the most
-            k = rows_to_plan(2 * max(shortfall(accepted_by_label, quota, per_label=True)), planned,
-                             len(accepted_rows), config)
+            k = rows_to_plan(
+                2 * max(shortfall(accepted_by_label, quota, per_label=True)), planned, len(accepted_rows), config
+            )
             start = planned
             where = f"round {rounds_run + 1}"
             plan_rows = saved_or_run(
-                round_dir / "plan", plan_fingerprint(inst, task, k, config.plan, start),
-                lambda: plan(inst, task, k, config.plan, start=start, **map_kwargs), reused,
+                round_dir / "plan",
+                plan_fingerprint(inst, task, k, config.plan, start),
+                lambda k=k, start=start: plan(inst, task, k, config.plan, start=start, **map_kwargs),
+                reused,
             )
             view.stage(f"generate ({where})", rows=len(plan_rows), expected_requests=len(plan_rows))
             current = run_stage(round_dir / "generate", generate, plan_rows, "generate")
@@ -175,8 +187,9 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
                     rejected_rows.extend(judged[i] | {"rejection_reason": "budget"} for i in to_refine)
                     break
                 failing = judged.select(to_refine)
-                view.stage(f"refine ({where}, refinement {level + 1})", rows=len(failing),
-                           expected_requests=len(failing))
+                view.stage(
+                    f"refine ({where}, refinement {level + 1})", rows=len(failing), expected_requests=len(failing)
+                )
                 current = run_stage(round_dir / f"refine_{level + 1}", refine, failing, "refine")
                 budget.add(current, failing, stage="refine")
             planned += k
@@ -189,8 +202,20 @@ def _run_locked(task: GuardrailTask, n: int, config: BarredConfig, out: Path, pr
         decomposition = decomposition_export(inst)
         all_debates = concatenate_datasets(debated_parts) if debated_parts else None
         stats = run_statistics(
-            task, n, config, dims, inst, all_debates, train, rejected, planned, rounds_run, budget,
-            usage_delta(usage_before, engine_usage(config)), reused, extra=extra,
+            task,
+            n,
+            config,
+            dims,
+            inst,
+            all_debates,
+            train,
+            rejected,
+            planned,
+            rounds_run,
+            budget,
+            usage_delta(usage_before, engine_usage(config)),
+            reused,
+            extra=extra,
         )
         write_outputs(out, task, config, train, rejected, decomposition, stats, extra=extra)
     return BarredResult(train, rejected, decomposition, stats, out, extra=extra)

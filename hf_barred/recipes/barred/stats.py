@@ -13,11 +13,11 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ...stages.prompting import load_prompt
 from ...llm.base import is_request_failure
 from ...policy.task import GuardrailTask
-from .config import BarredConfig
+from ...stages.prompting import load_prompt
 from .budget import Budget
+from .config import BarredConfig
 
 __all__ = ["FAILURE_STAGES", "prompt_ids", "run_statistics"]
 
@@ -38,6 +38,7 @@ def prompt_ids(config: BarredConfig) -> dict[str, str]:
         "refine": ("refine", config.refine, config.refine.prompt_version),
     }
     return {key: load_prompt(name, version, stage.prompt_set).id for key, (name, stage, version) in stages.items()}
+
 
 FAILURE_STAGES = ("decompose", "instantiate", "generate", "refine", "judge_answers", "advocate")
 """The stages whose parse failures and failed requests are counted (judges per answer)."""
@@ -112,7 +113,9 @@ def run_statistics(
         "rejection_reasons": dict(Counter(rejected["rejection_reason"])),
         "planned_rows": planned,
         "rounds": rounds_run,
-        "acceptance_rate": round((len(train) + (len(extra) if extra is not None else 0)) / planned, 4) if planned else 0.0,
+        "acceptance_rate": round((len(train) + (len(extra) if extra is not None else 0)) / planned, 4)
+        if planned
+        else 0.0,
         "acceptance_by_refinement": acceptance_by_refinement,
         "debate_paths": dict(debate_paths),
         "final_debate_paths": dict(final_paths),

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ...stages.features import accepted_features, decomposition_features
 from ...policy.task import GuardrailTask, TaskFileError
+from ...stages.features import accepted_features, decomposition_features
 from .config import BarredConfig
 from .stats import prompt_ids
 
@@ -47,20 +47,31 @@ def publish_rows(rows: list[dict[str, Any]], task: GuardrailTask, config: Barred
         record["rejection_reason"] = r.get("rejection_reason") or ""
         record["prompt_version"] = f"{r['prompt_version'] or ids['generate']}+{version}"
         out.append(record)
-    return Dataset.from_list(out, features=features) if out else Dataset.from_dict(
-        {name: [] for name in features}, features=features
+    return (
+        Dataset.from_list(out, features=features)
+        if out
+        else Dataset.from_dict({name: [] for name in features}, features=features)
     )
 
 
 def decomposition_export(ds: Dataset) -> Dataset:
     features = decomposition_features()
-    return Dataset.from_list([{name: row[name] for name in features} for row in ds], features=features) if len(ds) \
+    return (
+        Dataset.from_list([{name: row[name] for name in features} for row in ds], features=features)
+        if len(ds)
         else Dataset.from_dict({name: [] for name in features}, features=features)
+    )
 
 
 def write_outputs(
-    out: Path, task: GuardrailTask, config: BarredConfig, train: Dataset, rejected: Dataset,
-    decomposition: Dataset, stats: dict[str, Any], extra: Optional[Dataset] = None,
+    out: Path,
+    task: GuardrailTask,
+    config: BarredConfig,
+    train: Dataset,
+    rejected: Dataset,
+    decomposition: Dataset,
+    stats: dict[str, Any],
+    extra: Optional[Dataset] = None,
 ) -> None:
     from ...hub.dataset_card import add_dataset_info, make_dataset_card
 
@@ -68,7 +79,9 @@ def write_outputs(
     for split, ds in (("train", train), ("rejected", rejected), ("extra", extra), ("decomposition", decomposition)):
         path = out / DATA_FILES[split]
         path.parent.mkdir(parents=True, exist_ok=True)
-        if ds is not None and (len(ds) or split == "train" and not len(rejected)):  # an empty split is left out of the card's configs
+        if ds is not None and (
+            len(ds) or split == "train" and not len(rejected)
+        ):  # an empty split is left out of the card's configs
             ds.to_parquet(str(path))
             config_name, split_name = ("decomposition", "train") if split == "decomposition" else ("default", split)
             written.setdefault(config_name, {})[split_name] = DATA_FILES[split]

@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 import hf_barred.llm as llm
 from hf_barred.cli.main import main
-
 from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
-
 from tests.utils.schema_responder import StageServer
 from tests.utils.servers.openai_server import OpenAIServer, error, hang, malformed
 
@@ -29,8 +26,9 @@ def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("barred")]
 
 
-@pytest.mark.parametrize("failure, shown", [(error(500, "upstream down"), "HTTP 500"),
-                                            (malformed("not-json"), "malformed response")])
+@pytest.mark.parametrize(
+    "failure, shown", [(error(500, "upstream down"), "HTTP 500"), (malformed("not-json"), "malformed response")]
+)
 def test_a_run_whose_requests_all_fail_stops_with_exit_1(tmp_path, capsys, failure, shown):
     out = tmp_path / "out"
     with OpenAIServer() as server:
@@ -61,7 +59,8 @@ def test_a_failing_stage_stops_unsaved_and_the_rerun_resumes(tmp_path, capsys):
         llm.clear_engines()
         assert main(generate(server.url, out, "--max-retries", "0")) == 0
         assert {stage: server.stage_requests(stage) for stage in ("decompose", "instantiate")} == {
-            stage: before[stage] for stage in ("decompose", "instantiate")}  # nothing repeated
+            stage: before[stage] for stage in ("decompose", "instantiate")
+        }  # nothing repeated
         assert server.stage_requests("generate") == before["generate"] + 2
     stats = json.loads((out / "summary.json").read_text())
     assert stats["stage_outputs_reused"] >= 2 and sum(stats["request_failures"].values()) == 0
@@ -124,8 +123,20 @@ def test_timeout_and_max_retries_reach_the_engine_config():
 
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
-    args = parser.parse_args(["--engine", "openai", "--base-url", "http://127.0.0.1:1/v1", "--model", "m",
-                              "--timeout", "7.5", "--max-retries", "1"])
+    args = parser.parse_args(
+        [
+            "--engine",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:1/v1",
+            "--model",
+            "m",
+            "--timeout",
+            "7.5",
+            "--max-retries",
+            "1",
+        ]
+    )
     config = engine_config(args)
     assert (config.timeout, config.max_retries) == (7.5, 1)
     assert config.identity() == {"engine": "openai", "model": "m"}  # throughput: not in fingerprints

@@ -19,10 +19,8 @@ from datasets import Dataset
 from hf_barred.cli.main import main
 from hf_barred.recipes.barred.output import LOCK_FILE, PID_FILE, locked_output
 from hf_barred.recipes.barred.store import saved_or_run
-
-from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
 from tests.utils import REPO_ROOT
-
+from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
 from tests.utils.servers.openai_server import OpenAIServer, error, hang
 
 ROOT = REPO_ROOT
@@ -46,8 +44,13 @@ def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_pid(tmp_path
     with OpenAIServer() as server:
         server.script(hang(60), forever=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_BARRED_CACHE": str(tmp_path / "cache1")}
-        first = subprocess.Popen([sys.executable, "-m", "hf_barred.cli", *generate(server.url, out, "--timeout", "60")],
-                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "hf_barred.cli", *generate(server.url, out, "--timeout", "60")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while not server.requests and time.monotonic() < deadline:  # the first run holds the lock

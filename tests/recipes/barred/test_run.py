@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import tests.utils.barred_resume_worker as worker
 import pytest
-from tests.utils.barred_script import BarredScript, TargetAwareScript, target_verdict
 from datasets import load_dataset
 
 import hf_barred.llm as llm
+import tests.utils.barred_resume_worker as worker
 from hf_barred.cli.main import main as cli_main
 from hf_barred.llm import EngineConfig, ResponseCache
 from hf_barred.recipes.barred.run import BarredConfig, rows_to_plan, run_barred
 from tests.utils import REPO_ROOT
+from tests.utils.barred_script import BarredScript, TargetAwareScript, target_verdict
 
 TASK = worker.TASK
 LABELS = TASK.labels
@@ -96,7 +94,9 @@ def test_refinement_bound_and_rejection(scripted, tmp_path):
 
 def test_parse_failures_are_counted_and_kept(scripted, tmp_path):
     engine, script = scripted
-    script.write = lambda sample_id, refinement: "garbage" if int(sample_id) % 2 else f"User: question {sample_id}\nAgent: ok"
+    script.write = lambda sample_id, refinement: (
+        "garbage" if int(sample_id) % 2 else f"User: question {sample_id}\nAgent: ok"
+    )
     config = BarredConfig.for_engine(engine, max_refinements=0, max_rounds=1)
     result = run_barred(TASK, 4, config, tmp_path / "out", progress=False)
     failures = [r for r in result.rejected if r["rejection_reason"] == "parse_failure"]
@@ -143,8 +143,16 @@ def test_resume_after_sigkill_repeats_no_finished_call(monkeypatch, tmp_path):
     cache_path = cache_dir / "responses.sqlite"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "tests" / "utils" / "barred_resume_worker.py"), str(out), str(cache_dir), "0.05"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(REPO_ROOT / "tests" / "utils" / "barred_resume_worker.py"),
+            str(out),
+            str(cache_dir),
+            "0.05",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     try:
@@ -170,7 +178,9 @@ def test_resume_after_sigkill_repeats_no_finished_call(monkeypatch, tmp_path):
     config = BarredConfig.for_engine(engine, max_refinements=1, batch_size=8)
     result = run_barred(TASK, 6, config, out, progress=False)
     # nothing that had finished before the kill was asked again
-    sent_keys = {ResponseCache.key("scripted", conversation, params) for conversation, params in _sent_with_params(script)}
+    sent_keys = {
+        ResponseCache.key("scripted", conversation, params) for conversation, params in _sent_with_params(script)
+    }
     assert not sent_keys & cached_keys
     after = cache.stats()
     assert after["misses"] - done_before["misses"] == len(script.sent)
@@ -190,27 +200,57 @@ def _sent_with_params(script):
 
 def test_cli_generate_prints_the_summary(scripted, tmp_path, capsys):
     engine, _ = scripted
-    code = cli_main([
-        "generate", str(tmp_path / "task.yaml"), "--n", "2", "--output", str(tmp_path / "out"), "--no-progress",
-    ])
+    code = cli_main(
+        [
+            "generate",
+            str(tmp_path / "task.yaml"),
+            "--n",
+            "2",
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "file not found" in capsys.readouterr().err
     TASK.save(tmp_path / "task.yaml")
-    code = cli_main([
-        "generate", str(tmp_path / "task.yaml"), "--n", "2", "--output", str(tmp_path / "out"), "--no-progress",
-        "--cache-dir", engine.cache_dir, "--judges", "2", "--rounds", "2", "--max-refinements", "1",
-    ])
+    code = cli_main(
+        [
+            "generate",
+            str(tmp_path / "task.yaml"),
+            "--n",
+            "2",
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--cache-dir",
+            engine.cache_dir,
+            "--judges",
+            "2",
+            "--rounds",
+            "2",
+            "--max-refinements",
+            "1",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
-    for needle in ("accepted:", "acceptance by refinement round: r0:", "debate paths", "parse failures:",
-                   "engine calls", "cache hits", "cost $"):
+    for needle in (
+        "accepted:",
+        "acceptance by refinement round: r0:",
+        "debate paths",
+        "parse failures:",
+        "engine calls",
+        "cache hits",
+        "cost $",
+    ):
         assert needle in printed
 
 
 def test_dataset_card_template_renders_strictly(scripted, tmp_path):
     import jinja2
 
-    from hf_barred.hub.model_card import template_path
     from hf_barred.hub.dataset_card import card_variables
+    from hf_barred.hub.model_card import template_path
 
     engine, _ = scripted
     config = BarredConfig.for_engine(engine, max_refinements=1)
@@ -233,7 +273,9 @@ def test_answer_budgets_fit_the_engine_and_the_command_line_overrides_them():
     generate_command.register(parser.add_subparsers())
 
     def config(*flags):
-        return generate_command.build_config(parser.parse_args(["generate", "task.yaml", "--n", "4", "--output", "o", *flags]))
+        return generate_command.build_config(
+            parser.parse_args(["generate", "task.yaml", "--n", "4", "--output", "o", *flags])
+        )
 
     local = config()
     assert (local.generate.max_tokens, local.refine.max_tokens, local.debate.max_tokens) == (128, 128, 64)

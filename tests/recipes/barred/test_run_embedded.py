@@ -15,9 +15,9 @@ from datasets import load_dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig, ResponseCache
+from hf_barred.policy.task import GuardrailTask
 from hf_barred.recipes.barred.run import BarredConfig, run_barred
 from hf_barred.stages.embedding import embedder_path
-from hf_barred.policy.task import GuardrailTask
 
 TASK = GuardrailTask.load("dataset_scripts/health-advice/task.yaml")
 CHAT_TEMPLATE = (
@@ -35,9 +35,16 @@ def tiny_model(tmp_path):
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.eos_token = tokenizer.sep_token
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
     )
     torch.manual_seed(0)
     folder = tmp_path / "tiny-llama"
@@ -52,10 +59,13 @@ def _small_config(engine: EngineConfig, max_tokens: int = 0, **kwargs) -> Barred
     config = BarredConfig.for_engine(engine, max_rounds=1, max_refinements=1, initial_acceptance=1.0, **kwargs)
     if max_tokens:  # short answers, no repair rounds: the noise of a random model never parses anyway
         short = {"max_tokens": max_tokens, "max_repairs": 0}
-        config = dataclasses.replace(config, **{
-            name: dataclasses.replace(getattr(config, name), **short)
-            for name in ("decompose", "instantiate", "generate", "debate", "refine")
-        })
+        config = dataclasses.replace(
+            config,
+            **{
+                name: dataclasses.replace(getattr(config, name), **short)
+                for name in ("decompose", "instantiate", "generate", "debate", "refine")
+            },
+        )
     return config
 
 

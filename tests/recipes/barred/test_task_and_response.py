@@ -7,22 +7,20 @@ the ``maxLength`` of the grammar it is sent).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from datasets import Dataset
 
 import hf_barred.llm as llm
-from hf_barred.recipes.barred.lengths import fit_sample_budget, sample_max_tokens, seed_field_lengths
-from hf_barred.guardrails.formats import classification_messages, classifier_text
 from hf_barred.cli.main import main
-from hf_barred.policy.data import response_pairs
+from hf_barred.guardrails.formats import classification_messages, classifier_text
 from hf_barred.llm import EngineConfig
+from hf_barred.policy.data import response_pairs
+from hf_barred.policy.task import GuardrailTask
+from hf_barred.recipes.barred.lengths import fit_sample_budget, sample_max_tokens, seed_field_lengths
 from hf_barred.recipes.barred.run import BarredConfig, run_barred
 from hf_barred.stages.generate import sample_grammar
-from hf_barred.policy.task import GuardrailTask
 from tests.utils import REPO_ROOT
-
 from tests.utils.servers.openai_server import OpenAIServer
 
 ROOT = REPO_ROOT
@@ -39,21 +37,47 @@ def test_the_example_task_file_is_a_task_and_response_task_with_pass_fail_labels
 
 def test_paired_responses_convert_in_one_command_with_the_polarity(tmp_path, capsys):
     out = tmp_path / "plans.jsonl"
-    code = main(["convert-pairs", str(EXAMPLE / "pairs.csv"), "--task-column", "task_input", "--pass-column",
-                 "good_plan", "--fail-column", "bad_plan", "--criterion", "The plan skips a required step.",
-                 "--output", str(out), "--task-file", str(tmp_path / "plan" / "task.yaml")])
+    code = main(
+        [
+            "convert-pairs",
+            str(EXAMPLE / "pairs.csv"),
+            "--task-column",
+            "task_input",
+            "--pass-column",
+            "good_plan",
+            "--fail-column",
+            "bad_plan",
+            "--criterion",
+            "The plan skips a required step.",
+            "--output",
+            str(out),
+            "--task-file",
+            str(tmp_path / "plan" / "task.yaml"),
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and [r["label"] for r in rows] == [0, 1] * 3  # violation: the FAIL response is 1
     assert set(rows[0]) == {"task", "text", "label", "rule"} and rows[0]["task"].startswith("Plan the steps")
     task = GuardrailTask.load(tmp_path / "plan" / "task.yaml")
     assert task.input_type == "task_and_response" and task.labels == ("PASS", "FAIL") and len(task.seeds) == 6
-    compliance = response_pairs(str(EXAMPLE / "pairs.csv"), pass_column="good_plan", fail_column="bad_plan",
-                                polarity="compliance")
+    compliance = response_pairs(
+        str(EXAMPLE / "pairs.csv"), pass_column="good_plan", fail_column="bad_plan", polarity="compliance"
+    )
     assert list(compliance["label"]) == [1, 0] * 3
     capsys.readouterr()
-    code = main(["convert-pairs", str(EXAMPLE / "pairs.csv"), "--pass-column", "good", "--fail-column", "bad_plan",
-                 "--output", str(out)])
+    code = main(
+        [
+            "convert-pairs",
+            str(EXAMPLE / "pairs.csv"),
+            "--pass-column",
+            "good",
+            "--fail-column",
+            "bad_plan",
+            "--output",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "['good'] were not found" in err and len(err.splitlines()) == 1
 
@@ -64,7 +88,9 @@ def test_budgets_follow_the_longest_seed_of_each_field():
     budget = sample_max_tokens(task)
     lengths = sample_grammar("task_and_response", budget)["properties"]
     assert lengths["response"]["maxLength"] >= 1.25 * len(STEP * 20)
-    assert sample_grammar("task_and_response", budget - 1)["properties"]["response"]["maxLength"] < 1.25 * len(STEP * 20)
+    assert sample_grammar("task_and_response", budget - 1)["properties"]["response"]["maxLength"] < 1.25 * len(
+        STEP * 20
+    )
     fitted = fit_sample_budget(BarredConfig.for_engine(EngineConfig()), task)
     assert fitted.generate.max_tokens == fitted.refine.max_tokens == budget > 128
     large = BarredConfig.for_engine(EngineConfig(), sample_max_tokens=10_000)
@@ -84,8 +110,12 @@ def _fill(schema: dict) -> dict:
     if "dimensions" in props:
         return {"dimensions": ["order of the steps", "a constraint of the task"]}
     if "values" in props:
-        return {"values": [{"value": "a skipped step", "applies": "yes", "probability": 0.5},
-                           {"value": "every step kept", "applies": "no", "probability": 0.5}]}
+        return {
+            "values": [
+                {"value": "a skipped step", "applies": "yes", "probability": 0.5},
+                {"value": "every step kept", "applies": "no", "probability": 0.5},
+            ]
+        }
     answer = {}
     for key, spec in props.items():
         if "enum" in spec:
@@ -93,8 +123,10 @@ def _fill(schema: dict) -> dict:
         elif spec.get("type") in ("number", "integer"):
             answer[key] = 0.9
         else:
-            text = {"task": "Plan the move of a family of four to a new flat, with the utilities switched over.",
-                    "response": STEP * 40}.get(key, "The steps follow the task's order.")
+            text = {
+                "task": "Plan the move of a family of four to a new flat, with the utilities switched over.",
+                "response": STEP * 40,
+            }.get(key, "The steps follow the task's order.")
             answer[key] = text[: spec.get("maxLength", len(text))]
     return answer
 
@@ -114,14 +146,21 @@ def fresh_engines():
 
 
 def test_accepted_responses_are_as_long_as_the_seeds_not_115_characters(tmp_path, cache_dir, fresh_engines):
-    seeds = [{"task": f"Plan task {k}: move house with every utility switched.", "response": STEP * 16}
-             for k in range(3)]
-    task = GuardrailTask(criterion="The plan skips, reorders or contradicts a required step.", labels=("PASS", "FAIL"),
-                         input_type="task_and_response", seeds=seeds, name="plans")
+    seeds = [
+        {"task": f"Plan task {k}: move house with every utility switched.", "response": STEP * 16} for k in range(3)
+    ]
+    task = GuardrailTask(
+        criterion="The plan skips, reorders or contradicts a required step.",
+        labels=("PASS", "FAIL"),
+        input_type="task_and_response",
+        seeds=seeds,
+        name="plans",
+    )
     with OpenAIServer(responder=strong_model) as server:
         engine = EngineConfig(engine="openai", model="test-model", base_url=server.url, cache_dir=str(cache_dir))
-        config = BarredConfig.for_engine(engine, max_rounds=1, max_refinements=0, initial_acceptance=1.0,
-                                         max_rows_per_round=2)
+        config = BarredConfig.for_engine(
+            engine, max_rounds=1, max_refinements=0, initial_acceptance=1.0, max_rows_per_round=2
+        )
         config = fit_sample_budget(config, task)
         result = run_barred(task, 1, config, tmp_path / "out", progress=False)
     # every accepted sample counts here, those beyond n (the `extra` split) too: the point is their length
@@ -143,8 +182,10 @@ def _target_aware_model(body: dict) -> str:
     prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
     if "response" in props:  # a sample: generate or refine
         wanted = "no" if '"no": the criterion does not hold' in prompt else "yes"
-        answer = _fill(schema) | {"response": ("It skips the meter reading step. " if wanted == "yes" else
-                                               "Every step is kept in order. ") + STEP * 3}
+        answer = _fill(schema) | {
+            "response": ("It skips the meter reading step. " if wanted == "yes" else "Every step is kept in order. ")
+            + STEP * 3
+        }
         if "label" in props:
             answer["label"] = wanted
         return json.dumps(answer)
@@ -159,10 +200,16 @@ def test_task_and_response_end_to_end_the_classifier_sees_the_task(tmp_path, cac
     import hf_barred.train.rows as rows_module
     from hf_barred.train.tiny import make_tiny_classifier
 
-    seeds = [{"task": f"Plan task {k}: move house with every utility switched.", "response": STEP * 2}
-             for k in range(10)]
-    task = GuardrailTask(criterion="The plan skips, reorders or contradicts a required step.", labels=("PASS", "FAIL"),
-                         input_type="task_and_response", seeds=seeds, name="plans")
+    seeds = [
+        {"task": f"Plan task {k}: move house with every utility switched.", "response": STEP * 2} for k in range(10)
+    ]
+    task = GuardrailTask(
+        criterion="The plan skips, reorders or contradicts a required step.",
+        labels=("PASS", "FAIL"),
+        input_type="task_and_response",
+        seeds=seeds,
+        name="plans",
+    )
     out = tmp_path / "data"
     with OpenAIServer(responder=_target_aware_model) as server:
         engine = EngineConfig(engine="openai", model="test-model", base_url=server.url, cache_dir=str(cache_dir))
@@ -177,23 +224,46 @@ def test_task_and_response_end_to_end_the_classifier_sees_the_task(tmp_path, cac
         def wrapper(tokenizer, texts, *args, **kwargs):
             seen[where].extend(texts)
             return original(tokenizer, texts, *args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(rows_module, "classifier_inputs", spy("train", rows_module.classifier_inputs))
     monkeypatch.setattr(guardrail_module, "classifier_inputs", spy("inference", guardrail_module.classifier_inputs))
     base = make_tiny_classifier(tmp_path / "base", corpus=[STEP, "skips the meter reading", "Plan task"])
     model = tmp_path / "guard"
-    assert main(["train", str(out), "--base_model", base, "--output_dir", str(model), "--max_steps", "3",
-                 "--per_device_train_batch_size", "4", "--logging_steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(out),
+                "--base_model",
+                base,
+                "--output_dir",
+                str(model),
+                "--max_steps",
+                "3",
+                "--per_device_train_batch_size",
+                "4",
+                "--logging_steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     test_csv = tmp_path / "test.csv"
-    Dataset.from_dict({"task": ["Plan the move of the office."] * 2,
-                       "text": ["It skips the meter reading step. " + STEP, "Every step is kept in order. " + STEP],
-                       "label": [1, 0]}).to_csv(str(test_csv))
+    Dataset.from_dict(
+        {
+            "task": ["Plan the move of the office."] * 2,
+            "text": ["It skips the meter reading step. " + STEP, "Every step is kept in order. " + STEP],
+            "label": [1, 0],
+        }
+    ).to_csv(str(test_csv))
     assert main(["evaluate", str(model), str(test_csv), "--output", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["metrics"]["n"] == 2
     # the classifier's input holds the task beside the response, in training and at inference
     tasks = set(result.train["task"])
-    assert seen["train"] and all(t.startswith("<TASK>\n") and t.split("\n")[1] in tasks and "<RESPONSE>" in t
-                                 for t in seen["train"])
+    assert seen["train"] and all(
+        t.startswith("<TASK>\n") and t.split("\n")[1] in tasks and "<RESPONSE>" in t for t in seen["train"]
+    )
     assert any("<TASK>\nPlan the move of the office.\n</TASK>" in t for t in seen["inference"])

@@ -33,8 +33,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import uvicorn
 from starlette.applications import Starlette
@@ -189,7 +190,7 @@ class OpenAIServer:
         """The base URL a client uses, ending in ``/v1``."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def script(self, *actions: Action, match: Optional[str] = None, forever: bool = False) -> "OpenAIServer":
+    def script(self, *actions: Action, match: Optional[str] = None, forever: bool = False) -> OpenAIServer:
         """Answer the next requests (whose last user message contains ``match``, if given) with
         ``actions`` in order; with ``forever`` the last action repeats for good."""
         with self._lock:
@@ -232,8 +233,12 @@ class OpenAIServer:
         if self.api_key is not None:
             sent = request.headers.get("authorization", "")
             if sent != f"Bearer {self.api_key}":
-                return _error(401, f"Incorrect API key provided: {sent.removeprefix('Bearer ')!r}.",
-                              kind="invalid_request_error", code="invalid_api_key")
+                return _error(
+                    401,
+                    f"Incorrect API key provided: {sent.removeprefix('Bearer ')!r}.",
+                    kind="invalid_request_error",
+                    code="invalid_api_key",
+                )
         model = body.get("model")
         if model not in self.models:
             return _error(404, f"The model `{model}` does not exist.", kind="NotFoundError", code="model_not_found")
@@ -254,8 +259,9 @@ class OpenAIServer:
                 self.in_flight -= 1
 
         if action.body is not None:
-            return Response(action.body, status_code=action.status, media_type=action.content_type,
-                            headers=action.headers)
+            return Response(
+                action.body, status_code=action.status, media_type=action.content_type, headers=action.headers
+            )
         if action.status >= 400:
             return _error(action.status, action.message, headers=action.headers)
         wants_logprobs = bool(body.get("logprobs"))
@@ -300,8 +306,13 @@ class OpenAIServer:
     # ----------------------------------------------------------------- lifecycle
     def _config(self) -> uvicorn.Config:
         return uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1, backlog=4096, timeout_keep_alive=60,
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            backlog=4096,
+            timeout_keep_alive=60,
         )
 
     def _bind(self) -> socket.socket:
@@ -313,7 +324,7 @@ class OpenAIServer:
         self.port = sock.getsockname()[1]
         return sock
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         """Serve in a daemon thread; returns once the server accepts connections."""
         sock = self._bind()
         self._server = uvicorn.Server(self._config())
@@ -350,7 +361,7 @@ class OpenAIServer:
         print(self.url, flush=True)
         uvicorn.Server(self._config()).run(sockets=[sock])
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -386,8 +397,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--api-key", default=None, help="require this bearer key")
     args = parser.parse_args(argv)
     OpenAIServer(
-        models=tuple(args.model or ["test-model"]), api_key=args.api_key, latency=args.latency,
-        max_parallel=args.max_parallel, host=args.host, port=args.port,
+        models=tuple(args.model or ["test-model"]),
+        api_key=args.api_key,
+        latency=args.latency,
+        max_parallel=args.max_parallel,
+        host=args.host,
+        port=args.port,
     ).serve_forever()
 
 

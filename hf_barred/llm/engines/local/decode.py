@@ -27,7 +27,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import torch
 from transformers import DynamicCache
@@ -112,8 +113,10 @@ def _reserved_cache(cache: Optional[DynamicCache], config: Any, capacity: int) -
     fresh = cache is None
     cache = DynamicCache(config=config) if cache is None else cache
     if all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_ReservedLayer(capacity) if fresh else _ReservedLayer(capacity, layer.keys, layer.values)
-                        for layer in cache.layers]
+        cache.layers = [
+            _ReservedLayer(capacity) if fresh else _ReservedLayer(capacity, layer.keys, layer.values)
+            for layer in cache.layers
+        ]
     return cache
 
 
@@ -125,9 +128,9 @@ def _first_inputs(prompts: Sequence[Sequence[int]], depths: Sequence[int], width
     ids = torch.full((len(prompts), tail_width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width + tail_width), dtype=torch.long)
     for i, (tail, d) in enumerate(zip(tails, depths)):
-        ids[i, tail_width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+        ids[i, tail_width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
         mask[i, width - d : width] = 1
-        mask[i, width + tail_width - len(tail):] = 1
+        mask[i, width + tail_width - len(tail) :] = 1
     positions = (mask.cumsum(-1) - 1)[:, width:]
     positions.masked_fill_(mask[:, width:] == 0, 1)
     return ids.to(device), mask.to(device), positions.to(device)
@@ -165,8 +168,14 @@ def decode(
     finish: list[Optional[str]] = [None] * len(prompts)
     with torch.inference_mode():
         while True:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1, :].float()
             if grammar is not None:
                 grammar.mask(logits, rows)

@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from ...activity import ACTIVITY
 from ...base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
@@ -41,7 +42,7 @@ from ...config import EMBEDDED_MODEL, EngineConfig
 from ...embedded import EMBEDDED_MODEL_ID, embedded_model_path
 
 if TYPE_CHECKING:  # torch and transformers are imported when an engine is built, not on import
-    import torch
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,16 @@ def _grammar_compiler(model: Any, tokenizer: Any, eos_ids: set[int], name: str) 
     try:
         output = model.get_output_embeddings()  # its size may exceed len(tokenizer); packed layers keep no .weight
         logits_size = getattr(output, "out_features", None) or output.weight.shape[0]
-        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=logits_size, stop_token_ids=sorted(eos_ids))
+        info = xgrammar.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=logits_size, stop_token_ids=sorted(eos_ids)
+        )
     except Exception as err:  # an unusual tokenizer: validation and repair still work without it
-        logger.warning("Constrained decoding is off for %s: xgrammar cannot read its tokenizer (%s); "
-                       "JSON answers are validated and repaired instead.", name, err)
+        logger.warning(
+            "Constrained decoding is off for %s: xgrammar cannot read its tokenizer (%s); "
+            "JSON answers are validated and repaired instead.",
+            name,
+            err,
+        )
         return None
     return xgrammar.GrammarCompiler(info, max_threads=1)
 
@@ -134,12 +141,14 @@ class LocalBackend:
         self.cache_name = model_name if precision == "float32" else f"{model_name}@{precision}"
 
     @classmethod
-    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None, prefix_reuse: bool = True) -> "LocalBackend":
+    def from_config(
+        cls, config: EngineConfig, progress: Optional[bool] = None, prefix_reuse: bool = True
+    ) -> LocalBackend:
         """Load ``config.model`` (``"embedded"``, a folder or a Hub id) on ``config.device``
         (default: cuda when available, else cpu), with ``config.threads`` torch threads, in
         ``config.dtype`` (see :func:`~hf_barred.llm.engines.local.precision.resolve_dtype`)."""
-        from .precision import pack_linear_weights, resolve_dtype
         from ...threads import configure_threads
+        from .precision import pack_linear_weights, resolve_dtype
 
         threads = configure_threads(config.threads)  # before torch is imported, where it still can be
         import torch
@@ -161,8 +170,15 @@ class LocalBackend:
         from .attention import use_shared_kv_attention
 
         use_shared_kv_attention(model)
-        backend = cls(model, tokenizer, name, batch_size=config.batch_size, progress=progress,
-                      prefix_reuse=prefix_reuse, threads=threads)
+        backend = cls(
+            model,
+            tokenizer,
+            name,
+            batch_size=config.batch_size,
+            progress=progress,
+            prefix_reuse=prefix_reuse,
+            threads=threads,
+        )
         if device == "cpu":
             pack_linear_weights(model)
         return backend
@@ -181,7 +197,10 @@ class LocalBackend:
         for i, ids in enumerate(prompts):
             if self._context is not None and len(ids) >= self._context:
                 results[i] = Completion(
-                    text="", prompt_tokens=len(ids), finish_reason="error", model=self.model_name,
+                    text="",
+                    prompt_tokens=len(ids),
+                    finish_reason="error",
+                    model=self.model_name,
                     error=f"the prompt has {len(ids)} tokens, expected fewer than the model's context of "
                     f"{self._context}; fix: shorten the conversation or use a model with a longer context.",
                 )
@@ -221,8 +240,13 @@ class LocalBackend:
 
         return shared_depths(prompts, self.prefix_cache.keys(), self.prefix_cache.min_tokens)
 
-    def _generate(self, prompts: list[list[int]], params: SamplingParams,
-                  finished: Callable[[int, Completion], None], depths: list[int]) -> None:
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        finished: Callable[[int, Completion], None],
+        depths: list[int],
+    ) -> None:
         """Answer one micro-batch; ``finished(row, completion)`` is called as each row ends."""
         import torch
 
@@ -243,9 +267,16 @@ class LocalBackend:
                 return any(s in text for s in stops)
 
         decode(
-            self.model, prompts, params.max_tokens, self._eos_ids, self.tokenizer.pad_token_id,
-            TokenPicker(params.temperature, params.top_p, seeds), grammar=grammar, stopped=stopped,
-            prefix_cache=self.prefix_cache, prefix_depths=depths,
+            self.model,
+            prompts,
+            params.max_tokens,
+            self._eos_ids,
+            self.tokenizer.pad_token_id,
+            TokenPicker(params.temperature, params.top_p, seeds),
+            grammar=grammar,
+            stopped=stopped,
+            prefix_cache=self.prefix_cache,
+            prefix_depths=depths,
             on_row=lambda row, ids, finish: finished(row, self._completion(ids, len(prompts[row]), finish, params)),
         )
 
@@ -270,6 +301,9 @@ class LocalBackend:
         if cuts:  # the stop string itself is not part of the answer (as with vLLM and OpenAI)
             text, finish = text[: min(cuts)], "stop"
         return Completion(
-            text=text, prompt_tokens=prompt_tokens, completion_tokens=len(ids),
-            finish_reason=finish, model=self.model_name,
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(ids),
+            finish_reason=finish,
+            model=self.model_name,
         )

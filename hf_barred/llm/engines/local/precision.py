@@ -93,9 +93,14 @@ def pack_linear_weights(model: torch.nn.Module) -> int:
     Nothing is replaced (0) when the model holds no such layer, or when this torch build lacks the
     oneDNN linear ops or they disagree with ``nn.Linear`` on a probe.
     """
-    layers = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-              if isinstance(child, torch.nn.Linear) and child.weight.dtype == torch.bfloat16
-              and child.weight.device.type == "cpu"]
+    layers = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, torch.nn.Linear)
+        and child.weight.dtype == torch.bfloat16
+        and child.weight.device.type == "cpu"
+    ]
     if not layers:
         return 0
     try:

@@ -19,7 +19,8 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,9 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return int(differ[0]) if differ.size else n
 
 
-def shared_depths(prompts: Sequence[Sequence[int]], stored: Iterable[Sequence[int]] = (), min_tokens: int = 16) -> list[int]:
+def shared_depths(
+    prompts: Sequence[Sequence[int]], stored: Iterable[Sequence[int]] = (), min_tokens: int = 16
+) -> list[int]:
     """For each prompt, the length of its longest prefix shared with another prompt or a
     ``stored`` sequence; at most its length - 1 (a tail is left to run) and 0 below ``min_tokens``."""
     order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))  # neighbours share most
@@ -105,7 +108,9 @@ class PrefixCache:
                 input_ids=torch.tensor([prefix[known:]], dtype=torch.long, device=device),
                 attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=device),
                 position_ids=torch.arange(known, len(prefix), device=device)[None],
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
         return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -130,7 +135,7 @@ class PrefixCache:
             values = v0.new_zeros((len(prompts), v0.shape[1], width, v0.shape[3]))
             for i, (row, d) in enumerate(zip(rows, depths)):
                 if row is not None:
-                    keys[i, :, width - d:] = row[layer][0][0]
-                    values[i, :, width - d:] = row[layer][1][0]
+                    keys[i, :, width - d :] = row[layer][0][0]
+                    values[i, :, width - d :] = row[layer][1][0]
             layers.append((keys, values))
         return DynamicCache(ddp_cache_data=layers), width

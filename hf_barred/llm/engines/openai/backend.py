@@ -77,7 +77,8 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import openai
 
@@ -85,10 +86,25 @@ from ...base import Completion, Conversation, EngineError, ResultCallback, Sampl
 from ...config import EngineConfig
 from .errors import api_error_message, retries_text, unreachable_error, unreachable_reason
 from .runtime import HTTP, Runtime
-from .wire import (DEFAULT_BASE_URL, MAX_RETRY_AFTER, NO_KEY, RETRIED_STATUSES, MalformedResponse, backoff_delay,
-                          estimate_tokens, parse_chat_completion, retry_after)
+from .wire import (
+    DEFAULT_BASE_URL,
+    MAX_RETRY_AFTER,
+    NO_KEY,
+    RETRIED_STATUSES,
+    MalformedResponse,
+    backoff_delay,
+    estimate_tokens,
+    parse_chat_completion,
+    retry_after,
+)
 
-__all__ = ["MalformedResponse", "OpenAICompatBackend", "TIMEOUT_RETRIES", "UNREACHABLE_RETRIES", "parse_chat_completion"]
+__all__ = [
+    "MalformedResponse",
+    "OpenAICompatBackend",
+    "TIMEOUT_RETRIES",
+    "UNREACHABLE_RETRIES",
+    "parse_chat_completion",
+]
 
 TIMEOUT_RETRIES = 2
 """Most retries of a request that timed out (each costs a whole ``timeout``), whatever ``max_retries``."""
@@ -131,10 +147,15 @@ class OpenAICompatBackend:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, found {max_retries}.")
         self.config = EngineConfig(
-            engine="openai", model=model,
+            engine="openai",
+            model=model,
             base_url=(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-            api_key_env=api_key_env, max_concurrency=max_concurrency, requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute, timeout=timeout, max_retries=max_retries,
+            api_key_env=api_key_env,
+            max_concurrency=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         """The settings of this backend, its base URL resolved (what the runtime and the error messages read)."""
         self._read_api_key()  # fail now, with the variable's name, rather than at the first call
@@ -143,7 +164,7 @@ class OpenAICompatBackend:
         self._finalizer: Optional[weakref.finalize] = None
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> "OpenAICompatBackend":
+    def from_config(cls, config: EngineConfig) -> OpenAICompatBackend:
         return cls(
             model=config.model,
             base_url=config.base_url,
@@ -173,10 +194,21 @@ class OpenAICompatBackend:
         return {"config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**{"model": state["config"].model} | {  # type: ignore[misc]
-            name: getattr(state["config"], name) for name in (
-                "base_url", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
-                "timeout", "max_retries")})
+        self.__init__(
+            **{"model": state["config"].model}
+            | {  # type: ignore[misc]
+                name: getattr(state["config"], name)
+                for name in (
+                    "base_url",
+                    "api_key_env",
+                    "max_concurrency",
+                    "requests_per_minute",
+                    "tokens_per_minute",
+                    "timeout",
+                    "max_retries",
+                )
+            }
+        )
 
     # ------------------------------------------------------------------ the batch interface
     def request_payload(self, conversation: Conversation, params: SamplingParams) -> dict[str, Any]:
@@ -304,8 +336,13 @@ class OpenAICompatBackend:
                 except MalformedResponse as exc:
                     if attempt >= self.max_retries:
                         return self.failed(rt, f"malformed response after {retries_text(attempt)}: {exc}")
-                    logger.info("malformed response from %s (%s); retry %d of %d", self.base_url, exc,
-                                attempt + 1, self.max_retries)
+                    logger.info(
+                        "malformed response from %s (%s); retry %d of %d",
+                        self.base_url,
+                        exc,
+                        attempt + 1,
+                        self.max_retries,
+                    )
                     delay = backoff_delay(attempt)
                 except openai.APIStatusError as exc:
                     wait = retry_after(exc.response.headers)
@@ -332,8 +369,14 @@ class OpenAICompatBackend:
         now = time.monotonic()
         if now - getattr(self, "_warned_at", -WARNING_INTERVAL) >= WARNING_INTERVAL:
             self._warned_at = now
-            logger.warning("no answer from %s within the %g s timeout: retrying (retry %d of %d; set --timeout or "
-                           "--max-retries to change this)", self.base_url, self.timeout, retry, retries)
+            logger.warning(
+                "no answer from %s within the %g s timeout: retrying (retry %d of %d; set --timeout or "
+                "--max-retries to change this)",
+                self.base_url,
+                self.timeout,
+                retry,
+                retries,
+            )
 
     def failed(self, rt: Runtime, message: str) -> Completion:
         """An error Completion for one conversation, the API key redacted from ``message``."""

@@ -21,16 +21,24 @@ from ...base import EngineError
 from ...config import EngineConfig
 from .runtime import Runtime
 
-__all__ = ["api_error_message", "error_detail", "retries_text", "served_models", "unreachable_error",
-           "unreachable_reason"]
+__all__ = [
+    "api_error_message",
+    "error_detail",
+    "retries_text",
+    "served_models",
+    "unreachable_error",
+    "unreachable_reason",
+]
 
 
 def unreachable_error(config: EngineConfig, rt: Runtime, reason: str, retries: int) -> EngineError:
     """The engine-wide error of a server that cannot be reached at all."""
-    return EngineError(rt.redact(
-        f"could not reach the OpenAI-compatible server at {config.base_url} after {retries_text(retries)} "
-        f"({reason}). Start the server (e.g. `vllm serve {config.model}`) or fix --base-url."
-    ))
+    return EngineError(
+        rt.redact(
+            f"could not reach the OpenAI-compatible server at {config.base_url} after {retries_text(retries)} "
+            f"({reason}). Start the server (e.g. `vllm serve {config.model}`) or fix --base-url."
+        )
+    )
 
 
 async def api_error_message(config: EngineConfig, rt: Runtime, exc: openai.APIError, retries: int) -> str:
@@ -50,22 +58,29 @@ async def api_error_message(config: EngineConfig, rt: Runtime, exc: openai.APIEr
         if config.api_key_env:
             fix = f"Set {config.api_key_env} to a valid key for this server (and model)."
         else:
-            fix = ("Put the key in an environment variable and pass its name as --api-key-env "
-                   "(EngineConfig.api_key_env), e.g. OPENAI_API_KEY.")
+            fix = (
+                "Put the key in an environment variable and pass its name as --api-key-env "
+                "(EngineConfig.api_key_env), e.g. OPENAI_API_KEY."
+            )
         source = f"the API key in ${config.api_key_env}" if config.api_key_env else "no API key (api_key_env unset)"
-        raise EngineError(rt.redact(
-            f"the server at {url} refused the request for model {config.model!r} with {source} "
-            f"(HTTP {status}: {detail}). {fix}"
-        )) from None
+        raise EngineError(
+            rt.redact(
+                f"the server at {url} refused the request for model {config.model!r} with {source} "
+                f"(HTTP {status}: {detail}). {fix}"
+            )
+        ) from None
     if status == 404:
         served = await served_models(rt)
         found = f"it serves {served}" if served else f"GET {url}/models lists the models it serves"
-        raise EngineError(rt.redact(
-            f"the server at {url} does not know the model {config.model!r} (HTTP 404: {detail}); {found}. "
-            "Pass one of those as --model (EngineConfig.model), or check that --base-url ends with /v1."
-        )) from None
+        raise EngineError(
+            rt.redact(
+                f"the server at {url} does not know the model {config.model!r} (HTTP 404: {detail}); {found}. "
+                "Pass one of those as --model (EngineConfig.model), or check that --base-url ends with /v1."
+            )
+        ) from None
     retried = f" after {retries_text(retries)}" if status in (408, 409, 429) or status >= 500 else ""
     return f"HTTP {status}{retried}: {detail}"
+
 
 async def served_models(rt: Runtime) -> list[str]:
     try:
@@ -79,14 +94,14 @@ def retries_text(n: int) -> str:
     return "1 retry" if n == 1 else f"{n} retries"
 
 
-def error_detail(exc: "openai.APIStatusError") -> str:
+def error_detail(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])[:500]
     return str(exc.message)[:500]
 
 
-def unreachable_reason(exc: "openai.APIConnectionError") -> Optional[str]:
+def unreachable_reason(exc: openai.APIConnectionError) -> Optional[str]:
     """Why the server could not be reached at all, read from the exception chain; None for a timeout
     of a server that was reached (that request fails alone). The aiohttp transport reports a refused
     connection as a timeout, so the chain is checked before the exception's type."""

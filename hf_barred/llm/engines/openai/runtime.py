@@ -28,8 +28,6 @@ __all__ = ["HTTP", "Runtime", "make_http_client"]
 HTTP: Any = importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.partition(".")[0])
 
 
-
-
 class Runtime:
     """What one process needs to talk to the server: an event loop in a daemon thread, the SDK
     client, the concurrency semaphore and the rate limiters. Built on first use, never in a constructor."""
@@ -50,8 +48,11 @@ class Runtime:
         # Built inside the loop so every asyncio object belongs to it.
         http_client = make_http_client(http_transport, config.max_concurrency, config.timeout)
         self.client = openai.AsyncOpenAI(
-            api_key=self.secret, base_url=config.base_url, timeout=config.timeout,
-            max_retries=0, http_client=http_client,  # the backend retries, with a bound per kind of failure
+            api_key=self.secret,
+            base_url=config.base_url,
+            timeout=config.timeout,
+            max_retries=0,
+            http_client=http_client,  # the backend retries, with a bound per kind of failure
         )
         self.semaphore = asyncio.Semaphore(config.max_concurrency)
         self.requests_limiter: Optional[AsyncLimiter] = None

@@ -17,8 +17,19 @@ from typing import Any, Optional
 
 from ...base import Completion, Conversation
 
-__all__ = ["DEFAULT_BASE_URL", "MAX_BACKOFF", "MAX_RETRY_AFTER", "NO_KEY", "INITIAL_BACKOFF", "MalformedResponse",
-           "RETRIED_STATUSES", "backoff_delay", "estimate_tokens", "parse_chat_completion", "retry_after"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_BACKOFF",
+    "MAX_RETRY_AFTER",
+    "NO_KEY",
+    "INITIAL_BACKOFF",
+    "MalformedResponse",
+    "RETRIED_STATUSES",
+    "backoff_delay",
+    "estimate_tokens",
+    "parse_chat_completion",
+    "retry_after",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp, Ollama) accept when no key is configured

