@@ -323,7 +323,8 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
 def render_table(results: dict[str, Any], names: dict[str, str]) -> str:
     """The markdown tables: system x policy, the paired differences, and per-category errors."""
     lines = [
-        "| system | policy | n | P | R | F1 [95% CI] | category micro-F1 [95% CI] | FP on deleted-to-safe rows [95% CI of rate] |",
+        "| system | policy | n | P | R | F1 [95% CI] | category micro-F1 [95% CI] "
+        "| FP on deleted-to-safe rows [95% CI of rate] |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for policy, block in results["policies"].items():
@@ -481,9 +482,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     taxonomy = Taxonomy.load(POLICY_XSTEST / "taxonomy.yaml")
     print(render_table(results, dict(zip(taxonomy.codes, taxonomy.names))))
-    print(
-        f"\naugment: {json.dumps({k: stats[k] for k in ('rows_original', 'rows_total', 'deleted_from', 'new_category', 'labels_augmented')})}"
-    )
+    keys = ("rows_original", "rows_total", "deleted_from", "new_category", "labels_augmented")
+    print(f"\naugment: {json.dumps({k: stats[k] for k in keys})}")
     print(f"eval rows: {json.dumps(results['eval_rows'])}")
     print(f"seconds: {json.dumps(results['seconds'])}  (threads={args.threads}; results: {output / 'results.json'})")
     return 0

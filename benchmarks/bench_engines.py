@@ -231,8 +231,8 @@ def main() -> None:
     )
     for f in results:
         print(
-            f"{f['engine']:<16} {f['dtype']:<9} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} {f['prompt_tokens']:>10} "
-            f"{f['generated_tokens']:>8} {f['tokens_per_s']:>9}"
+            f"{f['engine']:<16} {f['dtype']:<9} {f['load_s']:>7} {f['seconds']:>7} {f['rows']:>5} "
+            f"{f['prompt_tokens']:>10} {f['generated_tokens']:>8} {f['tokens_per_s']:>9}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"load_average": load, "results": results}, indent=2))

@@ -43,7 +43,8 @@ from distilabel.steps import LoadDataFromDicts, Step, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
-JUDGE_PERSONAS = [  # hf_barred/stages/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
+# hf_barred/stages/prompts/small/judge_persona/{recall,strict}.jinja, alternated like DebateConfig.with_judges
+JUDGE_PERSONAS = [
     (
         "recall",
         (

@@ -36,8 +36,8 @@ def human_test_split(csv_path: Path, task: GuardrailTask) -> Dataset:
     rules = {row["predicate"].strip() for row in rows}
     if rules != {task.criterion.strip()}:
         raise ValueError(
-            f"{csv_path}: expected every row's predicate to be the task's rule {task.criterion!r}, found {sorted(rules)}. "
-            "Pass the test set of this task."
+            f"{csv_path}: expected every row's predicate to be the task's rule {task.criterion!r}, "
+            f"found {sorted(rules)}. Pass the test set of this task."
         )
     return Dataset.from_dict(
         {

@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             raise ValueError(
-                f"{args.dataset}: expected --taxonomy FILE, or a dataset with a 'taxonomy' column of S-coded policy text; "
-                f"found the columns {data.column_names}. Pass --taxonomy."
+                f"{args.dataset}: expected --taxonomy FILE, or a dataset with a 'taxonomy' column of S-coded "
+                f"policy text; found the columns {data.column_names}. Pass --taxonomy."
             )
         if args.shuffle_seed is not None:
             rows = rows.shuffle(seed=args.shuffle_seed)

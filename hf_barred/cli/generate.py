@@ -145,7 +145,8 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
         + ", ".join(f"{k}: {v}" for k, v in stats.get("request_failures", {}).items()),
         f"  requests: {stats['requests']}"
         + (" = " + " + ".join(f"{v} {k}" for k, v in by_stage.items()) if by_stage else "")
-        + f" ({stats['request_tokens']} tokens, cached or not); budget spent: {'yes' if stats['budget_spent'] else 'no'}",
+        + f" ({stats['request_tokens']} tokens, cached or not); "
+        f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
     e = stats["engine"]
     lines.append(

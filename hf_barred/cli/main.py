@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module under :mod:`hf_barred.cli` with two functions,
 ``register(subparsers)`` and ``run(args) -> int``, and is listed in :data:`COMMANDS`; this file only
-dispatches, and turns errors into one line on stderr (the traceback only with ``--debug``, anywhere on the command line):
+dispatches, and turns errors into one line on stderr (the traceback only with ``--debug``, anywhere on
+the command line):
 
 ====================================================================  =========
 What went wrong                                                       Exit code

@@ -139,7 +139,8 @@ def label_mapping(values: Sequence[Any], positive_label: Optional[str] = None) -
             if index is None:
                 raise ValueError(
                     f"Cannot tell which label value means 'the rule applies': found {raw}, expected values such as "
-                    f"{POSITIVE_VALUES[:4]} / {NEGATIVE_VALUES[:4]}. Fix: pass --positive_label with the positive value."
+                    f"{POSITIVE_VALUES[:4]} / {NEGATIVE_VALUES[:4]}. "
+                    "Fix: pass --positive_label with the positive value."
                 )
             mapping[v] = index
         if len(set(mapping.values())) < len(mapping):

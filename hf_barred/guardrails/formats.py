@@ -190,10 +190,11 @@ def classification_messages(
 
     >>> classification_messages("c", "x", format="binary")[0]["role"]
     'user'
-    >>> classification_messages("c", "x", format="a3")
+    >>> classification_messages("c", "x", format="a3")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: Unknown classification format 'a3': expected one of a4, binary. Fix: pass format='a4' (the paper's A.4) or 'binary'.
+    ValueError: Unknown classification format 'a3': expected one of a4, binary.
+    Fix: pass format='a4' (the paper's A.4) or 'binary'.
     """
     if format == "a4":
         return a4_messages(criterion, text, task)
@@ -225,7 +226,9 @@ def classifier_text(text: str, task: Optional[str] = None) -> str:
 
 
 # --- policy-conditioned (APT) ---------------------------------------------------------------------
-_POLICY_TEMPLATE = """Task: check if there is unsafe content in the 'User' message according to our safety policy with the below categories.
+_POLICY_TEMPLATE = (
+    "Task: check if there is unsafe content in the 'User' message according to our safety policy "
+    """with the below categories.
 
 <BEGIN UNSAFE CONTENT CATEGORIES>
 {taxonomy}
@@ -239,6 +242,7 @@ Provide your safety assessment for the User message above as JSON with two keys:
 - "User Safety": "safe" or "unsafe"
 - "Safety Categories": a comma-separated list of the violated category codes (e.g. "S1,S5"), empty when safe.
 Answer with the JSON only."""
+)
 
 
 def policy_prompt(taxonomy_text: str, text: str) -> str:

@@ -26,7 +26,8 @@ Example (a tiny model trained in seconds; use a real base model for real work):
     >>> base = make_tiny_classifier(folder + "/base", corpus=texts)
     >>> cfg = GuardrailTrainingArguments(base_model=base, rule="The request is violent.",
     ...                                  output_dir=folder + "/guard", num_train_epochs=1)
-    >>> _ = train_guardrail(cfg, Dataset.from_dict({"text": texts, "label": ["safe", "unsafe"] * 4}))  # doctest: +ELLIPSIS
+    >>> rows = Dataset.from_dict({"text": texts, "label": ["safe", "unsafe"] * 4})
+    >>> _ = train_guardrail(cfg, rows)  # doctest: +ELLIPSIS
     {'train_runtime': ...}
     >>> guard = Guardrail.from_pretrained(folder + "/guard")
     >>> verdict = guard(["How do I kill a Python process?"])[0]

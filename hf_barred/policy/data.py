@@ -131,19 +131,21 @@ def require_accepted_samples(folder: Union[str, Path]) -> None:
     if accepted == 0:
         raise ValueError(
             f"{folder}: expected accepted samples from `barred generate`, found 0 accepted samples of "
-            f"{stats.get('requested', '?')} requested ({stats.get('rejected', 0)} rejected; see {Path(folder) / 'summary.json'}): "
-            "nothing to train on. Run `barred generate` again with a stronger --model, more --max-rounds or "
-            "--max-refinements (the rejected split holds why the judges refused)."
+            f"{stats.get('requested', '?')} requested ({stats.get('rejected', 0)} rejected; "
+            f"see {Path(folder) / 'summary.json'}): nothing to train on. Run `barred generate` again with a "
+            "stronger --model, more --max-rounds or --max-refinements "
+            "(the rejected split holds why the judges refused)."
         )
 
 
 def require_two_classes(labels: Sequence[int], label_names: Sequence[str], source: str = "the training set") -> None:
     """Raise a one-line ``ValueError`` unless ``labels`` (0/1 ids) hold both classes of ``label_names``.
 
-    >>> require_two_classes([1, 1, 1], ["safe", "unsafe"], "train.csv")
+    >>> require_two_classes([1, 1, 1], ["safe", "unsafe"], "train.csv")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: train.csv: expected rows of both classes ['safe', 'unsafe'], found only 'unsafe' (3 rows) and 0 'safe'. A guardrail needs examples of both: add rows labelled 'safe', or check --label_column / --positive_label.
+    ValueError: train.csv: expected rows of both classes ['safe', 'unsafe'], found only 'unsafe' (3 rows) and 0 'safe'.
+    A guardrail needs examples of both: add rows labelled 'safe', or check --label_column / --positive_label.
     """
     counts = [0, 0]
     for label in labels:
@@ -187,9 +189,11 @@ def response_pairs(
     >>> rows.column_names, list(rows["label"]), list(rows["text"])
     (['task', 'text', 'label'], [0, 1], ['Booked for 8pm.', 'No.'])
     >>> response_pairs(pairs, task_column="prompt", pass_column="good", fail_column="bad")
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: expected the columns ['prompt', 'good', 'bad'], but ['prompt'] were not found among ['task_input', 'good', 'bad']. Fix: pass --task-column, --pass-column and --fail-column.
+    ValueError: expected the columns ['prompt', 'good', 'bad'], but ['prompt'] were not found among
+    ['task_input', 'good', 'bad']. Fix: pass --task-column, --pass-column and --fail-column.
     """
     from datasets import Dataset
 

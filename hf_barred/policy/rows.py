@@ -122,8 +122,8 @@ def check_policy_rows(ds: Dataset, stage: str) -> None:
     if missing:
         raise ValueError(
             f"{stage}: expected the dataset to have the columns {list(REQUIRED_COLUMNS)}, but {missing} are missing "
-            f"(found {ds.column_names}). Build policy-conditioned rows with hf_barred.policy.rows.load_policy_rows(...) "
-            "or hf_barred.policy.rows.policy_rows(...)."
+            f"(found {ds.column_names}). Build policy-conditioned rows with "
+            "hf_barred.policy.rows.load_policy_rows(...) or hf_barred.policy.rows.policy_rows(...)."
         )
     label = ds.features["label"]
     if not isinstance(label, ClassLabel) or list(label.names) != list(LABEL_NAMES):

@@ -15,7 +15,8 @@ Example (any backend with ``names``, ``check`` and ``health``; here one that fla
     >>> from hf_barred.guardrails.spec import GuardrailSpec
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
-    >>> _ = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="x", label_names=["ok", "long"]).save(folder)
+    >>> spec = GuardrailSpec(kind="classifier", prompt_format="binary", base_model="x", label_names=["ok", "long"])
+    >>> _ = spec.save(folder)
     >>> guard = ServedGuard.load(folder, name="length")
     >>> class Length:
     ...     backend, names = "demo", ["length"]

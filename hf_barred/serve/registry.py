@@ -87,7 +87,8 @@ class Registry:
         return list(self.guards)
 
     def resolve(self, names: Optional[Sequence[str]]) -> list[str]:
-        """The guardrails a request asks for (all when ``names`` is None); unknown names raise :class:`UnknownGuardrail`."""
+        """The guardrails a request asks for (all when ``names`` is None); unknown names raise
+        :class:`UnknownGuardrail`."""
         if names is None:
             return self.names
         unknown = [n for n in names if n not in self.guards]

@@ -113,7 +113,8 @@ def render_sample(samples: list[dict[str, Any]], index: int) -> str:
     parts = [
         f"<h3>Sample {index}: label <code>{esc(row.get('label'))}</code></h3>",
         f"<p><b>Dimension:</b> {esc(row.get('dimension'))}<br><b>Instantiation:</b> {esc(row.get('instantiation'))}"
-        f"<br><b>Refinements:</b> {esc(row.get('refinements'))} &middot; <b>Debate path:</b> {esc(row.get('debate_path'))}</p>",
+        f"<br><b>Refinements:</b> {esc(row.get('refinements'))} &middot; "
+        f"<b>Debate path:</b> {esc(row.get('debate_path'))}</p>",
         f"<pre style='white-space:pre-wrap'>{esc(row.get('text'))}</pre>",
         f"<p><b>Reasoning:</b> {esc(row.get('reasoning'))}</p>",
     ]

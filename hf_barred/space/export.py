@@ -1,5 +1,6 @@
 """Write a ready-to-push Space repo: ``app.py``, ``requirements.txt``, a README with Space metadata
-(rendered from ``hf_barred/hub/templates/space_card.md``), and a copy of this package (so the Space runs as is, without a PyPI release of hf_barred).
+(rendered from ``hf_barred/hub/templates/space_card.md``), and a copy of this package (so the Space runs
+as is, without a PyPI release of hf_barred).
 
 Example:
     >>> import tempfile

@@ -85,7 +85,8 @@ class CoverageConfig(LLMStageConfig):
         if not self.dimensions or any(not values for _, values in self.dimensions):
             raise ValueError(
                 "CoverageConfig.dimensions: expected at least one dimension, each with instantiations, "
-                f"found {self.dimensions!r}. Load them with hf_barred.evaluation.coverage.load_decomposition(DATASET_DIR)."
+                f"found {self.dimensions!r}. "
+                "Load them with hf_barred.evaluation.coverage.load_decomposition(DATASET_DIR)."
             )
 
 
@@ -205,7 +206,8 @@ def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dat
         >>> from hf_barred.stages.coverage import CoverageConfig, rate_coverage
         >>> config = CoverageConfig(criterion="The agent gives health advice.",
         ...                         dimensions=(("topic", ("sleep", "diet")),))
-        >>> rated = rate_coverage(Dataset.from_dict({"text": ["User: tired?\\nAgent: sleep 8 h"]}), config)  # doctest: +SKIP
+        >>> samples = Dataset.from_dict({"text": ["User: tired?\\nAgent: sleep 8 h"]})
+        >>> rated = rate_coverage(samples, config)  # doctest: +SKIP
         >>> rated[0]["covered"], rated[0]["dimension_scores"][0]["best_instantiation"]  # doctest: +SKIP
         (True, 'sleep')
     """
@@ -224,9 +226,12 @@ def coverage_summary(ds: Dataset, config: CoverageConfig) -> dict[str, Any]:
     >>> from datasets import Dataset
     >>> config = CoverageConfig(criterion="c", dimensions=(("a", ("x",)), ("b", ("y",))))
     >>> ds = Dataset.from_dict({"covered": [True, False, None], "failures": [0, 0, 1], "dimension_scores": [
-    ...     [{"dimension": "a", "max_relevance": 0.9, "error": None}, {"dimension": "b", "max_relevance": 0.1, "error": None}],
-    ...     [{"dimension": "a", "max_relevance": 0.2, "error": None}, {"dimension": "b", "max_relevance": 0.3, "error": None}],
-    ...     [{"dimension": "a", "max_relevance": 0.1, "error": None}, {"dimension": "b", "max_relevance": None, "error": "e"}]]})
+    ...     [{"dimension": "a", "max_relevance": 0.9, "error": None},
+    ...      {"dimension": "b", "max_relevance": 0.1, "error": None}],
+    ...     [{"dimension": "a", "max_relevance": 0.2, "error": None},
+    ...      {"dimension": "b", "max_relevance": 0.3, "error": None}],
+    ...     [{"dimension": "a", "max_relevance": 0.1, "error": None},
+    ...      {"dimension": "b", "max_relevance": None, "error": "e"}]]})
     >>> summary = coverage_summary(ds, config)
     >>> summary["coverage"], summary["undetermined"], [round(d["coverage"], 3) for d in summary["dimensions"]]
     (0.5, 1, [0.333, 0.0])

@@ -2,11 +2,11 @@
 
 A panel of ``k`` judges (:mod:`hf_barred.stages.judge`; default two personas: ``recall``,
 recall-first, and ``strict``, precision-first) classifies each generated input independently in
-round 1, with reasoning, confidence and a label. While the judges are not unanimous and rounds remain (up to ``rounds``,
-T), a further round runs: first an **Advocate** (:mod:`hf_barred.stages.advocate`) argues for
-the target label ``y`` using the generator's reasoning and the judges' objections (it never
-changes position, and it is called only for rows that need the round), then each judge sees its own previous answer, the other
-judges' answers and the advocate's argument, and answers again.
+round 1, with reasoning, confidence and a label. While the judges are not unanimous and rounds remain
+(up to ``rounds``, T), a further round runs: first an **Advocate** (:mod:`hf_barred.stages.advocate`)
+argues for the target label ``y`` using the generator's reasoning and the judges' objections (it never
+changes position, and it is called only for rows that need the round), then each judge sees its own
+previous answer, the other judges' answers and the advocate's argument, and answers again.
 
 **A sample is accepted iff all judges give y at some round t <= T.** Calls: one batched call
 per role per round: all rows x judges in one judge call, all rows needing a round in one

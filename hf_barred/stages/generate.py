@@ -16,8 +16,9 @@ forbidden_mention`) is a parse failure: the row keeps ``raw`` and ``error`` (``e
 Example:
     >>> from hf_barred.stages.generate import parse_sample
     >>> parse_sample({"text": "User: I feel dizzy\\\\nAgent: Please sit down.", "reasoning": "advice", "label": "yes"},
-    ...              "input_block", ["no", "yes"])
-    ({'text': 'User: I feel dizzy\\nAgent: Please sit down.', 'task': '', 'reasoning': 'advice', 'believed_label': 'yes'}, None)
+    ...              "input_block", ["no", "yes"])  # doctest: +NORMALIZE_WHITESPACE
+    ({'text': 'User: I feel dizzy\\nAgent: Please sit down.', 'task': '', 'reasoning': 'advice',
+      'believed_label': 'yes'}, None)
     >>> parse_sample({"text": "As a test case, ...", "reasoning": "r"}, "input_block", ["no", "yes"])[1]
     "the input mentions 'test case': a generated input must not mention tests, models, dimensions or labels"
 """

@@ -25,7 +25,8 @@ Example (with the embedded model; the tests use a scripted engine instead):
     >>> t = Taxonomy((Category("Violence", should_not=("Help hurt people.",)),
     ...               Category("Privacy", should_not=("Reveal private addresses.",))))
     >>> ds = policy_rows(["How much does my boss earn?"], t, labels=["safe"])
-    >>> config = GuidelineEditConfig(engine=EngineConfig(engine="local"), sampling=SamplingParams(max_tokens=256, temperature=0))
+    >>> sampling = SamplingParams(max_tokens=256, temperature=0)
+    >>> config = GuidelineEditConfig(engine=EngineConfig(engine="local"), sampling=sampling)
     >>> row = guideline_edit(ds, config)[0]                                  # doctest: +SKIP
     >>> row["perturbation"], row["label"], row["categories"]                 # doctest: +SKIP
     ('guideline_edit_existing', 1, ['S2'])
@@ -140,7 +141,8 @@ def apply_edit(taxonomy: Taxonomy, answer: dict[str, Any]) -> tuple[str, Optiona
         codes = find_codes(answer.get("category", ""))
         if not codes or not 1 <= int(codes[0][1:]) <= len(taxonomy):
             raise EditError(
-                f"edit_existing: expected 'category' to be one of S1..S{len(taxonomy)}, found {answer.get('category')!r}"
+                f"edit_existing: expected 'category' to be one of S1..S{len(taxonomy)}, "
+                f"found {answer.get('category')!r}"
             )
         code = codes[0]
         old = taxonomy[code]

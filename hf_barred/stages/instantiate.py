@@ -34,8 +34,9 @@ STAGE_VERSION = "2"  # 2: strict schemas for constrained decoding
 
 
 def instantiations_grammar(config: InstantiateConfig) -> dict[str, Any]:
-    """The strict schema a constrained engine decodes instantiations with (:class:`~hf_barred.stages.answers.Instantiations`):
-    every item has a short ``value``, ``applies`` among yes / no / both and a ``probability`` in [0, 1]."""
+    """The strict schema a constrained engine decodes instantiations with
+    (:class:`~hf_barred.stages.answers.Instantiations`): every item has a short ``value``, ``applies`` among
+    yes / no / both and a ``probability`` in [0, 1]."""
     k = config.max_instantiations
     return Instantiations.grammar(
         max_length={"values[].value": string_budget(config.max_tokens, k, 4 + 18 * k)}, max_items={"values": k}

@@ -9,9 +9,9 @@ Row ``i`` of a run's plan (``row_id = i``, numbered across rounds) gets
 - a seed example (``Uniform(seeds)``) whose domain and style the sample follows;
 - a sampling seed.
 
-Every draw comes from :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, row_id)``: the plan is deterministic, and row
-``i`` is the same whether it is planned in the first round or a later one. When no dimension has
-an instantiation for ``y`` (a weak model's decomposition may be empty), the row is unconstrained
+Every draw comes from :class:`~hf_barred.rowrandom.RowRandom` keyed by ``(seed, row_id)``: the plan is
+deterministic, and row ``i`` is the same whether it is planned in the first round or a later one. When
+no dimension has an instantiation for ``y`` (a weak model's decomposition may be empty), the row is unconstrained
 (``dimension == ""``) if ``allow_unconstrained``, else a clear error is raised.
 
 Example:
@@ -98,9 +98,9 @@ def _plan_batch(batch: dict[str, list], config: dict[str, Any], prompts: tuple, 
             dimension, instantiation, relevance = "", "", ""
         else:
             raise ValueError(
-                f"plan: expected at least one instantiation relevant to the label {labels[target]!r} ({wanted} or both), "
-                "found none in the decomposition. Fix: rerun the decomposition with more dimensions or instantiations "
-                "(or a stronger model), or set PlanConfig.allow_unconstrained=True."
+                f"plan: expected at least one instantiation relevant to the label {labels[target]!r} "
+                f"({wanted} or both), found none in the decomposition. Fix: rerun the decomposition with more "
+                "dimensions or instantiations (or a stronger model), or set PlanConfig.allow_unconstrained=True."
             )
         seed_index = rng.below(len(task["seeds"]))
         out["row_id"].append(row_id)

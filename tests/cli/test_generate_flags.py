@@ -280,6 +280,9 @@ def test_a_flag_may_set_several_fields_only_when_their_defaults_agree():
 )
 def test_what_building_a_parser_imports(build, imported):
     """`barred --help` imports neither transformers nor datasets; `barred generate`'s parser, no torch."""
-    code = f"import sys; {build}; print(sorted(m for m in ('datasets', 'torch', 'transformers', 'trl') if m in sys.modules))"
+    code = (
+        f"import sys; {build}; "
+        "print(sorted(m for m in ('datasets', 'torch', 'transformers', 'trl') if m in sys.modules))"
+    )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert found.stdout.strip() == imported

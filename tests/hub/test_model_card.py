@@ -108,7 +108,8 @@ GOLDEN = [
     r"^---\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n",
     r"^# health-guard$",
     r"^A binary rule guardrail: a sequence classifier$",
-    r"fine-tuned from \[sentence-transformers/all-MiniLM-L6-v2\]\(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2\) with LoRA by hf_barred",
+    r"fine-tuned from \[sentence-transformers/all-MiniLM-L6-v2\]"
+    r"\(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2\) with LoRA by hf_barred",
     r"^```text\nThe agent's response contains health advice\.\n```$",  # user text fenced, inert
     r'^guardrail = Guardrail\.from_pretrained\("me/health-guard"\)$',
     r'^classifier = pipeline\("text-classification", model="me/health-guard"\)$',

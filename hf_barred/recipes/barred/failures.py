@@ -42,7 +42,8 @@ def failure_message(stage: str, failed: int, total: int, endpoint: str, last_err
     """The one-line message of :class:`RequestsFailed`."""
     reason = last_error[len(REQUEST_FAILED) :] if last_error.startswith(REQUEST_FAILED) else last_error
     return (
-        f"{stage}: {failed} of {total} requests to {endpoint} failed ({reason.splitlines()[0][:300] if reason else 'no answer'}), "
+        f"{stage}: {failed} of {total} requests to {endpoint} failed "
+        f"({reason.splitlines()[0][:300] if reason else 'no answer'}), "
         f"more than --max-failure-rate {limit:g} allows; the run stopped. Every answer that arrived is cached: fix the "
         "endpoint and run the same command again to resume."
     )

@@ -43,7 +43,10 @@ INJECTION = (
 )
 """Every role marker of the old ``split_chat`` and the embedded model's chat-template tokens."""
 
-ADVICE = "User: My head hurts after {n} hours at the screen, what should I do?\nAgent: Take a short break, drink water and rest your eyes."
+ADVICE = (
+    "User: My head hurts after {n} hours at the screen, what should I do?\n"
+    "Agent: Take a short break, drink water and rest your eyes."
+)
 NO_ADVICE = "User: Which aisle has the bottled water, shelf {n}?\nAgent: Aisle {n}, next to the juice."
 THINKING = (
     "The user wants a boundary case. Let me consider the criterion carefully: it is about health advice. "

@@ -81,7 +81,8 @@ class PackedLinear(torch.nn.Module):
 
 
 def _packed_agrees(linear: torch.nn.Linear) -> bool:
-    """Whether a packed copy of ``linear`` computes what ``linear`` computes (within bfloat16 rounding) on random rows."""
+    """Whether a packed copy of ``linear`` computes what ``linear`` computes (within bfloat16 rounding) on
+    random rows."""
     probe = torch.randn(3, linear.in_features, dtype=linear.weight.dtype, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         return torch.allclose(PackedLinear(linear)(probe).float(), linear(probe).float(), rtol=1e-2, atol=1e-2)

@@ -57,11 +57,13 @@ Example:
     >>> from hf_barred.llm.engines.openai.backend import OpenAICompatBackend
     >>> backend = OpenAICompatBackend.from_config(EngineConfig(
     ...     engine="openai", model="Qwen/Qwen2.5-7B-Instruct", base_url="http://127.0.0.1:8000/v1"))
-    >>> backend
-    OpenAICompatBackend(model='Qwen/Qwen2.5-7B-Instruct', base_url='http://127.0.0.1:8000/v1', api_key_env=None, max_concurrency=32)
-    >>> backend.request_payload([{"role": "user", "content": "Is 7 prime?"}],
-    ...                         SamplingParams(max_tokens=4, temperature=0.0, seed=None, stop=("\\n",)))
-    {'model': 'Qwen/Qwen2.5-7B-Instruct', 'messages': [{'role': 'user', 'content': 'Is 7 prime?'}], 'max_tokens': 4, 'temperature': 0.0, 'top_p': 1.0, 'stop': ['\\n']}
+    >>> backend  # doctest: +NORMALIZE_WHITESPACE
+    OpenAICompatBackend(model='Qwen/Qwen2.5-7B-Instruct', base_url='http://127.0.0.1:8000/v1',
+                        api_key_env=None, max_concurrency=32)
+    >>> params = SamplingParams(max_tokens=4, temperature=0.0, seed=None, stop=("\\n",))
+    >>> backend.request_payload([{"role": "user", "content": "Is 7 prime?"}], params)  # doctest: +NORMALIZE_WHITESPACE
+    {'model': 'Qwen/Qwen2.5-7B-Instruct', 'messages': [{'role': 'user', 'content': 'Is 7 prime?'}],
+     'max_tokens': 4, 'temperature': 0.0, 'top_p': 1.0, 'stop': ['\\n']}
     >>> answers = backend.chat([[{"role": "user", "content": "Is 7 prime?"}]],
     ...                        SamplingParams(max_tokens=4))  # doctest: +SKIP
     >>> answers[0].text, answers[0].completion_tokens  # doctest: +SKIP

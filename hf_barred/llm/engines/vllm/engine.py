@@ -17,7 +17,8 @@ child process (spawn), so a script that builds this engine needs the usual
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
     >>> from hf_barred.llm.engines.vllm.engine import VLLMBackend
-    >>> engine = VLLMBackend.from_config(EngineConfig(engine="vllm", vllm_kwargs={"max_model_len": 4096}))  # doctest: +SKIP
+    >>> config = EngineConfig(engine="vllm", vllm_kwargs={"max_model_len": 4096})
+    >>> engine = VLLMBackend.from_config(config)  # doctest: +SKIP
     >>> schema = {"type": "object", "properties": {"label": {"type": "boolean"}}, "required": ["label"]}
     >>> engine.chat([[{"role": "user", "content": "Is the sky blue? Answer in JSON."}]],
     ...             SamplingParams(max_tokens=32, temperature=0, json_schema=schema))[0].text  # doctest: +SKIP

@@ -41,7 +41,8 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def engine(cache_dir) -> LocalBackend:
     # float32: these tests check exact properties (same tokens batched or alone, with or without prefix
-    # reuse) that bfloat16 rounding, the default on AMX CPUs, keeps only approximately (tests/llm/engines/local/test_precision.py).
+    # reuse) that bfloat16 rounding, the default on AMX CPUs, keeps only approximately
+    # (tests/llm/engines/local/test_precision.py).
     return LocalBackend.from_config(
         EngineConfig(engine="local", batch_size=4, device="cpu", dtype="float32"), progress=False
     )
@@ -339,7 +340,9 @@ TWO_RUNS = """
 import json, pathlib, sys, time
 from hf_barred.llm import EngineConfig, SamplingParams
 from hf_barred.llm.engines.local.engine import LocalBackend
-engine = LocalBackend.from_config(EngineConfig(engine="local", model=sys.argv[1], device="cpu", threads=1), progress=False)
+engine = LocalBackend.from_config(
+    EngineConfig(engine="local", model=sys.argv[1], device="cpu", threads=1), progress=False
+)
 import torch
 ready = pathlib.Path(sys.argv[2])
 (ready / sys.argv[3]).touch()
