@@ -27,7 +27,7 @@ It runs a stage two ways, with the same requests and so the same cached answers:
   executor can move each row to its next stage as soon as its answers arrive.
 
 Non-LLM stages (plan, category deletion and shuffling) are plain batched functions run by
-:func:`map_stage`, the same fingerprinted ``Dataset.map``.
+:func:`~hf_barred.stages.batches.map_stage`, the same fingerprinted ``Dataset.map``.
 
 Example:
     >>> from hf_barred.stages.base import LLMStageConfig
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Optional, TypeVar, Union
 
@@ -48,7 +48,7 @@ from datasets import Dataset, Features
 from ..llm.base import Completion, Conversation, SamplingParams
 from ..llm.config import EngineConfig
 from ..llm.structured import Schema, StructuredResult, astructured_chat, structured_chat
-from ..policy.rows import check_policy_rows, policy_features
+from .batches import add_usage, map_policy_stage, map_stage, rows, zero_usage
 from .fingerprint import stage_fingerprint
 from .prompting import Prompt, check_prompt_set, default_prompt_set
 
@@ -374,85 +374,3 @@ class Stage(Generic[ConfigT]):
     @staticmethod
     def _rows(value: Union[dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
         return value if isinstance(value, list) else [value]
-
-
-# --- the fingerprinted map of non-LLM stages ---------------------------------------------------------------
-def map_stage(
-    ds: Dataset,
-    function: Callable[..., dict[str, list]],
-    *,
-    stage: str,
-    version: str,
-    config: Any,
-    prompts: tuple[Prompt, ...] = (),
-    features: Optional[Features] = None,
-    remove_columns: Optional[list[str]] = None,
-    map_kwargs: Optional[dict[str, Any]] = None,
-) -> Dataset:
-    """``ds.map(function, batched=True)`` with the stage's fingerprint and sensible defaults.
-
-    ``function(batch, config, prompts, version)`` gets the prompt texts and version through
-    ``fn_kwargs``; ``map_kwargs`` (``num_proc``, ``batch_size``, ``desc``, ...) pass through.
-    """
-    kwargs: dict[str, Any] = {"batch_size": 64, "desc": stage}
-    kwargs.update(map_kwargs or {})
-    kwargs.setdefault("new_fingerprint", stage_fingerprint(ds, stage, version, prompts, config, function))
-    return ds.map(
-        function,
-        batched=True,
-        fn_kwargs={"config": config, "prompts": prompts, "version": version},
-        features=features,
-        remove_columns=ds.column_names if remove_columns is None else remove_columns,
-        **kwargs,
-    )
-
-
-def map_policy_stage(
-    ds: Dataset,
-    function: Callable[..., dict[str, list]],
-    *,
-    stage: str,
-    version: str,
-    config: Any,
-    prompts: tuple[Prompt, ...] = (),
-    map_kwargs: Optional[dict[str, Any]] = None,
-) -> Dataset:
-    """:func:`map_stage` for an APT stage: checks the policy-conditioned columns, keeps every column
-    (the stage rewrites some) and declares the policy features."""
-    check_policy_rows(ds, stage)
-    return map_stage(
-        ds,
-        function,
-        stage=stage,
-        version=version,
-        config=config,
-        prompts=prompts,
-        features=policy_features(ds.features),
-        remove_columns=[],
-        map_kwargs=map_kwargs,
-    )
-
-
-# --- rows and usage -------------------------------------------------------------------------------------
-def rows(batch: dict[str, list]) -> list[dict[str, Any]]:
-    """A columnar batch as a list of row dicts."""
-    if not batch:
-        return []
-    n = len(next(iter(batch.values())))
-    return [{key: values[i] for key, values in batch.items()} for i in range(n)]
-
-
-def zero_usage() -> dict[str, int]:
-    return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
-
-
-def add_usage(
-    usage: dict[str, int], result: Union[StructuredResult, Any], calls: Optional[int] = None
-) -> dict[str, int]:
-    """``usage`` plus one structured result (its attempts are its calls) or one completion."""
-    attempts = calls if calls is not None else getattr(result, "attempts", 1)
-    return {
-        "calls": usage["calls"] + attempts,
-        "prompt_tokens": usage["prompt_tokens"] + result.prompt_tokens,
-        "completion_tokens": usage["completion_tokens"] + result.completion_tokens,
-    }
