@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
     BaseModel,
@@ -38,6 +38,9 @@ from pydantic import (
 )
 
 from ..policy.rows import EDIT_KINDS
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "Answer",
@@ -246,7 +249,7 @@ def _error_line(err: ValidationError, value: Any) -> str:
     """The first problem of a failed validation as one line: where, and what was expected."""
     errors = err.errors(include_url=False)
 
-    def where(error: dict[str, Any]) -> str:
+    def where(error: ErrorDetails) -> str:
         node, parts = value, []
         for part in error["loc"]:  # the part of the location that names the input (not a union branch)
             if isinstance(node, dict) and part in node:

@@ -41,7 +41,7 @@ import asyncio
 import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Optional, TypeVar, Union
+from typing import Any, ClassVar, Generic, Optional, TypeVar, Union, cast
 
 from datasets import Dataset, Features
 
@@ -99,9 +99,11 @@ class LLMStageConfig:
             raise TypeError(
                 f"{type(self).__name__}.engine: expected an EngineConfig, found {type(self.engine).__name__}."
             )
-        if self.prompt_set is None:
-            object.__setattr__(self, "prompt_set", default_prompt_set(self.engine.engine))
-        check_prompt_set(self.prompt_set)
+        prompt_set = self.prompt_set
+        if prompt_set is None:
+            prompt_set = default_prompt_set(self.engine.engine)
+            object.__setattr__(self, "prompt_set", prompt_set)
+        check_prompt_set(prompt_set)
         if self.max_tokens < 1:
             raise ValueError(f"{type(self).__name__}.max_tokens: expected >= 1, found {self.max_tokens}.")
         if self.temperature < 0:
@@ -144,7 +146,8 @@ class Request:
 
     def group(self) -> str:
         """Requests of one group go to the engine in one batched call (same role, sampling and schema)."""
-        schema = self.answer if isinstance(self.answer, (dict, type(None))) else self.answer.__qualname__
+        # an answer model is a class (hf_barred.stages.answers), which the AnswerSchema protocol cannot say
+        schema = self.answer if isinstance(self.answer, (dict, type(None))) else cast(type, self.answer).__qualname__
         return json.dumps(
             [self.role, self.params.cache_fields(), schema, self.constrained, self.max_repairs],
             sort_keys=True,
@@ -208,10 +211,14 @@ async def answer_one(engine: Any, request: Request) -> Result:
 
 # --- the stage ---------------------------------------------------------------------------------------
 ConfigT = TypeVar("ConfigT")
+ResultT = TypeVar("ResultT", bound=Result)
+"""The answer :meth:`Stage.parse` reads: a ``StructuredResult`` when :meth:`Stage.answer` names an answer
+model or schema, a ``Completion`` for free text (:data:`Result` for a stage that writes its own ``steps``)."""
 
 
-class Stage(Generic[ConfigT]):
-    """An LLM stage over ``config`` (see the module docstring for what a subclass declares)."""
+class Stage(Generic[ConfigT, ResultT]):
+    """An LLM stage over ``config`` whose single request is answered by a ``ResultT`` (see the module
+    docstring for what a subclass declares)."""
 
     name: ClassVar[str]
     version: ClassVar[str]
@@ -245,12 +252,12 @@ class Stage(Generic[ConfigT]):
         """The strict schema a constrained engine decodes with (None: the answer model's own grammar)."""
         return None
 
-    def parse(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+    def parse(self, row: dict[str, Any], result: ResultT) -> dict[str, Any]:
         """The output row for a valid answer (``result.data``, or ``result.text`` of a free-text answer);
         raise :class:`Rejected` for an unusable one."""
         raise NotImplementedError
 
-    def failed(self, row: dict[str, Any], result: Result, error: str) -> dict[str, Any]:
+    def failed(self, row: dict[str, Any], result: ResultT, error: str) -> dict[str, Any]:
         """The output row of a failed request or an unusable answer: the raw answer and the error kept."""
         return row | {"raw": getattr(result, "raw", getattr(result, "text", "")), "error": error}
 
@@ -276,9 +283,9 @@ class Stage(Generic[ConfigT]):
         if skipped is not None:
             return skipped
         [result] = yield [self.request(row)]
-        return self.read(row, result)
+        return self.read(row, cast(ResultT, result))  # the answer to self.answer(row): see ResultT
 
-    def read(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+    def read(self, row: dict[str, Any], result: ResultT) -> dict[str, Any]:
         """The output row of one answer: :meth:`parse` of a valid one, :meth:`failed` of a failed request
         or an answer the parser rejected."""
         if not result.ok:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset, Features, List, Value
 
 from ..llm.structured import StructuredResult
-from .base import LLMStageConfig, Request, Stage, Steps, add_usage, zero_usage
+from .base import LLMStageConfig, Request, Result, Stage, Steps, add_usage, zero_usage
 from .features import USAGE
 from .prompting import Prompt, load_prompt
 
@@ -134,7 +134,7 @@ def _escape(text: str) -> str:
     return _TAGS.sub(r"&lt;\1", text.strip())
 
 
-class CoverageStage(Stage[CoverageConfig]):
+class CoverageStage(Stage[CoverageConfig, Result]):
     """Coverage rating (see the module docstring): one request per (sample, dimension)."""
 
     name = "coverage"
@@ -167,12 +167,15 @@ class CoverageStage(Stage[CoverageConfig]):
             )
             for name, values in config.dimensions
         ]
-        results: list[StructuredResult] = yield requests
+        results = cast(list[StructuredResult], (yield requests))  # every request names an answer schema
         usage = zero_usage()
-        rated = []
+        rated: list[dict[str, Any]] = []
         for (name, values), result in zip(config.dimensions, results):
             usage = add_usage(usage, result)
-            scores, error = parse_scores(result.data, len(values)) if result.ok else (None, result.error)
+            # ok: the answer parsed, so its data is set
+            scores, error = (
+                parse_scores(cast(dict[str, Any], result.data), len(values)) if result.ok else (None, result.error)
+            )
             best = max(range(len(values)), key=lambda k: scores[k]) if scores else None
             rated.append(
                 {

@@ -47,14 +47,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset, Features
 
+from ..llm.base import Completion
 from ..llm.structured import StructuredResult
 from .advocate import advocate_messages, read_advocate
 from .answers import JudgeAnswer
-from .base import LLMStageConfig, Request, Stage, Steps
+from .base import LLMStageConfig, Request, Result, Stage, Steps
 from .features import debated_features
 from .judge import JUDGE_PERSONAS, describe, judge_grammar, judge_messages, judge_names, persona_prompt, read_judge
 from .prompting import Prompt, load_prompt
@@ -129,7 +130,7 @@ def debate_outcome(
     return None, None
 
 
-class DebateStage(Stage[DebateConfig]):
+class DebateStage(Stage[DebateConfig, Result]):
     """BARRED step 5 (see the module docstring): the rounds of one sample's debate, and its verdict."""
 
     name = "debate"
@@ -141,7 +142,8 @@ class DebateStage(Stage[DebateConfig]):
         return (
             load_prompt("judge", config.prompt_version, config.prompt_set),
             load_prompt("advocate", config.advocate_prompt_version, config.prompt_set),
-            *(persona_prompt(judge, config.prompt_set) for judge in config.judges),
+            # LLMStageConfig.__post_init__ resolves a prompt_set of None
+            *(persona_prompt(judge, cast(str, config.prompt_set)) for judge in config.judges),
         )
 
     def features(self, input_features: Features) -> Features:
@@ -170,23 +172,24 @@ class DebateStage(Stage[DebateConfig]):
                         ),
                     )
                 ]
-                advocate = read_advocate(completion)
+                advocate = read_advocate(cast(Completion, completion))  # a free-text request: a Completion
             requests = []
             for j, judge in enumerate(config.judges):
-                conversations[j] = judge_messages(
+                conversation = judge_messages(
                     judge_prompt, personas[j], judge, row, t, names, j, last, conversations[j], advocate[0]
                 )
+                conversations[j] = conversation
                 requests.append(
                     Request(
                         role="debate/judge",
-                        messages=conversations[j],
+                        messages=conversation,
                         params=config.sampling(),
                         answer=JudgeAnswer,
                         constrained=judge_grammar(config.max_tokens),
                         max_repairs=config.max_repairs,
                     )
                 )
-            results: list[StructuredResult] = yield requests
+            results = cast(list[StructuredResult], (yield requests))  # every request names an answer model
             last = [read_judge(names[j], result, row["labels"]) for j, result in enumerate(results)]
             row["debate"].append({"round": t, "judges": last, "advocate": advocate[0], "advocate_error": advocate[1]})
             labels_by_round.append([answer["label"] for answer in last])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset, Features
 
@@ -28,7 +28,7 @@ from ..llm.structured import StructuredResult
 from ..policy.task import GuardrailTask
 from ..rowrandom import RowRandom
 from .answers import Dimensions, string_budget
-from .base import LLMStageConfig, Request, Stage, Steps, add_usage, zero_usage
+from .base import LLMStageConfig, Request, Result, Stage, Steps, add_usage, zero_usage
 from .embedding import EMBEDDED_EMBEDDER, embed, merge_near_duplicates
 from .features import dimension_features, task_features
 from .prompting import Prompt, load_prompt
@@ -118,7 +118,7 @@ def seed_subsets(seeds: Sequence[Any], num_subsets: int, subset_size: int, seed:
     return [[order[(k * size + j) % len(order)] for j in range(size)] for k in range(num_subsets)]
 
 
-class DecomposeStage(Stage[DecomposeConfig]):
+class DecomposeStage(Stage[DecomposeConfig, Result]):
     """BARRED step 1 (see the module docstring): a task row -> its pooled, de-duplicated dimension rows.
 
     A task's usage is pooled on its first dimension (so the column sums to the stage's usage); the base
@@ -157,7 +157,7 @@ class DecomposeStage(Stage[DecomposeConfig]):
             )
             for subset in subsets
         ]
-        results: list[StructuredResult] = yield requests
+        results = cast(list[StructuredResult], (yield requests))  # every request names an answer model
         return self.pool(task, results)
 
     def pool(self, task: dict[str, Any], results: list[StructuredResult]) -> list[dict[str, Any]]:
@@ -182,7 +182,8 @@ class DecomposeStage(Stage[DecomposeConfig]):
                     }
                 )
                 continue
-            names = [" ".join(str(d).split()) for d in result.data["dimensions"]][: self.config.max_dimensions]
+            dimensions = cast(dict[str, Any], result.data)["dimensions"]  # ok: the answer parsed
+            names = [" ".join(str(d).split()) for d in dimensions][: self.config.max_dimensions]
             proposals.extend((name, k) for name in names if name)
         subset_of: dict[str, int] = {}
         for name, k in proposals:

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, cast
 
 from datasets import Dataset, Features
 
@@ -89,7 +89,10 @@ def parse_sample(
     return sample, None
 
 
-class SampleStage(Stage[LLMStageConfig]):
+SampleConfigT = TypeVar("SampleConfigT", bound=LLMStageConfig)
+
+
+class SampleStage(Stage[SampleConfigT, StructuredResult]):
     """What generation and refinement share: the sample answer model and grammar, parsing a sample,
     and the lineage columns (``raw``, ``error``, ``error_stage``, ``model``, ``prompt_version``)."""
 
@@ -100,13 +103,16 @@ class SampleStage(Stage[LLMStageConfig]):
         return generated_features(input_features["target"].names)
 
     def answer(self, row: dict[str, Any]) -> type[Answer]:
-        return sample_answer(row["input_type"], asks_believed_label(self.config.prompt_set))
+        prompt_set = cast(str, self.config.prompt_set)  # LLMStageConfig.__post_init__ resolves None
+        return sample_answer(row["input_type"], asks_believed_label(prompt_set))
 
     def grammar(self, row: dict[str, Any]) -> dict[str, Any]:
-        return sample_grammar(row["input_type"], self.config.max_tokens, asks_believed_label(self.config.prompt_set))
+        prompt_set = cast(str, self.config.prompt_set)  # LLMStageConfig.__post_init__ resolves None
+        return sample_grammar(row["input_type"], self.config.max_tokens, asks_believed_label(prompt_set))
 
     def parse(self, row: dict[str, Any], result: StructuredResult) -> dict[str, Any]:
-        sample, error = parse_sample(result.data, row["input_type"], row["labels"])
+        data = cast(dict[str, Any], result.data)  # parse reads answers that parsed (ok) only
+        sample, error = parse_sample(data, row["input_type"], row["labels"])
         if sample is None:
             raise Rejected(error)
         return row | sample | self._lineage(result, error=None)
@@ -124,7 +130,7 @@ class SampleStage(Stage[LLMStageConfig]):
         }
 
 
-class GenerateStage(SampleStage):
+class GenerateStage(SampleStage[GenerateConfig]):
     """BARRED step 4 (see the module docstring): one sample per plan row."""
 
     name = "generate"

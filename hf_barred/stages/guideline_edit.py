@@ -40,15 +40,16 @@ Example (with the embedded model; the tests use a scripted engine instead):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset, Features
 
 from ..llm import EngineConfig, SamplingParams
+from ..llm.structured import StructuredResult
 from ..policy.rows import LINEAGE_COLUMNS, check_policy_rows, lineage_column, policy_features, row_taxonomy
 from ..policy.taxonomy import Category, Taxonomy, find_codes, make_code
 from .answers import EditAnswer, string_budget
-from .base import Request, Stage, Steps
+from .base import Request, Result, Stage, Steps
 from .prompting import Prompt, default_prompt_set, load_prompt
 
 STAGE = "guideline_edit"
@@ -169,7 +170,7 @@ def edit_messages(prompt: Prompt, policy_text: str, text: str) -> list[dict[str,
     return prompt.messages(taxonomy=policy_text, text=text, n_categories=n, new_code=make_code(n))
 
 
-class GuidelineEditStage(Stage[GuidelineEditConfig]):
+class GuidelineEditStage(Stage[GuidelineEditConfig, Result]):
     """Guideline editing (see the module docstring): one edit request per negative row; every row keeps
     the policy-row schema, its lineage columns filled."""
 
@@ -188,7 +189,7 @@ class GuidelineEditStage(Stage[GuidelineEditConfig]):
         if row["label"] != 0:  # an edit goes from negative to positive only
             return row
         taxonomy = row_taxonomy(row["taxonomy"], row["id"] or repr(row["text"][:40]))
-        [result] = yield [
+        [reply] = yield [
             Request(
                 role=STAGE,
                 messages=edit_messages(self.prompts()[0], row["taxonomy"], row["text"]),
@@ -198,6 +199,7 @@ class GuidelineEditStage(Stage[GuidelineEditConfig]):
                 max_repairs=self.config.max_repairs,
             )
         ]
+        result = cast(StructuredResult, reply)  # the request names an answer model
         row |= {
             "edit_raw": result.raw,
             "edit_model": self.engine.model_name,
@@ -211,7 +213,7 @@ class GuidelineEditStage(Stage[GuidelineEditConfig]):
         if not result.ok:
             return row
         try:
-            action, edited, code = apply_edit(taxonomy, result.data)
+            action, edited, code = apply_edit(taxonomy, cast(dict[str, Any], result.data))  # ok: it parsed
         except EditError as err:
             return row | {"edit_error": str(err)}
         row["edit_kind"] = action

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset, Features
 
@@ -75,7 +75,8 @@ def parse_instantiations(data: dict[str, Any], limit: int) -> tuple[list[dict[st
     ...                                  {"value": "", "applies": "no"}]}, 4)
     ([{'value': 'sleep', 'relevance': 'positive', 'probability': 0.3}], 1)
     """
-    kept, dropped, seen = [], 0, set()
+    kept: list[dict[str, Any]] = []
+    dropped, seen = 0, set()
     for item in data.get("values", []):
         value = " ".join(str(item.get("value", "")).split())
         relevance = normalize_relevance(item.get("applies", item.get("relevance", "")))
@@ -90,7 +91,7 @@ def parse_instantiations(data: dict[str, Any], limit: int) -> tuple[list[dict[st
     return kept, dropped
 
 
-class InstantiateStage(Stage[InstantiateConfig]):
+class InstantiateStage(Stage[InstantiateConfig, StructuredResult]):
     """BARRED step 2 (see the module docstring): one verbalized distribution per dimension row."""
 
     name = "instantiate"
@@ -120,13 +121,14 @@ class InstantiateStage(Stage[InstantiateConfig]):
         return instantiations_grammar(self.config)
 
     def parse(self, row: dict[str, Any], result: StructuredResult) -> dict[str, Any]:
-        values, dropped = parse_instantiations(result.data, self.config.max_instantiations)
+        data = cast(dict[str, Any], result.data)  # parse reads answers that parsed (ok) only
+        values, dropped = parse_instantiations(data, self.config.max_instantiations)
         error = (
             None
             if values
             else (
                 "no usable instantiation: expected objects with 'value', 'applies' (yes/no/both) and 'probability', "
-                f"found {len(result.data.get('values', []))} unusable ones"
+                f"found {len(data.get('values', []))} unusable ones"
             )
         )
         return row | {"instantiations": values, "dropped_instantiations": dropped, "raw": result.raw, "error": error}

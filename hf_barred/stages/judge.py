@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from ..llm.base import Conversation
 from ..llm.structured import StructuredResult, answer_text
@@ -83,7 +83,8 @@ def persona_name(judge: str) -> str:
 
 def judge_names(judges: Sequence[str]) -> list[str]:
     """Short unique names of the judges (``recall``, ``strict``, ``strict#2``, ``judge3``)."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for k, judge in enumerate(judges):
         base = judge if judge in JUDGE_PERSONAS else f"judge{k + 1}"
         seen[base] = seen.get(base, 0) + 1
@@ -200,9 +201,10 @@ def read_judge(name: str, result: StructuredResult, labels: Sequence[str]) -> di
     """
     label, error = None, result.error
     if result.ok:
-        label = normalize_label(result.data["label"], labels)
+        answer = cast(dict[str, Any], result.data)  # ok: the answer parsed
+        label = normalize_label(answer["label"], labels)
         if label is None:
-            error = f"label: expected yes or no (or one of {list(labels)}), found {result.data['label']!r}"
+            error = f"label: expected yes or no (or one of {list(labels)}), found {answer['label']!r}"
     data = result.data or {}
     return {
         "judge": name,

@@ -18,11 +18,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from datasets import Dataset
 
 from ..llm.base import Conversation
+from ..llm.structured import StructuredResult
 from .base import LLMStageConfig, Steps
 from .generate import SampleStage
 from .judge import input_text
@@ -45,7 +46,7 @@ class RefineConfig(LLMStageConfig):
             raise ValueError(f"RefineConfig.max_dissent_chars: expected >= 1, found {self.max_dissent_chars}.")
 
 
-class RefineStage(SampleStage):
+class RefineStage(SampleStage[RefineConfig]):
     """BARRED step 6 (see the module docstring): one rewritten sample per rejected row."""
 
     name = "refine"
@@ -78,7 +79,7 @@ class RefineStage(SampleStage):
             refinements=row["refinements"] + 1,
         )
         [result] = yield [request]
-        return self.read(row, result)
+        return self.read(row, cast(StructuredResult, result))  # the request names the sample answer model
 
 
 def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any) -> Dataset:
