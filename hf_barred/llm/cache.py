@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 from .activity import ACTIVITY
 from .base import Backend, Completion, Conversation, ResultCallback, SamplingParams, request_failure
@@ -231,11 +231,13 @@ class CachedBackend:
                 if results[todo[j]] is None:
                     store(j, completion)
         for i, source in duplicates.items():
-            results[i] = Completion(**(results[source].to_dict() | {"cached": True}))
+            first = cast(Completion, results[source])  # a duplicate's first occurrence was answered above
+            results[i] = Completion(**(first.to_dict() | {"cached": True}))
         hits = len(conversations) - len(todo)
         if self.cache is not None and hits:
             self.cache.count(self.cache_name, hits=hits)
+        answered = cast(list[Completion], results)  # every row is filled: a cache hit, an answer or a duplicate
         with self._lock:
-            for completion in results:
+            for completion in answered:
                 self.usage.add(completion, stage)
-        return results  # type: ignore[return-value]
+        return answered

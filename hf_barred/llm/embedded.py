@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .base import EngineError
 from .config import default_cache_dir
@@ -102,13 +102,14 @@ def _gguf_parsed_once() -> Iterator[None]:
     """
     import gguf
 
-    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    gguf.GGUFReader = functools.lru_cache(maxsize=4)(reader)
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    module: Any = gguf  # its class and function are swapped for memoized callables, which are neither
+    reader, name_map = module.GGUFReader, module.get_tensor_name_map
+    module.GGUFReader = functools.lru_cache(maxsize=4)(reader)
+    module.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
     try:
         yield
     finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+        module.GGUFReader, module.get_tensor_name_map = reader, name_map
 
 
 def _convert_gguf(gguf: Path, out_dir: Path) -> None:
@@ -119,7 +120,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors and modules only
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.__dict__.pop("_model_name_or_path", None)  # the GGUF's free-text title, not a model id

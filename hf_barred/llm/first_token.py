@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from .base import Conversation, EngineError
 from .config import EngineConfig
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+    from .engines.local.engine import LocalBackend
+    from .engines.vllm.engine import VLLMBackend
 
 __all__ = ["digit_token_ids", "local_digit_logprobs", "openai_top_logprobs", "vllm_top_logprobs"]
 
@@ -34,7 +40,7 @@ def local_digit_logprobs(config: EngineConfig, conversations: list[Conversation]
 
     from . import get_engine
 
-    backend = get_engine(config).backend
+    backend = cast("LocalBackend", get_engine(config).backend)  # config.engine is "local"
     model, tokenizer = backend.model, backend.tokenizer
     ids_of = digit_token_ids(tokenizer)
     prompts = [
@@ -94,7 +100,7 @@ def vllm_top_logprobs(
 
     from . import get_engine
 
-    backend = get_engine(config).backend
+    backend = cast("VLLMBackend", get_engine(config).backend)  # config.engine is "vllm"
     sampling = vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=top_logprobs, seed=0)
     outputs = backend.llm.chat(conversations, sampling, use_tqdm=False)
     tops: list[Optional[dict[str, float]]] = []
@@ -120,7 +126,7 @@ def openai_top_logprobs(
         try:
             answer = client.chat.completions.create(
                 model=config.model,
-                messages=conversation,
+                messages=cast("list[ChatCompletionMessageParam]", conversation),  # role/content dicts
                 max_tokens=1,
                 temperature=0.0,
                 seed=0,

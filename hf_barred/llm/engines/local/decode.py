@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 from transformers import DynamicCache
@@ -113,9 +113,10 @@ def _reserved_cache(cache: Optional[DynamicCache], config: Any, capacity: int) -
     fresh = cache is None
     cache = DynamicCache(config=config) if cache is None else cache
     if all(type(layer) is DynamicLayer for layer in cache.layers):
+        layers = cast(list[DynamicLayer], cache.layers)  # checked just above
         cache.layers = [
             _ReservedLayer(capacity) if fresh else _ReservedLayer(capacity, layer.keys, layer.values)
-            for layer in cache.layers
+            for layer in layers
         ]
     return cache
 
@@ -159,7 +160,7 @@ def decode(
     """
     device = model.device
     depths = [0] * len(prompts) if prefix_cache is None else list(prefix_depths or [0] * len(prompts))
-    cache, width = prefix_cache.batch_cache(prompts, depths) if any(depths) else (None, 0)
+    cache, width = prefix_cache.batch_cache(prompts, depths) if prefix_cache is not None and any(depths) else (None, 0)
     ids, mask, positions = _first_inputs(prompts, depths, width, pad_id, device)
     cache = _reserved_cache(cache, model.config, mask.shape[1] + max_new_tokens)
     next_position = mask.sum(dim=-1, keepdim=True)
@@ -190,11 +191,12 @@ def decode(
                     finish[row] = "stop"
                 elif len(tokens[row]) >= max_new_tokens:
                     finish[row] = "length"
-                if finish[row] is not None:
+                reason = finish[row]
+                if reason is not None:
                     if grammar is not None:
                         grammar.release(row)
                     if on_row is not None:
-                        on_row(row, tokens[row], finish[row])
+                        on_row(row, tokens[row], reason)
             keep = [k for k, row in enumerate(rows) if finish[row] is None]
             if not keep:
                 break

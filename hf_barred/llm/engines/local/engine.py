@@ -132,7 +132,10 @@ class LocalBackend:
             eos = tokenizer.eos_token_id
         self._eos_ids: set[int] = set(eos if isinstance(eos, (list, tuple)) else [eos])
         self._context = getattr(model.config, "max_position_embeddings", None)
-        self._grammar_compiler = _grammar_compiler(model, tokenizer, self._eos_ids, model_name) if constrained else None
+        # an xgrammar GrammarCompiler (untyped), or None: constrained decoding off
+        self._grammar_compiler: Any = (
+            _grammar_compiler(model, tokenizer, self._eos_ids, model_name) if constrained else None
+        )
         self.supports_json_schema = self._grammar_compiler is not None
         self._grammars: dict[str, Any] = {}
         self.threads = threads  # torch's threads (set by from_config); also xgrammar's mask threads
@@ -166,7 +169,8 @@ class LocalBackend:
                 f"that can be downloaded, found: {err}. Fix: check the name (and HF_TOKEN for gated models), "
                 f"or use model='{EMBEDDED_MODEL}'."
             ) from err
-        model.to(device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps, whose typeshed type does not bind self
+        model.to(device).eval()  # type: ignore[arg-type]
         from .attention import use_shared_kv_attention
 
         use_shared_kv_attention(model)
@@ -196,7 +200,7 @@ class LocalBackend:
         todo = []
         for i, ids in enumerate(prompts):
             if self._context is not None and len(ids) >= self._context:
-                results[i] = Completion(
+                too_long = Completion(
                     text="",
                     prompt_tokens=len(ids),
                     finish_reason="error",
@@ -204,8 +208,9 @@ class LocalBackend:
                     error=f"the prompt has {len(ids)} tokens, expected fewer than the model's context of "
                     f"{self._context}; fix: shorten the conversation or use a model with a longer context.",
                 )
+                results[i] = too_long
                 if on_result is not None:
-                    on_result(i, results[i])
+                    on_result(i, too_long)
             else:
                 todo.append(i)
         depths = self._prefix_depths([prompts[i] for i in todo])

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 """Keys and values of one token sequence: one ``(keys, values)`` pair per layer, batch 1."""
@@ -112,7 +113,9 @@ class PrefixCache:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        # the attention layers of a DynamicCache, every one filled by the forward pass over the prefix
+        layers = cast(list[DynamicLayer], cache.layers)
+        return [(cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values)) for layer in layers]
 
     def _evict(self) -> None:
         def size(layers: KV) -> int:

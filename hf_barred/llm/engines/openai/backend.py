@@ -196,9 +196,10 @@ class OpenAICompatBackend:
         return {"config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(
+        type(self).__init__(
+            self,
             **{"model": state["config"].model}
-            | {  # type: ignore[misc]
+            | {
                 name: getattr(state["config"], name)
                 for name in (
                     "base_url",
@@ -209,7 +210,7 @@ class OpenAICompatBackend:
                     "timeout",
                     "max_retries",
                 )
-            }
+            },
         )
 
     # ------------------------------------------------------------------ the batch interface

@@ -156,9 +156,10 @@ class VLLMBackend:
                 return
             outputs = [Completion(text="", finish_reason="error", model=self.model_name, error=f"vLLM: {err}")]
         for i, output in zip(todo, outputs):
-            results[i] = output if isinstance(output, Completion) else self._completion(output)
+            completion = output if isinstance(output, Completion) else self._completion(output)
+            results[i] = completion
             if on_result is not None:
-                on_result(i, results[i])
+                on_result(i, completion)
 
     def close(self) -> None:
         """Stop vLLM's engine process and free its memory (the backend cannot answer afterwards)."""
@@ -169,7 +170,11 @@ class VLLMBackend:
     def _completion(self, output: Any) -> Completion:
         answer = output.outputs[0]
         prompt_tokens = len(output.prompt_token_ids or [])
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.token_ids), "model": self.model_name}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(answer.token_ids),
+            "model": self.model_name,
+        }
         if answer.finish_reason not in ("stop", "length"):  # e.g. "abort"
             return Completion(
                 text="",
