@@ -33,9 +33,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import IO, Optional
+from typing import IO, TYPE_CHECKING, Optional, cast
 
 from .llm.activity import ACTIVITY, ActivitySnapshot
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 __all__ = ["RunView", "quiet_libraries"]
 
@@ -54,7 +57,7 @@ class RunView:
         self.interval = interval
         self.live = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
         self._accepted = 0
-        self._bar = None
+        self._bar: Optional[tqdm] = None
         self._start = ACTIVITY.snapshot()
         self._window: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
@@ -125,13 +128,14 @@ class RunView:
         done: ActivitySnapshot = ACTIVITY.snapshot().minus(self._start)
         rate = self._tokens_per_second(time.monotonic(), done.completion_tokens)
         failed = f" · {done.failed} failed" if done.failed else ""
-        self._bar.set_postfix_str(
+        bar = cast("tqdm", self._bar)  # every caller holds the lock and has checked that the bar is set
+        bar.set_postfix_str(
             f"{done.in_flight} in flight · {done.cache_hits} cached{failed} · {rate:.0f} tok/s · "
             f"accepted {self._accepted}/{self.n}",
             refresh=False,
         )
-        self._bar.n = done.finished + done.cache_hits
-        self._bar.refresh()
+        bar.n = done.finished + done.cache_hits
+        bar.refresh()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..policy.data import response_pairs, seeds_from_pairs
-    from ..policy.task import GuardrailTask, TaskFileError
+    from ..policy.schemas import seed_parts
+    from ..policy.task import GuardrailTask, Seed, TaskFileError
 
     output = Path(args.output)
     writer = WRITERS.get(output.suffix.lower())
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         problem = f"--output {output}: expected a file ending in {', '.join(WRITERS)}, found {output.suffix!r}."
     elif args.task_file and not args.criterion:
         problem = '--task-file needs --criterion: the task file\'s rule. Fix: add --criterion "...".'
-    if problem:
+    if problem or writer is None:  # no writer: problem says so
         print(f"barred convert-pairs: {problem}", file=sys.stderr)
         return 2
     try:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 labels=labels,
                 input_type="task_and_response",
                 name=Path(args.task_file).parent.name or "task",
-                seeds=tuple(seeds_from_pairs(rows, args.max_seeds)),
+                seeds=tuple(Seed(*seed_parts(seed)) for seed in seeds_from_pairs(rows, args.max_seeds)),
             )
     except (FileNotFoundError, ValueError, TaskFileError) as err:
         print(f"barred convert-pairs: {err}", file=sys.stderr)

@@ -134,7 +134,7 @@ def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local"
 def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     """The :class:`~hf_barred.llm.EngineConfig` of the flags of :func:`add_engine_arguments`; its cache
     folder is checked (:func:`check_cache_dir`), so an unwritable one fails before the run."""
-    values = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, name, _ in ENGINE_FLAGS}
+    values: dict[str, Any] = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, name, _ in ENGINE_FLAGS}
     values.update(changes)
     config = EngineConfig(
         **{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env", "cache_dir")}

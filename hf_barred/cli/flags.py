@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 __all__ = [
@@ -153,7 +153,7 @@ def kebab_case_flags(parser: argparse.ArgumentParser) -> None:
         action.option_strings = shown
 
 
-def kebab_case_argv(argv: Sequence[str]) -> list[str]:
+def kebab_case_argv(argv: Iterable[str]) -> list[str]:
     """``argv`` with every ``--snake_case`` flag spelled ``--kebab-case`` (the name of a ``--name=value``;
     no word after ``--``).
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, overload
 
 from transformers import HfArgumentParser
 
@@ -47,6 +47,8 @@ from .engine_options import positive_int, share
 from .flags import OneLineParser, from_config, kebab_case_argv
 
 __all__ = ["LLM_STAGES", "BudgetArguments", "FlagParser", "MethodArguments", "barred_config"]
+
+_N = TypeVar("_N")
 
 LLM_STAGES = ("decompose", "instantiate", "generate", "debate", "refine")
 """The fields of ``BarredConfig`` that hold an LLM stage's config (``--seed`` and ``--max-repairs`` set them all)."""
@@ -114,9 +116,17 @@ class FlagParser(OneLineParser, HfArgumentParser):
             if action.dest in types:
                 action.type = types[action.dest]
 
+    # argparse's overloads: the namespace given (or a new Namespace) is what comes back
+    @overload
     def parse_known_args(
-        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
-    ) -> tuple[argparse.Namespace, list[str]]:
+        self, args: Optional[Iterable[str]] = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(self, args: Optional[Iterable[str]], namespace: _N) -> tuple[_N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+
+    def parse_known_args(self, args: Optional[Iterable[str]] = None, namespace: Any = None) -> tuple[Any, list[str]]:
         return super().parse_known_args(kebab_case_argv(sys.argv[1:] if args is None else args), namespace)
 
 

@@ -23,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 TASK_FILES = ("task.yaml", "task.yml", "task.json")
 
@@ -40,18 +40,19 @@ def register(subparsers: Any) -> None:
 
 def build_parser() -> Any:
     """The ``TrlParser`` of ``barred train``: GuardrailTrainingArguments plus the command's own options."""
+    from transformers.hf_argparser import DataClassType
     from trl import TrlParser
 
     from ..train.args import GuardrailTrainingArguments
     from .help_text import examples_epilog
 
     class _Parser(TrlParser):
-        def error(self, message: str) -> None:  # one line, not the ~200-flag usage block
+        def error(self, message: str) -> NoReturn:  # one line, not the ~200-flag usage block
             print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
             raise SystemExit(2)
 
     parser = _Parser(
-        (GuardrailTrainingArguments,),
+        (DataClassType(GuardrailTrainingArguments),),
         prog="barred train",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog=examples_epilog(__doc__),

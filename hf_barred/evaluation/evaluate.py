@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, cast
 
 from ..guardrails.encoding import build_messages
 from ..guardrails.formats import count_categories, format_task, parse_binary_answer, parse_policy_answer
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from ..guardrails.guardrail import Guardrail
+    from ..guardrails.remote import RemoteGuardrail
+    from ..guardrails.scoring import Verdict
     from ..llm import EngineConfig
 
 
@@ -60,7 +63,21 @@ class Predictions:
         ]
 
 
-def predict_with_guardrail(guardrail: Guardrail, ds: Dataset, batch_size: int = 32) -> Predictions:
+class GuardrailLike(Protocol):
+    """What :func:`predict_with_guardrail` calls: a local :class:`~hf_barred.guardrails.guardrail.Guardrail`, or
+    a served one (:class:`~hf_barred.guardrails.remote.RemoteGuardrail`)."""
+
+    def __call__(
+        self,
+        texts: Sequence[str],
+        rule: Sequence[Optional[str]],
+        taxonomy: Sequence[Optional[str]],
+        task: Sequence[Optional[str]],
+        batch_size: int,
+    ) -> list[Verdict]: ...
+
+
+def predict_with_guardrail(guardrail: GuardrailLike, ds: Dataset, batch_size: int = 32) -> Predictions:
     """Run a trained guardrail over a normalised dataset."""
     started = time.perf_counter()
     verdicts = guardrail(
@@ -185,11 +202,12 @@ def evaluate_to_report(
     raw = load_labelled_data(dataset, split)
     if limit:
         raw = raw.select(range(min(limit, len(raw))))
-    columns = {f"{k}_column": v for k, v in (columns or {}).items() if v}
+    column_fields: dict[str, Any] = {f"{k}_column": v for k, v in (columns or {}).items() if v}
     extra: dict[str, Any] = {}
+    subject: dict[str, Any]
     if engine is not None:
         mapping = ColumnMapping(
-            rule=rule, taxonomy=taxonomy, prompt_format=prompt_format, positive_label=positive_label, **columns
+            rule=rule, taxonomy=taxonomy, prompt_format=prompt_format, positive_label=positive_label, **column_fields
         )
         norm, info = normalize_dataset(raw, mapping)
         fmt = mapping.resolved_prompt_format(has_taxonomy_column=info.columns["taxonomy"] is not None)
@@ -214,6 +232,7 @@ def evaluate_to_report(
     else:
         from ..guardrails.guardrail import Guardrail
 
+        guardrail: Union[Guardrail, RemoteGuardrail]
         if str(model).startswith(("http://", "https://")):  # a guardrail that `barred serve` serves: URL#NAME
             url, _, name = str(model).partition("#")
             if not name:
@@ -233,7 +252,7 @@ def evaluate_to_report(
             taxonomy=taxonomy or spec.taxonomy,
             prompt_format=fmt,
             positive_label=positive_label,
-            **columns,
+            **column_fields,
         )
         norm, info = normalize_dataset(raw, mapping, label_names=spec.label_names)
         predictions = predict_with_guardrail(guardrail, norm, batch_size=batch_size)
@@ -271,8 +290,8 @@ def evaluate_to_report(
         references=list(norm["label"]),
         reference_categories=[list(c) for c in norm["categories"]] if policy else None,
         predicted_categories=predictions.categories if policy else None,
-        scores=predictions.scores if scored else None,
-        threshold=subject.get("threshold"),
+        scores=cast(list[float], predictions.scores) if scored else None,  # scored: no score is None
+        threshold=cast(Optional[float], subject.get("threshold")),  # a guardrail's float; a judge has none
         extra={"prompt_format": fmt} | extra | ({"usage": predictions.usage} if predictions.usage else {}),
     )
     return json.loads((Path(output) / "report.json").read_text())

@@ -117,14 +117,17 @@ def _cache_key(config: EngineConfig, model_name: str, conversation: Conversation
 
 def _cached_logprobs(
     config: EngineConfig, conversations: list[Conversation], top_logprobs: int
-) -> list[Optional[dict[str, float]]]:
-    """The digits' log-probabilities per conversation (None: none given), from the cache or the engine."""
+) -> list[Optional[dict[str, Optional[float]]]]:
+    """The digits' log-probabilities per conversation (None: none given; a digit's None: not among the top
+    tokens), from the cache or the engine."""
     cache = ResponseCache(config.resolved_cache_dir() / "responses.sqlite") if config.cache else None
     name = _model_name(config)
     keys = [_cache_key(config, name, conv, top_logprobs) for conv in conversations]
     found = cache.get_many(keys) if cache is not None else {}
     todo = [i for i, k in enumerate(keys) if k not in found]
-    result: list[Optional[dict[str, float]]] = [json.loads(found[k].text) if k in found else None for k in keys]
+    result: list[Optional[dict[str, Optional[float]]]] = [
+        json.loads(found[k].text) if k in found else None for k in keys
+    ]
     if todo:
         batch = [conversations[i] for i in todo]
         if config.engine == "local":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from ..policy.data import label_index
 from ..policy.taxonomy import sort_codes
@@ -171,8 +171,9 @@ def _normalize_rows(
     rule: Optional[str],
     taxonomy: Optional[str],
 ) -> dict[str, list]:
-    n = len(batch[columns["text"]])
-    out: dict[str, list] = {"text": [str(t) for t in batch[columns["text"]]]}
+    text_column = cast(str, columns["text"])  # picked with required=True: never None
+    n = len(batch[text_column])
+    out: dict[str, list] = {"text": [str(t) for t in batch[text_column]]}
     if columns["label"]:
         values = [class_names[v] if class_names and v is not None else v for v in batch[columns["label"]]]
         out["label"] = [mapping[str(v)] if v is not None else None for v in values]

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -124,7 +123,7 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | Path,
         *,
         device: Optional[str] = None,
         threshold: Optional[float] = None,
@@ -141,8 +140,10 @@ class Guardrail(ModelHubMixin, library_name="hf_barred", tags=["hf-barred", "gua
         with _no_config_json_warning():
             return super().from_pretrained(source, device=device, threshold=threshold, dtype=dtype, **hub_kwargs)
 
+    # huggingface_hub documents overriding _from_pretrained with named loading arguments, but types the base
+    # with **model_kwargs: an override that takes only named arguments cannot match it
     @classmethod
-    def _from_pretrained(
+    def _from_pretrained(  # type: ignore[override]
         cls,
         *,
         model_id: str,

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from .encoding import DecisionTokens, PromptEncoder, classifier_inputs
 from .formats import classifier_text, count_categories, parse_policy_answer
@@ -87,7 +87,7 @@ class Scorer:
         self.spec = spec
         self.window = window
         self.chunk = spec.long_inputs == "chunk"
-        self.stride = int(spec.chunk_stride)
+        self.stride = int(cast(int, spec.chunk_stride))  # GuardrailSpec.__post_init__ fills a missing one
         self.encoder: Optional[PromptEncoder] = None
         self.decision: Optional[DecisionTokens] = None
         if spec.kind == "generative":
@@ -104,7 +104,7 @@ class Scorer:
         """Each input's windows (see :class:`Encoded`); ``rules``/``taxonomies``/``tasks``: one per text."""
         if self.spec.kind == "classifier":
             return self._classifier_inputs([classifier_text(t, task) for t, task in zip(texts, tasks)], rules)
-        prefix = list(self.decision.prefix)
+        prefix = list(cast(DecisionTokens, self.decision).prefix)  # generative: set in __init__
         out = []
         for text, rule, taxonomy, task in zip(texts, rules, taxonomies, tasks):
             prompts = self._prompts(text, rule, taxonomy, task, chunk=True)
@@ -127,10 +127,12 @@ class Scorer:
     def _prompts(
         self, text: str, rule: Optional[str], taxonomy: Optional[str], task: Optional[str], chunk: bool
     ) -> list[list[int]]:
-        reserve = len(self.decision.prefix) + 1
+        # generative guardrails only: __init__ set the encoder and the decision tokens
+        encoder, decision = cast(PromptEncoder, self.encoder), cast(DecisionTokens, self.decision)
+        reserve = len(decision.prefix) + 1
         return [
-            self.encoder.prompt_ids(m)
-            for m in self.encoder.fitted_windows(
+            encoder.prompt_ids(m)
+            for m in encoder.fitted_windows(
                 self.spec.prompt_format, text, rule, task, taxonomy, reserve, chunk=chunk, stride=self.stride
             )
         ]
@@ -192,6 +194,7 @@ def forward_scores(
     if kind == "classifier":
         batch = {k: v.to(device) for k, v in tokenizer.pad(list(features), padding=True, return_tensors="pt").items()}
         return model(**batch, **forward).logits.float().softmax(-1)[:, 1].tolist()
+    decisions = cast(Sequence[DecisionTokens], decisions)  # generative: one per window
     batch = pad_left(tokenizer, features, device)
     position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     logits = model(**batch, position_ids=position_ids, logits_to_keep=1, **forward).logits[:, -1]

@@ -84,7 +84,7 @@ def library_version() -> str:
 
 
 def _looks_like_hub_id(name: Optional[str]) -> bool:
-    return bool(name) and name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/", "~"))
+    return bool(name and name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/", "~")))
 
 
 def _slug(name: str) -> str:

@@ -81,7 +81,7 @@ def _labels(value: Any) -> tuple[str, str]:
     labels = tuple(str(label) for label in value)  # YAML reads [no, yes] as booleans: their names are kept
     if len(labels) != 2 or len(set(labels)) != 2 or not all(labels):
         raise FieldProblem("two distinct names [rule does not hold, rule holds]", labels)
-    return labels  # type: ignore[return-value]
+    return labels
 
 
 def seed_parts(value: Any) -> tuple[str, Optional[str]]:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from ..guardrails.encoding import DecisionTokens
 from ..guardrails.formats import count_categories
@@ -172,7 +172,7 @@ class ServedGuard:
     @property
     def decision(self) -> DecisionTokens:
         """After which ids, and between which two tokens, the verdict is read (generative guardrails)."""
-        return self.scorer.decision
+        return cast(DecisionTokens, self.scorer.decision)  # the Scorer of a generative guardrail sets it
 
     def inputs(self, texts: list[str]) -> list[Encoded]:
         """Each text's windows, read with the guardrail's own rule and taxonomy."""

@@ -24,7 +24,7 @@ import gradio as gr
 MAX_ROWS = 500
 
 
-def user_error(message: str, *typed: str) -> gr.Error:
+def user_error(message: str, *typed: object) -> gr.Error:
     """A ``gr.Error`` whose ``message`` repeats what the user ``typed`` escaped (the toast renders HTML).
 
     ``message`` holds ``{}`` placeholders, one per value of ``typed``; each value (and the error text

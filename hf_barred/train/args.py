@@ -173,7 +173,7 @@ class GuardrailTrainingArguments(SFTConfig):
     chunk_stride: int = field(default=32, metadata={"help": "Tokens shared by consecutive windows of a long input."})
 
     # SFTConfig / TrainingArguments fields with guardrail defaults
-    output_dir: Optional[str] = field(
+    output_dir: str = field(
         default="outputs/guardrail", metadata={"help": "Where the guardrail is saved.", "aliases": ["--output"]}
     )
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW); 2e-4 suits LoRA."})
@@ -182,7 +182,8 @@ class GuardrailTrainingArguments(SFTConfig):
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation batch per device."})
     max_length: Optional[int] = field(default=512, metadata={"help": "Tokens per window (prompt + answer)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
-    bf16: Optional[bool] = field(
+    # None: decided in __post_init__. trl's own config declares this bool | None over TrainingArguments' bool
+    bf16: Optional[bool] = field(  # type: ignore[assignment]
         default=None, metadata={"help": "bf16 mixed precision (default: on a GPU that has it)."}
     )
     save_strategy: str = field(

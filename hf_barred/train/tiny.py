@@ -83,7 +83,8 @@ def make_tiny_classifier(folder: str | Path, corpus: Iterable[str] = (), seed: i
         intermediate_size=37,
         max_position_embeddings=512,
         pad_token_id=0,
-        num_labels=2,
+        # transformers configs take num_labels through **kwargs, which their dataclass_transform __init__ omits
+        num_labels=2,  # type: ignore[call-arg]
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )

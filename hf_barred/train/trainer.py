@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from ..guardrails.columns import DataInfo, data_method, normalize_dataset
 from ..guardrails.spec import GuardrailSpec
@@ -127,6 +127,7 @@ def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: S
     from transformers import set_seed
 
     targs = _trainer_args(args, data.eval is not None and len(data.eval) > 0)
+    max_length = cast(int, args.max_length)  # GuardrailTrainingArguments.__post_init__ rejects None
     set_seed(args.seed)  # before the model is built: the LoRA and head initialisation depend on it
     if args.model_kind == "classifier":
         from transformers import DataCollatorWithPadding, Trainer
@@ -134,8 +135,8 @@ def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: S
         model, tokenizer = build_model(args, data.info.label_names)
         pair_rule = args.pair_rule if args.pair_rule is not None else len(data.info.rules) > 1
         with args.main_process_first(desc="tokenising"):
-            train_rows = classifier_rows(data.train, tokenizer, pair_rule, args.max_length)
-            eval_rows = classifier_rows(data.eval, tokenizer, pair_rule, args.max_length) if data.eval else None
+            train_rows = classifier_rows(data.train, tokenizer, pair_rule, max_length)
+            eval_rows = classifier_rows(data.eval, tokenizer, pair_rule, max_length) if data.eval else None
         return Trainer(
             model=model,
             args=targs,
@@ -150,10 +151,10 @@ def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: S
 
     model, tokenizer = build_model(args, data.info.label_names, wrap_lora=False)
     with args.main_process_first(desc="prompt/completion rows"):
-        train_rows = prompt_completion_rows(data.train, tokenizer, data.fmt, args.max_length)
-        eval_rows = prompt_completion_rows(data.eval, tokenizer, data.fmt, args.max_length) if data.eval else None
+        train_rows = prompt_completion_rows(data.train, tokenizer, data.fmt, max_length)
+        eval_rows = prompt_completion_rows(data.eval, tokenizer, data.fmt, max_length) if data.eval else None
     drop = lambda rows: rows.remove_columns("truncated") if rows is not None else None  # noqa: E731
-    trainer = SFTTrainer(
+    trainer: Any = SFTTrainer(  # Any: it gets the extra attribute truncated_rows below
         model=model,
         args=targs,
         train_dataset=drop(train_rows),
@@ -207,7 +208,7 @@ def train_guardrail(
     trainer = build_trainer(args, data, callbacks)
     truncated = getattr(trainer, "truncated_rows", None)
     if truncated is None:
-        truncated = truncated_count(trainer.train_dataset, args.max_length)
+        truncated = truncated_count(trainer.train_dataset, cast(int, args.max_length))  # None is rejected
     trainer.train(resume_from_checkpoint=resolve_checkpoint(args))
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     trainable, total = count_parameters(trainer.model)
@@ -251,7 +252,7 @@ def _spec(args: GuardrailTrainingArguments, data: Prepared, trainer: Any, trunca
         label_names=data.info.label_names,
         threshold=args.threshold,
         pair_rule=pair_rule and args.model_kind == "classifier",
-        max_length=args.max_length,
+        max_length=cast(int, args.max_length),  # GuardrailTrainingArguments.__post_init__ rejects None
         long_inputs=args.long_inputs,
         chunk_stride=args.chunk_stride,
         adapter=args.use_lora and (not args.merge_adapter if args.model_kind == "generative" else args.keep_adapter),

@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
+Scores = Union[Sequence[float], np.ndarray]
+"""Violation probabilities: a sequence, or a numpy array (what the functions pass each other)."""
+Labels = Union[Sequence[int], np.ndarray]
+"""1 (violation) or 0 per score: a sequence, or a numpy array."""
 
-def _arrays(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+
+def _arrays(scores: Scores, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     if s.shape != y.shape:
         raise ValueError(f"Expected one score per label, found {s.size} scores and {y.size} labels.")
     return s, y
 
 
-def reliability_bins(scores: Sequence[float], labels: Sequence[int], bins: int = 10) -> list[dict[str, float]]:
+def reliability_bins(scores: Scores, labels: Labels, bins: int = 10) -> list[dict[str, float]]:
     """Equal-width bins of the score: count, mean score and share of violations in each non-empty bin.
 
     Bins are closed on the left (a score on an edge goes up: 0.5 is in [0.5, 0.6), 1.0 in the last bin).
@@ -59,7 +64,7 @@ def reliability_bins(scores: Sequence[float], labels: Sequence[int], bins: int =
     return out
 
 
-def expected_calibration_error(scores: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:
+def expected_calibration_error(scores: Scores, labels: Labels, bins: int = 10) -> float:
     """Mean over bins of |share of violations - mean score|, weighted by the bin's share of rows.
 
     scikit-learn has no ECE; it is computed from :func:`reliability_bins`.
@@ -85,7 +90,7 @@ def _roc(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return thresholds[1:], np.nan_to_num(fpr[1:]), np.nan_to_num(tpr[1:])
 
 
-def threshold_for_f1(scores: Sequence[float], labels: Sequence[int]) -> float:
+def threshold_for_f1(scores: Scores, labels: Labels) -> float:
     """The candidate threshold (a score seen in the data) with the highest F1; ties keep the higher one.
 
     No scores: 0.5. One class only: the highest score if there is no violation (F1 is 0 everywhere), else the
@@ -106,7 +111,7 @@ def threshold_for_f1(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(thresholds[np.argmax(f1)])
 
 
-def threshold_for_fpr(scores: Sequence[float], labels: Sequence[int], target_fpr: float) -> float:
+def threshold_for_fpr(scores: Scores, labels: Labels, target_fpr: float) -> float:
     """The lowest seen score whose false-positive rate is at most ``target_fpr`` (most recall within it).
 
     If even the highest score is above the target: just above the highest score (nothing flagged). No scores: 0.5.
@@ -125,7 +130,7 @@ def threshold_for_fpr(scores: Sequence[float], labels: Sequence[int], target_fpr
     return float(thresholds[within - 1]) if within else float(s.max()) + 1e-6
 
 
-def pr_curve(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
+def pr_curve(scores: Scores, labels: Labels) -> dict[str, Any]:
     """Precision and recall at every seen threshold (highest first) and the average precision.
 
     :func:`sklearn.metrics.precision_recall_curve` (reversed, without its closing point at recall 0) and
@@ -154,9 +159,7 @@ def pr_curve(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def calibration_summary(
-    scores: Sequence[float], labels: Sequence[int], threshold: float, bins: int = 10
-) -> dict[str, Any]:
+def calibration_summary(scores: Scores, labels: Labels, threshold: float, bins: int = 10) -> dict[str, Any]:
     """ECE, average precision, the reliability table and the rates at ``threshold``, for reports.
 
     >>> summary = calibration_summary([0.2, 0.6, 0.9, 0.4], [0, 1, 1, 0], threshold=0.5)

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -156,7 +157,7 @@ def _run_locked(
             plan_rows = saved_or_run(
                 round_dir / "plan",
                 plan_fingerprint(inst, task, k, config.plan, start),
-                lambda k=k, start=start: plan(inst, task, k, config.plan, start=start, **map_kwargs),
+                functools.partial(plan, inst, task, k, config.plan, start=start, **map_kwargs),
                 reused,
             )
             view.stage(f"generate ({where})", rows=len(plan_rows), expected_requests=len(plan_rows))
@@ -253,7 +254,8 @@ def split_exactly(accepted: list[dict[str, Any]], quota: tuple[int, int]) -> tup
     ([0, 1, 2], [3, 4])
     """
     taken = [0, 0]
-    chosen, extra = [], []
+    chosen: list[dict[str, Any]] = []
+    extra: list[dict[str, Any]] = []
     for row in sorted(accepted, key=lambda r: r["row_id"]):
         y = row["target"]
         (chosen if taken[y] < quota[y] else extra).append(row)
