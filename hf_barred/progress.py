@@ -128,10 +128,11 @@ class RunView:
         done: ActivitySnapshot = ACTIVITY.snapshot().minus(self._start)
         rate = self._tokens_per_second(time.monotonic(), done.completion_tokens)
         failed = f" · {done.failed} failed" if done.failed else ""
+        note = f" · {ACTIVITY.note}" if ACTIVITY.note else ""
         bar = cast("tqdm", self._bar)  # every caller holds the lock and has checked that the bar is set
         bar.set_postfix_str(
             f"{done.in_flight} in flight · {done.cache_hits} cached{failed} · {rate:.0f} tok/s · "
-            f"accepted {self._accepted}/{self.n}",
+            f"accepted {self._accepted}/{self.n}{note}",
             refresh=False,
         )
         bar.n = done.finished + done.cache_hits

@@ -196,7 +196,7 @@ def _target_aware_model(body: dict) -> str:
 
 
 def test_task_and_response_end_to_end_the_classifier_sees_the_task(tmp_path, cache_dir, fresh_engines, monkeypatch):
-    import hf_barred.guardrails.guardrail as guardrail_module
+    import hf_barred.guardrails.scoring as scoring_module
     import hf_barred.train.rows as rows_module
     from hf_barred.train.tiny import make_tiny_classifier
 
@@ -228,7 +228,7 @@ def test_task_and_response_end_to_end_the_classifier_sees_the_task(tmp_path, cac
         return wrapper
 
     monkeypatch.setattr(rows_module, "classifier_inputs", spy("train", rows_module.classifier_inputs))
-    monkeypatch.setattr(guardrail_module, "classifier_inputs", spy("inference", guardrail_module.classifier_inputs))
+    monkeypatch.setattr(scoring_module, "classifier_inputs", spy("inference", scoring_module.classifier_inputs))
     base = make_tiny_classifier(tmp_path / "base", corpus=[STEP, "skips the meter reading", "Plan task"])
     model = tmp_path / "guard"
     assert (
