@@ -59,6 +59,8 @@ class Activity:
         self._sent = self._finished = self._failed = self._hits = self._tokens = 0
         self.view_open = False
         """True while a run's live view draws: engines then draw no bar of their own."""
+        self.note = ""
+        """A line of status from an engine that waits on something other than requests (a provider batch job)."""
 
     def sent(self, count: int) -> None:
         with self._lock:
@@ -73,6 +75,12 @@ class Activity:
     def cache_hits(self, count: int) -> None:
         with self._lock:
             self._hits += count
+
+    def note_changed(self, note: str) -> bool:
+        """Set :attr:`note`; True when it differs from the last one (worth printing)."""
+        with self._lock:
+            changed, self.note = note != self.note, note
+            return changed
 
     def snapshot(self) -> ActivitySnapshot:
         with self._lock:
