@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..llm.config import DTYPES, ENGINES, EngineConfig
+from ..llm.providers import PROVIDERS, REASONING_EFFORTS
 from .flags import argument_options
 
 __all__ = [
@@ -41,24 +42,10 @@ __all__ = [
     "engine_config",
     "positive_int",
     "share",
+    "yes_no",
 ]
 
 PROMPT_SET_NAMES = ("small", "served")  # hf_barred.stages.prompting.PROMPT_SETS, without importing it at parse time
-
-ENGINE_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--engine", "engine", {"choices": ENGINES}),
-    ("--model", "model", {}),
-    ("--base-url", "base_url", {}),
-    ("--api-key-env", "api_key_env", {"metavar": "VAR"}),
-    ("--max-concurrency", "max_concurrency", {"type": int}),
-    ("--engine-batch-size", "batch_size", {"type": int}),
-    ("--threads", "threads", {"type": int, "metavar": "N"}),
-    ("--dtype", "dtype", {"choices": DTYPES}),
-    ("--timeout", "timeout", {"type": float, "metavar": "SECONDS"}),
-    ("--max-retries", "max_retries", {"type": int, "metavar": "N"}),
-    ("--cache-dir", "cache_dir", {}),
-)
-"""The engine flags: (flag, the ``EngineConfig`` field it sets, argparse options besides default and help)."""
 
 
 def add_prompt_set_argument(parser: Any) -> None:
@@ -104,6 +91,47 @@ def share(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (e.g. 0.5), found {text!r}")
     return value
+
+
+def yes_no(text: str) -> bool:
+    """An argparse type: yes/no (true/false, 1/0).
+
+    >>> yes_no("yes"), yes_no("0")
+    (True, False)
+    """
+    value = text.strip().lower()
+    if value in ("yes", "true", "1"):
+        return True
+    if value in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, found {text!r}")
+
+
+ENGINE_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--engine", "engine", {"choices": ENGINES}),
+    ("--model", "model", {}),
+    ("--provider", "provider", {"choices": tuple(PROVIDERS)}),
+    ("--base-url", "base_url", {}),
+    ("--api-key-env", "api_key_env", {"metavar": "VAR"}),
+    ("--api-version", "api_version", {"metavar": "VERSION"}),
+    ("--reasoning-model", "reasoning_model", {"type": yes_no, "metavar": "yes|no"}),
+    ("--reasoning-effort", "reasoning_effort", {"choices": REASONING_EFFORTS}),
+    ("--reasoning-tokens", "reasoning_tokens", {"type": positive_int, "metavar": "N"}),
+    ("--batch", "batch", {"action": "store_true"}),
+    ("--batch-price-factor", "batch_price_factor", {"type": float, "metavar": "F"}),
+    ("--batch-poll-interval", "batch_poll_interval", {"type": float, "metavar": "SECONDS"}),
+    ("--batch-max-retries", "batch_max_retries", {"type": int, "metavar": "N"}),
+    ("--price-input", "price_per_million_input_tokens", {"type": float, "metavar": "USD"}),
+    ("--price-output", "price_per_million_output_tokens", {"type": float, "metavar": "USD"}),
+    ("--max-concurrency", "max_concurrency", {"type": int}),
+    ("--engine-batch-size", "batch_size", {"type": int}),
+    ("--threads", "threads", {"type": int, "metavar": "N"}),
+    ("--dtype", "dtype", {"choices": DTYPES}),
+    ("--timeout", "timeout", {"type": float, "metavar": "SECONDS"}),
+    ("--max-retries", "max_retries", {"type": int, "metavar": "N"}),
+    ("--cache-dir", "cache_dir", {}),
+)
+"""The engine flags: (flag, the ``EngineConfig`` field it sets, argparse options besides default and help)."""
 
 
 def check_cache_dir(path: Path) -> None:

@@ -148,12 +148,27 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
         + f" ({stats['request_tokens']} tokens, cached or not); "
         f"budget spent: {'yes' if stats['budget_spent'] else 'no'}",
     ]
+    cut = {k: v for k, v in (stats.get("cut_off") or {}).items() if v}
+    if cut:
+        raise_it = stats.get("budget_flag") or "--sample-max-tokens / --judge-max-tokens"
+        lines.append(
+            "  answers cut off by the token budget before any answer: "
+            + ", ".join(f"{k}: {v}" for k, v in cut.items())
+            + f" (raise {raise_it})"
+        )
     e = stats["engine"]
+    reasoning = f" ({e['reasoning_tokens']} of them reasoning tokens)" if e.get("reasoning_tokens") else ""
     lines.append(
         f"  this run: {e['calls']} engine calls, {e['cache_hits']} cache hits, {e['prompt_tokens']} prompt + "
-        f"{e['completion_tokens']} completion tokens, {e['errors']} errors, cost ${e['cost']:.4f}; "
+        f"{e['completion_tokens']} completion tokens{reasoning}, {e['errors']} errors; "
         f"{stats['stage_outputs_reused']} saved stage outputs reused"
     )
+    if "online_cost" in e and e["online_cost"] != e["cost"]:
+        saved = e["online_cost"] - e["cost"]
+        cost = f"${e['cost']:.4f} at the batch price (online: ${e['online_cost']:.4f}, saved ${saved:.4f})"
+    else:
+        cost = f"${e['cost']:.4f}"
+    lines.append(f"  cost {cost}; prices: {e.get('prices') or 'none given'}")
     if output_dir:
         lines.append(f"Data: {output_dir}  (datasets.load_dataset({output_dir!r}); splits train, extra, rejected)")
         lines.append(f"Next: barred train {output_dir} --output {output_dir.rstrip('/')}-guardrail")

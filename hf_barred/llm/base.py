@@ -92,6 +92,8 @@ class Completion:
     field says what went wrong and ``text`` is empty. ``cached`` is True when the answer came from
     the response cache (it cost no call). ``reasoning`` is the thinking a server returned apart
     from the answer (``reasoning_content``: vLLM's reasoning parser); ``text`` is the answer alone.
+    ``reasoning_tokens`` are the hidden thinking tokens a reasoning model spent (OpenAI's
+    ``usage.completion_tokens_details.reasoning_tokens``), already counted in ``completion_tokens``.
     """
 
     text: str
@@ -102,6 +104,7 @@ class Completion:
     cached: bool = False
     error: Optional[str] = None
     reasoning: str = ""
+    reasoning_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -155,6 +158,26 @@ def request_failure(message: str) -> str:
     (True, False)
     """
     return message if message.startswith(REQUEST_FAILED) else REQUEST_FAILED + message
+
+
+CUT_OFF = "cut off: "
+"""How the ``error`` of an answer begins when the token budget ran out before the model wrote any answer
+(a reasoning model that spent ``max_completion_tokens`` thinking, ``finish_reason=length``): counted apart
+from parse failures, with the flag that raises the budget."""
+
+
+def cut_off(message: str) -> str:
+    """``message`` marked as a budget cut-off (idempotent).
+
+    >>> is_cut_off(cut_off("no answer within 512 tokens")), is_cut_off("no JSON object found")
+    (True, False)
+    """
+    return message if message.startswith(CUT_OFF) else CUT_OFF + message
+
+
+def is_cut_off(error: Optional[str]) -> bool:
+    """Whether a row's ``error`` is a budget cut-off (see :data:`CUT_OFF`)."""
+    return bool(error) and str(error).startswith(CUT_OFF)
 
 
 def is_request_failure(error: Optional[str]) -> bool:

@@ -140,6 +140,8 @@ class UsageMeter:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of the completion tokens, those a reasoning model spent thinking."""
     errors: int = 0
     by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
     last_error: str = ""
@@ -161,6 +163,7 @@ class UsageMeter:
         self.calls += 1
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
+        self.reasoning_tokens += completion.reasoning_tokens
         bucket["calls"] += 1
         bucket["prompt_tokens"] += completion.prompt_tokens
         bucket["completion_tokens"] += completion.completion_tokens

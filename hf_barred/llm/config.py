@@ -21,6 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .providers import (
+    AZURE_API_VERSION,
+    PRICES_DATE,
+    PROVIDERS,
+    REASONING_EFFORTS,
+    REASONING_TOKENS,
+    is_reasoning_model,
+    known_prices,
+)
+
 ENGINES = ("local", "openai", "vllm")
 DTYPES = ("auto", "float32", "bfloat16")
 """The precisions of the local engine (``EngineConfig.dtype``)."""
@@ -45,13 +55,20 @@ class EngineConfig:
     Parameters, by purpose:
 
     - What answers: ``engine`` (``local`` | ``openai`` | ``vllm``), ``model``.
-    - Where (``openai``): ``base_url``, ``api_key_env`` (the *name* of the env var holding the key,
-      never the key itself, so configs and datasets never carry secrets).
+    - Where (``openai``): ``provider`` (its profile, :mod:`hf_barred.llm.providers`: base URL, key variable,
+      the parameters its requests carry), ``base_url``, ``api_key_env`` (the *name* of the env var holding the
+      key, never the key itself, so configs and datasets never carry secrets), ``api_version`` (Azure).
+    - Reasoning models (``openai``): ``reasoning_model`` (None: by the model's name), ``reasoning_effort``,
+      ``reasoning_tokens`` (the allowance on top of each answer budget); they change answers, so they are
+      part of :meth:`identity` and of the response cache's key.
+    - Provider batch mode (``openai``): ``batch``, ``batch_price_factor``, ``batch_poll_interval``,
+      ``batch_max_retries``, ``batch_dir`` (see :mod:`hf_barred.llm.engines.openai.batch`).
     - Precision (local): ``dtype``; it changes answers, so it is part of the response cache's key
       and, when not ``auto``, of :meth:`identity`.
     - Throughput (not in fingerprints): ``max_concurrency``, ``requests_per_minute``,
       ``tokens_per_minute``, ``timeout``, ``max_retries``, ``batch_size``, ``threads``, ``vllm_kwargs``.
-    - Accounting: ``price_per_million_input_tokens``, ``price_per_million_output_tokens``.
+    - Accounting: ``price_per_million_input_tokens``, ``price_per_million_output_tokens`` (None: the dated
+      table of known models, :data:`~hf_barred.llm.providers.PRICES`; :meth:`prices` says which).
     - Cache: ``cache`` (on by default), ``cache_dir``.
     """
 
@@ -71,6 +88,38 @@ class EngineConfig:
     )
     base_url: Optional[str] = field(
         default=None, metadata={"help": "OpenAI-compatible base URL (openai engine), e.g. http://127.0.0.1:8000/v1."}
+    )
+    provider: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Provider of the openai engine: openai, azure, anthropic, gemini, vllm or generic; it sets the "
+            "default base URL and key variable, and which parameters a request carries (default: openai without "
+            "--base-url, generic with one)."
+        },
+    )
+    api_version: Optional[str] = field(
+        default=None, metadata={"help": f"Azure OpenAI API version (provider azure; default {AZURE_API_VERSION})."}
+    )
+    reasoning_model: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "Whether the model is an OpenAI reasoning model (max_completion_tokens, no temperature): yes or "
+            "no (default: by its name, the o-series and the gpt-5 family on the openai and azure providers)."
+        },
+    )
+    reasoning_effort: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Reasoning effort of a reasoning model: minimal, low, medium or high (default: the model's own). "
+            "It changes answers: part of fingerprints and of the response cache's key."
+        },
+    )
+    reasoning_tokens: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Tokens a reasoning model may think, on top of each stage's answer budget (default by effort: "
+            "minimal 1024, low 4096, medium 8192, high 16384)."
+        },
     )
     api_key_env: Optional[str] = field(
         default=None,
@@ -111,8 +160,31 @@ class EngineConfig:
     vllm_kwargs: tuple[tuple[str, Any], ...] = field(
         default=(), metadata={"help": "Extra vllm.LLM(...) arguments, e.g. (('tensor_parallel_size', 2),)."}
     )
-    price_per_million_input_tokens: float = field(default=0.0, metadata={"help": "USD per 1M prompt tokens."})
-    price_per_million_output_tokens: float = field(default=0.0, metadata={"help": "USD per 1M completion tokens."})
+    batch: bool = field(
+        default=False,
+        metadata={
+            "help": "Send each stage step as one job of the provider's Batch API (openai and azure), at about half "
+            "the price; jobs are recorded in the output folder, so the same command resumes them."
+        },
+    )
+    batch_price_factor: float = field(
+        default=0.5, metadata={"help": "Price of a batch token relative to an online one (OpenAI and Azure: 0.5)."}
+    )
+    batch_poll_interval: float = field(default=10.0, metadata={"help": "Seconds between two polls of a batch job."})
+    batch_max_retries: int = field(
+        default=2, metadata={"help": "Further jobs for the lines of a job that failed or expired."}
+    )
+    batch_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of the batch jobs' record and files (barred generate: OUTPUT/work/batches)."},
+    )
+    price_per_million_input_tokens: Optional[float] = field(
+        default=None, metadata={"help": "USD per 1M prompt tokens (default: the dated table of known models, else 0)."}
+    )
+    price_per_million_output_tokens: Optional[float] = field(
+        default=None,
+        metadata={"help": "USD per 1M completion tokens, reasoning included (default: the dated table, else 0)."},
+    )
     cache: bool = field(default=True, metadata={"help": "Cache responses on disk by content."})
     cache_dir: Optional[str] = field(
         default=None,
@@ -127,6 +199,13 @@ class EngineConfig:
             raise ValueError(
                 f"EngineConfig.engine: expected one of {', '.join(ENGINES)}, found {self.engine!r}. "
                 "Use 'local' for transformers, 'openai' for any OpenAI-compatible server, 'vllm' for in-process vLLM."
+            )
+        if self.engine == "openai":
+            self._resolve_provider()
+        elif self.provider is not None or self.batch:
+            raise ValueError(
+                f"EngineConfig: --provider and --batch are options of the openai engine, found engine {self.engine!r}. "
+                "Pass --engine openai, or drop them."
             )
         if self.engine == "openai" and not self.base_url and not self.api_key_env:
             raise ValueError(
@@ -155,11 +234,89 @@ class EngineConfig:
         if isinstance(self.vllm_kwargs, dict):
             object.__setattr__(self, "vllm_kwargs", tuple(sorted(self.vllm_kwargs.items())))
 
+    def _resolve_provider(self) -> None:
+        """The provider's profile: its name (by ``base_url`` when not given), and, when it was named, its
+        default base URL and key variable; then the reasoning and batch settings checked against it."""
+        named = self.provider is not None
+        provider = self.provider or ("generic" if self.base_url else "openai")
+        if provider not in PROVIDERS:
+            raise ValueError(
+                f"EngineConfig.provider: expected one of {', '.join(PROVIDERS)}, found {provider!r}. "
+                "Pass e.g. --provider openai."
+            )
+        profile = PROVIDERS[provider]
+        object.__setattr__(self, "provider", provider)
+        if named and self.base_url is None and profile.base_url and provider != "openai":
+            object.__setattr__(self, "base_url", profile.base_url)  # openai: $OPENAI_BASE_URL, else its own
+        if named and self.api_key_env is None and profile.api_key_env:
+            object.__setattr__(self, "api_key_env", profile.api_key_env)
+        if provider == "azure":
+            if not self.base_url:
+                raise ValueError(
+                    "EngineConfig: the azure provider needs the resource endpoint as base_url, found none. Pass "
+                    "--base-url https://RESOURCE.openai.azure.com and the deployment name as --model."
+                )
+            if self.api_version is None:
+                object.__setattr__(self, "api_version", AZURE_API_VERSION)
+        if self.reasoning_effort is not None:
+            if self.reasoning_effort not in REASONING_EFFORTS:
+                raise ValueError(
+                    f"EngineConfig.reasoning_effort: expected one of {', '.join(REASONING_EFFORTS)}, found "
+                    f"{self.reasoning_effort!r}. Pass e.g. --reasoning-effort medium."
+                )
+            if profile.reasoning_families and not self.is_reasoning:
+                raise ValueError(
+                    f"EngineConfig.reasoning_effort: {self.model!r} is not a reasoning model on {provider} (by its "
+                    "name), and those reject reasoning_effort. Drop --reasoning-effort, or pass --reasoning-model yes "
+                    "if the deployment serves one under another name."
+                )
+        if self.reasoning_tokens is not None and self.reasoning_tokens < 1:
+            raise ValueError(f"EngineConfig.reasoning_tokens: expected >= 1, found {self.reasoning_tokens}.")
+        if self.batch:
+            if provider == "vllm":
+                raise ValueError(
+                    "EngineConfig.batch: the vllm provider has no Batch API; run the batch files offline with "
+                    "`python -m vllm.entrypoints.openai.run_batch` (README), or drop --batch."
+                )
+            if not profile.batch:
+                raise ValueError(
+                    f"EngineConfig.batch: expected the openai or azure provider (the ones with an OpenAI-shaped "
+                    f"Batch API), found {provider!r}. Drop --batch."
+                )
+        if not 0 < self.batch_price_factor <= 1 or not self.batch_poll_interval > 0 or self.batch_max_retries < 0:
+            raise ValueError(
+                "EngineConfig: expected batch_price_factor in (0, 1], batch_poll_interval > 0 and batch_max_retries "
+                f">= 0, found {self.batch_price_factor}, {self.batch_poll_interval}, {self.batch_max_retries}."
+            )
+
+    @property
+    def is_reasoning(self) -> bool:
+        """Whether requests follow OpenAI's reasoning-model contract (``reasoning_model``, else by name)."""
+        if self.engine != "openai":
+            return False
+        if self.reasoning_model is not None:
+            return self.reasoning_model
+        return is_reasoning_model(self.provider or "", self.model)
+
+    @property
+    def reasoning_allowance(self) -> int:
+        """Tokens a reasoning model may think on top of an answer budget (``reasoning_tokens``, else by effort)."""
+        return self.reasoning_tokens if self.reasoning_tokens is not None else REASONING_TOKENS[self.reasoning_effort]
+
     def identity(self) -> dict[str, str]:
-        """The fields that change outputs: part of fingerprints and lineage columns."""
+        """The fields that change outputs: part of fingerprints and lineage columns.
+
+        >>> EngineConfig(engine="openai", provider="openai", model="gpt-5-mini", api_key_env="K",
+        ...              reasoning_effort="low").identity()
+        {'engine': 'openai', 'model': 'gpt-5-mini', 'reasoning_effort': 'low', 'reasoning_tokens': '4096'}
+        """
         identity = {"engine": self.engine, "model": self.model}
         if self.engine == "local" and self.dtype != "auto":
             identity["dtype"] = self.dtype
+        if self.reasoning_effort is not None:
+            identity["reasoning_effort"] = self.reasoning_effort
+        if self.is_reasoning:
+            identity["reasoning_tokens"] = str(self.reasoning_allowance)
         return identity
 
     def resolved_cache_dir(self) -> Path:
@@ -168,9 +325,22 @@ class EngineConfig:
     def replace(self, **changes: Any) -> EngineConfig:
         return dataclasses.replace(self, **changes)
 
+    def prices(self) -> tuple[float, float, str]:
+        """``(input, output, where they come from)``: USD per 1M tokens at the online price, from the flags, else
+        the dated table of known models (:data:`~hf_barred.llm.providers.PRICES`), else 0."""
+        given = (self.price_per_million_input_tokens, self.price_per_million_output_tokens)
+        if given != (None, None):
+            return float(given[0] or 0.0), float(given[1] or 0.0), "your --price-input/--price-output flags"
+        known = known_prices(self.model) if self.engine == "openai" else None
+        if known is not None:
+            return known[0], known[1], f"hf_barred's price table of {PRICES_DATE} for {self.model}"
+        return 0.0, 0.0, "no price known for this model (pass --price-input/--price-output)"
+
+    def online_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD cost of that many tokens at the online price (reasoning tokens are completion tokens)."""
+        price_in, price_out, _ = self.prices()
+        return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD cost of that many tokens at this config's prices."""
-        return (
-            prompt_tokens * self.price_per_million_input_tokens
-            + completion_tokens * self.price_per_million_output_tokens
-        ) / 1e6
+        """USD cost of that many tokens: the online price, times ``batch_price_factor`` in batch mode."""
+        return self.online_cost(prompt_tokens, completion_tokens) * (self.batch_price_factor if self.batch else 1.0)

@@ -114,8 +114,13 @@ def openai_top_logprobs(
     config: EngineConfig, conversations: list[Conversation], top_logprobs: int
 ) -> list[Optional[dict[str, float]]]:
     """``max_tokens=1`` with ``logprobs``/``top_logprobs`` from an OpenAI-compatible server; None for a row
-    whose answer carries no logprobs. A server that refuses the parameter (HTTP 400) gives all None."""
+    whose answer carries no logprobs. A server that refuses the parameter (HTTP 400) gives all None, and so
+    does a reasoning model (it takes neither ``max_tokens`` nor logprobs, and thinks before its first token):
+    the judge is then asked to generate."""
     import openai
+
+    if config.is_reasoning or config.provider in ("anthropic", "azure"):  # no logprobs there (Azure: deployments)
+        return [None] * len(conversations)
 
     key = os.environ.get(config.api_key_env, "") if config.api_key_env else "EMPTY"
     client = openai.OpenAI(

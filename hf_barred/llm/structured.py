@@ -40,7 +40,7 @@ from typing import Any, Optional, Protocol, Union
 import json_repair
 import jsonschema
 
-from .base import Completion, Conversation, SamplingParams, defuse_control_tokens
+from .base import Completion, Conversation, SamplingParams, cut_off, defuse_control_tokens
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _THINK_BLOCK = re.compile(r"<(think|thinking)>.*?</\1>", re.DOTALL | re.IGNORECASE)
@@ -234,6 +234,9 @@ def structured_steps(
             data, error = parse_json_answer(completion.text, schema, repair=completion.finish_reason != "length")
             if error is not None and completion.finish_reason == "length":
                 error += " (the answer was cut off at max_tokens)"
+                if not answer_text(completion.text):  # the budget went on thinking: counted apart, with its flag
+                    spent = f"{completion.completion_tokens} completion tokens, {completion.reasoning_tokens} reasoning"
+                    error = cut_off(f"{error}; no answer within the token budget ({spent})")
             raw = raw_text(completion)
             results[i] = StructuredResult(data, raw, error, attempt, prompt_tokens, completion_tokens, cached)
             if error is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..llm.base import Completion, Conversation
+from ..llm.base import Completion, Conversation, cut_off
 from ..llm.structured import answer_text
 from .judge import describe, sample_variables
 from .labels import clean_text
@@ -47,4 +47,6 @@ def read_advocate(completion: Completion) -> tuple[str, str]:
     """``(argument, error)``: the argument without any thinking, and "" or why there is none."""
     text = clean_text(answer_text(completion.text)) if completion.ok else ""
     error = completion.error if not completion.ok else ("" if text else "the advocate's answer is empty")
+    if error and completion.ok and completion.finish_reason == "length":
+        error = cut_off(f"{error}: the token budget went before any argument ({completion.completion_tokens} tokens)")
     return text, error or ""

@@ -158,7 +158,8 @@ def accepted_features(labels: Sequence[str], input_type: str = "input_block") ->
 
     ``debate`` is the last debate (one entry per round); ``debate_history`` keeps the debates of
     earlier refinement attempts. ``rejection_reason`` is empty for accepted samples and one of
-    ``debate`` (still rejected after the last refinement), ``parse_failure`` or ``budget``.
+    ``debate`` (still rejected after the last refinement), ``parse_failure``, ``cut_off`` (the token budget ran
+    out before any answer), ``request_failure`` or ``budget``.
     """
     columns: dict = {"text": Value("string")}
     if input_type == "task_and_response":

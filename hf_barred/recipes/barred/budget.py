@@ -79,8 +79,20 @@ def rows_to_plan(needed: int, planned: int, accepted: int, config: BarredConfig)
 
 
 def engine_usage(config: BarredConfig) -> dict[str, Any]:
-    """This process's usage of the engines built for ``config`` (real calls, cache hits, tokens)."""
-    total = {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "errors": 0, "cost": 0.0}
+    """This process's usage of the engines built for ``config``: real calls, cache hits, tokens (reasoning
+    tokens among the completion tokens), errors, the cost, the online cost (what the same tokens cost without
+    batch mode) and where the prices come from."""
+    total: dict[str, Any] = {
+        "calls": 0,
+        "cache_hits": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "reasoning_tokens": 0,
+        "errors": 0,
+        "cost": 0.0,
+        "online_cost": 0.0,
+    }
+    sources: list[str] = []
     for engine_config in config.engines():
         engine = built_engine(engine_config)
         if engine is None:
@@ -90,11 +102,18 @@ def engine_usage(config: BarredConfig) -> dict[str, Any]:
         total["cache_hits"] += u.cache_hits
         total["prompt_tokens"] += u.prompt_tokens
         total["completion_tokens"] += u.completion_tokens
+        total["reasoning_tokens"] += u.reasoning_tokens
         total["errors"] += u.errors
         total["cost"] += engine_config.cost(u.prompt_tokens, u.completion_tokens)
+        total["online_cost"] += engine_config.online_cost(u.prompt_tokens, u.completion_tokens)
+        source = engine_config.prices()[2] + (
+            f", batch at {engine_config.batch_price_factor:g}x" if engine_config.batch else ""
+        )
+        sources.append(source)
+    total["prices"] = "; ".join(dict.fromkeys(sources))
     return total
 
 
 def usage_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What was spent between two :func:`engine_usage` readings."""
-    return {key: after[key] - before[key] for key in after}
+    """What was spent between two :func:`engine_usage` readings (the price sources are the latest's)."""
+    return {key: (after[key] - before[key] if isinstance(after[key], (int, float)) else after[key]) for key in after}

@@ -195,6 +195,16 @@ class BarredConfig:
         ]
         return list(dict.fromkeys(found))
 
+    def with_batch_dir(self, folder: Path) -> BarredConfig:
+        """This config with ``folder`` as the batch-job folder of every stage engine in provider batch mode
+        that names none (``barred generate --batch``: ``OUTPUT/work/batches``)."""
+        changes = {}
+        for name in ("decompose", "instantiate", "generate", "debate", "refine"):
+            stage = getattr(self, name)
+            if stage.engine.batch and not stage.engine.batch_dir:
+                changes[name] = dataclasses.replace(stage, engine=stage.engine.replace(batch_dir=str(folder)))
+        return dataclasses.replace(self, **changes) if changes else self
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

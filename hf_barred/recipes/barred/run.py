@@ -44,7 +44,7 @@ from typing import Any, Optional
 
 from datasets import Dataset, concatenate_datasets
 
-from ...llm.base import is_request_failure
+from ...llm.base import is_cut_off, is_request_failure
 from ...policy.task import GuardrailTask
 from ...stages.base import Stage
 from ...stages.debate import DebateStage
@@ -111,11 +111,14 @@ def _run_locked(
 
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    config = config.with_batch_dir(work / "batches")
     guard = FailureGuard(config.engines(), config.max_failure_rate).run
     usage_before = engine_usage(config)
     # The resume store (not datasets' map cache) decides what is reused: a stage stopped by failed
     # requests must be recomputed on the rerun, not read back from the map cache it left behind.
     map_kwargs: dict[str, Any] = {"batch_size": config.batch_size, "load_from_cache_file": False}
+    if any(engine.batch for engine in config.engines()):
+        map_kwargs["batch_size"] = None  # provider batch mode: a whole stage step in one job
     if config.num_proc:
         map_kwargs["num_proc"] = config.num_proc
     reused: list[str] = []
@@ -175,7 +178,13 @@ def _run_locked(
                         accepted_rows.append(row)
                         accepted_by_label[row["target"]] += 1
                     elif row["error"]:
-                        reason = "request_failure" if is_request_failure(row["error"]) else "parse_failure"
+                        reason = (
+                            "request_failure"
+                            if is_request_failure(row["error"])
+                            else "cut_off"
+                            if is_cut_off(row["error"])
+                            else "parse_failure"
+                        )
                         rejected_rows.append(row | {"rejection_reason": reason})
                     elif level == config.max_refinements:
                         rejected_rows.append(row | {"rejection_reason": "debate"})

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from ...llm.base import is_request_failure
+from ...llm.base import is_cut_off, is_request_failure
 from ...policy.task import GuardrailTask
 from ...stages.prompting import load_prompt
 from .budget import Budget
@@ -68,9 +68,11 @@ def run_statistics(
     parse: Counter = Counter()  # answers that came but could not be used, per stage
     failed: Counter = Counter()  # requests that got no answer (HTTP errors after retries, timeouts), per stage
 
+    cut: Counter = Counter()  # answers the token budget cut off before any answer (counted apart), per stage
+
     def count(stage: str, error: Optional[str]) -> None:
         if error:
-            (failed if is_request_failure(error) else parse)[stage] += 1
+            (failed if is_request_failure(error) else cut if is_cut_off(error) else parse)[stage] += 1
 
     believed_given = believed_mismatches = 0
     if debates is not None:
@@ -125,6 +127,12 @@ def run_statistics(
         "instantiations": instantiations,
         "parse_failures": {stage: parse.get(stage, 0) for stage in FAILURE_STAGES},
         "request_failures": {stage: failed.get(stage, 0) for stage in FAILURE_STAGES},
+        "cut_off": {stage: cut.get(stage, 0) for stage in FAILURE_STAGES},
+        "budget_flag": (
+            f"--reasoning-tokens (now {config.generate.engine.reasoning_allowance})"
+            if config.generate.engine.is_reasoning
+            else "--sample-max-tokens / --judge-max-tokens"
+        ),
         "judge_answers": judge_answers,
         "believed_label": {"given": believed_given, "mismatches": believed_mismatches},
         "requests": budget.calls,

@@ -1,7 +1,9 @@
 """A real OpenAI-protocol HTTP server on loopback, with scriptable behaviour, for tests and benchmarks.
 
 It speaks ``POST /v1/chat/completions`` and ``GET /v1/models`` over real HTTP (starlette + uvicorn),
-records every request it receives, and answers each one with an :class:`Action`: a normal answer
+the Files and Batch APIs (:mod:`.batches`), and Azure OpenAI's URL shape; it enforces a provider's
+request contract (``contract="openai"`` or ``"azure"``: :mod:`.contracts`), records every request it
+receives, and answers each one with an :class:`Action`: a normal answer
 (by default ``"echo: <last user message>"`` with word-count usage), an HTTP error with headers
 (429 + Retry-After, 500, 400), a slow answer (client timeouts) or a malformed body. Actions are
 scripted per request, optionally only for requests whose last user message contains a string.
@@ -42,6 +44,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.utils.servers.batches import BatchStore
+from tests.utils.servers.contracts import check_azure_url, check_chat, is_reasoning, reasoning_tokens
 
 Responder = Callable[[dict[str, Any]], Union[str, tuple[str, str]]]
 """Maps a request body to the answer text (the default echoes the last user message), or to
@@ -144,6 +149,12 @@ class OpenAIServer:
     first token with ``top_logprobs`` alternatives, OpenAI's shape) when its action has ``top_logprobs``
     (:func:`with_logprobs`) or ``logprob_responder`` gives some; otherwise ``logprobs`` is null, like a
     server without them. ``reject_logprobs``: answer such requests with a 400, as some servers do.
+
+    Contracts: ``contract`` is ``generic`` (anything OpenAI-shaped, like vLLM), ``openai`` (OpenAI's rules
+    for reasoning and other models; a reasoning model spends reasoning tokens, within
+    ``max_completion_tokens``) or ``azure`` (the same rules on Azure's routes, ``deployments`` mapping each
+    deployment name to its model, the key in the ``api-key`` header). ``batches``: the Files and Batch
+    APIs' store (:class:`~tests.utils.servers.batches.BatchStore`), one by default.
     """
 
     def __init__(
@@ -158,8 +169,17 @@ class OpenAIServer:
         reject_logprobs: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        contract: str = "generic",
+        deployments: Optional[dict[str, str]] = None,
+        batches: Optional[BatchStore] = None,
     ):
-        self.models = tuple(models)
+        if contract not in ("generic", "openai", "azure"):
+            raise ValueError(f"contract: expected generic, openai or azure, found {contract!r}")
+        self.contract = contract
+        self.deployments = dict(deployments or {})
+        self.batches = batches or BatchStore(self._answer)
+        self.batches.answer = self._answer
+        self.models = tuple(models) + tuple(self.deployments)
         self.api_key = api_key
         self.latency = latency
         self.max_parallel = max_parallel
@@ -181,6 +201,15 @@ class OpenAIServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/files", self._upload, methods=["POST"]),
+                Route("/v1/files/{file_id}/content", self._file_content, methods=["GET"]),
+                Route("/v1/batches", self._create_batch, methods=["POST"]),
+                Route("/v1/batches/{batch_id}", self._retrieve_batch, methods=["GET"]),
+                Route("/openai/deployments/{deployment}/chat/completions", self._chat, methods=["POST"]),
+                Route("/openai/files", self._upload, methods=["POST"]),
+                Route("/openai/files/{file_id}/content", self._file_content, methods=["GET"]),
+                Route("/openai/batches", self._create_batch, methods=["POST"]),
+                Route("/openai/batches/{batch_id}", self._retrieve_batch, methods=["GET"]),
             ]
         )
 
@@ -222,6 +251,26 @@ class OpenAIServer:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "hf_barred-tests"} for m in self.models]
         return _json({"object": "list", "data": data})
 
+    def _refused(self, request: Request) -> Optional[Response]:
+        """The route's own refusal: a path of the other provider's shape, Azure's api-version, or the key."""
+        azure_route = request.url.path.startswith("/openai/")
+        if azure_route != (self.contract == "azure"):
+            return _error(404, f"no route {request.url.path} on this server ({self.contract} contract)")
+        if azure_route:
+            refused = check_azure_url(request.url.path, dict(request.query_params), self.deployments)
+            if refused is not None:
+                return _error(refused["status"], refused["message"], kind=refused["type"], code=refused["code"])
+        if self.api_key is not None:
+            sent = request.headers.get("api-key", "") if azure_route else request.headers.get("authorization", "")
+            if sent != (self.api_key if azure_route else f"Bearer {self.api_key}"):
+                return _error(
+                    401,
+                    f"Incorrect API key provided: {sent.removeprefix('Bearer ')!r}.",
+                    kind="invalid_request_error",
+                    code="invalid_api_key",
+                )
+        return None
+
     async def _chat(self, request: Request) -> Response:
         arrived = time.monotonic()
         try:
@@ -229,19 +278,23 @@ class OpenAIServer:
         except ValueError:
             return _error(400, "request body is not JSON")
         self.requests.append(RecordedRequest(body=body, headers=dict(request.headers), time=arrived))
-
-        if self.api_key is not None:
-            sent = request.headers.get("authorization", "")
-            if sent != f"Bearer {self.api_key}":
-                return _error(
-                    401,
-                    f"Incorrect API key provided: {sent.removeprefix('Bearer ')!r}.",
-                    kind="invalid_request_error",
-                    code="invalid_api_key",
-                )
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if "deployment" in request.path_params:  # Azure: the deployment names the model; the body's is ignored
+            body = body | {"model": request.path_params["deployment"]}
         model = body.get("model")
         if model not in self.models:
             return _error(404, f"The model `{model}` does not exist.", kind="NotFoundError", code="model_not_found")
+        problem = check_chat(self.contract, self.deployments.get(model, model), body)
+        if problem is not None:
+            return _error(
+                problem["status"],
+                problem["message"],
+                kind=problem["type"],
+                code=problem["code"],
+                param=problem["param"],
+            )
 
         action = self._next_action(body)
         if self._semaphore is None:  # created in the server's own loop
@@ -264,9 +317,39 @@ class OpenAIServer:
             )
         if action.status >= 400:
             return _error(action.status, action.message, headers=action.headers)
+        status, payload = self._completion(body, action)
+        return _json(payload, status=status, headers=action.headers)
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A batch line's answer: the chat contract, then the server's answer (scripts and latency do not apply)."""
+        model = body.get("model")
+        if model not in self.models:
+            return 404, {
+                "error": {
+                    "message": f"The model `{model}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": None,
+                    "code": "model_not_found",
+                }
+            }
+        problem = check_chat(self.contract, self.deployments.get(model, model), body)
+        if problem is not None:
+            return problem["status"], {"error": {k: problem[k] for k in ("message", "type", "param", "code")}}
+        self.requests.append(RecordedRequest(body=body, headers={}, time=time.monotonic()))
+        return self._completion(body, Action())
+
+    def _completion(self, body: dict[str, Any], action: Action) -> tuple[int, dict[str, Any]]:
+        model = body["model"]
         wants_logprobs = bool(body.get("logprobs"))
         if wants_logprobs and self.reject_logprobs:
-            return _error(400, "logprobs are not supported by this server", kind="invalid_request_error")
+            return 400, {
+                "error": {
+                    "message": "logprobs are not supported by this server",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": 400,
+                }
+            }
         top = action.top_logprobs
         if top is None and wants_logprobs and self.logprob_responder is not None:
             top = self.logprob_responder(body)
@@ -275,33 +358,90 @@ class OpenAIServer:
         else:
             answer = action.text if action.text is not None else self.responder(body)
         text, reasoning = answer if isinstance(answer, tuple) else (answer, action.reasoning)
+        finish_reason = action.finish_reason
+        thinking = (
+            reasoning_tokens(body)
+            if self.contract != "generic" and is_reasoning(self.deployments.get(model, model))
+            else 0
+        )
+        budget = body.get("max_completion_tokens")
+        if thinking and budget is not None and thinking + len(text.split()) > budget:
+            # the budget ran out while the model was still thinking (or answering): cut off, as OpenAI does
+            text, finish_reason = ("" if thinking >= budget else " ".join(text.split()[: budget - thinking])), "length"
+            thinking = min(thinking, budget)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
         logprobs = _logprobs_payload(text, top, int(body.get("top_logprobs") or 0)) if wants_logprobs and top else None
         self._counter += 1
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        completion_tokens = len(text.split()) + len((reasoning or "").split())
-        payload = {
+        completion_tokens = len(text.split()) + len((reasoning or "").split()) + thinking
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if thinking:
+            usage["completion_tokens_details"] = {"reasoning_tokens": thinking}
+        return 200, {
             "id": f"chatcmpl-{self._counter}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": action.finish_reason,
-                    "logprobs": logprobs,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "model": self.deployments.get(model, model),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": logprobs}],
+            "usage": usage,
         }
-        return _json(payload, headers=action.headers)
+
+    # ----------------------------------------------------------------- files and batches
+    async def _upload(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            return _error(400, "expected a multipart 'file' field", kind="invalid_request_error")
+        try:
+            return _json(self.batches.upload(await upload.read(), str(form.get("purpose")), upload.filename or ""))
+        except ValueError as err:
+            return _error(400, str(err), kind="invalid_request_error")
+
+    async def _file_content(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        file_id = request.path_params["file_id"]
+        if file_id not in self.batches.files:
+            return _error(404, f"No such File object: {file_id}", kind="invalid_request_error")
+        return Response(self.batches.content(file_id), media_type="application/octet-stream")
+
+    async def _create_batch(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        body = json.loads(await request.body())
+        expected = "/chat/completions" if self.contract == "azure" else "/v1/chat/completions"
+        if body.get("endpoint") != expected:
+            return _error(
+                400, f"endpoint: expected {expected!r}, found {body.get('endpoint')!r}", kind="invalid_request_error"
+            )
+        try:
+            return _json(
+                self.batches.create(body.get("input_file_id"), body["endpoint"], body.get("completion_window"))
+            )
+        except KeyError:
+            return _error(404, f"No such File object: {body.get('input_file_id')}", kind="invalid_request_error")
+        except ValueError as err:
+            return _error(400, str(err), kind="invalid_request_error")
+
+    async def _retrieve_batch(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        batch_id = request.path_params["batch_id"]
+        if batch_id not in self.batches.batches:
+            return _error(404, f"No batch found with id '{batch_id}'.", kind="invalid_request_error")
+        return _json(self.batches.retrieve(batch_id))
 
     # ----------------------------------------------------------------- lifecycle
     def _config(self) -> uvicorn.Config:
@@ -381,9 +521,14 @@ def _json(payload: Any, status: int = 200, headers: Optional[dict[str, str]] = N
 
 
 def _error(
-    status: int, message: str, kind: str = "server_error", code: Any = None, headers: Optional[dict[str, str]] = None
+    status: int,
+    message: str,
+    kind: str = "server_error",
+    code: Any = None,
+    headers: Optional[dict[str, str]] = None,
+    param: Optional[str] = None,
 ) -> Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code if code is not None else status}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code if code is not None else status}}
     return _json(body, status=status, headers=headers)
 
 

@@ -1,5 +1,11 @@
 """The ``openai`` engine: any OpenAI-compatible chat server (vLLM serve, TGI, Ollama, llama.cpp server,
-OpenAI, Azure OpenAI's ``/openai/v1`` endpoint).
+OpenAI, Azure OpenAI, Anthropic's and Gemini's OpenAI-compatible endpoints).
+
+Each request follows its provider's contract (:mod:`hf_barred.llm.providers`, ``EngineConfig.provider``):
+OpenAI's reasoning models get ``max_completion_tokens`` and ``reasoning_effort`` and no ``temperature``;
+Azure's client adds the deployment to the URL and the ``api-version``; Anthropic gets no JSON schema or
+seed (:meth:`OpenAICompatBackend.request_payload`). With ``EngineConfig.batch`` every ``chat`` call is one
+job of the provider's Batch API instead (:mod:`.batch`).
 
 How it works:
 
@@ -86,6 +92,8 @@ import openai
 
 from ...base import Completion, Conversation, EngineError, ResultCallback, SamplingParams
 from ...config import EngineConfig
+from ...providers import PROVIDERS
+from .batch import BatchRunner
 from .errors import api_error_message, retries_text, unreachable_error, unreachable_reason
 from .runtime import HTTP, Runtime
 from .wire import (
@@ -128,7 +136,6 @@ class OpenAICompatBackend:
     network call. See the module docstring for concurrency, retries and what fails how.
     """
 
-    supports_json_schema: bool = True
     http_transport: str = "auto"
     """``"auto"`` (the SDK's aiohttp client when installed, else httpx), ``"aiohttp"`` or ``"httpx"``;
     set it on an instance before its first call."""
@@ -148,35 +155,44 @@ class OpenAICompatBackend:
             raise ValueError(f"max_concurrency must be >= 1, found {max_concurrency}.")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, found {max_retries}.")
-        self.config = EngineConfig(
-            engine="openai",
-            model=model,
-            base_url=(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-            api_key_env=api_key_env,
-            max_concurrency=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            timeout=timeout,
-            max_retries=max_retries,
+        self._setup(
+            EngineConfig(
+                engine="openai",
+                model=model,
+                # no base URL and no key: a local server named by $OPENAI_BASE_URL (else OpenAI's URL, keyless)
+                base_url=base_url or (None if api_key_env else os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL),
+                api_key_env=api_key_env,
+                max_concurrency=max_concurrency,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                timeout=timeout,
+                max_retries=max_retries,
+            )
         )
-        """The settings of this backend, its base URL resolved (what the runtime and the error messages read)."""
-        self._read_api_key()  # fail now, with the variable's name, rather than at the first call
-        self._rt: Optional[Runtime] = None
-        self._lock = threading.Lock()
-        self._finalizer: Optional[weakref.finalize] = None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> OpenAICompatBackend:
-        return cls(
-            model=config.model,
-            base_url=config.base_url,
-            api_key_env=config.api_key_env,
-            max_concurrency=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
-        )
+        backend = cls.__new__(cls)
+        backend._setup(config)
+        return backend
+
+    def _setup(self, config: EngineConfig) -> None:
+        base_url = (config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.config = config.replace(base_url=base_url) if base_url != config.base_url else config
+        """The settings of this backend, its base URL resolved (what the runtime and the error messages read)."""
+        self.profile = PROVIDERS[self.config.provider or "generic"]
+        self.supports_json_schema = self.profile.json_schema
+        settings = [("reasoning_effort", self.config.reasoning_effort)]
+        if self.config.is_reasoning:
+            settings.append(("reasoning_tokens", str(self.config.reasoning_allowance)))
+        extras = ",".join(f"{name}={value}" for name, value in settings if value is not None)
+        self.cache_name = self.config.model + (f"@{extras}" if extras else "")
+        """The response cache's name for the answers: the model's, with the reasoning settings that change them."""
+        self._read_api_key()  # fail now, with the variable's name, rather than at the first call
+        self._rt: Optional[Runtime] = None
+        self._batches: Optional[BatchRunner] = None
+        self._lock = threading.Lock()
+        self._finalizer: Optional[weakref.finalize] = None
 
     model_name = property(lambda self: self.config.model)
     base_url = property(lambda self: self.config.base_url)
@@ -196,38 +212,30 @@ class OpenAICompatBackend:
         return {"config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        type(self).__init__(
-            self,
-            **{"model": state["config"].model}
-            | {
-                name: getattr(state["config"], name)
-                for name in (
-                    "base_url",
-                    "api_key_env",
-                    "max_concurrency",
-                    "requests_per_minute",
-                    "tokens_per_minute",
-                    "timeout",
-                    "max_retries",
-                )
-            },
-        )
+        self._setup(state["config"])
 
     # ------------------------------------------------------------------ the batch interface
     def request_payload(self, conversation: Conversation, params: SamplingParams) -> dict[str, Any]:
-        """The JSON body sent for one conversation (``seed`` only when set, ``stop`` only when non-empty)."""
-        payload: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": list(conversation),
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-        }
-        if params.seed is not None:
+        """The JSON body sent for one conversation, in the provider's contract (:mod:`hf_barred.llm.providers`):
+        a reasoning model gets ``max_completion_tokens`` (the answer budget plus the reasoning allowance) and
+        no ``temperature``, ``top_p`` or ``stop``; ``reasoning_effort`` when set; ``seed`` when set and the
+        provider honours it; ``stop`` only when non-empty; the JSON schema where the provider honours it."""
+        config, profile = self.config, self.profile
+        payload: dict[str, Any] = {"model": self.model_name, "messages": list(conversation)}
+        if config.is_reasoning:  # they sample at temperature 1 and reject the sampling knobs and stop strings
+            payload["max_completion_tokens"] = params.max_tokens + config.reasoning_allowance
+        else:
+            payload["max_tokens"] = params.max_tokens
+            cap = profile.max_temperature
+            payload["temperature"] = params.temperature if cap is None else min(params.temperature, cap)
+            payload["top_p"] = params.top_p
+        if config.reasoning_effort is not None:
+            payload["reasoning_effort"] = config.reasoning_effort
+        if params.seed is not None and profile.seed:
             payload["seed"] = params.seed
-        if params.stop:
+        if params.stop and not config.is_reasoning:
             payload["stop"] = list(params.stop)
-        if params.json_schema is not None:
+        if params.json_schema is not None and profile.json_schema:
             payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
@@ -251,7 +259,8 @@ class OpenAICompatBackend:
         rt = self._runtime()
         results: list[Optional[Completion]] = [None] * len(conversations)
         inbox: queue.SimpleQueue = queue.SimpleQueue()
-        future = asyncio.run_coroutine_threadsafe(self._run_batch(rt, conversations, params, inbox), rt.loop)
+        work = self._run_job if self.config.batch else self._run_batch
+        future = asyncio.run_coroutine_threadsafe(work(rt, conversations, params, inbox), rt.loop)
         try:
             remaining, done = len(conversations), False
             while remaining and not done:
@@ -322,6 +331,18 @@ class OpenAICompatBackend:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            inbox.put(_DONE)
+
+    async def _run_job(
+        self, rt: Runtime, conversations: list[Conversation], params: SamplingParams, inbox: queue.SimpleQueue
+    ) -> None:
+        """Batch mode: the conversations as one provider batch job (:mod:`.batch`)."""
+        if self._batches is None:
+            self._batches = BatchRunner(self.config, azure=self.config.provider == "azure")
+        try:
+            payloads = [self.request_payload(conversation, params) for conversation in conversations]
+            await self._batches.run(rt, payloads, lambda i, completion: inbox.put((i, completion)))
+        finally:
             inbox.put(_DONE)
 
     async def _answer(self, rt: Runtime, conversation: Conversation, params: SamplingParams) -> Completion:

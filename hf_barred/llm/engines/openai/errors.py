@@ -69,6 +69,14 @@ async def api_error_message(config: EngineConfig, rt: Runtime, exc: openai.APIEr
                 f"(HTTP {status}: {detail}). {fix}"
             )
         ) from None
+    if status == 404 and config.provider == "azure":
+        raise EngineError(
+            rt.redact(
+                f"the Azure OpenAI resource at {url} has no deployment {config.model!r} for api-version "
+                f"{config.api_version} (HTTP 404: {detail}). Pass the deployment's name as --model, the resource "
+                "endpoint (https://RESOURCE.openai.azure.com) as --base-url, and a supported --api-version."
+            )
+        ) from None
     if status == 404:
         served = await served_models(rt)
         found = f"it serves {served}" if served else f"GET {url}/models lists the models it serves"

@@ -47,13 +47,24 @@ class Runtime:
     async def _setup(self, config: EngineConfig, http_transport: str) -> None:
         # Built inside the loop so every asyncio object belongs to it.
         http_client = make_http_client(http_transport, config.max_concurrency, config.timeout)
-        self.client = openai.AsyncOpenAI(
-            api_key=self.secret,
-            base_url=config.base_url,
-            timeout=config.timeout,
-            max_retries=0,
-            http_client=http_client,  # the backend retries, with a bound per kind of failure
-        )
+        # the backend retries, with a bound per kind of failure: the SDK's own retries are off
+        if config.provider == "azure":  # /openai/deployments/{model}/chat/completions?api-version=..., key in api-key
+            self.client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
+                api_key=self.secret,
+                azure_endpoint=config.base_url or "",
+                api_version=config.api_version,
+                timeout=config.timeout,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self.client = openai.AsyncOpenAI(
+                api_key=self.secret,
+                base_url=config.base_url,
+                timeout=config.timeout,
+                max_retries=0,
+                http_client=http_client,
+            )
         self.semaphore = asyncio.Semaphore(config.max_concurrency)
         self.requests_limiter: Optional[AsyncLimiter] = None
         self.tokens_limiter: Optional[AsyncLimiter] = None

@@ -107,11 +107,14 @@ def parse_chat_completion(content: bytes, default_model: str) -> Completion:
     if not isinstance(message, dict) or not isinstance(text, (str, type(None))):
         raise MalformedResponse(f"expected choices[0].message.content to be a string, found {content[:120]!r}")
     reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
+    details: dict[str, Any] = usage.get("completion_tokens_details") or {}
+    details = details if isinstance(details, dict) else {}
     return Completion(
         text=text or "",  # None: a refusal or a tool call, no text
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0),
         finish_reason=str(choices[0].get("finish_reason") or "stop"),
         model=str(data.get("model") or default_model),
         reasoning=reasoning if isinstance(reasoning, str) else "",

@@ -334,3 +334,44 @@ class TestServe:
 
     def test_throughput(self, engine, figures):
         bench(engine, figures, "serve")
+
+
+def test_the_batch_jsonl_runs_through_vllm_run_batch_and_reads_back(model_dir, tmp_path):
+    """The job file ``--batch`` writes is what ``vllm.entrypoints.openai.run_batch`` reads, and its output is
+    what hf_barred reads back (the offline path for a GPU machine, here on the CPU)."""
+    from hf_barred.llm.engines.openai.batch import batch_line
+    from hf_barred.llm.engines.openai.wire import parse_chat_completion
+
+    payloads = [
+        {
+            "model": str(model_dir),
+            "messages": [{"role": "user", "content": f"Say the number {i}."}],
+            "max_tokens": 8,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "seed": 0,
+        }
+        for i in range(3)
+    ]
+    source, results = tmp_path / "batch.jsonl", tmp_path / "results.jsonl"
+    source.write_text("".join(json.dumps(batch_line(p, "/v1/chat/completions")) + "\n" for p in payloads))
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.run_batch",
+        "-i",
+        str(source),
+        "-o",
+        str(results),
+        "--model",
+        str(model_dir),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+    ] + (["--enforce-eager"] if EAGER else [])
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    assert sorted(line["custom_id"] for line in lines) == sorted(batch_line(p, "")["custom_id"] for p in payloads)
+    for line in lines:
+        assert line["response"]["status_code"] == 200, line
+        completion = parse_chat_completion(json.dumps(line["response"]["body"]).encode(), "m")
+        assert completion.completion_tokens > 0
