@@ -103,6 +103,7 @@ from .wire import (
     RETRIED_STATUSES,
     MalformedResponse,
     backoff_delay,
+    chat_payload,
     estimate_tokens,
     parse_chat_completion,
     retry_after,
@@ -216,31 +217,8 @@ class OpenAICompatBackend:
 
     # ------------------------------------------------------------------ the batch interface
     def request_payload(self, conversation: Conversation, params: SamplingParams) -> dict[str, Any]:
-        """The JSON body sent for one conversation, in the provider's contract (:mod:`hf_barred.llm.providers`):
-        a reasoning model gets ``max_completion_tokens`` (the answer budget plus the reasoning allowance) and
-        no ``temperature``, ``top_p`` or ``stop``; ``reasoning_effort`` when set; ``seed`` when set and the
-        provider honours it; ``stop`` only when non-empty; the JSON schema where the provider honours it."""
-        config, profile = self.config, self.profile
-        payload: dict[str, Any] = {"model": self.model_name, "messages": list(conversation)}
-        if config.is_reasoning:  # they sample at temperature 1 and reject the sampling knobs and stop strings
-            payload["max_completion_tokens"] = params.max_tokens + config.reasoning_allowance
-        else:
-            payload["max_tokens"] = params.max_tokens
-            cap = profile.max_temperature
-            payload["temperature"] = params.temperature if cap is None else min(params.temperature, cap)
-            payload["top_p"] = params.top_p
-        if config.reasoning_effort is not None:
-            payload["reasoning_effort"] = config.reasoning_effort
-        if params.seed is not None and profile.seed:
-            payload["seed"] = params.seed
-        if params.stop and not config.is_reasoning:
-            payload["stop"] = list(params.stop)
-        if params.json_schema is not None and profile.json_schema:
-            payload["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
-            }
-        return payload
+        """The JSON body sent for one conversation, in the provider's contract (:func:`.wire.chat_payload`)."""
+        return chat_payload(self.config, conversation, params)
 
     def chat(
         self,

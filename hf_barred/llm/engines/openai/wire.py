@@ -15,9 +15,12 @@ import random
 import time
 from typing import Any, Optional
 
-from ...base import Completion, Conversation
+from ...base import Completion, Conversation, SamplingParams
+from ...config import EngineConfig
+from ...providers import PROVIDERS
 
 __all__ = [
+    "chat_payload",
     "DEFAULT_BASE_URL",
     "MAX_BACKOFF",
     "MAX_RETRY_AFTER",
@@ -119,3 +122,37 @@ def parse_chat_completion(content: bytes, default_model: str) -> Completion:
         model=str(data.get("model") or default_model),
         reasoning=reasoning if isinstance(reasoning, str) else "",
     )
+
+
+def chat_payload(config: EngineConfig, conversation: Conversation, params: SamplingParams) -> dict[str, Any]:
+    """The JSON body of a ``/chat/completions`` request in the contract of ``config``'s provider
+    (:mod:`hf_barred.llm.providers`): a reasoning model gets ``max_completion_tokens`` (the answer budget plus
+    the reasoning allowance) and no ``temperature``, ``top_p`` or ``stop``; ``reasoning_effort`` when set;
+    ``seed`` when set and the provider honours it; ``stop`` only when non-empty; the JSON schema where the
+    provider honours it (Anthropic's endpoint ignores it: the answer is validated and repaired instead).
+
+    >>> config = EngineConfig(engine="openai", provider="openai", model="gpt-5-mini", api_key_env="K")
+    >>> sorted(chat_payload(config, [], SamplingParams(max_tokens=64, temperature=0.0)))
+    ['max_completion_tokens', 'messages', 'model', 'seed']
+    """
+    profile = PROVIDERS[config.provider or "generic"]
+    payload: dict[str, Any] = {"model": config.model, "messages": list(conversation)}
+    if config.is_reasoning:  # they sample at temperature 1 and reject the sampling knobs and stop strings
+        payload["max_completion_tokens"] = params.max_tokens + config.reasoning_allowance
+    else:
+        payload["max_tokens"] = params.max_tokens
+        cap = profile.max_temperature
+        payload["temperature"] = params.temperature if cap is None else min(params.temperature, cap)
+        payload["top_p"] = params.top_p
+    if config.reasoning_effort is not None:
+        payload["reasoning_effort"] = config.reasoning_effort
+    if params.seed is not None and profile.seed:
+        payload["seed"] = params.seed
+    if params.stop and not config.is_reasoning:
+        payload["stop"] = list(params.stop)
+    if params.json_schema is not None and profile.json_schema:
+        payload["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
+        }
+    return payload
