@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 __all__ = [
+    "EXIT_SHORT",
     "EXIT_USAGE",
     "OneLineParser",
     "add_lazy_command",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 EXIT_USAGE = 2
+"""Exit code of bad input (flags, files, an endpoint that cannot be reached)."""
+EXIT_SHORT = 3
+"""Exit code of a run that ended with fewer samples (or rows) than asked; the summary says why and what to change."""
 """The exit code of bad input: flags, files, folders (see :mod:`hf_barred.cli.main`)."""
 
 

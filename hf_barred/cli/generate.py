@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .engine_options import add_engine_arguments, engine_config, positive_int
-from .flags import add_lazy_command, kebab_case_flags
+from .flags import EXIT_SHORT, add_lazy_command, kebab_case_flags
 from .help_text import examples_epilog
 
 HELP = "Generate verified boundary-case samples for a rule (BARRED)."
@@ -169,14 +169,19 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
     else:
         cost = f"${e['cost']:.4f}"
     lines.append(f"  cost {cost}; prices: {e.get('prices') or 'none given'}")
+    goal = stats.get("goal") or {}
+    if goal and not goal.get("reached"):
+        lines.append(f"  ended short of the goal: {goal['why']}. To go on: {goal['fix']}.")
     if output_dir:
         lines.append(f"Data: {output_dir}  (datasets.load_dataset({output_dir!r}); splits train, extra, rejected)")
-        lines.append(f"Next: barred train {output_dir} --output {output_dir.rstrip('/')}-guardrail")
+        if all(stats["accepted_by_label"].values()):  # a guardrail needs both labels to learn anything
+            lines.append(f"Next: barred train {output_dir} --output {output_dir.rstrip('/')}-guardrail")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Errors go up to :func:`hf_barred.cli.main`: one line, exit code 2 for bad input, 1 for a failed run."""
+    """Errors go up to :func:`hf_barred.cli.main`: one line, exit code 2 for bad input, 1 for a failed run;
+    a run that ended with fewer samples than asked returns 3 (:data:`~hf_barred.cli.flags.EXIT_SHORT`)."""
     from ..policy.task import MAX_SEED_CHARS, GuardrailTask
     from ..recipes.barred.run import run_barred
 
@@ -205,4 +210,4 @@ def run(args: argparse.Namespace) -> int:
 
         url = push_barred_run(result.output_dir, args.push_to_hub, private=args.private or None)
         print(f"  pushed to {url}")
-    return 0
+    return 0 if result.reached else EXIT_SHORT

@@ -90,6 +90,7 @@ class BudgetArguments:
     _argument_group_name = "budget"
 
     max_calls: Optional[int] = from_config(BarredConfig, "max_calls")
+    max_calls_per_sample: float = from_config(BarredConfig, "max_calls_per_sample", type=float, metavar="N")
     max_total_tokens: Optional[int] = from_config(BarredConfig, "max_total_tokens")
     max_rounds: int = from_config(BarredConfig, "max_rounds")
     max_rows_per_round: int = from_config(BarredConfig, "max_rows_per_round")

@@ -11,7 +11,12 @@ What went wrong                                                       Exit code
 bad input: flags, task/data files, ``--output``, cache folder, API    2
 key, an endpoint that cannot be reached (``ValueError``,
 ``EngineError``, ``OSError``)
-the run failed: too many requests got no answer (``RequestsFailed``)  1
+the run stopped: too many requests got no answer, or too many         1
+answers could not be used (``RunStopped``: ``RequestsFailed``,
+``AnswersUnusable``); nothing after the stage was spent
+the run ended short of its goal (fewer samples than asked: budget     3
+spent, rounds exhausted, a round accepted nothing); the summary
+says why and what to change
 anything else (a bug: please report it with the ``--debug`` output)   1
 Ctrl-C (finished LLM calls are cached: rerun to resume)               130
 ====================================================================  =========
@@ -103,14 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prog = f"barred {args.command}"
     _show_warnings()
     from ..llm.base import EngineError
-    from ..recipes.barred.failures import RequestsFailed
+    from ..recipes.barred.failures import RunStopped
 
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("\nInterrupted. Finished LLM calls are cached: run the same command again to resume.", file=sys.stderr)
         return 130
-    except RequestsFailed as err:
+    except RunStopped as err:
         if debug:
             traceback.print_exc()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)

@@ -83,12 +83,28 @@ class _Writer:
 _WRITER = _Writer()
 
 
+NEGATIVE = "(calm)"
+"""The mark of a sample written for the negative label: the judges read it and say ``no``."""
+_NEGATIVE_TARGET = ('"no": the criterion does not hold', "only just does not apply")  # served, small prompt sets
+
+
 def schema_answer(body: dict[str, Any]) -> str:
-    """A JSON answer valid under the request's ``response_format`` schema (a judge says ``yes``)."""
+    """A JSON answer valid under the request's ``response_format`` schema. A sample written for the negative
+    label carries :data:`NEGATIVE`, and a judge says ``no`` to it and ``yes`` otherwise, so the debate
+    accepts what the plan asked for."""
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
     if not schema:
         return "plain answer"
-    return json.dumps(_WRITER.value(schema))
+    answer = _WRITER.value(schema)
+    text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
+    stage = stage_of(body)
+    if stage == "generate" and any(mark in text for mark in _NEGATIVE_TARGET):
+        for key in ("text", "response"):
+            if key in answer:
+                answer[key] = f"{answer[key]} {NEGATIVE}"
+    elif stage == "judge" and NEGATIVE in text and "label" in answer:
+        answer["label"] = "no"
+    return json.dumps(answer)
 
 
 class StageServer(OpenAIServer):

@@ -34,10 +34,12 @@ def dataset_usage(ds: Dataset) -> dict[str, int]:
 
 
 class Budget:
-    """Logical requests and tokens spent, from the rows' usage columns."""
+    """Logical requests and tokens spent, from the rows' usage columns, against the run's budget
+    (:meth:`BarredConfig.call_budget` for ``n`` samples, ``max_total_tokens``)."""
 
-    def __init__(self, config: BarredConfig):
+    def __init__(self, config: BarredConfig, n: int = 1):
         self.config = config
+        self.max_calls = config.call_budget(n)
         self.calls = 0
         self.tokens = 0
         self.calls_by_stage: dict[str, int] = {}
@@ -59,9 +61,7 @@ class Budget:
     @property
     def spent(self) -> bool:
         c = self.config
-        return (c.max_calls is not None and self.calls >= c.max_calls) or (
-            c.max_total_tokens is not None and self.tokens >= c.max_total_tokens
-        )
+        return self.calls >= self.max_calls or (c.max_total_tokens is not None and self.tokens >= c.max_total_tokens)
 
 
 def rows_to_plan(needed: int, planned: int, accepted: int, config: BarredConfig) -> int:

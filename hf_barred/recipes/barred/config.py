@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,6 +27,9 @@ from ...stages.plan import PlanConfig
 from ...stages.refine import RefineConfig
 
 __all__ = ["FOR_ENGINE_HELP", "SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
+
+DECOMPOSITION_CALLS = 100
+"""The default request budget's allowance for the decomposition (dimensions, instantiations, repairs)."""
 
 SERVED_MAX_TOKENS = {"sample": 512, "judge": 256, "advocate": 128, "decompose": 1024, "instantiate": 1024}
 """Answer budgets of :meth:`BarredConfig.for_engine` on served engines (``openai``, ``vllm``)."""
@@ -63,11 +67,12 @@ class BarredConfig:
       ``initial_acceptance`` and ``min_acceptance`` (to size each round's plan),
       ``max_rows_per_round``.
     - Budgets (logical requests and tokens, cached or not; checked before each round and each
-      refinement, so a stage in flight finishes): ``max_calls``, ``max_total_tokens``.
+      refinement, so a stage in flight finishes): ``max_calls`` (None: ``max_calls_per_sample`` times n,
+      plus :data:`DECOMPOSITION_CALLS`: no run is unbounded), ``max_total_tokens``.
     - Throughput: ``batch_size`` (rows per ``Dataset.map`` batch, i.e. per batched call),
       ``num_proc``.
-    - Failures: ``max_failure_rate`` (a stage whose requests failed more than this share stops the
-      run, exit code 1; see :mod:`hf_barred.recipes.barred.failures`).
+    - Failures: ``max_failure_rate`` (a stage whose requests failed, or whose answers could not be used,
+      more than this share stops the run, exit code 1; see :mod:`hf_barred.recipes.barred.failures`).
     """
 
     decompose: DecomposeConfig = field(default_factory=DecomposeConfig, metadata={"help": "Dimension extraction."})
@@ -82,7 +87,18 @@ class BarredConfig:
     min_acceptance: float = field(default=0.1, metadata={"help": "Lowest acceptance rate used to size a round."})
     max_rows_per_round: int = field(default=64, metadata={"help": "Most rows planned in one round."})
     max_calls: Optional[int] = field(
-        default=None, metadata={"help": "Budget of LLM requests, cached ones included (None: no limit)."}
+        default=None,
+        metadata={
+            "help": "Budget of LLM requests, cached ones included (None: --max-calls-per-sample times n, plus "
+            "100 for the decomposition)."
+        },
+    )
+    max_calls_per_sample: float = field(
+        default=40.0,
+        metadata={
+            "help": "The default request budget per sample asked for: about 3-8 times what a run needs (a served "
+            "model needs 5-15 requests per accepted sample with 2 judges, 2 rounds and 2 refinements)."
+        },
     )
     max_total_tokens: Optional[int] = field(
         default=None, metadata={"help": "Budget of tokens, cached ones included (None: no limit)."}
@@ -93,7 +109,8 @@ class BarredConfig:
         default=0.5,
         metadata={
             "help": "Stop the run (exit code 1 on the command line) when more than this share of a stage's requests "
-            "failed: HTTP errors after the retries, timeouts, refused connections."
+            "failed (HTTP errors after the retries, timeouts, refused connections), or of its answers could not be "
+            "used (failed requests, answers that do not parse, answers the token budget cut off)."
         },
     )
 
@@ -117,6 +134,22 @@ class BarredConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"BarredConfig.{name}: expected None or >= 1, found {value}.")
+        if not self.max_calls_per_sample > 0:
+            raise ValueError(
+                f"BarredConfig.max_calls_per_sample: expected > 0, found {self.max_calls_per_sample}. Pass e.g. "
+                "--max-calls-per-sample 40."
+            )
+
+    def call_budget(self, n: int) -> int:
+        """The most LLM requests a run for ``n`` samples may spend: ``max_calls``, else ``max_calls_per_sample``
+        times ``n`` plus :data:`DECOMPOSITION_CALLS`.
+
+        >>> BarredConfig().call_budget(20), BarredConfig(max_calls=50).call_budget(20)
+        (900, 50)
+        """
+        if self.max_calls is not None:
+            return self.max_calls
+        return math.ceil(self.max_calls_per_sample * n) + DECOMPOSITION_CALLS
 
     @classmethod
     def for_engine(
@@ -221,3 +254,8 @@ class BarredResult:
     stats: dict[str, Any]
     output_dir: Path
     extra: Optional[Dataset] = None
+
+    @property
+    def reached(self) -> bool:
+        """Whether the run accepted the ``n`` samples asked for (``stats["goal"]`` says why not, and what to change)."""
+        return bool(self.stats.get("goal", {}).get("reached", len(self.train) >= self.stats.get("requested", 0)))

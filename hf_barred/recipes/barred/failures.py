@@ -1,11 +1,18 @@
-"""Failed requests of a run: stop early when a stage's requests mostly failed, count them apart.
+"""A run that cannot reach its goal stops early: failed requests and unusable answers both count.
 
 A request the engine gave up on (an HTTP error after the retries, a timeout, a refused connection)
-is not a parse failure: the model never answered. :class:`FailureGuard` runs a stage and compares
-its failed requests (from the engines' :class:`~hf_barred.llm.UsageMeter`) with the requests it
-made; when the share is over ``max_failure_rate`` it raises :class:`RequestsFailed` *before* the
-stage's output is saved, so a rerun retries the failed requests (every answer that arrived is in
-the response cache) and repeats no finished work.
+is not a parse failure: the model never answered. :class:`FailureGuard` runs a stage and checks two
+shares against ``max_failure_rate``, *before* the stage's output is saved:
+
+- its failed requests (from the engines' :class:`~hf_barred.llm.UsageMeter`) among the requests it
+  made (:class:`RequestsFailed`: fix the endpoint, and the rerun retries them, every answer that
+  arrived being in the response cache);
+- its answers that could not be used (failed requests, answers that do not parse, answers the token
+  budget cut off) among the answers it asked for (:class:`AnswersUnusable`: a model that ignores the
+  JSON instructions, a wrong ``--model`` behind a proxy, a provider that refuses): one line names the
+  stage, the share and one raw answer, and the fix. :func:`answer_counts` counts them from the stage's rows.
+
+Both are :class:`RunStopped` (exit code 1). Nothing after the stage is spent.
 
 Example:
     >>> from hf_barred.recipes.barred.failures import failure_message
@@ -17,18 +24,92 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, TypeVar
+from dataclasses import dataclass
+from typing import Any, Optional, TypeVar
 
 from ...llm import EngineConfig, built_engine
 from ...llm.base import REQUEST_FAILED
 
-__all__ = ["FailureGuard", "RequestsFailed", "failure_message"]
+__all__ = [
+    "AnswerCounts",
+    "AnswersUnusable",
+    "FailureGuard",
+    "RequestsFailed",
+    "RunStopped",
+    "answer_counts",
+    "failure_message",
+]
 
 T = TypeVar("T")
 
 
-class RequestsFailed(RuntimeError):
+class RunStopped(RuntimeError):
+    """A run stopped because going on could not reach its goal (exit code 1)."""
+
+
+class RequestsFailed(RunStopped):
     """A stage ended with more failed requests than ``max_failure_rate`` allows (exit code 1)."""
+
+
+class AnswersUnusable(RunStopped):
+    """A stage ended with more unusable answers than ``max_failure_rate`` allows (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class AnswerCounts:
+    """A stage's answers: how many it asked for, how many could not be used, and one of those (raw, error)."""
+
+    asked: int
+    unusable: int
+    raw: str = ""
+    error: str = ""
+
+
+def _first(found: list[tuple[str, str]]) -> tuple[str, str]:
+    return found[0] if found else ("", "")
+
+
+def answer_counts(stage: str, ds: Any, subsets: int = 1) -> AnswerCounts:
+    """The answers a stage's output rows hold (``subsets``: decomposition prompts per task row).
+
+    - ``decompose``: one answer per seed subset; a failed call is an error row, and answers that parsed but
+      named no dimension (the ``subset == -1`` row) are all unusable;
+    - ``instantiate``: one per dimension row that was asked (a dimension, no earlier error);
+    - ``generate`` / ``refine``: one per row; unusable when the row's ``error_stage`` is the stage;
+    - ``debate``: every judge answer and every advocate argument.
+
+    >>> from datasets import Dataset
+    >>> rows = Dataset.from_dict({"error": ["no JSON object found", None], "error_stage": ["generate", None],
+    ...                           "raw": ["Sure! Here is a sample.", "{}"]})
+    >>> answer_counts("generate", rows)
+    AnswerCounts(asked=2, unusable=1, raw='Sure! Here is a sample.', error='no JSON object found')
+    """
+    found: list[tuple[str, str]] = []
+    if stage == "decompose":
+        tasks = len({row["task_name"] for row in ds}) or 1
+        for row in ds:
+            if row["error"] and row["subset"] >= 0:
+                found.append((row["raw"], row["error"]))
+        if any(row["subset"] == -1 for row in ds):
+            return AnswerCounts(tasks * subsets, tasks * subsets, *_first(found or [("", "no dimension named")]))
+        return AnswerCounts(tasks * subsets, len(found), *_first(found))
+    if stage == "instantiate":
+        dimensions = [row for row in ds if row["dimension"]]
+        found = [(row["raw"], row["error"]) for row in dimensions if row["error"] and not row["instantiations"]]
+        return AnswerCounts(len(dimensions), len(found), *_first(found))
+    if stage in ("generate", "refine"):
+        found = [(row["raw"], row["error"]) for row in ds if row["error"] and row["error_stage"] == stage]
+        return AnswerCounts(len(ds), len(found), *_first(found))
+    if stage == "debate":
+        asked = 0
+        for row in ds:
+            for debate_round in row["debate"]:
+                asked += len(debate_round["judges"]) + (1 if debate_round["round"] > 1 else 0)
+                found += [(a["raw"], a["error"]) for a in debate_round["judges"] if a["error"]]
+                if debate_round["advocate_error"]:
+                    found.append(("", debate_round["advocate_error"]))
+        return AnswerCounts(asked, len(found), *_first(found))
+    raise ValueError(f"answer_counts: no such stage {stage!r}")
 
 
 def endpoint_of(config: EngineConfig) -> str:
@@ -50,11 +131,13 @@ def failure_message(stage: str, failed: int, total: int, endpoint: str, last_err
 
 
 class FailureGuard:
-    """Run stages on ``engines`` and stop the run when one's failed requests are over ``max_failure_rate``."""
+    """Run stages on ``engines`` and stop the run when one's failed requests, or its unusable answers, are
+    over ``max_failure_rate``; ``fix`` says what to change when answers are unusable."""
 
-    def __init__(self, engines: list[EngineConfig], max_failure_rate: float):
+    def __init__(self, engines: list[EngineConfig], max_failure_rate: float, fix: str = ""):
         self.engines = engines
         self.max_failure_rate = max_failure_rate
+        self.fix = fix
 
     def _usage(self) -> dict[EngineConfig, tuple[int, int, str]]:
         found: dict[EngineConfig, tuple[int, int, str]] = {}
@@ -65,8 +148,9 @@ class FailureGuard:
                 found[config] = (u.calls + u.cache_hits + u.errors, u.errors, u.last_error)
         return found
 
-    def run(self, stage: str, compute: Callable[[], T]) -> T:
-        """``compute()``, unless its requests failed more than allowed (then :class:`RequestsFailed`)."""
+    def run(self, stage: str, compute: Callable[[], T], subsets: int = 1) -> T:
+        """``compute()``, unless its requests failed more than allowed (:class:`RequestsFailed`) or its
+        answers could not be used more than allowed (:class:`AnswersUnusable`; see :func:`answer_counts`)."""
         before = self._usage()
         result = compute()
         failed = total = 0
@@ -80,5 +164,15 @@ class FailureGuard:
         if worst is not None and total and failed / total > self.max_failure_rate:
             raise RequestsFailed(
                 failure_message(stage, failed, total, endpoint_of(worst[0]), worst[1], self.max_failure_rate)
+            )
+        counts = answer_counts(stage, result, subsets)
+        if counts.asked and counts.unusable / counts.asked > self.max_failure_rate:
+            raw = " ".join(counts.raw.split())
+            raw = raw if len(raw) <= 120 else raw[:117] + "..."
+            error = (counts.error or "").splitlines()[0][:200] if counts.error else "no answer"
+            raise AnswersUnusable(
+                f"{stage}: {counts.unusable} of {counts.asked} answers ({counts.unusable / counts.asked:.0%}) could "
+                f"not be used ({error}), more than --max-failure-rate {self.max_failure_rate:g} allows; the run "
+                f"stopped before spending more. One answer: {raw!r}. Fix: {self.fix or 'check --model'}"
             )
         return result

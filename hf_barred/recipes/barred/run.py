@@ -55,7 +55,7 @@ from ...stages.plan import plan, plan_fingerprint
 from ...stages.refine import RefineStage
 from .budget import Budget, engine_usage, rows_to_plan, usage_delta
 from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
-from .failures import FailureGuard
+from .failures import AnswersUnusable, FailureGuard
 from .output import locked_output
 from .stats import run_statistics
 from .store import saved_or_run
@@ -112,7 +112,7 @@ def _run_locked(
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     config = config.with_batch_dir(work / "batches")
-    guard = FailureGuard(config.engines(), config.max_failure_rate).run
+    guard = FailureGuard(config.engines(), config.max_failure_rate, fix=unusable_fix(config)).run
     usage_before = engine_usage(config)
     # The resume store (not datasets' map cache) decides what is reused: a stage stopped by failed
     # requests must be recomputed on the rerun, not read back from the map cache it left behind.
@@ -122,16 +122,20 @@ def _run_locked(
     if config.num_proc:
         map_kwargs["num_proc"] = config.num_proc
     reused: list[str] = []
-    budget = Budget(config)
+    budget = Budget(config, n)
     quota = label_quota(n, config.plan.seed)
     decompose, instantiate = DecomposeStage(config.decompose), InstantiateStage(config.instantiate)
     generate, debate, refine = GenerateStage(config.generate), DebateStage(config.debate), RefineStage(config.refine)
 
     def run_stage(folder: Path, stage: Stage, ds: Dataset, what: str) -> Dataset:
         """The stage's saved output in ``folder`` when its fingerprint matches, else the stage run (and saved),
-        stopped by the failure guard when its requests mostly failed."""
+        stopped by the failure guard when its requests failed or its answers were unusable, mostly."""
+        subsets = config.decompose.num_subsets
         return saved_or_run(
-            folder, stage.fingerprint(ds), lambda: guard(what, lambda: stage.map(ds, **map_kwargs)), reused
+            folder,
+            stage.fingerprint(ds),
+            lambda: guard(what, lambda: stage.map(ds, **map_kwargs), subsets=subsets),
+            reused,
         )
 
     with quiet_libraries(verbose), RunView(n, enabled=progress) as view:
@@ -142,6 +146,7 @@ def _run_locked(
         view.stage("instantiate", rows=len(dims), expected_requests=len(dims))
         inst = run_stage(work / "decomposition" / "instantiations", instantiate, dims, "instantiate")
         budget.add(inst, stage="decomposition")
+        require_usable_decomposition(inst, config)
 
         accepted_rows: list[dict[str, Any]] = []
         rejected_rows: list[dict[str, Any]] = []
@@ -149,7 +154,9 @@ def _run_locked(
         accepted_by_label = [0, 0]
         planned = 0
         rounds_run = 0
+        empty_round: Optional[str] = None  # why planning stopped: a round accepted nothing
         while shortfall(accepted_by_label, quota) and rounds_run < config.max_rounds and not budget.spent:
+            accepted_before = len(accepted_rows)
             round_dir = work / f"round_{rounds_run:03d}"
             # labels are planned in balanced pairs: enough pairs for the label that lacks the most
             k = rows_to_plan(
@@ -204,6 +211,9 @@ def _run_locked(
                 budget.add(current, failing, stage="refine")
             planned += k
             rounds_run += 1
+            if len(accepted_rows) == accepted_before:  # no evidence that more rows would help: stop, not grow
+                empty_round = f"round {rounds_run} accepted none of its {k} planned rows"
+                break
 
         chosen, extra_rows = split_exactly(accepted_rows, quota)
         train = publish_rows(chosen, task, config)
@@ -227,8 +237,60 @@ def _run_locked(
             reused,
             extra=extra,
         )
+        stats["goal"] = goal(stats, config, budget, rounds_run, empty_round)
         write_outputs(out, task, config, train, rejected, decomposition, stats, extra=extra)
     return BarredResult(train, rejected, decomposition, stats, out, extra=extra)
+
+
+def unusable_fix(config: BarredConfig) -> str:
+    """What to change when a stage's answers cannot be used (the end of :class:`AnswersUnusable`'s line)."""
+    engine = config.generate.engine
+    other = "served" if config.generate.prompt_set == "small" else "small"
+    where = f" behind {engine.base_url}" if engine.base_url else ""
+    budget = (
+        f"--reasoning-tokens (now {engine.reasoning_allowance})"
+        if engine.is_reasoning
+        else ("--sample-max-tokens / --judge-max-tokens")
+    )
+    return (
+        f"check that --model {engine.model}{where} is the model you meant and follows JSON instructions, raise the "
+        f"answer budget ({budget}), or try --prompt-set {other}."
+    )
+
+
+def require_usable_decomposition(inst: Dataset, config: BarredConfig) -> None:
+    """Stop (:class:`AnswersUnusable`) before any generation when no dimension came with a usable instantiation:
+    the plan would have nothing to write about."""
+    if any(row["instantiations"] for row in inst):
+        return
+    errors = [row["error"] for row in inst if row["error"]]
+    raws = [" ".join((row["raw"] or "").split())[:120] for row in inst if row["raw"]]
+    raise AnswersUnusable(
+        f"decomposition: {len(inst)} dimension row(s), none with a usable instantiation "
+        f"({errors[0] if errors else 'no dimension named'}); the run stopped before any generation. "
+        f"One answer: {raws[0] if raws else ''!r}. Fix: {unusable_fix(config)}"
+    )
+
+
+def goal(
+    stats: dict[str, Any], config: BarredConfig, budget: Budget, rounds: int, empty: Optional[str]
+) -> dict[str, Any]:
+    """Whether the run reached its goal (``n`` accepted samples) and, when not, why it ended and what to change."""
+    if stats["accepted"] >= stats["requested"]:
+        return {"reached": True, "why": f"{stats['accepted']} samples accepted, as asked", "fix": ""}
+    if empty is not None:
+        why = empty
+        fix = (
+            "read the rejected split's dissent: the judges reject what the generator writes; try a stronger "
+            "--model, or --judges 1 / --rounds 3"
+        )
+    elif budget.spent:
+        why = f"the budget was spent ({budget.calls} of {budget.max_calls} requests, {budget.tokens} tokens)"
+        fix = "raise --max-calls (or --max-calls-per-sample), or --max-total-tokens"
+    else:
+        why = f"{rounds} planning round(s) ran, --max-rounds {config.max_rounds}"
+        fix = "raise --max-rounds (the same command resumes: finished calls are cached)"
+    return {"reached": False, "why": why, "fix": fix}
 
 
 def label_quota(n: int, plan_seed: int = 0) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import pytest
 import hf_barred.llm as llm
 from hf_barred.cli.main import main
 from tests.utils.cli_runs import TASK, fresh_cli, generate_argv  # noqa: F401 (fixture)
-from tests.utils.schema_responder import StageServer
+from tests.utils.schema_responder import StageServer, schema_answer
 from tests.utils.servers.openai_server import OpenAIServer, error, hang, malformed
 
 pytestmark = pytest.mark.usefixtures("fresh_cli")
@@ -70,7 +70,8 @@ def test_failed_requests_are_counted_apart_from_parse_failures(tmp_path, capsys)
     out = tmp_path / "out"
     with StageServer() as server:
         server.failing, server.failure = {"generate"}, error(500, "down")
-        assert main(generate(server.url, out, "--max-retries", "0", "--max-failure-rate", "1")) == 0
+        # every generation failed: the run ends with no sample, short of its goal (exit 3, never 0)
+        assert main(generate(server.url, out, "--max-retries", "0", "--max-failure-rate", "1")) == 3
     stats = json.loads((out / "summary.json").read_text())
     assert stats["request_failures"]["generate"] == 2 and stats["parse_failures"]["generate"] == 0
     assert stats["rejection_reasons"] == {"request_failure": 2}
@@ -142,3 +143,66 @@ def test_timeout_and_max_retries_reach_the_engine_config():
     assert config.identity() == {"engine": "openai", "model": "m"}  # throughput: not in fingerprints
     with pytest.raises(ValueError, match="expected timeout > 0 seconds and max_retries >= 0"):
         llm.EngineConfig(engine="openai", model="m", base_url="http://x/v1", timeout=0)
+
+
+# --- unusable answers count too: a run that cannot reach its goal stops, and never exits 0 short of it -----
+def test_a_model_that_only_answers_plain_text_stops_within_30_requests(tmp_path, capsys):
+    out = tmp_path / "out"
+    with OpenAIServer(responder=lambda body: "I am happy to help! Here is what you asked for.") as server:
+        argv = generate(server.url, out, "--max-rounds", "4", "--max-rows-per-round", "64")
+        argv[argv.index("--n") + 1] = "20"
+        code = main(argv)
+        sent = len(server.requests)
+    err = capsys.readouterr()
+    [line] = [line for line in err.err.splitlines() if line.startswith("barred")]
+    assert code == 1 and sent <= 30
+    assert line.startswith("barred generate: error: decompose: ") and "could not be used" in line
+    assert "I am happy to help" in line and "--prompt-set" in line and "--model test-model" in line
+    assert "Next: barred train" not in err.out
+    assert not (out / "data" / "train-00000-of-00001.parquet").exists()
+
+
+def test_a_decomposition_with_no_usable_instantiation_stops_before_generating(tmp_path, capsys):
+    out = tmp_path / "out"
+    with StageServer() as server:
+        server.failing, server.failure = {"instantiate"}, malformed("wrong-shape")
+        code = main(generate(server.url, out, "--max-retries", "0", "--max-failure-rate", "1"))
+        assert server.stage_requests("generate") == 0  # nothing was written about nothing
+    [line] = error_lines(capsys)
+    assert code == 1 and line.startswith("barred generate: error: decomposition: ") and "before any generation" in line
+
+
+def test_a_round_that_accepts_nothing_is_not_followed_by_a_bigger_one(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def judge_no(body):  # every judge gives the other label: the debate rejects every sample
+        answer = json.loads(schema_answer(body))
+        if _stage(body) == "judge":
+            answer["label"] = "yes" if answer["label"] == "no" else "no"
+        return json.dumps(answer)
+
+    with OpenAIServer(responder=judge_no) as server:
+        argv = generate(server.url, out, "--max-rounds", "4", "--max-rows-per-round", "64", "--max-refinements", "1")
+        code = main(argv)
+        generated = sum(1 for r in server.requests if _stage(r.body) == "generate")
+    captured = capsys.readouterr()
+    assert code == 3  # short of the goal: not 0, not 2 (bad input)
+    assert "ended short of the goal: round 1 accepted none of its 4 planned rows" in captured.out
+    assert generated == 4 + 4  # round 1's 4 samples and their 4 rewrites: no larger round 2 after no evidence
+    assert "Next: barred train" not in captured.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["goal"]["reached"] is False and summary["rounds"] == 1 and summary["planned_rows"] == 4
+
+
+def test_every_run_has_a_request_budget_that_scales_with_n():
+    from hf_barred.recipes.barred.config import BarredConfig
+
+    assert BarredConfig().call_budget(20) == 40 * 20 + 100
+    assert BarredConfig(max_calls_per_sample=10).call_budget(100) == 1100
+    assert BarredConfig(max_calls=7).call_budget(10_000) == 7
+
+
+def _stage(body):
+    from tests.utils.schema_responder import stage_of
+
+    return stage_of(body)
