@@ -44,9 +44,10 @@ def build_parser() -> Any:
     from trl import TrlParser
 
     from ..train.args import GuardrailTrainingArguments
+    from .flags import OneLineParser
     from .help_text import examples_epilog
 
-    class _Parser(TrlParser):
+    class _Parser(TrlParser, OneLineParser):  # OneLineParser: plain-text help
         def error(self, message: str) -> NoReturn:  # one line, not the ~200-flag usage block
             print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
             raise SystemExit(2)
