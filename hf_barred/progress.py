@@ -10,8 +10,9 @@ The stage's request count is known for one-call-per-row stages (generate, refine
 only they get an ETA; the debate's count depends on the judges' answers, so it shows what is done.
 On a stream that is not a terminal (a CI log) it prints one line per stage instead of redrawing.
 
-:func:`quiet_libraries` hides what the libraries print underneath (datasets' "Saving the dataset"
-and parquet bars, transformers' "Loading weights" bar and LOAD REPORT, Hub bars) unless verbose.
+:func:`quiet_libraries` hides what the libraries print underneath (datasets' "Map", "Generating train
+split", "Saving the dataset" and "Creating json from Arrow format" bars, transformers' "Loading weights"
+bar and LOAD REPORT, Hub bars, the libraries' INFO logs and Python warnings) unless verbose.
 
 Example:
     >>> import io
@@ -31,6 +32,7 @@ import logging
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Optional, cast
@@ -150,7 +152,8 @@ _QUIET_LOGGERS = ("datasets", "transformers", "huggingface_hub", "accelerate", "
 
 @contextlib.contextmanager
 def quiet_libraries(verbose: bool = False) -> Iterator[None]:
-    """Hide the libraries' own bars and load reports (``verbose=True`` keeps them).
+    """Hide the libraries' own bars, load reports, logs below ERROR and Python warnings (``verbose=True``
+    keeps them), with each library's own switch; what is restored afterwards is what was set before.
 
     >>> import datasets
     >>> with quiet_libraries():
@@ -176,7 +179,9 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # hf_barred's own warnings are log records, not these
+            yield
     finally:
         if datasets_bars:
             datasets.utils.logging.enable_progress_bar()

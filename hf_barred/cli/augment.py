@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
+from .output import add_verbose_argument, quiet_unless_verbose
 
 
 def register(subparsers: Any) -> None:
@@ -83,9 +84,11 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=int, default=None, help="Rows per Dataset.map batch (one engine call each)."
     )
     speed.add_argument("--num-proc", type=int, default=None, help="Processes for Dataset.map.")
+    add_verbose_argument(parser)
     parser.set_defaults(run=run)
 
 
+@quiet_unless_verbose
 def run(args: argparse.Namespace) -> int:
     from ..hub.dataset_card import add_dataset_info, make_augment_card
     from ..llm import EngineError, SamplingParams

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .output import add_verbose_argument, quiet_unless_verbose
+
 WRITERS = {".jsonl": "to_json", ".csv": "to_csv", ".parquet": "to_parquet"}
 
 
@@ -47,9 +49,11 @@ def register(subparsers: Any) -> None:
         help="Also write a task file (YAML/JSON) with these tasks and responses as seeds (needs --criterion).",
     )
     parser.add_argument("--max-seeds", type=int, default=30, help="Seeds written to --task-file (default 30).")
+    add_verbose_argument(parser)
     parser.set_defaults(run=run)
 
 
+@quiet_unless_verbose
 def run(args: argparse.Namespace) -> int:
     from ..policy.data import response_pairs, seeds_from_pairs
     from ..policy.schemas import seed_parts

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Optional
 
 from .engine_options import add_engine_arguments, engine_config
+from .output import add_verbose_argument, quiet_unless_verbose
 
 TEXT_COLUMNS = ("text", "transcript", "input", "prompt", "response")
 
@@ -43,6 +44,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-repairs", type=int, default=1, help="Repair rounds for answers that are not JSON.")
     parser.add_argument("--batch-size", type=int, default=16, help="Test samples per map batch (one batched call).")
     add_engine_arguments(parser)
+    add_verbose_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -104,6 +106,7 @@ def coverage_to_report(
     return meta | summary
 
 
+@quiet_unless_verbose
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine_options import add_engine_arguments, engine_config
+from .output import add_verbose_argument, quiet_unless_verbose
 
 
 def register(subparsers: Any) -> None:
@@ -76,6 +77,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--positive-label", "--positive_label", help="The label value meaning 'the rule applies / unsafe'."
     )
+    add_verbose_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -92,6 +94,7 @@ def print_summary(report: dict[str, Any], output: str | Path) -> None:
     print(f"Report written to {Path(output) / 'report.md'}")
 
 
+@quiet_unless_verbose
 def run(args: argparse.Namespace) -> int:
     sources = list(args.sources)
     if args.model:
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         columns={k: getattr(args, f"{k}_column") for k in ("text", "label", "rule", "task", "taxonomy", "categories")},
         positive_label=args.positive_label,
         scoring=args.scoring,
+        progress=args.verbose or sys.stderr.isatty(),  # a judge's bar on a terminal, not in a log
     )
     print_summary(report, args.output)
     return 0

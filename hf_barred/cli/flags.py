@@ -9,7 +9,8 @@
 - :func:`add_lazy_command` registers a command whose parser is built only when that command is parsed, so that
   ``barred --help`` does not import what the parser is made from (the configs import ``datasets``,
   HfArgumentParser ``transformers``).
-- :class:`OneLineParser`: every ``barred`` parser's errors are one line.
+- :class:`OneLineParser`: every ``barred`` parser's errors are one line, and its help plain text
+  (:func:`~hf_barred.cli.help_text.plain_text`).
 
 Example:
     >>> import argparse, dataclasses
@@ -37,6 +38,8 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
+from .help_text import plain_formatter
+
 __all__ = [
     "EXIT_SHORT",
     "EXIT_USAGE",
@@ -58,10 +61,15 @@ EXIT_SHORT = 3
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (what is wrong, and where to read the usage)."""
+    """An ``ArgumentParser`` whose errors are one line (what is wrong, and where to read the usage) and
+    whose help is plain text: its formatter class, whichever it is, renders the reStructuredText of
+    descriptions and flag help (:func:`~hf_barred.cli.help_text.plain_text`)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return plain_formatter(self.formatter_class)(prog=self.prog)
 
 
 def _field(owner: type, name: str) -> dataclasses.Field:

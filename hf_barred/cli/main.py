@@ -41,6 +41,7 @@ from typing import Optional
 from . import augment, convert_pairs, coverage, demo, evaluate, generate, serve, space, train
 from .flags import EXIT_USAGE, OneLineParser
 from .help_text import add_examples
+from .output import StderrHandler
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_USAGE", "OneLineParser", "build_parser", "main"]
 
@@ -67,18 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (as ``logging.lastResort`` does)."""
-
-    @property
-    def stream(self):  # noqa: ANN201
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
-        pass
-
-
 def _show_warnings() -> None:
     """The engines' warnings (e.g. a request retried after a timeout) as one line each on stderr.
 
@@ -86,8 +75,8 @@ def _show_warnings() -> None:
     train`` shows its progress there) is left alone.
     """
     logger = logging.getLogger("hf_barred.llm")
-    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
-        handler = _StderrHandler()
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("barred: warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)

@@ -21,6 +21,8 @@ import logging
 import sys
 from typing import Any
 
+from .output import add_verbose_argument, quiet_unless_verbose
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -82,16 +84,24 @@ def register(subparsers: Any) -> None:
         help="Most (text, guardrail) rows one micro-batch gathers from waiting requests (default: "
         "1024). Larger: more checks/s under load; smaller: lower latency per request.",
     )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="Log level of the server (uvicorn) and of hf_barred (default: warning; info with --verbose, "
+        "which shows uvicorn's start-up lines and its access log).",
+    )
+    add_verbose_argument(parser)
     parser.set_defaults(run=run)
 
 
+@quiet_unless_verbose
 def run(args: argparse.Namespace) -> int:
     from ..serve.launch import ServeOptions, build_registry, load_guards, serve
     from ..serve.security import ServeLimits, read_api_key
     from ..serve.vllm_backend import BackendUnavailable
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_level = args.log_level or ("info" if args.verbose else "warning")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.vllm_url and args.generative_engine != "vllm":
         args.generative_engine = "vllm"
     try:
@@ -127,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
     for guard in guards:
         print(f"serving {guard.name} ({guard.kind}, {registry.route[guard.name].backend}) from {guard.folder}")
     print(f"POST http://{args.host}:{args.port}/v1/moderations", flush=True)
-    serve(registry, args.host, args.port, api_key=api_key, limits=limits, log_level=args.log_level)
+    serve(registry, args.host, args.port, api_key=api_key, limits=limits, log_level=log_level)
     return 0

@@ -44,9 +44,11 @@ def build_parser() -> Any:
     from trl import TrlParser
 
     from ..train.args import GuardrailTrainingArguments
+    from .flags import OneLineParser
     from .help_text import examples_epilog
+    from .output import add_verbose_argument
 
-    class _Parser(TrlParser):
+    class _Parser(TrlParser, OneLineParser):  # OneLineParser: plain-text help
         def error(self, message: str) -> NoReturn:  # one line, not the ~200-flag usage block
             print(f"barred train: error: {message}. See: barred train --help", file=sys.stderr)
             raise SystemExit(2)
@@ -79,12 +81,7 @@ def build_parser() -> Any:
         default="test",
         help="Split of --test-dataset (default: test).",
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="Show the libraries' own output: load reports, weight loading and saving bars, their "
-        "warnings (hidden by default; the training bar and the summary always show).",
-    )
+    add_verbose_argument(parser)
     return parser
 
 
@@ -110,9 +107,11 @@ def rule_from_task_file(dataset: str) -> Optional[str]:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from .output import StderrHandler
+
     log = logging.getLogger("hf_barred")  # show our progress lines, not every library's INFO logs
     if not log.handlers:
-        log.addHandler(logging.StreamHandler())
+        log.addHandler(StderrHandler())
         log.setLevel(logging.INFO)
     try:
         return _train(args.argv)
@@ -128,17 +127,17 @@ def _train(argv: Sequence[str]) -> int:
 
     training_args, options = parse(argv)
     with quiet_libraries(options.verbose):
-        return _train_quietly(training_args, options)
+        return _train_quietly(training_args, options, quiet=not options.verbose)
 
 
-def _train_quietly(training_args: Any, options: argparse.Namespace) -> int:
+def _train_quietly(training_args: Any, options: argparse.Namespace, quiet: bool) -> int:
     from ..hub.model_card import write_model_card
     from ..policy.data import load_labelled_data
     from ..train import train_guardrail
 
     train_ds = load_labelled_data(options.dataset, options.split)
     eval_ds = load_labelled_data(options.eval_dataset, "validation") if options.eval_dataset else None
-    result = train_guardrail(training_args, train_ds, eval_ds)
+    result = train_guardrail(training_args, train_ds, eval_ds, quiet=quiet)
     if not training_args.process_index == 0:
         return 0
     output_dir = training_args.output_dir

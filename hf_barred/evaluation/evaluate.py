@@ -188,13 +188,15 @@ def evaluate_to_report(
     columns: Optional[dict[str, Optional[str]]] = None,
     positive_label: Optional[str] = None,
     scoring: str = "auto",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a guardrail folder or repo ``model`` (``engine=None``), or the judge that ``engine`` serves,
     on ``dataset`` and write the report folder. A judge of a binary rule is scored by
     :func:`hf_barred.evaluation.judges.judge_dataset` (``scoring``: ``auto`` takes log-probabilities where the
     engine gives them, else generation; the report names the mode that ran)
     (:func:`hf_barred.evaluation.report.write_report`); returns the report. Guardrails also get calibration
-    (ECE, reliability diagram, score histograms, precision-recall curve) and a count of long inputs."""
+    (ECE, reliability diagram, score histograms, precision-recall curve) and a count of long inputs.
+    ``progress``: a bar while a judge answers the policy prompt."""
     from ..guardrails.columns import ColumnMapping, normalize_dataset
     from ..policy.data import load_labelled_data
     from .report import write_report
@@ -226,7 +228,7 @@ def evaluate_to_report(
             )
             extra["scoring"] = judged.summary()
         else:
-            predictions = predict_with_judge(engine, norm, fmt, max_tokens=max_tokens)
+            predictions = predict_with_judge(engine, norm, fmt, max_tokens=max_tokens, progress=progress)
         subject = {"kind": "judge"} | engine.identity() | ({"base_url": engine.base_url} if engine.base_url else {})
         label_names = info.label_names
     else:

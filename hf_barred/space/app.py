@@ -167,8 +167,14 @@ def build_demo(guardrail: str = "", dataset: str = "", rule: str = "", taxonomy:
     return demo
 
 
-def main(guardrail: str = "", dataset: str = "", host: str = "127.0.0.1", port: Optional[int] = None) -> None:
-    build_demo(guardrail, dataset).launch(server_name=host, server_port=port)
+def main(
+    guardrail: str = "", dataset: str = "", host: str = "127.0.0.1", port: Optional[int] = None, quiet: bool = False
+) -> None:
+    """Run the demo until interrupted, after one line saying where; ``quiet``: without Gradio's own start-up lines."""
+    demo = build_demo(guardrail, dataset)
+    _, local_url, _ = demo.launch(server_name=host, server_port=port, quiet=quiet, prevent_thread_lock=True)
+    print(f"Demo running at {local_url} (Ctrl-C to stop)", flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

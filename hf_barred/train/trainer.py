@@ -96,10 +96,12 @@ def prepare_data(
     return Prepared(train, val, info, fmt, note, list(train_dataset.column_names))
 
 
-def _trainer_args(args: GuardrailTrainingArguments, has_eval: bool) -> GuardrailTrainingArguments:
+def _trainer_args(args: GuardrailTrainingArguments, has_eval: bool, quiet: bool = False) -> GuardrailTrainingArguments:
     """The arguments the trainer sees: no Hub pushes of its own (the finished guardrail folder is pushed
-    instead) and no evaluation without a validation split."""
+    instead), no evaluation without a validation split, and no progress bar when ``quiet``."""
     changes: dict[str, Any] = {"push_to_hub": False}
+    if quiet:
+        changes["disable_tqdm"] = True
     if not has_eval:
         changes["eval_strategy"] = "no"
     if args.model_kind == "generative":
@@ -122,11 +124,53 @@ def classifier_metrics(eval_prediction: Any) -> dict[str, float]:
     return {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1")}
 
 
-def build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: Sequence[Any] = ()) -> Any:
-    """The ``Trainer`` (classifier) or ``SFTTrainer`` (generative) for prepared data, not yet trained."""
+def _epoch_lines() -> Any:
+    """A ``TrainerCallback`` that logs one line per finished epoch (on the main process) to this module's
+    logger: what a quiet run shows instead of the Trainer's bar and logged dicts."""
+    from transformers import TrainerCallback
+
+    class EpochLines(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+                loss = f", loss {losses[-1]:.4f}" if losses else ""
+                epochs = f"/{args.num_train_epochs:g}" if args.max_steps <= 0 else ""
+                logger.info(
+                    "epoch %.0f%s: step %d/%d%s (%.0f s)",
+                    state.epoch,
+                    epochs,
+                    state.global_step,
+                    state.max_steps,
+                    loss,
+                    time.perf_counter() - self.started,
+                )
+
+    return EpochLines()
+
+
+def build_trainer(
+    args: GuardrailTrainingArguments, data: Prepared, callbacks: Sequence[Any] = (), quiet: bool = False
+) -> Any:
+    """The ``Trainer`` (classifier) or ``SFTTrainer`` (generative) for prepared data, not yet trained.
+
+    ``quiet``: no progress bar and no printed dict of logged metrics (the Trainer's ``disable_tqdm``, and
+    without the ``PrinterCallback`` it adds instead); the logs still go to ``log_history`` and
+    ``report_to``, and one line per epoch to this module's logger."""
+    trainer = _build_trainer(args, data, list(callbacks) + ([_epoch_lines()] if quiet else []), quiet)
+    if quiet:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _build_trainer(args: GuardrailTrainingArguments, data: Prepared, callbacks: Sequence[Any], quiet: bool) -> Any:
     from transformers import set_seed
 
-    targs = _trainer_args(args, data.eval is not None and len(data.eval) > 0)
+    targs = _trainer_args(args, data.eval is not None and len(data.eval) > 0, quiet)
     max_length = cast(int, args.max_length)  # GuardrailTrainingArguments.__post_init__ rejects None
     set_seed(args.seed)  # before the model is built: the LoRA and head initialisation depend on it
     if args.model_kind == "classifier":
@@ -190,9 +234,11 @@ def train_guardrail(
     train_dataset: Dataset,
     eval_dataset: Optional[Dataset] = None,
     callbacks: Sequence[Any] = (),
+    quiet: bool = False,
 ) -> TrainResult:
     """Train a guardrail and save it (weights or adapter, tokenizer, ``guardrail_config.json``) to
-    ``args.output_dir``. ``callbacks``: ``transformers.TrainerCallback`` objects. See the module docstring."""
+    ``args.output_dir``. ``callbacks``: ``transformers.TrainerCallback`` objects; ``quiet``: no progress
+    bar and no printed metrics (:func:`build_trainer`). See the module docstring."""
     started = time.perf_counter()
     with args.main_process_first(desc="normalising"):
         data = prepare_data(args, train_dataset, eval_dataset)
@@ -205,7 +251,7 @@ def train_guardrail(
     logger.info(
         "Training a %s guardrail (%s) on %d rows; %s.", args.model_kind, data.fmt, len(data.train), data.split_note
     )
-    trainer = build_trainer(args, data, callbacks)
+    trainer = build_trainer(args, data, callbacks, quiet=quiet)
     truncated = getattr(trainer, "truncated_rows", None)
     if truncated is None:
         truncated = truncated_count(trainer.train_dataset, cast(int, args.max_length))  # None is rejected
