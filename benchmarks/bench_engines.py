@@ -6,8 +6,9 @@ The workload (``benchmarks/data/quickstart_calls.jsonl``) is every ``chat`` call
 response cache, one call after another as the pipeline makes them:
 
 - ``local``: the in-process transformers engine (``engine="local"``) as the quickstart runs it:
-  prefix reuse on, ``dtype="auto"`` (bfloat16 with packed weights on CPUs with AMX, else float32);
-- ``local-float32``: the same in float32 (the engine's precision before, and on CPUs without AMX);
+  prefix reuse on, ``dtype="auto"`` (bfloat16 with packed weights on CPUs with AMX or AVX512-BF16
+  where it measures faster, else float32);
+- ``local-float32``: the same in float32 (the engine's precision before, and on other CPUs);
 - ``local-no-prefix``: ``local`` with its prefix key/value cache off;
 - ``vllm`` / ``vllm-bfloat16``: vLLM's CPU build (``engine="vllm"``) in float32 / bfloat16, run with
   the python of a separate venv (``--vllm-venv``, default ``$VLLM_VENV`` or ``/work/venvs/vllm``; see

@@ -3,7 +3,8 @@
 Both precisions of the embedded SmolLM2-135M-Instruct read the same conversations (every
 ``--every``-th of ``benchmarks/data/quickstart_calls.jsonl``, the calls ``bash scripts/quickstart.sh``
 makes) in one forward pass each, teacher-forced: at every position, does bfloat16 (packed weights,
-what ``dtype="auto"`` runs on AMX CPUs) pick the same next token as float32, and how far apart are
+what ``dtype="auto"`` runs on CPUs with AMX or AVX512-BF16; unpacked where oneDNN has no bfloat16
+path) pick the same next token as float32, and how far apart are
 the two next-token distributions (KL divergence, nats)? Greedy answers can only differ where the
 top-1 choices do.
 

@@ -13,8 +13,9 @@ shared across a call (and with recent calls) are computed once and kept in a key
 and reaches ``on_result`` at once, and on CPU the attention shares key/value heads without copying
 them (:mod:`hf_barred.llm.engines.local.attention`). The engine uses ``EngineConfig.threads`` CPU threads
 (default: the physical cores; :mod:`hf_barred.llm.threads`), and ``EngineConfig.dtype``: the
-default ``"auto"`` is bfloat16 with pre-packed weights on CPUs with AMX, float32 on other CPUs
-(:mod:`hf_barred.llm.engines.local.precision`). With ``xgrammar`` installed (the grammar engine vLLM uses), a
+default ``"auto"`` is bfloat16 with pre-packed weights on CPUs with AMX or AVX512-BF16 where that
+measures faster, float32 on other CPUs (:mod:`hf_barred.llm.engines.local.precision`,
+:mod:`hf_barred.llm.engines.local.packed`). With ``xgrammar`` installed (the grammar engine vLLM uses), a
 call with a JSON schema is decoded under that schema.
 
 Example:
@@ -151,7 +152,8 @@ class LocalBackend:
         (default: cuda when available, else cpu), with ``config.threads`` torch threads, in
         ``config.dtype`` (see :func:`~hf_barred.llm.engines.local.precision.resolve_dtype`)."""
         from ...threads import configure_threads
-        from .precision import pack_linear_weights, resolve_dtype
+        from .packed import pack_linear_weights
+        from .precision import resolve_dtype
 
         threads = configure_threads(config.threads)  # before torch is imported, where it still can be
         import torch

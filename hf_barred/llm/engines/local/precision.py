@@ -1,117 +1,176 @@
-"""The ``local`` engine's precision on CPU: bfloat16 matrix products where the CPU has AMX.
+"""The ``local`` engine's precision on CPU: bfloat16 where the CPU multiplies bfloat16 natively and it
+measures faster, float32 elsewhere.
 
 Answering is a long run of small matrix products, bounded by how fast the weights are read and
-multiplied. On x86 CPUs with AMX tiles (Intel Sapphire Rapids and later), oneDNN multiplies
-bfloat16 matrices several times faster than float32, and bfloat16 weights are half as many bytes
-to read. ``EngineConfig.dtype="auto"`` therefore picks bfloat16 on such CPUs and float32 on the
-others (where bfloat16 products are emulated and slower), and the checkpoint's own dtype on GPUs.
+multiplied. On x86 CPUs with AMX tiles (Intel Sapphire Rapids and later) or with AVX512-BF16 dot
+products (Intel Cooper Lake, AMD Zen 4 and Zen 5), oneDNN multiplies bfloat16 matrices natively, and
+bfloat16 weights are half as many bytes to read. ``EngineConfig.dtype="auto"`` therefore picks
+bfloat16 on CPU (:func:`auto_cpu_dtype_name`) when
+
+1. the CPU reports ``amx_bf16`` or ``avx512_bf16`` (:func:`cpu_bfloat16_flags`: torch's own cpuinfo
+   checks, else ``/proc/cpuinfo``); elsewhere bfloat16 products are emulated and slower, and nothing
+   below is tried;
+2. this torch's oneDNN packs bfloat16 weights here and the packed layer agrees with ``nn.Linear``
+   on a probe (:mod:`hf_barred.llm.engines.local.packed`);
+3. packed bfloat16 measures faster: in each phase of :data:`TIMED_PRODUCTS` (the embedded
+   SmolLM2-135M's MLP products for a decoding step of 8 rows, and for a 64-token prefill block),
+   the packed bfloat16 products take at most :data:`BFLOAT16_MAX_TIME_RATIO` of their float32 time,
+   each product's fastest of 5 rounds on one thread
+   (:func:`~hf_barred.llm.engines.local.packed.time_linear_products`; tens of milliseconds).
+
+The decision is taken once per process (the first ``auto`` engine on CPU, or the first
+:func:`resolved_dtype_name`) and kept; on GPUs ``auto`` is the checkpoint's own dtype.
 
 bfloat16 changes the numbers, so greedy answers can differ from float32 ones: the engine names
 its precision in the response cache's key (:attr:`LocalBackend.cache_name`), and answers of one
-precision are never served for the other. ``--dtype float32`` reproduces float32 answers anywhere.
+precision are never served for the other; :func:`resolved_dtype_name` says, without loading a
+model, which precision a config answers in on this machine (what a stage fingerprint needs).
+``--dtype float32`` reproduces float32 answers anywhere.
 
-:func:`pack_linear_weights` goes one step further on CPU: it hands each ``nn.Linear``'s bfloat16
-weight to oneDNN once, in the blocked layout its AMX kernels read, instead of at every call
-(what ``torch.compile``'s CPU backend does with frozen weights). The products are the same
-numbers as ``torch.nn.functional.linear`` on the same weights, up to bfloat16 rounding (checked
-on a probe when packing); a torch without the oneDNN linear ops keeps plain bfloat16 layers.
+Importing this module does not import torch (a fingerprint can ask :func:`resolved_dtype_name`
+before the engine's threads are configured; it configures them first, as the engine does).
 
 Example:
-    >>> import torch
-    >>> from hf_barred.llm.engines.local.precision import pack_linear_weights, resolve_dtype
+    >>> from hf_barred.llm import EngineConfig
+    >>> from hf_barred.llm.engines.local.precision import resolve_dtype, resolved_dtype_name
     >>> resolve_dtype("float32", "cpu")
     torch.float32
-    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
-    >>> x = torch.randn(3, 64, dtype=torch.bfloat16)
-    >>> expected = model(x)
-    >>> packed = pack_linear_weights(model)  # 1 on a CPU with oneDNN, else 0
-    >>> torch.allclose(model(x), expected, rtol=1e-2, atol=1e-2)
+    >>> resolved_dtype_name(EngineConfig(dtype="bfloat16"))
+    'bfloat16'
+    >>> resolved_dtype_name(EngineConfig(device="cpu")) in ("float32", "bfloat16")  # this CPU's answer
     True
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+    from ...config import EngineConfig
 
 logger = logging.getLogger(__name__)
 
+#: The CPU flags (Linux ``/proc/cpuinfo`` names) under which oneDNN multiplies bfloat16 natively.
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices on AMX tiles (and torch can use them)."""
+#: The products ``auto`` times, ``(rows, in_features, out_features)`` by phase: the MLP's up and down
+#: projections of the embedded SmolLM2-135M (hidden size 576, MLP 1536), for one decoding step of a full
+#: default micro-batch (8 rows) and for a 64-token prefill block. Both phases must be faster: one row
+#: alone would mislead (on AMX a packed 576×1536 product takes 84 µs for 1 row against 68 µs in float32,
+#: but 77 µs for 16 rows against 336 µs), and on the quickstart's calls decoding and prefill take
+#: comparable time.
+TIMED_PRODUCTS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "decoding step": ((8, 576, 1536), (8, 1536, 576)),
+    "prefill block": ((64, 576, 1536), (64, 1536, 576)),
+}
+
+#: ``auto`` picks bfloat16 when its products take at most this fraction of float32's time: bfloat16
+#: changes answers, so a tie (or timing noise) keeps float32.
+BFLOAT16_MAX_TIME_RATIO = 0.9
+
+
+def _proc_cpuinfo_flags() -> frozenset[str]:
+    """The first CPU's flags in ``/proc/cpuinfo`` (empty where there is no such file)."""
     try:
-        from torch.cpu import _is_amx_tile_supported  # private, but what torch itself checks
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
 
-        return bool(_is_amx_tile_supported()) and torch.backends.mkldnn.is_available()
-    except (ImportError, AttributeError, RuntimeError):
-        return False
+
+def cpu_bfloat16_flags() -> frozenset[str]:
+    """Which of :data:`BFLOAT16_FLAGS` this CPU has: torch's cpuinfo-based checks
+    (``torch.cpu.get_capabilities``, else ``torch.cpu._is_amx_tile_supported`` and
+    ``_is_avx512_bf16_supported``), else ``/proc/cpuinfo``."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        try:
+            found = capabilities()
+            return frozenset(flag for flag in BFLOAT16_FLAGS if found.get(flag))
+        except (RuntimeError, AttributeError):
+            pass
+    checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    try:  # private, but what torch itself checks (AMX tiles come with their bfloat16 products)
+        return frozenset(flag for flag, check in checks.items() if getattr(torch.cpu, check)())
+    except (AttributeError, RuntimeError):
+        return _proc_cpuinfo_flags() & frozenset(BFLOAT16_FLAGS)
+
+
+@functools.cache
+def auto_cpu_dtype_name() -> str:
+    """``"bfloat16"`` or ``"float32"``: what ``dtype="auto"`` runs on this CPU (the module's three
+    conditions), decided once per process."""
+    flags = cpu_bfloat16_flags()
+    if not flags:
+        logger.debug("dtype=auto: float32 (the CPU has neither %s).", " nor ".join(BFLOAT16_FLAGS))
+        return "float32"
+    from . import packed
+
+    if not packed.onednn_packs_bfloat16():
+        logger.info("dtype=auto: float32 (%s, but this torch's oneDNN has no bfloat16 path).", ", ".join(sorted(flags)))
+        return "float32"
+    ratios = {}
+    for phase, products in TIMED_PRODUCTS.items():
+        try:
+            seconds = packed.time_linear_products(products)
+        except (RuntimeError, AttributeError) as err:  # a torch without oneDNN's linear ops
+            logger.info("dtype=auto: float32 (bfloat16 weights cannot be packed here: %s).", err)
+            return "float32"
+        if seconds is None:
+            logger.warning("dtype=auto: float32 (oneDNN's packed bfloat16 linear disagrees with nn.Linear here).")
+            return "float32"
+        ratios[phase] = seconds["bfloat16"] / seconds["float32"]
+    choice = "bfloat16" if max(ratios.values()) <= BFLOAT16_MAX_TIME_RATIO else "float32"
+    logger.info(
+        "dtype=auto: %s (%s; packed bfloat16 products take %s of their float32 time).",
+        choice,
+        ", ".join(sorted(flags)),
+        ", ".join(f"{ratio:.2f}× in a {phase}" for phase, ratio in ratios.items()),
+    )
+    return choice
 
 
 def resolve_dtype(dtype: str, device: str) -> Union[torch.dtype, str]:
-    """The torch dtype to load the model in: ``"auto"`` is bfloat16 on CPUs with AMX, float32 on
-    other CPUs and ``"auto"`` (the checkpoint's dtype) on other devices (``dtype`` is one of
+    """The torch dtype to load the model in: ``"auto"`` is :func:`auto_cpu_dtype_name` on CPU and
+    ``"auto"`` (the checkpoint's dtype) on other devices (``dtype`` is one of
     :data:`~hf_barred.llm.config.DTYPES`, which ``EngineConfig`` checks)."""
+    import torch
+
     if dtype != "auto":
         return getattr(torch, dtype)
     if device != "cpu":
         return "auto"
-    return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+    return getattr(torch, auto_cpu_dtype_name())
 
 
-class PackedLinear(torch.nn.Module):
-    """A bfloat16 ``nn.Linear`` whose weight oneDNN holds in its own blocked layout (inference only)."""
+def resolved_dtype_name(config: EngineConfig) -> str:
+    """The precision ``config``'s local engine answers in on this machine, without loading a model:
+    ``config.dtype`` when explicit; for ``"auto"``, ``"float32"`` or ``"bfloat16"`` on CPU
+    (:func:`auto_cpu_dtype_name`, cached), ``"auto"`` (the checkpoint's dtype) on a GPU.
 
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        weight = linear.weight.detach()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        # The batch-size hint only tunes the layout; any number of rows works with it.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
-        self.bias = None if linear.bias is None else linear.bias.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def _packed_agrees(linear: torch.nn.Linear) -> bool:
-    """Whether a packed copy of ``linear`` computes what ``linear`` computes (within bfloat16 rounding) on
-    random rows."""
-    probe = torch.randn(3, linear.in_features, dtype=linear.weight.dtype, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        return torch.allclose(PackedLinear(linear)(probe).float(), linear(probe).float(), rtol=1e-2, atol=1e-2)
-
-
-def pack_linear_weights(model: torch.nn.Module) -> int:
-    """Replace every bfloat16 CPU ``nn.Linear`` of ``model`` by a :class:`PackedLinear`; the count.
-
-    Nothing is replaced (0) when the model holds no such layer, or when this torch build lacks the
-    oneDNN linear ops or they disagree with ``nn.Linear`` on a probe.
+    Like ``LocalBackend.from_config``, it configures ``config.threads`` before it imports torch (whose
+    OpenMP settings are read once, at that import), and takes ``config.device`` (default: cuda when
+    available, else cpu).
     """
-    layers = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, torch.nn.Linear)
-        and child.weight.dtype == torch.bfloat16
-        and child.weight.device.type == "cpu"
-    ]
-    if not layers:
-        return 0
-    try:
-        if not _packed_agrees(layers[0][2]):
-            logger.warning("oneDNN's packed bfloat16 linear disagrees with nn.Linear here; weights left unpacked.")
-            return 0
-        packed = [PackedLinear(child) for _, _, child in layers]
-    except (RuntimeError, AttributeError) as err:  # a torch without oneDNN's linear ops
-        logger.info("bfloat16 weights left unpacked (%s).", err)
-        return 0
-    for (parent, name, _), layer in zip(layers, packed):
-        setattr(parent, name, layer)
-    return len(packed)
+    if config.dtype != "auto":
+        return config.dtype
+    if config.device not in (None, "cpu"):
+        return "auto"
+    from ...threads import configure_threads
+
+    configure_threads(config.threads)
+    import torch
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(resolve_dtype(config.dtype, device)).removeprefix("torch.")

