@@ -27,15 +27,28 @@ from datasets.fingerprint import Hasher
 from ..llm.config import EngineConfig
 from .prompting import Prompt
 
-__all__ = ["code_fingerprint", "config_identity", "stage_fingerprint"]
+__all__ = ["code_fingerprint", "config_identity", "engine_identity", "stage_fingerprint"]
 
 _PACKAGE = __name__.split(".")[0]
 
 
+def engine_identity(config: EngineConfig) -> dict[str, str]:
+    """What an engine's answers depend on: :meth:`EngineConfig.identity`, and, for the local engine's ``auto``
+    precision, the precision it resolves to on this machine when that is bfloat16 (AMX or AVX512-BF16 CPUs):
+    a stage saved where answers are bfloat16 is not reused where they are float32, nor the reverse."""
+    identity = config.identity()
+    if config.engine == "local" and config.dtype == "auto":
+        from ..llm.engines.local.precision import resolved_dtype_name
+
+        if resolved_dtype_name(config) == "bfloat16":
+            identity["dtype"] = "bfloat16"
+    return identity
+
+
 def config_identity(value: Any) -> Any:
-    """A config as plain data, with every EngineConfig reduced to its identity (engine, model, ...)."""
+    """A config as plain data, with every EngineConfig reduced to its identity (:func:`engine_identity`)."""
     if isinstance(value, EngineConfig):
-        return value.identity()
+        return engine_identity(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: config_identity(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):

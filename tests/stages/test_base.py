@@ -107,3 +107,16 @@ def test_a_stage_gives_the_same_rows_batched_and_row_by_row(monkeypatch, cache_d
     assert one_by_one.to_list() == batched.to_list()
     assert {len(rounds) for rounds in batched["debate"]} == {2}  # every row went through the advocate and round 2
     llm.clear_engines()
+
+
+def test_the_resolved_precision_of_auto_enters_the_fingerprint(monkeypatch):
+    from hf_barred.llm.engines.local import precision
+
+    ds, local = _ds(), EngineConfig(engine="local")
+    monkeypatch.setattr(precision, "resolved_dtype_name", lambda config: "float32")
+    float32 = GenerateStage(GenerateConfig(engine=local)).fingerprint(ds)
+    assert float32 == GenerateStage(GenerateConfig(engine=local)).fingerprint(ds)
+    monkeypatch.setattr(precision, "resolved_dtype_name", lambda config: "bfloat16")
+    bfloat16 = GenerateStage(GenerateConfig(engine=local)).fingerprint(ds)
+    assert bfloat16 != float32  # a stage saved on an AMX or AVX512-BF16 machine is not reused on a float32 one
+    assert bfloat16 == GenerateStage(GenerateConfig(engine=local.replace(dtype="bfloat16"))).fingerprint(ds)
