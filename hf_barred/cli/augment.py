@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config
+from .engine_options import add_engine_arguments, add_prompt_set_argument, engine_config, share
 from .output import add_verbose_argument, quiet_unless_verbose
 
 
@@ -76,6 +76,14 @@ def register(subparsers: Any) -> None:
     recipe.add_argument("--max-tokens", type=int, default=512, help="Maximum tokens of an edit answer.")
     recipe.add_argument("--temperature", type=float, default=0.0)
     recipe.add_argument("--max-repairs", type=int, default=1, help="Repair rounds for answers that break the schema.")
+    recipe.add_argument(
+        "--max-failure-rate",
+        type=share,
+        default=0.5,
+        metavar="SHARE",
+        help="Stop (exit code 1, nothing written) when more than this share of the edits could not be used "
+        "(default: 0.5).",
+    )
 
     add_engine_arguments(parser, title="LLM engine (guideline editing)")
 
@@ -111,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
                 max_repairs=args.max_repairs,
                 sampling=SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature),
             )
-        config = AugmentConfig(CategoryDeleteConfig(seed=args.seed, max_deleted=args.max_deleted), edit)
+        config = AugmentConfig(
+            CategoryDeleteConfig(seed=args.seed, max_deleted=args.max_deleted), edit, args.max_failure_rate
+        )
         map_kwargs = {k: v for k, v in (("batch_size", args.batch_size), ("num_proc", args.num_proc)) if v}
         check_output_folder(Path(args.output), args.overwrite)  # before any LLM call; locked below
 

@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import Any, Optional
 
-from .engine_options import add_engine_arguments, engine_config
+from .engine_options import add_engine_arguments, engine_config, share
+from .flags import EXIT_SHORT
 from .output import add_verbose_argument, quiet_unless_verbose
 
 TEXT_COLUMNS = ("text", "transcript", "input", "prompt", "response")
@@ -43,6 +44,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-tokens", type=int, default=160, help="Most tokens of one rating answer.")
     parser.add_argument("--max-repairs", type=int, default=1, help="Repair rounds for answers that are not JSON.")
     parser.add_argument("--batch-size", type=int, default=16, help="Test samples per map batch (one batched call).")
+    parser.add_argument(
+        "--max-failure-rate",
+        type=share,
+        default=0.5,
+        metavar="SHARE",
+        help="Stop (exit code 1, no report) when more than this share of the ratings could not be used (default 0.5).",
+    )
     add_engine_arguments(parser)
     add_verbose_argument(parser)
     parser.set_defaults(run=run)
@@ -76,8 +84,11 @@ def coverage_to_report(
     max_tokens: int = 160,
     max_repairs: int = 1,
     batch_size: int = 16,
+    max_failure_rate: float = 1.0,
 ) -> dict[str, Any]:
-    """Rate the test set against the decomposition of ``dataset_dir``, write the report; returns the summary."""
+    """Rate the test set against the decomposition of ``dataset_dir``, write the report; returns the summary.
+    More than ``max_failure_rate`` of the ratings unusable (failed calls, answers that do not parse) stops it
+    before the report (:class:`~hf_barred.recipes.barred.failures.AnswersUnusable`)."""
     from ..evaluation.coverage import load_decomposition, write_coverage_report
     from ..policy.data import load_labelled_data
     from ..stages.coverage import CoverageConfig, coverage_summary, rate_coverage
@@ -101,6 +112,17 @@ def coverage_to_report(
     )
     rated = rate_coverage(samples, config, batch_size=batch_size)
     summary = coverage_summary(rated, config)
+    asked = len(rated) * len(dimensions)
+    if asked and summary["failed_calls"] / asked > max_failure_rate:
+        from ..recipes.barred.failures import AnswersUnusable
+
+        first = next((x for row in rated["dimension_scores"] for x in row if x["error"]), {"raw": "", "error": ""})
+        raise AnswersUnusable(
+            f"coverage: {summary['failed_calls']} of {asked} ratings could not be used ({first['error']}), more than "
+            f"--max-failure-rate {max_failure_rate:g} allows; no report was written. One answer: "
+            f"{' '.join((first['raw'] or '').split())[:120]!r}. Fix: check --model, raise --max-tokens (answers are "
+            "cached: the same command resumes)."
+        )
     meta = {"dataset": str(dataset_dir), "test_file": str(test_file), "text_column": text} | engine.identity()
     write_coverage_report(output, summary, rated.to_list(), meta)
     return meta | summary
@@ -126,10 +148,17 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             max_repairs=args.max_repairs,
             batch_size=args.batch_size,
+            max_failure_rate=args.max_failure_rate,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"barred coverage: {err}", file=sys.stderr)
         return 2
     print(markdown_table(summary))
     print(f"Report written to {Path(args.output) / 'coverage.md'}")
+    if summary["undetermined"]:  # some samples could not be rated: the share is over the others only
+        print(
+            f"Ended short: {summary['undetermined']} sample(s) undetermined (failed ratings); the same command "
+            "retries them (finished ratings are cached)."
+        )
+        return EXIT_SHORT
     return 0

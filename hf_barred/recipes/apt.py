@@ -32,6 +32,7 @@ from ..policy.rows import LABEL_NAMES, POLICY_FEATURES, check_policy_rows, missi
 from ..stages.category_delete import CategoryDeleteConfig, category_delete
 from ..stages.fingerprint import config_identity
 from ..stages.guideline_edit import GuidelineEditConfig, guideline_edit
+from .barred.failures import AnswersUnusable
 
 __all__ = ["AugmentConfig", "augment", "augment_statistics", "save_augmented"]
 
@@ -45,6 +46,8 @@ class AugmentConfig:
             positives and to negatives without a usable guideline edit.
         guideline_edit: How negatives are edited by an LLM (engine, prompt, sampling); None
             deletes categories of every row and calls no LLM.
+        max_failure_rate: The share of edits that may be unusable (failed requests, answers that do not
+            parse or cannot be applied); above it :func:`augment` stops (:class:`AnswersUnusable`).
 
     >>> AugmentConfig(guideline_edit=None).category_delete.max_deleted
     5
@@ -56,6 +59,10 @@ class AugmentConfig:
     guideline_edit: Optional[GuidelineEditConfig] = field(
         default_factory=GuidelineEditConfig,
         metadata={"help": "GuidelineEditConfig (default: the embedded local model); None: deletion only, no LLM."},
+    )
+    max_failure_rate: float = field(
+        default=0.5,
+        metadata={"help": "Stop when more than this share of the guideline edits asked for could not be used."},
     )
 
     def __post_init__(self) -> None:
@@ -84,10 +91,27 @@ def augment(ds: Dataset, config: Optional[AugmentConfig] = None, **map_kwargs: A
     perturbed = original
     if config.guideline_edit is not None:
         perturbed = guideline_edit(perturbed, config.guideline_edit, **map_kwargs)
+        check_edits(perturbed, config)
     delete_config = dataclasses.replace(config.category_delete, skip_edited=True)
     perturbed = category_delete(perturbed, delete_config, **map_kwargs)
     out = concatenate_datasets([original, perturbed])
     return out, augment_statistics(out, n_original=len(original), config=config)
+
+
+def check_edits(ds: Dataset, config: AugmentConfig) -> None:
+    """Stop (:class:`AnswersUnusable`, exit code 1) when more than ``max_failure_rate`` of the edits asked for
+    (the negative rows) could not be used: a model that does not follow the edit schema would only produce
+    category deletions, at the price of an LLM call each."""
+    asked = [row for row in ds.select_columns(["edit_prompt", "edit_error", "edit_raw"]) if row["edit_prompt"]]
+    failed = [row for row in asked if row["edit_error"]]
+    if asked and len(failed) / len(asked) > config.max_failure_rate:
+        raw = " ".join((failed[0]["edit_raw"] or "").split())[:120]
+        raise AnswersUnusable(
+            f"guideline_edit: {len(failed)} of {len(asked)} edits ({len(failed) / len(asked):.0%}) could not be "
+            f"used ({failed[0]['edit_error'].splitlines()[0][:200]}), more than --max-failure-rate "
+            f"{config.max_failure_rate:g} allows; nothing was written. One answer: {raw!r}. Fix: check --model, raise --max-tokens, or try "
+            "--prompt-set served (answers are cached: the same command resumes)."
+        )
 
 
 def _with_lineage(ds: Dataset) -> Dataset:

@@ -20,7 +20,7 @@ client in ``fn_kwargs``), the calls, the fingerprint (:func:`~hf_barred.stages.f
 the usage column and the failure rows (a row whose answer cannot be parsed keeps ``raw`` and ``error``).
 It runs a stage two ways, with the same requests and so the same cached answers:
 
-- :meth:`Stage.map`: ``Dataset.map(batched=True)``; every row advances one step at a time and the
+- calling the stage, ``stage(ds)``: ``Dataset.map(batched=True)``; every row advances one step at a time and the
   requests of a step go to the engine as one batched ``chat`` call per role (vLLM and the local engine
   see the whole batch; an HTTP engine keeps them all in flight);
 - :meth:`Stage.arun`: one row, awaited (:class:`~hf_barred.llm.async_engine.AsyncEngine`), so an
@@ -49,7 +49,7 @@ from ..llm.base import Completion, Conversation, SamplingParams
 from ..llm.config import EngineConfig
 from ..llm.structured import Schema, StructuredResult, astructured_chat, structured_chat
 from .batches import add_usage, map_policy_stage, map_stage, rows, zero_usage
-from .fingerprint import stage_fingerprint
+from .fingerprint import resolved_precision, stage_fingerprint
 from .prompting import Prompt, check_prompt_set, default_prompt_set
 
 __all__ = [
@@ -302,10 +302,12 @@ class Stage(Generic[ConfigT, ResultT]):
         return engine_for(self.config.engine)  # type: ignore[attr-defined]
 
     def fingerprint(self, ds: Dataset) -> str:
-        """The fingerprint :meth:`map` gives its output (see :mod:`hf_barred.stages.fingerprint`)."""
-        return stage_fingerprint(ds, self.name, self.version, self.prompts(), self.config, type(self))
+        """The fingerprint ``stage(ds)`` gives its output (see :mod:`hf_barred.stages.fingerprint`)."""
+        engine = getattr(self.config, "engine", None)
+        precision = resolved_precision(engine) if isinstance(engine, EngineConfig) else None
+        return stage_fingerprint(ds, self.name, self.version, self.prompts(), self.config, type(self), precision)
 
-    def map(self, ds: Dataset, **map_kwargs: Any) -> Dataset:
+    def __call__(self, ds: Dataset, **map_kwargs: Any) -> Dataset:
         """``ds.map(batched=True)`` of :meth:`run_batch`, fingerprinted; ``map_kwargs`` (``batch_size`` (64),
         ``num_proc``, ``desc``, ...) pass through."""
         features = self.features(ds.features)

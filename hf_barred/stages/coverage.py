@@ -219,7 +219,7 @@ def rate_coverage(ds: Dataset, config: CoverageConfig, **map_kwargs: Any) -> Dat
             f"rate_coverage: expected a 'text' column, found {ds.column_names}. Fix: rename the column "
             "of the test inputs to 'text' (the command's --text-column)."
         )
-    return CoverageStage(config).map(ds, **map_kwargs)
+    return CoverageStage(config)(ds, **map_kwargs)
 
 
 def coverage_summary(ds: Dataset, config: CoverageConfig) -> dict[str, Any]:

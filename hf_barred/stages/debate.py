@@ -216,4 +216,4 @@ def debate(ds: Dataset, config: Optional[DebateConfig] = None, **map_kwargs: Any
         >>> judged[0]["debate_path"]  # doctest: +SKIP
         'agreement'
     """
-    return DebateStage(config or DebateConfig()).map(ds, **map_kwargs)
+    return DebateStage(config or DebateConfig())(ds, **map_kwargs)

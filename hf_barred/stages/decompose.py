@@ -244,4 +244,4 @@ def extract_dimensions(ds: Dataset, config: Optional[DecomposeConfig] = None, **
             f"extract_dimensions: expected task rows with the columns {sorted(task_features())}, but {missing} were "
             f"not found in {ds.column_names}. Build the input with hf_barred.stages.decompose.task_dataset(task)."
         )
-    return DecomposeStage(config).map(ds, **map_kwargs)
+    return DecomposeStage(config)(ds, **map_kwargs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from types import CodeType, FunctionType
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from datasets import Dataset
 from datasets.fingerprint import Hasher
@@ -27,28 +27,26 @@ from datasets.fingerprint import Hasher
 from ..llm.config import EngineConfig
 from .prompting import Prompt
 
-__all__ = ["code_fingerprint", "config_identity", "engine_identity", "stage_fingerprint"]
+__all__ = ["code_fingerprint", "config_identity", "resolved_precision", "stage_fingerprint"]
 
 _PACKAGE = __name__.split(".")[0]
 
 
-def engine_identity(config: EngineConfig) -> dict[str, str]:
-    """What an engine's answers depend on: :meth:`EngineConfig.identity`, and, for the local engine's ``auto``
-    precision, the precision it resolves to on this machine when that is bfloat16 (AMX or AVX512-BF16 CPUs):
-    a stage saved where answers are bfloat16 is not reused where they are float32, nor the reverse."""
-    identity = config.identity()
-    if config.engine == "local" and config.dtype == "auto":
-        from ..llm.engines.local.precision import resolved_dtype_name
+def resolved_precision(engine: EngineConfig) -> Optional[str]:
+    """``"bfloat16"`` when the local engine's ``auto`` precision resolves to it on this machine (AMX or AVX512-BF16
+    CPUs), else None: what an LLM stage's fingerprint adds to :meth:`EngineConfig.identity`, so that a stage
+    saved where answers are bfloat16 is not reused where they are float32, nor the reverse."""
+    if engine.engine != "local" or engine.dtype != "auto":
+        return None
+    from ..llm.engines.local.precision import resolved_dtype_name
 
-        if resolved_dtype_name(config) == "bfloat16":
-            identity["dtype"] = "bfloat16"
-    return identity
+    return "bfloat16" if resolved_dtype_name(engine) == "bfloat16" else None
 
 
 def config_identity(value: Any) -> Any:
-    """A config as plain data, with every EngineConfig reduced to its identity (:func:`engine_identity`)."""
+    """A config as plain data, with every EngineConfig reduced to its identity (engine, model, ...)."""
     if isinstance(value, EngineConfig):
-        return engine_identity(value)
+        return value.identity()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: config_identity(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
@@ -116,18 +114,26 @@ def code_fingerprint(code: Union[Callable[..., Any], type]) -> str:
 
 
 def stage_fingerprint(
-    ds: Dataset, stage: str, version: str, prompts: Sequence[Prompt], config: Any, code: Union[Callable[..., Any], type]
+    ds: Dataset,
+    stage: str,
+    version: str,
+    prompts: Sequence[Prompt],
+    config: Any,
+    code: Union[Callable[..., Any], type],
+    precision: Optional[str] = None,
 ) -> str:
     """The fingerprint of a stage's output dataset: the input's fingerprint, the stage name and
-    version, the prompt texts, the config's identity (no throughput knobs) and the stage's code
-    (:func:`code_fingerprint` of its batch function or its class)."""
-    return Hasher.hash(
-        {
-            "input": ds._fingerprint,
-            "stage": stage,
-            "version": version,
-            "prompts": [(p.id, p.text) for p in prompts],
-            "config": config_identity(config),
-            "code": code_fingerprint(code),
-        }
-    )
+    version, the prompt texts, the config's identity (no throughput knobs), the stage's code
+    (:func:`code_fingerprint` of its batch function or its class) and, when set, the precision the engine
+    resolved to (:func:`resolved_precision`)."""
+    fields = {
+        "input": ds._fingerprint,
+        "stage": stage,
+        "version": version,
+        "prompts": [(p.id, p.text) for p in prompts],
+        "config": config_identity(config),
+        "code": code_fingerprint(code),
+    }
+    if precision is not None:  # only when it says something: float32 fingerprints stay as they were
+        fields["precision"] = precision
+    return Hasher.hash(fields)

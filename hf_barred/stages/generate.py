@@ -163,4 +163,4 @@ def generate(ds: Dataset, config: Optional[GenerateConfig] = None, **map_kwargs:
         >>> samples[0]["text"], samples[0]["error"]  # doctest: +SKIP
         ('User: ...\\nAgent: ...', None)
     """
-    return GenerateStage(config or GenerateConfig()).map(ds, **map_kwargs)
+    return GenerateStage(config or GenerateConfig())(ds, **map_kwargs)

@@ -237,4 +237,4 @@ def guideline_edit(ds: Dataset, config: GuidelineEditConfig = GuidelineEditConfi
     version, the sampling parameters, ``max_repairs`` and the engine's identity (engine, model).
     """
     check_policy_rows(ds, STAGE)
-    return GuidelineEditStage(config).map(ds, **map_kwargs)
+    return GuidelineEditStage(config)(ds, **map_kwargs)

@@ -152,4 +152,4 @@ def instantiate(ds: Dataset, config: Optional[InstantiateConfig] = None, **map_k
         >>> instantiate(failed)[0]["instantiations"]  # no call for a failed row
         []
     """
-    return InstantiateStage(config or InstantiateConfig()).map(ds, **map_kwargs)
+    return InstantiateStage(config or InstantiateConfig())(ds, **map_kwargs)

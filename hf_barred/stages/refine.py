@@ -97,4 +97,4 @@ def refine(ds: Dataset, config: Optional[RefineConfig] = None, **map_kwargs: Any
             f"refine: expected debated rows (the output of hf_barred.stages.debate.debate), but the columns {missing} "
             f"were not found in {ds.column_names}. Run debate first."
         )
-    return RefineStage(config or RefineConfig()).map(ds, **map_kwargs)
+    return RefineStage(config or RefineConfig())(ds, **map_kwargs)

@@ -52,8 +52,11 @@ def _functions() -> list[tuple[str, str, set[str], set[str]]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 names, flags = set(), set()
+                # a parameter or a local variable shadows a module function of the same name: not a call of it
+                local = {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+                local |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
                 for inner in ast.walk(node):
-                    if isinstance(inner, ast.Name):
+                    if isinstance(inner, ast.Name) and inner.id not in local:
                         names.add(inner.id)
                     elif isinstance(inner, ast.Attribute):
                         names.add(inner.attr)

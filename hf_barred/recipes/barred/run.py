@@ -134,7 +134,7 @@ def _run_locked(
         return saved_or_run(
             folder,
             stage.fingerprint(ds),
-            lambda: guard(what, lambda: stage.map(ds, **map_kwargs), subsets=subsets),
+            lambda: guard(what, lambda: stage(ds, **map_kwargs), subsets=subsets),
             reused,
         )
 
