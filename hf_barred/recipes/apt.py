@@ -109,8 +109,8 @@ def check_edits(ds: Dataset, config: AugmentConfig) -> None:
         raise AnswersUnusable(
             f"guideline_edit: {len(failed)} of {len(asked)} edits ({len(failed) / len(asked):.0%}) could not be "
             f"used ({failed[0]['edit_error'].splitlines()[0][:200]}), more than --max-failure-rate "
-            f"{config.max_failure_rate:g} allows; nothing was written. One answer: {raw!r}. Fix: check --model, raise --max-tokens, or try "
-            "--prompt-set served (answers are cached: the same command resumes)."
+            f"{config.max_failure_rate:g} allows; nothing was written. One answer: {raw!r}. Fix: check --model, "
+            "raise --max-tokens, or try --prompt-set served (answers are cached: the same command resumes)."
         )
 
 

@@ -198,6 +198,7 @@ def test_the_flags_and_their_defaults_are_those_of_before():
         "judge_max_tokens": None,
         "max_repairs": 1,
         "max_calls": None,
+        "max_calls_per_sample": 40.0,  # the default request budget (None above: 40 times n, plus 100)
         "max_total_tokens": None,
         "max_rounds": 4,
         "max_rows_per_round": 64,
@@ -261,6 +262,7 @@ def test_the_flags_and_their_defaults_are_those_of_before():
         ],
         "budget": [
             "--max-calls",
+            "--max-calls-per-sample",
             "--max-total-tokens",
             "--max-rounds",
             "--max-rows-per-round",
