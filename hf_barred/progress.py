@@ -46,14 +46,24 @@ __all__ = ["RunView", "quiet_libraries"]
 
 
 class RunView:
-    """The live view of one run: stage, requests done / in flight, cache hits, tokens/s, accepted of ``n``.
+    """The live view of one run: stage, requests done / in flight, cache hits, tokens/s, accepted of ``n``
+    (per rule and overall when the run has several ``rules``, ``n`` each).
 
     ``enabled=False`` draws nothing. ``stream`` defaults to stderr; a redrawn bar is used only when
     it is a terminal.
     """
 
-    def __init__(self, n: int, enabled: bool = True, stream: Optional[IO[str]] = None, interval: float = 0.25):
+    def __init__(
+        self,
+        n: int,
+        enabled: bool = True,
+        stream: Optional[IO[str]] = None,
+        interval: float = 0.25,
+        rules: int = 1,
+    ):
         self.n = n
+        self.rules = rules
+        self._by_rule: dict[str, int] = {}
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
@@ -113,11 +123,18 @@ class RunView:
                 else "{desc} {n_fmt} req [{elapsed}] {postfix}",
             )
 
-    def accepted(self, count: int) -> None:
-        """``count`` samples are accepted so far."""
-        self._accepted = count
+    def accepted(self, count: int, rule: str = "") -> None:
+        """``count`` samples (of ``rule``, in a run of several) are accepted so far."""
+        self._by_rule[rule] = count
+        self._accepted = sum(self._by_rule.values())
         if self.enabled and not self.live:
-            print(f"  accepted {count}/{self.n}", file=self.stream, flush=True)
+            where = f"{rule}: " if self.rules > 1 else ""
+            overall = f" ({self._overall()})" if self.rules > 1 else ""
+            print(f"  {where}accepted {count}/{self.n}{overall}", file=self.stream, flush=True)
+
+    def _overall(self) -> str:
+        done = sum(1 for count in self._by_rule.values() if count >= self.n)
+        return f"all rules: {self._accepted}/{self.n * self.rules}, {done}/{self.rules} rules done"
 
     def _tokens_per_second(self, now: float, tokens: int) -> float:
         self._window.append((now, tokens))
@@ -134,7 +151,8 @@ class RunView:
         bar = cast("tqdm", self._bar)  # every caller holds the lock and has checked that the bar is set
         bar.set_postfix_str(
             f"{done.in_flight} in flight · {done.cache_hits} cached{failed} · {rate:.0f} tok/s · "
-            f"accepted {self._accepted}/{self.n}{note}",
+            + (f"accepted {self._overall()}" if self.rules > 1 else f"accepted {self._accepted}/{self.n}")
+            + note,
             refresh=False,
         )
         bar.n = done.finished + done.cache_hits

@@ -69,7 +69,7 @@ def scripted(monkeypatch, cache_dir):
 def test_a_run_shows_its_own_view_and_hides_the_libraries_bars(scripted, tmp_path, capsys):
     run_barred(TASK, 2, BarredConfig.for_engine(scripted, max_refinements=0), tmp_path / "out", progress=True)
     err = capsys.readouterr().err
-    assert "decompose (1 rows)" in err and "generate (round 1)" in err and "accepted" in err
+    assert "decompose (1 rows)" in err and "generate, debate, refine (round 1)" in err and "accepted" in err
     for noise in ("Saving the dataset", "Creating parquet", "Loading weights", "LOAD REPORT", "Map"):
         assert noise not in err
 

@@ -1,4 +1,8 @@
-"""``barred generate``: run BARRED on a task file and write a Hub-style dataset folder.
+"""``barred generate``: run BARRED on a rule (a task file) or a rule set, and write a Hub-style dataset folder.
+
+A rule set is a rule-set file (``rules:``), a folder of task files or a taxonomy file (each category a rule,
+see :class:`~hf_barred.policy.rules.RuleSet`); its output has one dataset config per rule and the ``all``
+config (every rule's samples, policy-conditioned).
 
 The method and budget flags are the fields of the flat arguments dataclasses of
 :mod:`hf_barred.cli.generate_arguments`, parsed by ``transformers.HfArgumentParser``; each takes its
@@ -11,6 +15,7 @@ their snake_case spelling (``--max_rounds``) is accepted too, as ``barred train`
 
 Example:
     $ barred generate dataset_scripts/health-advice/task.yaml --n 8 --output outputs/health-advice
+    $ barred generate examples/support-agent/rules.yaml --n 8 --output outputs/support-agent
     $ barred generate task.yaml --n 1000 --output out --engine openai --base-url http://127.0.0.1:8000/v1 \\
           --model Qwen/Qwen2.5-7B-Instruct --judges 2 --rounds 2 --max-refinements 2 --push-to-hub me/my-guard-data
 """
@@ -20,17 +25,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .engine_options import add_engine_arguments, engine_config, positive_int
 from .flags import EXIT_SHORT, add_lazy_command, kebab_case_flags
 from .help_text import examples_epilog
 
-HELP = "Generate verified boundary-case samples for a rule (BARRED)."
+HELP = "Generate verified boundary-case samples for a rule or a rule set (BARRED)."
 DESCRIPTION = (
-    "Generate N verified, label-balanced boundary-case samples for the rule of TASK_FILE with BARRED (decompose, "
-    "plan, generate, debate, refine), into a folder laid out like a Hub dataset repo. Finished LLM calls are "
-    "cached: run the same command again to resume. Every flag also accepts its snake_case spelling (--max_rounds)."
+    "Generate N verified, label-balanced boundary-case samples for the rule of a task file, or for every rule of a "
+    "rule set, with BARRED (decompose, plan, generate, debate, refine), into a folder laid out like a Hub dataset "
+    "repo: one config per rule of a rule set, and 'all'. Finished LLM calls and finished rows are kept: run the same "
+    "command again to resume. Every flag also accepts its snake_case spelling (--max_rounds)."
 )
 
 
@@ -52,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     own = argparse.ArgumentParser(add_help=False)  # a parent: its arguments come before the dataclasses' groups
     own.add_argument(
-        "task_file", metavar="TASK_FILE", help="YAML/JSON task file (criterion, labels, input_type, seeds)."
+        "task_file",
+        metavar="RULES",
+        help="A YAML/JSON task file (one rule: criterion, labels, input_type, seeds), a rule-set file (rules: ...), "
+        "a folder of task files, or a taxonomy file (categories: ..., seeds: ...).",
     )
-    own.add_argument("--n", type=positive_int, required=True, help="Number of accepted samples to generate.")
+    own.add_argument(
+        "--n", type=positive_int, required=True, help="Number of accepted samples to generate (per rule of a rule set)."
+    )
     own.add_argument("--output", required=True, metavar="DIR", help="Output folder (a Hub-style dataset repo).")
     own.add_argument(
         "--overwrite",
@@ -182,32 +194,98 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
 def run(args: argparse.Namespace) -> int:
     """Errors go up to :func:`hf_barred.cli.main`: one line, exit code 2 for bad input, 1 for a failed run;
     a run that ended with fewer samples than asked returns 3 (:data:`~hf_barred.cli.flags.EXIT_SHORT`)."""
-    from ..policy.task import MAX_SEED_CHARS, GuardrailTask
-    from ..recipes.barred.run import run_barred
+    from ..policy.files import read_structured_file
+    from ..policy.rules import RuleSet
+    from ..policy.task import MAX_SEED_CHARS
 
-    task = GuardrailTask.load(args.task_file)
-    task.require_seeds()
-    task.check_seed_sizes(args.max_seed_chars or MAX_SEED_CHARS)
+    rules = RuleSet.load(args.task_file)
+    single = Path(args.task_file).is_file() and "criterion" in (read_structured_file(args.task_file) or {})
     config = build_config(args)
-    if args.sample_max_tokens is None:  # long seeds (plans of thousands of characters) get room to be matched
-        from ..recipes.barred.lengths import fit_sample_budget
+    for task in rules:
+        task.require_seeds()
+        task.check_seed_sizes(args.max_seed_chars or MAX_SEED_CHARS)
+        if args.sample_max_tokens is None:  # long seeds (plans of thousands of characters) get room to be matched
+            from ..recipes.barred.lengths import fit_sample_budget
 
-        config = fit_sample_budget(config, task)
+            config = fit_sample_budget(config, task)
     if args.push_to_hub:  # fail before the run, not after it
         from ..hub.push import require_token
 
         require_token()
-    warning = task.seed_warning()
-    if warning:
-        print(f"barred generate: warning: {warning}", file=sys.stderr)
+    for task in rules:
+        warning = task.seed_warning()
+        if warning:
+            where = f" (rule {task.name!r})" if not single else ""
+            print(f"barred generate: warning{where}: {warning}", file=sys.stderr)
     start = time.monotonic()
-    result = run_barred(
-        task, args.n, config, args.output, progress=not args.no_progress, verbose=args.verbose, overwrite=args.overwrite
-    )
-    print(format_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
-    if args.push_to_hub:
-        from ..hub.push import push_barred_run
+    options = dict(progress=not args.no_progress, verbose=args.verbose, overwrite=args.overwrite)
+    if single:
+        from ..recipes.barred.run import run_barred
 
-        url = push_barred_run(result.output_dir, args.push_to_hub, private=args.private or None)
+        result = run_barred(rules[0], args.n, config, args.output, **options)
+        print(format_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
+    else:
+        from ..recipes.barred.run import run_barred_rules
+
+        result = run_barred_rules(rules, args.n, config, args.output, **options)  # type: ignore[assignment]
+        print(format_rule_set_summary(result.stats, time.monotonic() - start, str(result.output_dir)))
+    if args.push_to_hub:
+        from ..hub.push import push_barred_run, push_rule_set_run
+
+        push = push_barred_run if single else push_rule_set_run
+        url = push(result.output_dir, args.push_to_hub, private=args.private or None)
         print(f"  pushed to {url}")
     return 0 if result.reached else EXIT_SHORT
+
+
+def format_rule_set_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") -> str:
+    """The closing summary of a rule-set run: a line per rule, the totals, where the data is and what comes next.
+
+    >>> rule = {"accepted": 8, "requested": 8, "extra": 1, "rejected": 3, "acceptance_rate": 0.75, "requests": 70,
+    ...         "goal": {"reached": True}, "accepted_by_label": {"no": 4, "yes": 4}}
+    >>> stats = {"rule_set": "shop", "rules": {"health-advice": rule}, "requested": 8, "accepted": 8, "extra": 1,
+    ...          "rejected": 3, "planned_rows": 12, "requests": 70, "request_tokens": 900,
+    ...          "engine": {"calls": 70, "cache_hits": 0, "prompt_tokens": 800, "completion_tokens": 100,
+    ...                     "errors": 0, "cost": 0.0}, "goal": {"reached": True, "short": []}}
+    >>> print(format_rule_set_summary(stats, 3.0))  # doctest: +NORMALIZE_WHITESPACE
+    BARRED summary for the rule set 'shop' (1 rules, 3 s)
+      health-advice   train 8 of 8   extra 1   rejected 3   acceptance 75.0%   requests 70
+      all rules: train 8 of 8; extra 1; rejected 3; planned rows 12; requests 70 (900 tokens, cached or not)
+      this run: 70 engine calls, 0 cache hits, 800 prompt + 100 completion tokens, 0 errors; cost $0.0000
+    """
+    rules = stats["rules"]
+    width = max(len(name) for name in rules)
+    lines = [f"BARRED summary for the rule set {stats['rule_set']!r} ({len(rules)} rules, {seconds:.0f} s)"]
+    for name, rule in rules.items():
+        short = "" if rule["goal"]["reached"] else f"   ended short: {rule['goal']['why']}"
+        lines.append(
+            f"  {name:<{width}}   train {rule['accepted']} of {rule['requested']}   extra {rule.get('extra', 0)}   "
+            f"rejected {rule['rejected']}   acceptance {rule['acceptance_rate']:.1%}   requests {rule['requests']}"
+            + short
+        )
+    lines.append(
+        f"  all rules: train {stats['accepted']} of {stats['requested']}; extra {stats['extra']}; rejected "
+        f"{stats['rejected']}; planned rows {stats['planned_rows']}; requests {stats['requests']} "
+        f"({stats['request_tokens']} tokens, cached or not)"
+    )
+    e = stats["engine"]
+    lines.append(
+        f"  this run: {e['calls']} engine calls, {e['cache_hits']} cache hits, {e['prompt_tokens']} prompt + "
+        f"{e['completion_tokens']} completion tokens, {e['errors']} errors; cost ${e['cost']:.4f}"
+    )
+    if not stats["goal"]["reached"]:
+        lines.append(
+            f"  ended short of the goal for {len(stats['goal']['short'])} rule(s): {', '.join(stats['goal']['short'])} "
+            "(the line of each says why; the same command resumes)."
+        )
+    if output_dir:
+        first = next(iter(rules))
+        lines.append(
+            f"Data: {output_dir}  (datasets.load_dataset({output_dir!r}, {first!r}): one config per rule; "
+            f"load_dataset({output_dir!r}, 'all'): every rule, policy-conditioned)"
+        )
+        trainable = [name for name, rule in rules.items() if all(rule["accepted_by_label"].values())]
+        if trainable:
+            folder = f"{output_dir.rstrip('/')}/{trainable[0]}"
+            lines.append(f"Next: barred train {folder} --output {output_dir.rstrip('/')}-{trainable[0]}-guardrail")
+    return "\n".join(lines)

@@ -37,7 +37,7 @@ from typing import Any, Optional, TypeVar, overload
 from transformers import HfArgumentParser
 
 from ..llm.config import EngineConfig
-from ..recipes.barred.config import FOR_ENGINE_HELP, BarredConfig
+from ..recipes.barred.config import EXECUTORS, FOR_ENGINE_HELP, BarredConfig
 from ..stages.base import LLMStageConfig
 from ..stages.debate import DebateConfig
 from ..stages.generate import GenerateConfig
@@ -94,6 +94,8 @@ class BudgetArguments:
     max_total_tokens: Optional[int] = from_config(BarredConfig, "max_total_tokens")
     max_rounds: int = from_config(BarredConfig, "max_rounds")
     max_rows_per_round: int = from_config(BarredConfig, "max_rows_per_round")
+    executor: str = from_config(BarredConfig, "executor", choices=EXECUTORS)
+    max_rows_in_flight: Optional[int] = from_config(BarredConfig, "max_rows_in_flight", metavar="N")
     batch_size: int = from_config(BarredConfig, "batch_size")
     max_failure_rate: float = from_config(BarredConfig, "max_failure_rate", type=share, metavar="SHARE")
 

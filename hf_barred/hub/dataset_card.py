@@ -177,6 +177,89 @@ def card_variables(
     )
 
 
+def make_rule_set_card(
+    rules: Any,
+    config: Any,
+    stats: dict[str, Any],
+    configs: Mapping[str, Mapping[str, str]],
+    repo_id: Optional[str] = None,
+    license: str = "apache-2.0",
+    license_text: str = DEFAULT_LICENSE_TEXT,
+) -> DatasetCard:
+    """The card of a rule-set run: ``rules`` (a :class:`~hf_barred.policy.rules.RuleSet`), ``stats`` (per rule
+    under ``"rules"``, and the totals), ``configs`` (``{config: {split: parquet path}}``, as written), with
+    ``all`` the default config."""
+    card_data = DatasetCardData(
+        language="en",
+        license=license,
+        pretty_name=f"BARRED: {rules.name or 'rule set'}",
+        size_categories=_size_category(stats["accepted"] + stats.get("extra", 0) + stats["rejected"]),
+        task_categories=["text-classification"],
+        tags=["guardrail", "synthetic", "barred", "hf-barred", "rule-set", "policy-conditioned"],
+        configs=[
+            {
+                "config_name": name,
+                "data_files": [
+                    {"split": split, "path": path.replace("-00000-of-00001.parquet", "-*.parquet")}
+                    for split, path in splits.items()
+                ],
+                **({"default": True} if name == "all" else {}),
+            }
+            for name, splits in configs.items()
+        ],
+    )
+    taxonomy, codes = rules.policy()
+    repo_id = repo_id or f"path/to/{rules.name or 'rule-set'}"
+    rule_rows = []
+    for task in rules:
+        rule_stats = stats["rules"][task.name]
+        rule_rows.append(
+            {
+                "name": inline_text(task.name),
+                "title": inline_code(task.name),
+                "config": inline_code(task.name),
+                "code": codes[task.name],
+                "splits": ", ".join(inline_code(split) for split in configs.get(task.name, {})),
+                "stats": rule_stats,
+                "criterion_block": fenced(task.criterion),
+                "label_codes": [inline_code(label) for label in task.labels],
+                "input_type": task.input_type,
+                "num_seeds": len(task.seeds),
+                "accepted_by_label": [(inline_text(k), v) for k, v in rule_stats["accepted_by_label"].items()],
+            }
+        )
+    first = rules[0].name
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(template_path("rule_set_card.md")),
+        pretty_name=inline_text(f"BARRED: {rules.name or 'rule set'}"),
+        library_version=library_version(),
+        rules=rule_rows,
+        stats=stats,
+        repo_id_literal=python_string(repo_id),
+        first_rule_line=f"{python_identifier(first)} = load_dataset({python_string(repo_id)}, {python_string(first)})",
+        model=inline_code(stats["model"]["model"]),
+        engine=config.generate.engine.engine,
+        judges=[inline_text(judge) for judge in stats.get("judges", list(config.debate.judges))],
+        rounds_per_debate=config.debate.rounds,
+        max_refinements=config.max_refinements,
+        prompt_versions=stats["prompt_versions"],
+        policy_block=fenced(taxonomy.render()),
+        license_text=license_text,
+        citation=CITATION,
+    )
+
+
+def python_identifier(name: str) -> str:
+    """A Python variable name for a rule name (``health-advice`` -> ``health_advice``).
+
+    >>> python_identifier("health-advice"), python_identifier("2fa")
+    ('health_advice', 'rule_2fa')
+    """
+    identifier = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return identifier if identifier.isidentifier() and not identifier[0].isdigit() else f"rule_{identifier}"
+
+
 def example_statistics(task: Any) -> dict[str, Any]:
     """Statistics of an empty run (for examples and template tests)."""
     return {

@@ -87,9 +87,10 @@ def _remote_card_data(api: HfApi, repo_id: str, revision: Optional[str]) -> dict
 def stage_configs(run_dir: Union[str, Path]) -> dict[str, DatasetDict]:
     """Every saved stage output of a BARRED run, one configuration per stage.
 
-    ``work/round_XXX/<stage>[_k]`` folders are concatenated per stage with ``round`` and ``pass``
-    columns (``debate_1`` is the debate after the first refinement); ``work/decomposition/*`` give
-    ``dimensions`` and ``instantiations``.
+    ``work/round_XXX/<stage>[_k]`` folders (the stage-by-stage executor's) are concatenated per stage with
+    ``round`` and ``pass`` columns (``debate_1`` is the debate after the first refinement); the streaming
+    executor's finished rows (``work/stream/*/shard-*.parquet``: every debate, its ``pass`` and ``outcome``)
+    give ``stage_debate``; ``work/decomposition/*`` give ``dimensions`` and ``instantiations``.
     """
     work = Path(run_dir) / "work"
     parts: dict[str, list[Dataset]] = {}
@@ -101,6 +102,11 @@ def stage_configs(run_dir: Union[str, Path]) -> dict[str, DatasetDict]:
         round_index = int(folder.parent.name.split("_")[1])
         ds = ds.add_column("round", [round_index] * len(ds)).add_column("pass", [int(match.group(2) or 0)] * len(ds))
         parts.setdefault(f"stage_{match.group(1)}", []).append(ds)
+    shards = sorted(str(path) for path in work.glob("stream/*/shard-*.parquet"))
+    if shards and "stage_debate" not in parts:
+        streamed = load_dataset("parquet", data_files=shards, split="train")
+        streamed = streamed.remove_columns(["step_usage", "debate_usage"]).rename_column("level", "pass")
+        parts["stage_debate"] = [streamed.sort(["row_id", "pass"])]
     for name in ("dimensions", "instantiations"):
         folder = work / "decomposition" / name
         if (folder / "dataset_info.json").is_file():
@@ -168,3 +174,40 @@ def push_barred_run(
     if include_stages:
         configs.update(stage_configs(run_dir))
     return push_dataset(configs, repo_id, DatasetCard.load(readme), private=private, revision=revision, token=token)
+
+
+def push_rule_set_run(
+    run_dir: Union[str, Path],
+    repo_id: str,
+    *,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    token: Optional[str] = None,
+) -> str:
+    """Publish a rule-set folder of ``barred generate``: ``all`` (the default config), one config per rule and
+    ``decomposition``, with the folder's card (its per-rule sections and table)."""
+    run_dir = Path(run_dir)
+    readme = run_dir / "README.md"
+    if not readme.is_file():
+        raise FileNotFoundError(
+            f"expected a folder written by `barred generate RULES` (with README.md) at {run_dir}, found none. "
+            "Run `barred generate RULES --output DIR` first."
+        )
+    card = DatasetCard.load(readme)
+    names = [entry["config_name"] for entry in card.data.configs or []]
+    configs: dict[str, Union[Dataset, DatasetDict]] = {name: load_dataset(str(run_dir), name) for name in names}
+    url = push_dataset(configs, repo_id, None, private=private, revision=revision, token=token)
+    pushed = _remote_card_data(HfApi(token=require_token(token)), repo_id, revision)
+    card.data.configs = [
+        entry | ({"default": True} if entry.get("config_name") == "all" else {}) for entry in pushed.get("configs", [])
+    ]
+    if "dataset_info" in pushed:
+        card.data.dataset_info = pushed["dataset_info"]
+    card.push_to_hub(
+        repo_id,
+        repo_type="dataset",
+        token=require_token(token),
+        revision=revision,
+        commit_message="Update the dataset card (hf_barred)",
+    )
+    return url

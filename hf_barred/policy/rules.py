@@ -114,6 +114,8 @@ class RuleSet(Sequence[GuardrailTask]):
     tasks: tuple[GuardrailTask, ...]
     codes: Mapping[str, str] = field(default_factory=dict, hash=False)
     name: str = field(default="", compare=False)
+    taxonomy: Optional[Taxonomy] = field(default=None, compare=False, hash=False)
+    """The taxonomy the rules were made from (:meth:`from_taxonomy`), else None."""
 
     def __post_init__(self) -> None:
         tasks = tuple(self.tasks)
@@ -175,6 +177,24 @@ class RuleSet(Sequence[GuardrailTask]):
             groups[task.seeds] = groups.get(task.seeds, ()) + (task.name,)
         return groups
 
+    def policy(self) -> tuple[Taxonomy, dict[str, str]]:
+        """The rule set as an S-coded policy, and each rule's code in it: the taxonomy the rules were made from,
+        else one category per rule (named by the rule, its criterion the one ``Should not`` line), coded in
+        rule order. What the ``all`` config of a rule-set run labels its rows with.
+
+        >>> seeds = ("User: hi",)
+        >>> rules = RuleSet((GuardrailTask("Gives health advice.", seeds=seeds, name="health-advice"),
+        ...                  GuardrailTask("Repeats itself.", seeds=seeds, name="repetition")))
+        >>> taxonomy, codes = rules.policy()
+        >>> codes, taxonomy["S2"].should_not
+        ({'health-advice': 'S1', 'repetition': 'S2'}, ('Repeats itself.',))
+        """
+        if self.taxonomy is not None and len(self.codes) == len(self.tasks):
+            return self.taxonomy, dict(self.codes)
+        categories = tuple(Category(task.name, should_not=(" ".join(task.criterion.split()),)) for task in self.tasks)
+        taxonomy = Taxonomy(categories, name=self.name, description=self.tasks[0].description)
+        return taxonomy, dict(zip(self.names, taxonomy.codes))
+
     # --- building ------------------------------------------------------------------------------------
     @classmethod
     def from_taxonomy(
@@ -221,7 +241,7 @@ class RuleSet(Sequence[GuardrailTask]):
                 )
             )
             codes[name] = code
-        return cls(tuple(tasks), codes=codes, name=taxonomy.name)
+        return cls(tuple(tasks), codes=codes, name=taxonomy.name, taxonomy=taxonomy)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "rule set") -> RuleSet:

@@ -8,6 +8,7 @@ can fail the requests of chosen stages, recognised by their schema.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from typing import Any, Optional
@@ -88,14 +89,14 @@ NEGATIVE = "(calm)"
 _NEGATIVE_TARGET = ('"no": the criterion does not hold', "only just does not apply")  # served, small prompt sets
 
 
-def schema_answer(body: dict[str, Any]) -> str:
+def schema_answer(body: dict[str, Any], writer: Optional[_Writer] = None) -> str:
     """A JSON answer valid under the request's ``response_format`` schema. A sample written for the negative
     label carries :data:`NEGATIVE`, and a judge says ``no`` to it and ``yes`` otherwise, so the debate
     accepts what the plan asked for."""
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
     if not schema:
         return "plain answer"
-    answer = _WRITER.value(schema)
+    answer = (writer or _WRITER).value(schema)
     text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
     stage = stage_of(body)
     if stage == "generate" and any(mark in text for mark in _NEGATIVE_TARGET):
@@ -123,3 +124,12 @@ class StageServer(OpenAIServer):
 
     def stage_requests(self, stage: str) -> int:
         return sum(1 for r in list(self.requests) if stage_of(r.body) == stage)
+
+
+def content_schema_answer(body: dict[str, Any]) -> str:
+    """:func:`schema_answer` whose strings depend on the request's messages only, not on the order requests
+    arrive in: two runs that ask the same things get the same answers (resume and executor comparisons)."""
+    digest = hashlib.sha256(json.dumps(body.get("messages", []), sort_keys=True).encode()).digest()
+    writer = _Writer()
+    writer.counter = itertools.count(int.from_bytes(digest[:3], "big"))
+    return schema_answer(body, writer)

@@ -24,42 +24,71 @@ from .config import BarredConfig
 __all__ = ["Budget", "dataset_usage", "engine_usage", "rows_to_plan", "usage_delta"]
 
 
-def dataset_usage(ds: Dataset) -> dict[str, int]:
+def dataset_usage(rows: Any) -> dict[str, int]:
+    """The summed ``usage`` column of a Dataset or a list of rows."""
     total = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    if len(ds) and "usage" in ds.column_names:
-        for usage in ds["usage"]:
-            for key in total:
-                total[key] += usage[key]
+    usages = (
+        (rows["usage"] if "usage" in rows.column_names else [])
+        if isinstance(rows, Dataset)
+        else [row["usage"] for row in rows if row.get("usage")]
+    )
+    for usage in usages:
+        for key in total:
+            total[key] += usage[key]
     return total
 
 
 class Budget:
     """Logical requests and tokens spent, from the rows' usage columns, against the run's budget
-    (:meth:`BarredConfig.call_budget` for ``n`` samples, ``max_total_tokens``)."""
+    (:meth:`BarredConfig.call_budget` for ``n`` samples, ``max_total_tokens``).
 
-    def __init__(self, config: BarredConfig, n: int = 1):
+    A rule of a rule set keeps its own books in a Budget whose ``pool`` is the run's: what the rule spends
+    counts in both, and the run's limit (every rule's budget summed) is the one that stops it.
+    """
+
+    def __init__(
+        self, config: BarredConfig, n: int = 1, pool: Optional[Budget] = None, max_calls: Optional[int] = None
+    ):
         self.config = config
-        self.max_calls = config.call_budget(n)
+        self.max_calls = config.call_budget(n) if max_calls is None else max_calls
+        self.pool = pool
         self.calls = 0
         self.tokens = 0
         self.calls_by_stage: dict[str, int] = {}
 
-    def add(self, after: Dataset, before: Optional[Dataset] = None, stage: str = "") -> None:
-        """Count what the stage that turned ``before`` into ``after`` spent (its rows carry the usage
-        of every earlier stage, so the difference is this stage's)."""
-        out, inp = (
-            dataset_usage(after),
-            dataset_usage(before) if before is not None else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
+    def add(self, after: Any, before: Optional[Any] = None, stage: str = "") -> None:
+        """Count what the stage that turned ``before`` into ``after`` spent (a Dataset or a list of rows each;
+        the rows carry the usage of every earlier stage, so the difference is this stage's)."""
+        out = dataset_usage(after)
+        inp = dataset_usage(before) if before is not None else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.count(
+            out["calls"] - inp["calls"],
+            (out["prompt_tokens"] + out["completion_tokens"]) - (inp["prompt_tokens"] + inp["completion_tokens"]),
+            stage,
         )
-        self.calls += out["calls"] - inp["calls"]
+
+    def count(self, calls: int, tokens: int, stage: str = "") -> None:
+        """Add ``calls`` requests and ``tokens`` tokens of ``stage`` (to the pool too)."""
+        self.calls += calls
+        self.tokens += tokens
         if stage:
-            self.calls_by_stage[stage] = self.calls_by_stage.get(stage, 0) + out["calls"] - inp["calls"]
-        self.tokens += (out["prompt_tokens"] + out["completion_tokens"]) - (
-            inp["prompt_tokens"] + inp["completion_tokens"]
-        )
+            self.calls_by_stage[stage] = self.calls_by_stage.get(stage, 0) + calls
+        if self.pool is not None:
+            self.pool.count(calls, tokens, stage)
+
+    @property
+    def total_calls(self) -> int:
+        """Requests spent against the limit that stops the run (the pool's, for a rule of a rule set)."""
+        return self.pool.total_calls if self.pool is not None else self.calls
+
+    @property
+    def total_max_calls(self) -> int:
+        return self.pool.total_max_calls if self.pool is not None else self.max_calls
 
     @property
     def spent(self) -> bool:
+        if self.pool is not None:
+            return self.pool.spent
         c = self.config
         return self.calls >= self.max_calls or (c.max_total_tokens is not None and self.tokens >= c.max_total_tokens)
 

@@ -26,7 +26,10 @@ from ...stages.instantiate import InstantiateConfig
 from ...stages.plan import PlanConfig
 from ...stages.refine import RefineConfig
 
-__all__ = ["FOR_ENGINE_HELP", "SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
+__all__ = ["EXECUTORS", "FOR_ENGINE_HELP", "SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
+
+EXECUTORS = ("streaming", "stages")
+"""How a run moves rows through the stages (:attr:`BarredConfig.executor`)."""
 
 DECOMPOSITION_CALLS = 100
 """The default request budget's allowance for the decomposition (dimensions, instantiations, repairs)."""
@@ -69,8 +72,9 @@ class BarredConfig:
     - Budgets (logical requests and tokens, cached or not; checked before each round and each
       refinement, so a stage in flight finishes): ``max_calls`` (None: ``max_calls_per_sample`` times n,
       plus :data:`DECOMPOSITION_CALLS`: no run is unbounded), ``max_total_tokens``.
-    - Throughput: ``batch_size`` (rows per ``Dataset.map`` batch, i.e. per batched call),
-      ``num_proc``.
+    - Throughput: ``executor`` (``streaming``, the default, or ``stages``: see
+      :mod:`hf_barred.recipes.barred.streaming`), ``max_rows_in_flight`` (streaming), ``batch_size`` (rows per
+      ``Dataset.map`` batch, i.e. per batched call), ``num_proc`` (stages).
     - Failures: ``max_failure_rate`` (a stage whose requests failed, or whose answers could not be used,
       more than this share stops the run, exit code 1; see :mod:`hf_barred.recipes.barred.failures`).
     """
@@ -103,6 +107,20 @@ class BarredConfig:
     max_total_tokens: Optional[int] = field(
         default=None, metadata={"help": "Budget of tokens, cached ones included (None: no limit)."}
     )
+    executor: str = field(
+        default="streaming",
+        metadata={
+            "help": "streaming: every row moves to its next step as soon as its answers arrive, all rules at once; "
+            "stages: one Dataset.map per stage over a round's rows, rule after rule (the same accepted rows)."
+        },
+    )
+    max_rows_in_flight: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Rows the streaming executor keeps in their chains at once (None: 4 per request the openai "
+            "engine keeps in flight, else 2 batches)."
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "Rows per map batch (one batched call per role)."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for Dataset.map."})
     max_failure_rate: float = field(
@@ -130,7 +148,9 @@ class BarredConfig:
             raise ValueError(
                 f"BarredConfig.max_failure_rate: expected a share in [0, 1], found {self.max_failure_rate}."
             )
-        for name in ("max_calls", "max_total_tokens"):
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"BarredConfig.executor: expected one of {', '.join(EXECUTORS)}, found {self.executor!r}.")
+        for name in ("max_calls", "max_total_tokens", "max_rows_in_flight"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"BarredConfig.{name}: expected None or >= 1, found {value}.")

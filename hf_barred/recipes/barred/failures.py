@@ -36,6 +36,7 @@ __all__ = [
     "FailureGuard",
     "RequestsFailed",
     "RunStopped",
+    "StreamGuard",
     "answer_counts",
     "failure_message",
 ]
@@ -139,34 +140,58 @@ class FailureGuard:
         self.max_failure_rate = max_failure_rate
         self.fix = fix
 
-    def _usage(self) -> dict[EngineConfig, tuple[int, int, str]]:
+    def usage(self, stage: str = "") -> dict[EngineConfig, tuple[int, int, str]]:
+        """Per engine: requests made (answered, cached or failed), failed requests and the last error, of the
+        requests tagged ``stage`` (or ``stage/...``, e.g. ``debate/judge``) when given, else of all."""
         found: dict[EngineConfig, tuple[int, int, str]] = {}
         for config in self.engines:
             engine = built_engine(config)
-            if engine is not None:
-                u = engine.usage
+            if engine is None:
+                continue
+            u = engine.usage
+            if not stage:
                 found[config] = (u.calls + u.cache_hits + u.errors, u.errors, u.last_error)
+                continue
+            buckets = [b for tag, b in u.by_stage.items() if tag == stage or tag.startswith(stage + "/")]
+            requests = sum(b["calls"] + b["cache_hits"] + b["errors"] for b in buckets)
+            found[config] = (requests, sum(b["errors"] for b in buckets), u.last_error)
         return found
 
     def run(self, stage: str, compute: Callable[[], T], subsets: int = 1) -> T:
         """``compute()``, unless its requests failed more than allowed (:class:`RequestsFailed`) or its
         answers could not be used more than allowed (:class:`AnswersUnusable`; see :func:`answer_counts`)."""
-        before = self._usage()
+        before = self.usage()
         result = compute()
+        self.check_requests(stage, before, usage=self.usage())
+        self.check_answers(stage, answer_counts(stage, result, subsets))
+        return result
+
+    def check_requests(
+        self,
+        stage: str,
+        before: dict[EngineConfig, tuple[int, int, str]],
+        minimum: int = 1,
+        usage: Optional[dict[EngineConfig, tuple[int, int, str]]] = None,
+    ) -> None:
+        """Raise :class:`RequestsFailed` when more than ``max_failure_rate`` of the requests made between ``before``
+        and ``usage`` (two :meth:`usage` readings; now when not given), at least ``minimum`` of them, failed."""
         failed = total = 0
         worst: Optional[tuple[EngineConfig, str]] = None
-        for config, (requests, errors, last_error) in self._usage().items():
+        for config, (requests, errors, last_error) in (usage if usage is not None else self.usage()).items():
             requests_before, errors_before, _ = before.get(config, (0, 0, ""))
             total += requests - requests_before
             if errors > errors_before:
                 failed += errors - errors_before
                 worst = (config, last_error)
-        if worst is not None and total and failed / total > self.max_failure_rate:
+        if worst is not None and total >= max(1, minimum) and failed / total > self.max_failure_rate:
             raise RequestsFailed(
                 failure_message(stage, failed, total, endpoint_of(worst[0]), worst[1], self.max_failure_rate)
             )
-        counts = answer_counts(stage, result, subsets)
-        if counts.asked and counts.unusable / counts.asked > self.max_failure_rate:
+
+    def check_answers(self, stage: str, counts: AnswerCounts, minimum: int = 1) -> None:
+        """Raise :class:`AnswersUnusable` when more than ``max_failure_rate`` of ``counts`` (at least ``minimum``
+        answers) could not be used."""
+        if counts.asked >= max(1, minimum) and counts.unusable / counts.asked > self.max_failure_rate:
             raw = " ".join(counts.raw.split())
             raw = raw if len(raw) <= 120 else raw[:117] + "..."
             error = (counts.error or "").splitlines()[0][:200] if counts.error else "no answer"
@@ -175,4 +200,43 @@ class FailureGuard:
                 f"not be used ({error}), more than --max-failure-rate {self.max_failure_rate:g} allows; the run "
                 f"stopped before spending more. One answer: {raw!r}. Fix: {self.fix or 'check --model'}"
             )
-        return result
+
+
+class StreamGuard:
+    """A :class:`FailureGuard` for an executor that finishes rows one at a time: it keeps running counts per
+    stage and stops the run as soon as a stage's unusable answers, or the failed requests, are over
+    ``max_failure_rate`` among at least ``min_answers`` of them (:meth:`observe`), then once more over
+    everything at the end (:meth:`final`).
+
+    >>> guard = StreamGuard(FailureGuard([], 0.5), min_answers=4)
+    >>> for _ in range(3):
+    ...     guard.observe("generate", [{"error": "no JSON object found", "error_stage": "generate", "raw": "Hi!"}])
+    >>> guard.observe("generate", [{"error": None, "error_stage": None, "raw": "{}"}])
+    Traceback (most recent call last):
+    ...
+    hf_barred.recipes.barred.failures.AnswersUnusable: generate: 3 of 4 answers (75%) could not be used ...
+    """
+
+    def __init__(self, guard: FailureGuard, min_answers: int = 16):
+        self.guard = guard
+        self.min_answers = min_answers
+        self.counts: dict[str, AnswerCounts] = {}
+        # every stage's reading before the run's first request (rows of a stage finish after their requests)
+        self._before = {stage: guard.usage(stage) for stage in ("generate", "debate", "refine")}
+
+    def observe(self, stage: str, rows: Any, subsets: int = 1) -> None:
+        """Count the answers of ``stage``'s new ``rows``; raise when the stage, or the requests, fail too often."""
+        new = answer_counts(stage, rows, subsets)
+        old = self.counts.get(stage, AnswerCounts(0, 0))
+        self.counts[stage] = AnswerCounts(
+            old.asked + new.asked, old.unusable + new.unusable, old.raw or new.raw, old.error or new.error
+        )
+        before = self._before.setdefault(stage, self.guard.usage(stage))
+        self.guard.check_requests(stage, before, self.min_answers, usage=self.guard.usage(stage))
+        self.guard.check_answers(stage, self.counts[stage], self.min_answers)
+
+    def final(self) -> None:
+        """The checks of a stage-by-stage run, over everything the run answered."""
+        for stage, counts in self.counts.items():
+            self.guard.check_requests(stage, self._before.get(stage, {}), usage=self.guard.usage(stage))
+            self.guard.check_answers(stage, counts)

@@ -25,7 +25,7 @@ from typing import Optional
 
 from datasets import Dataset, load_from_disk
 
-__all__ = ["load_saved", "saved_fingerprint", "saved_or_run"]
+__all__ = ["load_saved", "reuse_saved", "save_output", "saved_fingerprint", "saved_or_run"]
 
 
 def saved_fingerprint(path: Path) -> Optional[str]:
@@ -46,10 +46,8 @@ def load_saved(path: Path) -> Dataset:
     return ds
 
 
-def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], reused: list[str]) -> Dataset:
-    """The dataset saved at ``path`` when its fingerprint is ``fingerprint``, else ``compute()``
-    saved there (written to a temporary folder of a unique name, then renamed, so a killed run leaves no
-    half folder and two writers never share one)."""
+def reuse_saved(path: Path, fingerprint: str, reused: list[str]) -> Optional[Dataset]:
+    """The dataset saved at ``path`` when its fingerprint is ``fingerprint`` (added to ``reused``), else None."""
     if saved_fingerprint(path) == fingerprint:
         try:
             saved = load_saved(path)
@@ -57,7 +55,12 @@ def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], r
             return saved
         except (OSError, ValueError):
             pass
-    ds = compute()
+    return None
+
+
+def save_output(path: Path, ds: Dataset) -> Dataset:
+    """Save ``ds`` at ``path`` (written to a temporary folder of a unique name, then renamed, so a killed run
+    leaves no half folder and two writers never share one) and return it as loaded from there."""
     for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed run (the output folder is locked)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -65,3 +68,10 @@ def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], r
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return load_saved(path)
+
+
+def saved_or_run(path: Path, fingerprint: str, compute: Callable[[], Dataset], reused: list[str]) -> Dataset:
+    """The dataset saved at ``path`` when its fingerprint is ``fingerprint``, else ``compute()`` saved there
+    (:func:`save_output`)."""
+    saved = reuse_saved(path, fingerprint, reused)
+    return saved if saved is not None else save_output(path, compute())

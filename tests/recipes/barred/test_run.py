@@ -35,7 +35,8 @@ def scripted(monkeypatch, cache_dir):
 def test_run_writes_a_loadable_hub_style_folder(scripted, tmp_path):
     engine, script = scripted
     out = tmp_path / "out"
-    result = run_barred(TASK, 4, BarredConfig.for_engine(engine, max_refinements=1), out, progress=False)
+    config = BarredConfig.for_engine(engine, max_refinements=1, max_calls=10_000)  # a budget that does not bind
+    result = run_barred(TASK, 4, config, out, progress=False)
     stats = result.stats
     assert stats["accepted"] == len(result.train) and stats["accepted"] + stats["extra"] >= 4
     assert all(result.train["label"].count(y) <= 2 for y in (0, 1))  # never more than n/2 of a label
@@ -59,7 +60,7 @@ def test_run_writes_a_loadable_hub_style_folder(scripted, tmp_path):
         assert row["debate_path"] in ("consensus_breaking", "disagreement")
     card = (out / "README.md").read_text()
     assert "config_name: decomposition" in card and TASK.criterion in card
-    assert (out / "work" / "round_000" / "debate_1" / "state.json").is_file()
+    assert list((out / "work" / "stream").glob("*/shard-*.parquet"))  # the streaming executor's finished rows
     # acceptance by refinement round and paths are reported
     assert set(stats["acceptance_by_refinement"]) == {"0", "1"}
     assert sum(stats["debate_paths"].values()) == sum(r["debated"] for r in stats["acceptance_by_refinement"].values())
@@ -97,7 +98,7 @@ def test_parse_failures_are_counted_and_kept(scripted, tmp_path):
     script.write = lambda sample_id, refinement: (
         "garbage" if int(sample_id) % 2 else f"User: question {sample_id}\nAgent: ok"
     )
-    config = BarredConfig.for_engine(engine, max_refinements=0, max_rounds=1)
+    config = BarredConfig.for_engine(engine, max_refinements=0, max_rounds=1, max_failure_rate=1.0)  # kept, not stopped
     result = run_barred(TASK, 4, config, tmp_path / "out", progress=False)
     failures = [r for r in result.rejected if r["rejection_reason"] == "parse_failure"]
     assert failures and all(r["raw"] and "no JSON object" in r["error"] for r in failures)
@@ -198,8 +199,11 @@ def _sent_with_params(script):
     return script.sent_with_params
 
 
-def test_cli_generate_prints_the_summary(scripted, tmp_path, capsys):
+def test_cli_generate_prints_the_summary(scripted, monkeypatch, tmp_path, capsys):
     engine, _ = scripted
+    script = TargetAwareScript(verdict=target_verdict)  # both labels accepted: the run reaches its goal
+    monkeypatch.setattr(llm, "build_backend", lambda config: script)
+    llm.clear_engines()
     code = cli_main(
         [
             "generate",

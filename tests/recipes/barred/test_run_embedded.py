@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from datasets import load_dataset
 
 import hf_barred.llm as llm
 from hf_barred.llm import EngineConfig, ResponseCache
 from hf_barred.policy.task import GuardrailTask
+from hf_barred.recipes.barred.failures import AnswersUnusable
 from hf_barred.recipes.barred.run import BarredConfig, run_barred
 from hf_barred.stages.embedding import embedder_path
 
@@ -72,20 +72,19 @@ def _small_config(engine: EngineConfig, max_tokens: int = 0, **kwargs) -> Barred
 def test_end_to_end_on_a_tiny_local_model(tiny_model, tmp_path, cache_dir):
     engine = EngineConfig(engine="local", model=tiny_model, cache_dir=str(cache_dir), batch_size=8)
     out = tmp_path / "out"
-    result = run_barred(TASK, 2, _small_config(engine, max_tokens=8), out, progress=False)
-    stats = result.stats
-    # noise never parses: every failure is counted and kept, and the run still completes
-    assert stats["parse_failures"]["decompose"] == 2 and stats["dimensions"] == 0
-    assert stats["planned_rows"] == 2 and len(result.rejected) == 2 and len(result.train) == 0
-    assert set(result.rejected["rejection_reason"]) == {"parse_failure"}
-    assert all(result.rejected["raw"]) and all(result.rejected["error"])
-    assert load_dataset(str(out))["rejected"].num_rows == 2
-    assert load_dataset(str(out), "decomposition")["train"].num_rows == 2
+    # noise never parses: the run stops at the decomposition, naming the stage, one raw answer and the fix
+    with pytest.raises(AnswersUnusable, match=r"decompose: 2 of 2 answers \(100%\) could not be used"):
+        run_barred(TASK, 2, _small_config(engine, max_tokens=8), out, progress=False)
+    # told to let unusable answers through, it still writes nothing about nothing (no dimension, no generation)
+    with pytest.raises(AnswersUnusable, match="decomposition: .* before any generation"):
+        run_barred(TASK, 2, _small_config(engine, max_tokens=8, max_failure_rate=1.0), out, progress=False)
     calls = ResponseCache(cache_dir / "responses.sqlite").stats()["misses"]
-    assert calls == stats["engine"]["calls"] > 0
+    assert calls > 0 and not (out / "README.md").exists()
+    # the rerun pays for nothing: every answer of the real (tiny) model is in the cache
     llm.clear_engines()
-    again = run_barred(TASK, 2, _small_config(engine, max_tokens=8), out, progress=False)
-    assert again.stats["engine"]["calls"] == 0 and again.stats["stage_outputs_reused"] > 0
+    with pytest.raises(AnswersUnusable):
+        run_barred(TASK, 2, _small_config(engine, max_tokens=8, max_failure_rate=1.0), out, progress=False)
+    assert ResponseCache(cache_dir / "responses.sqlite").stats()["misses"] == calls
 
 
 @pytest.mark.slow

@@ -137,6 +137,9 @@ class OpenAICompatBackend:
     network call. See the module docstring for concurrency, retries and what fails how.
     """
 
+    concurrent_calls = True
+    """Several ``chat`` calls may run at once (they share one semaphore of ``max_concurrency``)."""
+
     http_transport: str = "auto"
     """``"auto"`` (the SDK's aiohttp client when installed, else httpx), ``"aiohttp"`` or ``"httpx"``;
     set it on an instance before its first call."""
