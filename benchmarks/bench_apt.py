@@ -276,19 +276,66 @@ def score_system(
     }
 
 
+ROW_COUNTS = ("tp", "predicted", "gold", "category_tp", "category_predicted", "category_gold", "deleted", "deleted_fp")
+"""The per-row counts that every bootstrap statistic sums (see :func:`row_counts`)."""
+
+
+def row_counts(predictions, refs, categories, ref_cats, deleted) -> Any:
+    """One row of :data:`ROW_COUNTS` per example, counted once, so that a bootstrap resample only sums rows.
+
+    Counted as :func:`hf_barred.evaluation.apt.policy_metrics` counts (through ``hf_barred.evaluation.metrics``):
+    binary ``tp`` / ``predicted`` positives / ``gold`` positives, an unparseable prediction (not 0 or 1)
+    scored as the opposite of its reference; on the gold-positive rows, the category codes predicted and
+    gold and their overlap (an unparseable prediction predicts no code); the ``deleted`` (deleted-to-safe)
+    rows and those among them flagged unsafe. F1 = 2 tp / (gold + predicted), as scikit-learn computes it.
+
+    >>> counts = row_counts([1, 0, None], [1, 1, 0], [["S1"], [], ["S2"]], [["S1", "S2"], ["S3"], []], [0, 1, 1])
+    >>> counts.tolist()
+    [[1, 1, 1, 1, 1, 2, 0, 0], [0, 0, 1, 0, 0, 1, 1, 0], [0, 1, 0, 0, 0, 0, 1, 0]]
+    """
+    import numpy as np
+
+    counts = np.zeros((len(refs), len(ROW_COUNTS)), dtype=np.int64)
+    for i, (p, r, cats, gold_cats) in enumerate(zip(predictions, refs, categories, ref_cats)):
+        r = int(r)
+        parsed = p is not None and int(p) in (0, 1)
+        scored = int(p) if parsed else 1 - r
+        predicted_codes = set(cats or []) if parsed else set()
+        gold_codes = set(gold_cats or [])
+        on_positive = r == 1
+        counts[i] = (
+            int(scored == 1 and r == 1),
+            int(scored == 1),
+            int(r == 1),
+            len(predicted_codes & gold_codes) if on_positive else 0,
+            len(predicted_codes) if on_positive else 0,
+            len(gold_codes) if on_positive else 0,
+            int(bool(deleted[i])) if deleted is not None else 0,
+            int(bool(deleted[i]) and p == 1) if deleted is not None else 0,
+        )
+    return counts
+
+
+def _f1(tp: int, gold: int, predicted: int) -> float:
+    return float(2 * tp / (gold + predicted)) if gold + predicted else 0.0
+
+
 def statistic_functions(predictions, refs, categories, ref_cats, deleted) -> dict[str, Any]:
     """``{name: statistic(row indices)}`` for the bootstrap: F1, category F1 and, under the deleted
-    policy, the false-positive rate on the rows whose violated categories were all deleted."""
-    from hf_barred.evaluation.apt import policy_metrics
+    policy, the false-positive rate on the rows whose violated categories were all deleted.
+
+    Each statistic sums the resampled rows of :func:`row_counts` (counted once), so a resample costs a
+    sum instead of a call of the metrics (scikit-learn, ~1 ms): the same figures, about 100x faster.
+    """
+    counts = row_counts(predictions, refs, categories, ref_cats, deleted)
 
     def pick(idx: Sequence[int], name: str) -> float:
-        sub = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        m = policy_metrics(
-            sub(predictions), sub(refs), sub(categories), sub(ref_cats), sub(deleted) if deleted is not None else None
-        )
-        if name == "deleted_fp_rate":
-            return m["deleted_fp"] / m["deleted_n"] if m["deleted_n"] else 0.0
-        return m[name]
+        tp, predicted, gold, c_tp, c_predicted, c_gold, deleted_n, deleted_fp = counts[idx].sum(axis=0).tolist()
+        if name == "f1":
+            return _f1(tp, gold, predicted)
+        if name == "category_f1":
+            return _f1(c_tp, c_gold, c_predicted)
+        return deleted_fp / deleted_n if deleted_n else 0.0
 
     names = ["f1", "category_f1"] + (["deleted_fp_rate"] if deleted is not None else [])
     return {name: (lambda idx, name=name: pick(idx, name)) for name in names}
@@ -449,6 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             runs[name][system] = predict_policy_guardrail(model_dir, gold, batch_size=16)
         timings[f"predict_{system}"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     results: dict[str, Any] = {"args": vars(args), "augment": stats, "policies": {}}
     for name, gold in policies.items():
         block = {
@@ -469,6 +517,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             for j, (i, y, c) in enumerate(zip(gold["id"], gold["label"], gold["categories"]))
         ]
         results["policies"][name] = block
+    timings["score"] = time.perf_counter() - t0  # metrics and bootstrap CIs
     timings["total"] = time.perf_counter() - started
     results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     results["eval_rows"] = {

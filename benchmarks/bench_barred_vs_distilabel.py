@@ -3,9 +3,10 @@
 Both sides talk to one loopback OpenAI-protocol server (``tests/utils/servers/openai_server.py``, its own
 process) that answers every request after a fixed latency L and processes at most C requests at
 once. Its responder answers deterministically by role, recognising each prompt by its text
-(decompose, instantiate, generate, judge round 1, judge round t > 1, advocate, refine), always with
-valid JSON where JSON is asked for. It writes samples tagged ``[case SID.LEVEL]`` and classifies
-each tagged sample by a hash into a fixed workload (defaults below):
+(decompose, instantiate, generate, judge round 1, judge round t > 1, advocate, refine) on either of
+hf_barred's prompt sets (``served``: the stage named in the system message; ``small``: in the last
+user message), always with valid JSON where JSON is asked for. It writes samples tagged
+``[case SID.LEVEL]`` and classifies each tagged sample by a hash into a fixed workload (defaults below):
 
     agree            65 %   every judge says the target label, in every round
     split, converge  20 %   round 1 split (the strict judge dissents), all agree from round 2 on
@@ -18,10 +19,12 @@ samples that need a further round matters. A refined sample (level + 1) is a new
 Systems compared (same N target, same server, same client concurrency C):
 
 - ``hf_barred``: :func:`hf_barred.recipes.barred.run.run_barred` with the ``openai`` engine
-  (``max_concurrency=C``), k judges, T rounds, R_max refinements; a fresh response cache
-  (``HF_BARRED_CACHE`` in a temporary folder).
+  (``max_concurrency=C``) and its default prompts, the ``served`` set (what users get), k judges,
+  T rounds, R_max refinements; a fresh response cache (in a temporary folder).
 - ``hf_barred, 2nd run``: the same run again into a new output folder with the now warm response
   cache (every call a cache hit): what a rerun or a resume costs. Labelled separately.
+- ``hf_barred, small prompts``: the same run with the ``small`` prompt set (the local engine's
+  few-shot prompts, the ones the peer renders), its own fresh cache (``--prompt-sets``).
 - ``distilabel naive``: ``benchmarks/distilabel_peer.py`` in its own venv (distilabel 1.5.3): one
   custom ``Task`` per role on an ``OpenAILLM`` (input_batch_size = C, so at most C requests in flight
   per LLM step), rendering hf_barred's own prompt templates: generate, then k judges in parallel
@@ -37,11 +40,18 @@ Calls are counted by the server (the same counter for every system); wall time i
 run (``run_barred`` / every ``pipeline.run``), and "span" is the server-side time from the first
 generate request to the last answer (the generate+judge work, without start-up or decomposition).
 
+The run is void, and exits with status 1 after its table, when a system accepts no sample or the
+responder meets a prompt it does not recognise (an ``other`` request) or one whose answer had to be
+repaired (``repair``): a prompt change that the responder does not follow shows up there, not as a
+quietly empty table. The last lines are machine-readable, one per system row::
+
+    RESULT system=hf_barred accepted=234 calls_per_accepted=4.662 span_fraction=0.591 accepted_per_s=13.79 ...
+
     python benchmarks/bench_barred_vs_distilabel.py --setup      # creates /work/venvs/distilabel if absent
     python benchmarks/bench_barred_vs_distilabel.py              # N=200, L=0.2 s, C=32, k=2, T=2, R_max=2
     python benchmarks/bench_barred_vs_distilabel.py --n 100 --latency 0.1 --peer-modes naive
 
-The server alone: ``python benchmarks/bench_barred_vs_distilabel.py serve --latency 0.2 --max-parallel 32``
+The server alone: ``python benchmarks/bench_barred_vs_distilabel.py serve --latency 0.2 --max-parallel 32 [--port P]``
 (prints its base URL; ``GET /bench/stats``, ``POST /bench/reset``).
 """
 
@@ -99,11 +109,14 @@ DIMENSIONS = {
     "where the key sentence is": [("at the start", "both", 0.5), ("at the end", "both", 0.5)],
 }
 WORKLOAD = {"against": 0.05, "converge": 0.20, "stay": 0.10}  # the rest agree
-STRICT_PREFIX = (
-    "You are a strict"  # the strict persona (hf_barred/stages/prompts/small/judge_persona/strict.jinja) dissents
-)
+OUR_ROWS = {"served": ("hf_barred", "hf_barred"), "small": ("hf_barred, small prompts", "hf_barred_small")}
+"""prompt set -> (table label, RESULT system) of hf_barred's rows."""
+# The strict judge dissents: its persona (prompts/small/judge_persona/strict.jinja) opens its first user
+# message on the small set; on the served set its system message says "You are a strict evaluation agent".
+STRICT_PREFIX = "You are a strict"
+STRICT_SERVED = "You are a strict evaluation agent"
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
-_SAMPLE = re.compile(r"\(sample (\d+)\)")
+_SAMPLE = re.compile(r"\((?:sample|request) (\d+)\)")  # small set: "(sample N)"; served set: "(request N)"
 _ROUND = re.compile(r"Round (\d+)\.")
 
 
@@ -132,12 +145,42 @@ def _users(body: dict[str, Any]) -> list[str]:
     return [str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"]
 
 
+def _system(body: dict[str, Any]) -> str:
+    messages = body.get("messages", [])
+    return str(messages[0].get("content", "")) if messages and messages[0].get("role") == "system" else ""
+
+
+# The served prompt set (hf_barred/stages/prompts/served/*, the default on the openai and vllm engines)
+# names its stage in the system message; the small set (prompts/small/*) in its last user message.
+SERVED_ROLES = (
+    ("key dimensions", "decompose"),
+    ("list all reasonable instantiations", "instantiate"),
+    ("<FAILED_INPUT_BLOCK>", "refine"),
+    ("You are the advocate", "advocate"),
+    ("evaluation agent", "judge"),
+    ("Your goal: write one new input block", "generate"),
+    ("You audit how well a synthetic training set covers", "coverage"),
+)
+_SERVED_ROUND = re.compile(r"This is round (\d+) of the debate")
+
+
 def classify(body: dict[str, Any]) -> tuple[str, int]:
-    """(role, debate round) of a request, recognised by the text of its last user message."""
+    """(role, debate round) of a request, recognised by its text, on either prompt set: the served set's
+    system message, else the small set's last user message. ``repair``: hf_barred's repair turn after an
+    answer that could not be used; ``other``: a prompt this responder does not know (a benchmark bug)."""
     users = _users(body)
     last = users[-1] if users else ""
     if "could not be used" in last:
         return "repair", 0
+    system = _system(body)
+    if system:
+        for key, role in SERVED_ROLES:
+            if key in system:
+                if role == "judge":
+                    match = _SERVED_ROUND.search(system)
+                    return "judge", int(match.group(1)) if match else 1
+                return role, 0
+        return "other", 0
     if "aspects in which" in last:
         return "decompose", 0
     if "List all reasonable values" in last:
@@ -156,6 +199,21 @@ def classify(body: dict[str, Any]) -> tuple[str, int]:
     return "other", 0
 
 
+def _tagged(text: str, tag: str) -> str:
+    """The text between ``<TAG>`` and ``</TAG>`` (the served set's data sections), or ""."""
+    start = text.find(f"<{tag}>\n")
+    end = text.find(f"\n</{tag}>", start)
+    return text[start + len(tag) + 3 : end].strip() if start >= 0 and end >= 0 else ""
+
+
+def _is_strict(body: dict[str, Any]) -> bool:
+    """Whether the judge of this request is the strict persona (it dissents, see :func:`respond`)."""
+    users = _users(body)
+    if _system(body):
+        return _system(body).startswith(STRICT_SERVED)
+    return any(text.startswith(STRICT_PREFIX) for text in users[:2])
+
+
 def _sample_text(sid: str, level: int, applies: bool) -> str:
     tag = f"[case {sid}.{level}]"
     if applies:
@@ -170,14 +228,18 @@ def _sample_text(sid: str, level: int, applies: bool) -> str:
 
 
 def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
-    """The answer text for one request (deterministic; see the module doc)."""
+    """The answer text for one request (deterministic; see the module doc), on either prompt set."""
     role, round_ = classify(body)
     users = _users(body)
     last = users[-1] if users else ""
+    system = _system(body)
     if role == "decompose":
         return json.dumps({"dimensions": list(DIMENSIONS)})
     if role == "instantiate":
-        dimension = last.split("Aspect:", 1)[-1].split("\n", 1)[0].strip()
+        if system:
+            dimension = _tagged(last, "DIMENSION")
+        else:
+            dimension = last.split("Aspect:", 1)[-1].split("\n", 1)[0].strip()
         values = DIMENSIONS.get(dimension, next(iter(DIMENSIONS.values())))
         return json.dumps({"values": [{"value": v, "applies": a, "probability": p} for v, a, p in values]})
     if role in ("generate", "refine"):
@@ -187,14 +249,18 @@ def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
         if role == "refine":
             failed = _CASE.search(last)
             level = int(failed.group(2)) + 1 if failed else 1
-        marker = "clearly but only just" if role == "refine" else "where the rule"
-        applies = f"{marker} applies" in last or f"{marker} only just applies" in last
+        if system:  # the served set states the target label in the system message
+            applies = '(B) gets the label "yes"' in system
+        else:
+            marker = "clearly but only just" if role == "refine" else "where the rule"
+            applies = f"{marker} applies" in last or f"{marker} only just applies" in last
         return json.dumps(
             {
                 "text": _sample_text(sid, level, applies),
                 "reasoning": "Rest and saline spray are health advice."
                 if applies
                 else "Opening hours are not health advice.",
+                "label": "yes" if applies else "no",  # the served set asks for the believed label; small ignores it
             }
         )
     if role == "advocate":
@@ -210,7 +276,7 @@ def respond(body: dict[str, Any], workload: dict[str, float] = WORKLOAD) -> str:
         sid, level = found.group(1), found.group(2)
         applies = "stuffy" in next(t for t in users if _CASE.search(t))
         kind = category(f"{sid}.{level}", workload)
-        strict = users[0].startswith(STRICT_PREFIX) or (len(users) > 1 and users[1].startswith(STRICT_PREFIX))
+        strict = _is_strict(body)
         says_target = not (kind == "against" or (strict and (kind == "stay" or (kind == "converge" and round_ == 1))))
         says_yes = applies if says_target else not applies
         return json.dumps(
@@ -230,6 +296,7 @@ def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_barred_vs_distilabel.py serve")
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--max-parallel", type=int, default=32)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one, printed)")
     parser.add_argument("--workload", default=json.dumps(WORKLOAD), help="JSON: against, converge, stay fractions")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests" / "utils" / "servers"))
@@ -252,7 +319,9 @@ def serve(argv: list[str]) -> None:
                 judged_round1[key] = category(key, workload)
         return respond(body, workload)
 
-    server = OpenAIServer(models=(MODEL,), latency=args.latency, max_parallel=args.max_parallel, responder=responder)
+    server = OpenAIServer(
+        models=(MODEL,), latency=args.latency, max_parallel=args.max_parallel, responder=responder, port=args.port
+    )
 
     async def stats(request: Request) -> JSONResponse:
         requests = list(server.requests)
@@ -310,7 +379,7 @@ def serve(argv: list[str]) -> None:
 class Server:
     """The responder server as a child process (it exits with this process)."""
 
-    def __init__(self, latency: float, max_parallel: int, workload: dict[str, float]):
+    def __init__(self, latency: float, max_parallel: int, workload: dict[str, float], port: int = 0):
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -321,6 +390,8 @@ class Server:
             str(max_parallel),
             "--workload",
             json.dumps(workload),
+            "--port",
+            str(port),
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
@@ -386,8 +457,9 @@ def _cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """One run_barred (in this process) to ``out_dir``; the response cache is $HF_BARRED_CACHE."""
+def run_ours(url: str, args: argparse.Namespace, out_dir: Path, prompt_set: str, cache_dir: Path) -> dict[str, Any]:
+    """One run_barred (in this process) to ``out_dir`` with the prompts of ``prompt_set`` (``served``: what
+    the openai engine uses by default; ``small``) and its response cache in ``cache_dir``."""
     from hf_barred import llm
     from hf_barred.llm import EngineConfig
     from hf_barred.policy.task import GuardrailTask
@@ -396,10 +468,17 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     llm.clear_engines()  # a fresh engine: its usage counters start at zero
     task = GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")
     engine = EngineConfig(
-        engine="openai", model=MODEL, base_url=url, max_concurrency=args.concurrency, max_retries=2, timeout=60
+        engine="openai",
+        model=MODEL,
+        base_url=url,
+        max_concurrency=args.concurrency,
+        max_retries=2,
+        timeout=60,
+        cache_dir=str(cache_dir),
     )
     config = BarredConfig.for_engine(
         engine,
+        prompt_set=prompt_set,
         judges=args.judges,
         rounds=args.rounds,
         max_refinements=args.max_refinements,
@@ -415,7 +494,10 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     cpu = _cpu_self() - cpu
     stats = result.stats
     return {
-        "accepted": stats["accepted"],
+        "prompt_set": prompt_set,
+        # every accepted sample, as the peer counts them: the train split (exactly n) and the extra beyond n
+        "accepted": stats["accepted"] + stats.get("extra", 0),
+        "train": stats["accepted"],
         "planned": stats["planned_rows"],
         "wall_s": wall,
         "cpu_s": cpu,
@@ -490,7 +572,7 @@ ROLE_ORDER = (
 )
 
 
-def summarize(name: str, run: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+def summarize(name: str, slug: str, run: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
     accepted = max(run["accepted"], 0)
     calls = server["requests"]
     span = (
@@ -500,6 +582,7 @@ def summarize(name: str, run: dict[str, Any], server: dict[str, Any]) -> dict[st
     )
     return {
         "system": name,
+        "slug": slug,
         "accepted": accepted,
         "planned": run["planned"],
         "calls": calls,
@@ -510,6 +593,7 @@ def summarize(name: str, run: dict[str, Any], server: dict[str, Any]) -> dict[st
         "span_s": span,
         "span_ms_per_accepted": 1000 * span / accepted if accepted else math.inf,
         "other_s": run["wall_s"] - span,
+        "span_fraction": span / run["wall_s"] if run["wall_s"] else 0.0,
         "cpu_s": run.get("cpu_s", 0.0),
         "pipeline_runs": run.get("pipeline_runs"),
         "by_role": server["by_role"],
@@ -527,6 +611,10 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"BARRED generate+judge, N={args.n} accepted, k={args.judges} judges, T={args.rounds} rounds, "
         f"R_max={args.max_refinements} (hf_barred only); server L={args.latency:g} s, max parallel {args.concurrency} "
         f"(ideal {ideal:.0f} calls/s); client concurrency {args.concurrency}"
+    )
+    print(
+        "prompts: 'hf_barred' rows use the served set (the openai engine's default), 'small prompts' the small "
+        "set; the distilabel peer renders the small set's templates"
     )
     head = (
         f"{'system':<34} {'accepted':>8} {'planned':>7} {'LLM calls':>9} {'calls/acc':>9} {'wall s':>7} "
@@ -571,9 +659,41 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(f"{r['system']:<34} {n1:>5} samples: {parts}; split in round 1: {split:.1%}")
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(sys.argv[2:])
+def result_line(row: dict[str, Any]) -> str:
+    """The machine-readable line of one system row (``RESULT system=hf_barred accepted=...``)."""
+    fields = {
+        "system": row["slug"],
+        "accepted": row["accepted"],
+        "calls_per_accepted": f"{row['calls_per_accepted']:.3f}",
+        "span_fraction": f"{row['span_fraction']:.3f}",
+        "accepted_per_s": f"{row['accepted_per_s']:.2f}",
+        "calls": row["calls"],
+        "wall_s": f"{row['wall_s']:.2f}",
+    }
+    if row["run"].get("prompt_set"):
+        fields["prompt_set"] = row["run"]["prompt_set"]
+    return "RESULT " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def problems(rows: list[dict[str, Any]]) -> list[str]:
+    """What makes a run void: a system that accepted nothing, or requests the responder did not
+    recognise (``other``) or had to repair (``repair``: its answer to a known prompt did not parse)."""
+    found = []
+    for r in rows:
+        if r["accepted"] <= 0:
+            found.append(f"{r['system']}: accepted {r['accepted']} samples")
+        for role in ("other", "repair"):
+            if r["by_role"].get(role):
+                found.append(
+                    f"{r['system']}: {r['by_role'][role]} '{role}' requests (the responder does not know them)"
+                )
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        serve(argv[1:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="accepted samples to reach")
@@ -600,6 +720,12 @@ def main() -> None:
         "--batch-size", type=int, default=64, help="hf_barred rows per map batch (BarredConfig.batch_size)"
     )
     parser.add_argument(
+        "--prompt-sets",
+        default="served,small",
+        help="hf_barred rows, comma list of: served (the openai engine's default prompts; its row is "
+        "'hf_barred', then a warm-cache rerun), small (the local engine's few-shot prompts)",
+    )
+    parser.add_argument(
         "--peer-modes", default="naive,early-stop", help="comma list of: naive, early-stop; '' for none"
     )
     parser.add_argument(
@@ -616,11 +742,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder (printed)")
     parser.add_argument("--verbose", action="store_true", help="show the peer's output")
     parser.add_argument("--distilabel-log-level", default="WARNING")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     modes = [m for m in args.peer_modes.split(",") if m]
     for mode in modes:
         if mode not in ("naive", "early-stop"):
             parser.error(f"--peer-modes: expected naive and/or early-stop, found {mode!r}")
+    prompt_sets = [p for p in args.prompt_sets.split(",") if p]
+    for prompt_set in prompt_sets:
+        if prompt_set not in OUR_ROWS:
+            parser.error(f"--prompt-sets: expected served and/or small, found {prompt_set!r}")
     if args.setup:
         setup_venv(args.venv)
     if modes and not peer_ready(args.venv):
@@ -638,12 +768,23 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         if not args.skip_ours:
-            import hf_barred.recipes.barred.run  # noqa: F401  (imported before the clock starts, like the peer's imports)
+            # imported before the clock starts, like the peer's imports (sentence_transformers: the embedder)
+            import sentence_transformers  # noqa: F401
 
-            for label, folder in (("hf_barred", "ours-1"), ("hf_barred, 2nd run (warm cache)", "ours-2")):
+            import hf_barred.recipes.barred.run  # noqa: F401
+            from hf_barred.stages.embedding import sentence_model
+
+            ours = []
+            for prompt_set in prompt_sets:
+                ours.append((*OUR_ROWS[prompt_set], prompt_set))
+                if prompt_set == "served":  # the same run again on its warm cache: what a rerun costs
+                    ours.append(("hf_barred, 2nd run (warm cache)", "hf_barred_warm_cache", prompt_set))
+            for label, slug, prompt_set in ours:
+                if slug != "hf_barred_warm_cache":
+                    sentence_model.cache_clear()  # each cold run loads the MiniLM embedder, as a new process does
                 server.reset()
-                run = run_ours(server.url, args, work / folder)
-                rows.append(summarize(label, run, server.stats()))
+                run = run_ours(server.url, args, work / slug, prompt_set, work / f"cache-{prompt_set}")
+                rows.append(summarize(label, slug, run, server.stats()))
                 print(
                     f"{label}: accepted {run['accepted']} in {run['wall_s']:.2f} s; engine calls "
                     f"{run['engine_calls']}, cache hits {run['cache_hits']}",
@@ -652,7 +793,9 @@ def main() -> None:
         for mode in modes:
             server.reset()
             run = run_peer(server.url, args, mode, work)
-            rows.append(summarize(f"distilabel 1.5.3, {mode}", run, server.stats()))
+            rows.append(
+                summarize(f"distilabel 1.5.3, {mode}", f"distilabel_{mode.replace('-', '_')}", run, server.stats())
+            )
             print(
                 f"distilabel {mode}: accepted {run['accepted']} in {run['wall_s']:.2f} s "
                 f"({run['pipeline_runs']} pipeline.run call(s): "
@@ -669,8 +812,18 @@ def main() -> None:
         f"\nload average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
         + (f"; work folder kept: {work}" if args.keep else "")
     )
+    void = problems(rows)
+    for line in void:
+        print(f"VOID: {line}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "void": void}, indent=2)
+        )
+    print()
+    for r in rows:
+        print(result_line(r))
+    if void:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,12 @@ def make_rows(n: int, seed: int = 0) -> Dataset:
     return Dataset.from_dict(records, features=POLICY_FEATURES)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--num-proc", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     datasets.disable_progress_bars()
 
     with tempfile.TemporaryDirectory() as tmp:

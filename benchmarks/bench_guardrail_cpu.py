@@ -58,8 +58,8 @@ def latency_ms(predict_one: Callable[[str], Any], texts: Sequence[str]) -> tuple
         start = time.perf_counter()
         predict_one(text)
         times.append((time.perf_counter() - start) * 1000)
-    quantiles = statistics.quantiles(times, n=20)
-    return statistics.median(times), quantiles[18]
+    p95 = statistics.quantiles(times, n=20)[18] if len(times) > 1 else times[0]  # one text: its time
+    return statistics.median(times), p95
 
 
 def throughput(predict_many: Callable[[list[str]], Any], texts: list[str], repeats: int = 3) -> float:
@@ -273,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-texts", type=int, default=100, help="Texts timed one by one.")
     parser.add_argument("--judge-limit", type=int, help="Judge only the first N test texts (the judge is slow).")
     parser.add_argument("--judge-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-train", type=int, default=0, help="Train on the first N rows of the split only (0: all; smoke runs)."
+    )
+    parser.add_argument(
+        "--max-test", type=int, default=0, help="Score the first N test rows only (0: all; smoke runs)."
+    )
     parser.add_argument("--skip-judge", action="store_true", help="Skip the SmolLM2 judge and zero-shot rows.")
     parser.add_argument(
         "--with-generative",
@@ -295,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     train, test = load_split(args.seed, args.test_size)
+    train, test = train[: args.max_train or None], test[: args.max_test or None]
     print(
         f"XSTest: {len(train)} train / {len(test)} test prompts (seed {args.seed}, stratified by type); "
         f"torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}",

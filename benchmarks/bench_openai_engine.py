@@ -80,14 +80,14 @@ def bare_client_seconds(url: str, convs: list, concurrency: int) -> float:
     return asyncio.run(run())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency", type=float, default=0.1, help="server latency L in seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="C: server parallelism and max_concurrency")
     parser.add_argument("--requests", type=int, default=1000, help="N requests")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs; the best is reported")
     parser.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="SDK HTTP client")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     latency, conc, n = args.latency, args.concurrency, args.requests
     params = SamplingParams(max_tokens=8, temperature=0.0)
 

@@ -10,6 +10,7 @@ top-1 choices do.
 
     python benchmarks/bench_precision.py
     python benchmarks/bench_precision.py --every 2 --max-prompts 80
+    python benchmarks/bench_precision.py --max-prompts 1 --max-positions 32     # a smoke run
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ sys.path.insert(0, str(ROOT))
 WORKLOAD = ROOT / "benchmarks" / "data" / "quickstart_calls.jsonl"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=4, help="Take every N-th recorded conversation (default 4).")
     parser.add_argument("--max-prompts", type=int, default=40, help="At most this many conversations (default 40).")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores).")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--max-positions", type=int, default=0, help="Read only the first N tokens of each conversation (0: all)."
+    )
+    args = parser.parse_args(argv)
 
     from hf_barred.llm import EngineConfig
     from hf_barred.llm.engines.local.engine import LocalBackend
@@ -50,7 +54,7 @@ def main() -> None:
     divergence = 0.0
     seconds = dict.fromkeys(engines, 0.0)
     for conversation in conversations:
-        ids = torch.tensor([engines["float32"]._encode(conversation)])
+        ids = torch.tensor([engines["float32"]._encode(conversation)[: args.max_positions or None]])
         logprobs = {}
         for dtype, engine in engines.items():
             start = time.perf_counter()

@@ -277,10 +277,10 @@ def measure_server(server: Server, requests: int, latency_runs: int) -> dict[str
     }
 
 
-def load_test(server: Server, total: int, concurrency: int) -> dict[str, Any]:
-    """``total`` requests (1-3 texts each, distinct mixes) at ``concurrency``; each response must carry the
-    expected scores of its own texts (taken from single-text requests first)."""
-    unique = TEXTS[:64]
+def load_test(server: Server, total: int, concurrency: int, unique_texts: int = 64) -> dict[str, Any]:
+    """``total`` requests (1-3 texts each, distinct mixes of ``unique_texts`` texts) at ``concurrency``; each
+    response must carry the expected scores of its own texts (taken from single-text requests first)."""
+    unique = TEXTS[:unique_texts]
     expected = {}
     for _, body in asyncio.run(_requests(server.url, [{"input": t} for t in unique], 4)):
         assert isinstance(body, dict), body
@@ -325,7 +325,7 @@ def load_test(server: Server, total: int, concurrency: int) -> dict[str, Any]:
 # -- main -----------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classifiers", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--generative", choices=("none", "vllm", "inprocess"), default="none")
@@ -336,9 +336,12 @@ def main() -> int:
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--load-requests", type=int, default=2000)
     parser.add_argument("--load-n", type=int, default=8)
+    parser.add_argument(
+        "--load-unique", type=int, default=64, help="Distinct texts of the load test (each scored alone first)."
+    )
     parser.add_argument("--work", default=str(ROOT / "outputs/bench_serve"))
     parser.add_argument("--output", default=str(ROOT / "outputs/bench_serve.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"uptime_before": os.popen("uptime").read().strip(), "rows": []}
@@ -386,7 +389,7 @@ def main() -> int:
         server = Server(folders, [], work / "serve-load.log")
         try:
             server.wait()
-            report["load_test"] = {"n": args.load_n, **load_test(server, args.load_requests, 32)}
+            report["load_test"] = {"n": args.load_n, **load_test(server, args.load_requests, 32, args.load_unique)}
         finally:
             server.stop()
         print(json.dumps(report["load_test"]), flush=True)
