@@ -58,10 +58,12 @@ The server alone: ``python benchmarks/bench_barred_vs_distilabel.py serve --late
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -118,6 +120,32 @@ STRICT_SERVED = "You are a strict evaluation agent"
 _CASE = re.compile(r"\[case (\d+)\.(\d+)\]")
 _SAMPLE = re.compile(r"\((?:sample|request) (\d+)\)")  # small set: "(sample N)"; served set: "(request N)"
 _ROUND = re.compile(r"Round (\d+)\.")
+
+
+LATENCY_DISTS = ("fixed", "lognormal")
+
+
+def request_latency(body: dict[str, Any], mean: float, sigma: float = 1.0) -> float:
+    """A lognormal latency of mean ``mean`` (mu = ln(mean) - sigma^2 / 2) drawn from the request's messages: the
+    same request waits the same time for every system, and the draws are heavy-tailed (sigma 1: the slowest
+    1 % wait over 6 times the median)."""
+    seed = hashlib.sha256(json.dumps(body.get("messages", []), sort_keys=True).encode()).digest()
+    return random.Random(seed).lognormvariate(math.log(mean) - sigma**2 / 2, sigma)
+
+
+def bench_tasks(k: int) -> list[Any]:
+    """The benchmark's rule, ``k`` times under distinct names and criteria (``--rules``): each rule's prompts
+    differ, so nothing is shared through the cache; the responder answers them alike."""
+    from hf_barred.policy.task import GuardrailTask
+
+    if k == 1:
+        return [GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")]
+    return [
+        GuardrailTask(
+            criterion=f"{CRITERION} (rule {j + 1} of {k})", labels=LABELS, seeds=tuple(SEEDS), name=f"rule-{j + 1:02d}"
+        )
+        for j in range(k)
+    ]
 
 
 def task_dict() -> dict[str, Any]:
@@ -298,6 +326,9 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--max-parallel", type=int, default=32)
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one, printed)")
     parser.add_argument("--workload", default=json.dumps(WORKLOAD), help="JSON: against, converge, stay fractions")
+    parser.add_argument(
+        "--latency-dist", choices=LATENCY_DISTS, default="fixed", help="fixed L, or lognormal of mean L, sigma 1"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests" / "utils" / "servers"))
     from openai_server import OpenAIServer
@@ -319,9 +350,18 @@ def serve(argv: list[str]) -> None:
                 judged_round1[key] = category(key, workload)
         return respond(body, workload)
 
+    fixed = args.latency if args.latency_dist == "fixed" else 0.0
     server = OpenAIServer(
-        models=(MODEL,), latency=args.latency, max_parallel=args.max_parallel, responder=responder, port=args.port
+        models=(MODEL,), latency=fixed, max_parallel=args.max_parallel, responder=responder, port=args.port
     )
+    if args.latency_dist == "lognormal":
+        next_action = server._next_action
+
+        def lognormal_action(body: dict[str, Any]) -> Any:
+            action = next_action(body)
+            return dataclasses.replace(action, delay=action.delay + request_latency(body, args.latency))
+
+        server._next_action = lognormal_action  # type: ignore[method-assign]
 
     async def stats(request: Request) -> JSONResponse:
         requests = list(server.requests)
@@ -331,6 +371,7 @@ def serve(argv: list[str]) -> None:
             name = f"judge r{round_}" if role == "judge" else role
             by_role[name] = by_role.get(name, 0) + 1
         generate_arrivals = [r.time for r, (role, _) in zip(requests, roles) if role == "generate"]
+        first_generate = min(generate_arrivals) if generate_arrivals else None
         cats: dict[str, int] = {}
         for kind in judged_round1.values():
             cats[kind] = cats.get(kind, 0) + 1
@@ -343,7 +384,8 @@ def serve(argv: list[str]) -> None:
                 "by_role": by_role,
                 "answered": len(answered),
                 "first_arrival": requests[0].time if requests else None,
-                "first_generate": min(generate_arrivals) if generate_arrivals else None,
+                "first_generate": first_generate,
+                "span_requests": sum(1 for r in requests if first_generate is not None and r.time >= first_generate),
                 "last_answer": max((t for t, _ in answered), default=None),
                 "peak_in_flight": server.peak_in_flight,
                 "prompt_words": words_in,
@@ -379,7 +421,9 @@ def serve(argv: list[str]) -> None:
 class Server:
     """The responder server as a child process (it exits with this process)."""
 
-    def __init__(self, latency: float, max_parallel: int, workload: dict[str, float], port: int = 0):
+    def __init__(
+        self, latency: float, max_parallel: int, workload: dict[str, float], port: int = 0, latency_dist: str = "fixed"
+    ):
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -392,6 +436,8 @@ class Server:
             json.dumps(workload),
             "--port",
             str(port),
+            "--latency-dist",
+            latency_dist,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
@@ -457,16 +503,26 @@ def _cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(url: str, args: argparse.Namespace, out_dir: Path, prompt_set: str, cache_dir: Path) -> dict[str, Any]:
-    """One run_barred (in this process) to ``out_dir`` with the prompts of ``prompt_set`` (``served``: what
-    the openai engine uses by default; ``small``) and its response cache in ``cache_dir``."""
+def run_ours(
+    url: str,
+    args: argparse.Namespace,
+    out_dir: Path,
+    prompt_set: str,
+    cache_dir: Path,
+    executor: str = "streaming",
+    sequential: bool = False,
+) -> dict[str, Any]:
+    """hf_barred in this process, into ``out_dir``, with the prompts of ``prompt_set`` (``served``: what the openai
+    engine uses by default; ``small``) and its response cache in ``cache_dir``: one run for the ``--rules`` rules
+    (``run_barred`` for one rule, ``run_barred_rules`` for several) by ``executor``, or, ``sequential``, one
+    ``run_barred`` per rule, one after the other."""
     from hf_barred import llm
     from hf_barred.llm import EngineConfig
-    from hf_barred.policy.task import GuardrailTask
-    from hf_barred.recipes.barred.run import BarredConfig, run_barred
+    from hf_barred.policy.rules import RuleSet
+    from hf_barred.recipes.barred.run import BarredConfig, run_barred, run_barred_rules
 
     llm.clear_engines()  # a fresh engine: its usage counters start at zero
-    task = GuardrailTask(criterion=CRITERION, labels=LABELS, seeds=tuple(SEEDS), name="bench-health")
+    tasks = bench_tasks(args.rules)
     engine = EngineConfig(
         engine="openai",
         model=MODEL,
@@ -486,28 +542,53 @@ def run_ours(url: str, args: argparse.Namespace, out_dir: Path, prompt_set: str,
         max_rows_per_round=args.max_rows_per_round,
         batch_size=args.batch_size,
         max_rounds=args.max_plan_rounds,
+        executor=executor,
     )
     cpu = _cpu_self()
     start = time.perf_counter()
-    result = run_barred(task, args.n, config, out_dir, progress=False)
+    if sequential:
+        runs = [run_barred(task, args.n, config, out_dir / task.name, progress=False).stats for task in tasks]
+        usage = {key: sum(run["engine"][key] for run in runs) for key in ("calls", "cache_hits")}
+    elif len(tasks) == 1:
+        runs = [run_barred(tasks[0], args.n, config, out_dir, progress=False).stats]
+        usage = runs[0]["engine"]
+    else:
+        result = run_barred_rules(RuleSet(tuple(tasks), name="bench"), args.n, config, out_dir, progress=False)
+        runs, usage = list(result.stats["rules"].values()), result.stats["engine"]
     wall = time.perf_counter() - start
     cpu = _cpu_self() - cpu
-    stats = result.stats
+
+    def total(key: str) -> int:
+        return sum(run.get(key, 0) for run in runs)
+
+    def merged(key: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for run in runs:
+            for name, value in run[key].items():
+                out[name] = (
+                    out.get(name, 0) + value
+                    if not isinstance(value, dict)
+                    else {k: out.get(name, {}).get(k, 0) + (v or 0) for k, v in value.items() if k != "rate"}
+                )
+        return out
+
     return {
         "prompt_set": prompt_set,
+        "executor": "sequential" if sequential else executor,
+        "rules": len(tasks),
         # every accepted sample, as the peer counts them: the train split (exactly n) and the extra beyond n
-        "accepted": stats["accepted"] + stats.get("extra", 0),
-        "train": stats["accepted"],
-        "planned": stats["planned_rows"],
+        "accepted": total("accepted") + total("extra"),
+        "train": total("accepted"),
+        "planned": total("planned_rows"),
         "wall_s": wall,
         "cpu_s": cpu,
-        "engine_calls": stats["engine"]["calls"],
-        "cache_hits": stats["engine"]["cache_hits"],
-        "logical_requests": stats["requests"],
-        "rounds": stats["rounds"],
-        "debate_paths": stats["debate_paths"],
-        "acceptance_by_refinement": stats["acceptance_by_refinement"],
-        "parse_failures": stats["parse_failures"],
+        "engine_calls": usage["calls"],
+        "cache_hits": usage["cache_hits"],
+        "logical_requests": total("requests"),
+        "rounds": max(run["rounds"] for run in runs),
+        "debate_paths": merged("debate_paths"),
+        "acceptance_by_refinement": merged("acceptance_by_refinement"),
+        "parse_failures": merged("parse_failures"),
     }
 
 
@@ -572,7 +653,11 @@ ROLE_ORDER = (
 )
 
 
-def summarize(name: str, slug: str, run: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    name: str, slug: str, run: dict[str, Any], server: dict[str, Any], ideal_calls_per_s: float
+) -> dict[str, Any]:
+    """One system's row; ``span_fraction`` is the share of the server's ideal throughput (C / mean latency)
+    that its calls reached over the span (first generate request to last answer)."""
     accepted = max(run["accepted"], 0)
     calls = server["requests"]
     span = (
@@ -593,7 +678,9 @@ def summarize(name: str, slug: str, run: dict[str, Any], server: dict[str, Any])
         "span_s": span,
         "span_ms_per_accepted": 1000 * span / accepted if accepted else math.inf,
         "other_s": run["wall_s"] - span,
-        "span_fraction": span / run["wall_s"] if run["wall_s"] else 0.0,
+        "span_calls_per_s": server.get("span_requests", 0) / span if span else 0.0,
+        "span_fraction": server.get("span_requests", 0) / span / ideal_calls_per_s if span else 0.0,
+        "span_of_wall": span / run["wall_s"] if run["wall_s"] else 0.0,
         "cpu_s": run.get("cpu_s", 0.0),
         "pipeline_runs": run.get("pipeline_runs"),
         "by_role": server["by_role"],
@@ -608,7 +695,8 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     ideal = args.concurrency / args.latency
     print()
     print(
-        f"BARRED generate+judge, N={args.n} accepted, k={args.judges} judges, T={args.rounds} rounds, "
+        f"BARRED generate+judge, {args.rules} rule(s), N={args.n} accepted per rule, latency {args.latency_dist}, "
+        f"k={args.judges} judges, T={args.rounds} rounds, "
         f"R_max={args.max_refinements} (hf_barred only); server L={args.latency:g} s, max parallel {args.concurrency} "
         f"(ideal {ideal:.0f} calls/s); client concurrency {args.concurrency}"
     )
@@ -618,7 +706,8 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     )
     head = (
         f"{'system':<34} {'accepted':>8} {'planned':>7} {'LLM calls':>9} {'calls/acc':>9} {'wall s':>7} "
-        f"{'wall ms/acc':>11} {'acc/s':>6} {'span s':>7} {'span ms/acc':>11} {'other s':>7} {'CPU s':>6}"
+        f"{'wall ms/acc':>11} {'acc/s':>6} {'span s':>7} {'span ms/acc':>11} {'of ideal':>8} {'other s':>7} "
+        f"{'CPU s':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -626,12 +715,13 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"{r['system']:<34} {r['accepted']:>8} {r['planned']:>7} {r['calls']:>9} {r['calls_per_accepted']:>9.2f} "
             f"{r['wall_s']:>7.2f} {r['wall_ms_per_accepted']:>11.1f} {r['accepted_per_s']:>6.1f} "
-            f"{r['span_s']:>7.2f} {r['span_ms_per_accepted']:>11.1f} {r['other_s']:>7.2f} {r['cpu_s']:>6.1f}"
+            f"{r['span_s']:>7.2f} {r['span_ms_per_accepted']:>11.1f} {r['span_fraction']:>8.3f} {r['other_s']:>7.2f} "
+            f"{r['cpu_s']:>6.1f}"
         )
     print(
         "wall: the whole run (run_barred / every pipeline.run); span: server-side, first generate request to last "
-        "answer (the generate+judge work); other = wall - span (start-up, decomposition, saving); CPU: client "
-        "process(es) only"
+        "answer (the generate+judge work); of ideal: the calls of the span per second over the server's ideal "
+        "C / L (span_fraction); other = wall - span (start-up, decomposition, saving); CPU: client process(es) only"
     )
     print()
     print("LLM calls by role (counted by the server)")
@@ -670,8 +760,11 @@ def result_line(row: dict[str, Any]) -> str:
         "calls": row["calls"],
         "wall_s": f"{row['wall_s']:.2f}",
     }
-    if row["run"].get("prompt_set"):
-        fields["prompt_set"] = row["run"]["prompt_set"]
+    fields["span_of_wall"] = f"{row['span_of_wall']:.3f}"
+    fields["rules"] = row["run"].get("rules", 1)
+    for key in ("prompt_set", "executor", "latency_dist"):
+        if row["run"].get(key):
+            fields[key] = row["run"][key]
     return "RESULT " + " ".join(f"{k}={v}" for k, v in fields.items())
 
 
@@ -696,8 +789,27 @@ def main(argv: list[str] | None = None) -> None:
         serve(argv[1:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=200, help="accepted samples to reach")
-    parser.add_argument("--latency", type=float, default=0.2, help="server latency L in seconds")
+    parser.add_argument("--n", type=int, default=200, help="accepted samples to reach (per rule)")
+    parser.add_argument("--latency", type=float, default=0.2, help="server latency L in seconds (its mean)")
+    parser.add_argument(
+        "--latency-dist",
+        choices=LATENCY_DISTS,
+        default="fixed",
+        help="fixed: every answer after L; lognormal: mean L, sigma 1 (drawn per request, the same for every system)",
+    )
+    parser.add_argument(
+        "--rules",
+        type=int,
+        default=1,
+        help="K rules in one hf_barred run (a rule set), against a row of K sequential single-rule runs at the same "
+        "concurrency; the distilabel peer runs only for K = 1",
+    )
+    parser.add_argument(
+        "--executors",
+        default="streaming,stages",
+        help="hf_barred executors, comma list of: streaming (the default executor; its row is 'hf_barred'), "
+        "stages (the stage-by-stage Dataset.map path)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -747,6 +859,15 @@ def main(argv: list[str] | None = None) -> None:
     for mode in modes:
         if mode not in ("naive", "early-stop"):
             parser.error(f"--peer-modes: expected naive and/or early-stop, found {mode!r}")
+    if args.rules < 1:
+        parser.error(f"--rules: expected K >= 1, found {args.rules}")
+    executors = [e for e in args.executors.split(",") if e]
+    for executor in executors:
+        if executor not in ("streaming", "stages"):
+            parser.error(f"--executors: expected streaming and/or stages, found {executor!r}")
+    if args.rules > 1 and modes:
+        print("--rules > 1: the distilabel peer runs single rules only; it is left out", flush=True)
+        modes = []
     prompt_sets = [p for p in args.prompt_sets.split(",") if p]
     for prompt_set in prompt_sets:
         if prompt_set not in OUR_ROWS:
@@ -764,7 +885,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     sys.path.insert(0, str(ROOT))
     load = os.getloadavg()
-    server = Server(args.latency, args.concurrency, WORKLOAD)
+    server = Server(args.latency, args.concurrency, WORKLOAD, latency_dist=args.latency_dist)
+    ideal = args.concurrency / args.latency
     rows: list[dict[str, Any]] = []
     try:
         if not args.skip_ours:
@@ -774,17 +896,38 @@ def main(argv: list[str] | None = None) -> None:
             import hf_barred.recipes.barred.run  # noqa: F401
             from hf_barred.stages.embedding import sentence_model
 
-            ours = []
+            many = f", {args.rules} rules in one run" if args.rules > 1 else ""
+            ours: list[tuple[str, str, str, str, bool]] = []  # (label, slug, prompt set, executor, sequential)
             for prompt_set in prompt_sets:
-                ours.append((*OUR_ROWS[prompt_set], prompt_set))
-                if prompt_set == "served":  # the same run again on its warm cache: what a rerun costs
-                    ours.append(("hf_barred, 2nd run (warm cache)", "hf_barred_warm_cache", prompt_set))
-            for label, slug, prompt_set in ours:
+                for executor in executors:
+                    label, slug = OUR_ROWS[prompt_set]
+                    if executor == "stages":
+                        label, slug = f"{label}, stage by stage", f"{slug}_stages"
+                    ours.append((label + many, slug, prompt_set, executor, False))
+                    if prompt_set == "served" and executor == "streaming":  # the same run on its warm cache
+                        ours.append(
+                            ("hf_barred, 2nd run (warm cache)", "hf_barred_warm_cache", prompt_set, executor, False)
+                        )
+                if args.rules > 1 and prompt_set == "served":
+                    ours.append(
+                        (
+                            f"hf_barred, {args.rules} sequential runs",
+                            "hf_barred_sequential",
+                            prompt_set,
+                            "streaming",
+                            True,
+                        )
+                    )
+            for label, slug, prompt_set, executor, sequential in ours:
                 if slug != "hf_barred_warm_cache":
                     sentence_model.cache_clear()  # each cold run loads the MiniLM embedder, as a new process does
+                cache = work / (
+                    f"cache-{prompt_set}" if slug in ("hf_barred", "hf_barred_warm_cache") else f"cache-{slug}"
+                )
                 server.reset()
-                run = run_ours(server.url, args, work / slug, prompt_set, work / f"cache-{prompt_set}")
-                rows.append(summarize(label, slug, run, server.stats()))
+                run = run_ours(server.url, args, work / slug, prompt_set, cache, executor, sequential)
+                run["latency_dist"] = args.latency_dist
+                rows.append(summarize(label, slug, run, server.stats(), ideal))
                 print(
                     f"{label}: accepted {run['accepted']} in {run['wall_s']:.2f} s; engine calls "
                     f"{run['engine_calls']}, cache hits {run['cache_hits']}",
@@ -793,8 +936,11 @@ def main(argv: list[str] | None = None) -> None:
         for mode in modes:
             server.reset()
             run = run_peer(server.url, args, mode, work)
+            run["latency_dist"] = args.latency_dist
             rows.append(
-                summarize(f"distilabel 1.5.3, {mode}", f"distilabel_{mode.replace('-', '_')}", run, server.stats())
+                summarize(
+                    f"distilabel 1.5.3, {mode}", f"distilabel_{mode.replace('-', '_')}", run, server.stats(), ideal
+                )
             )
             print(
                 f"distilabel {mode}: accepted {run['accepted']} in {run['wall_s']:.2f} s "
@@ -812,6 +958,14 @@ def main(argv: list[str] | None = None) -> None:
         f"\nload average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
         + (f"; work folder kept: {work}" if args.keep else "")
     )
+    by_slug = {r["slug"]: r for r in rows}
+    if "hf_barred" in by_slug and "hf_barred_sequential" in by_slug:
+        one, seq = by_slug["hf_barred"], by_slug["hf_barred_sequential"]
+        print(
+            f"{args.rules} rules in one run: {one['wall_s']:.2f} s, {one['calls']} calls; "
+            f"{args.rules} sequential runs: {seq['wall_s']:.2f} s, {seq['calls']} calls: "
+            f"{seq['wall_s'] / one['wall_s']:.2f}x faster in one run"
+        )
     void = problems(rows)
     for line in void:
         print(f"VOID: {line}", file=sys.stderr)

@@ -8,8 +8,11 @@ it arrives (the engines' ``on_result``), so no request waits for another's:
 
 - an in-process engine (``local``, ``vllm``: one forward pass at a time) gets one call at a time, made
   of whatever rows are ready when the previous call ends, from any stage: it batches without a barrier;
-- an HTTP engine (``openai``, ``concurrent_calls``) gets a call as soon as requests are queued, with as
-  many calls in flight as come, its own semaphore bounding the requests.
+- an HTTP engine (``openai``, ``concurrent_calls``) gets calls as soon as requests are queued, with at most
+  its ``max_concurrency`` requests in flight: the queue, not the engine's semaphore, decides which go first.
+  A request goes out in order of :data:`request_priority` (higher first; the streaming executor sets it
+  to how far along its chain the row is, so rows near their end finish first and the run's tail is
+  short), then of arrival.
 
 Example:
     >>> import asyncio
@@ -31,14 +34,23 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Optional
 
 from .base import Completion, Conversation, SamplingParams
 
-__all__ = ["SETTLE_TURNS", "AsyncEngine"]
+__all__ = ["SETTLE_TURNS", "AsyncEngine", "request_priority"]
+
+request_priority: ContextVar[int] = ContextVar("request_priority", default=0)
+"""The priority of the requests awaited in this context (an asyncio task inherits its creator's): higher goes
+first when an HTTP engine has more requests queued than it keeps in flight."""
+
+Queued = tuple[Conversation, SamplingParams, str, "asyncio.Future[Completion]"]
 
 SETTLE_TURNS = 16
 """Turns of the event loop without a new request before the queue goes out (about a tenth of a millisecond
@@ -57,7 +69,11 @@ class AsyncEngine:
         self.model_name: str = engine.model_name
         self.supports_json_schema: bool = engine.supports_json_schema
         self.concurrent = _concurrent_calls(engine) if concurrent is None else concurrent
-        self._queue: list[tuple[Conversation, SamplingParams, str, asyncio.Future[Completion]]] = []
+        self.max_in_flight = _max_concurrency(engine) if self.concurrent else 0
+        """Requests an HTTP engine keeps in flight (0: no limit here, an in-process engine takes one call at a time)."""
+        self._queue: list[tuple[int, int, Queued]] = []  # a heap: (-priority, arrival, request)
+        self._arrivals = itertools.count()
+        self._in_flight = 0
         self._busy = 0
         self._scheduled = False
         self._settled_at = -1
@@ -65,7 +81,7 @@ class AsyncEngine:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # Calls wait in threads: an HTTP engine may have a few (one per stage) in flight at once.
         self._threads = ThreadPoolExecutor(
-            max_workers=16 if self.concurrent else 1, thread_name_prefix="hf-barred-async"
+            max_workers=self.max_in_flight + 1 if self.concurrent else 1, thread_name_prefix="hf-barred-async"
         )
         self.calls = 0
         """Batched ``chat`` calls sent so far."""
@@ -77,15 +93,22 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         self._loop = loop
         futures = []
+        priority = request_priority.get()
         for conversation in conversations:
             future: asyncio.Future[Completion] = loop.create_future()
-            self._queue.append((list(conversation), params, stage, future))
+            heapq.heappush(self._queue, (-priority, next(self._arrivals), (list(conversation), params, stage, future)))
             futures.append(future)
         if not self._scheduled:
             self._scheduled = True
             self._settled_at = -1
-            loop.call_soon(self._settle)
+            # an HTTP engine sends at the end of this turn of the loop (a request waits for nothing); an in-process
+            # engine waits for the queue to settle, so one forward batch takes every ready row
+            loop.call_soon(self._send_now if self.max_in_flight else self._settle)
         return list(await asyncio.gather(*futures))
+
+    def _send_now(self) -> None:
+        self._scheduled = False
+        self._dispatch()
 
     def _settle(self) -> None:
         """Dispatch once the queue has not grown for :data:`SETTLE_TURNS` turns of the loop: rows woken by one batch
@@ -102,41 +125,60 @@ class AsyncEngine:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Send what is queued, unless an in-process engine is busy (it takes the queue when it is done)."""
+        """Send what is queued (an HTTP engine: the first requests, up to its free slots), unless an in-process
+        engine is busy (it takes the queue when it is done)."""
         if not self._queue or (self._busy and not self.concurrent):
             return
-        queued, self._queue = self._queue, []
-        groups: dict[str, list[tuple[Conversation, SamplingParams, str, asyncio.Future[Completion]]]] = {}
+        if self.max_in_flight:
+            take = min(len(self._queue), self.max_in_flight - self._in_flight)
+            queued = [heapq.heappop(self._queue)[2] for _ in range(take)]
+        else:
+            queued, self._queue = [item for _, _, item in sorted(self._queue)], []
+        groups: dict[str, list[Queued]] = {}
         for item in queued:
             key = json.dumps([item[1].cache_fields(), item[2]], sort_keys=True, default=str)
             groups.setdefault(key, []).append(item)
         for group in groups.values():
             self._busy += 1
+            self._in_flight += len(group)
             self.calls += 1
             asyncio.get_running_loop().run_in_executor(self._threads, self._call, group)
 
-    def _call(self, group: list[tuple[Conversation, SamplingParams, str, asyncio.Future[Completion]]]) -> None:
+    def _call(self, group: list[Queued]) -> None:
         """One batched call (in a worker thread); each answer resolves its future as it arrives."""
         loop = self._loop
         assert loop is not None
         futures = [future for _, _, _, future in group]
+        delivered = [False] * len(group)
 
         def deliver(i: int, completion: Completion) -> None:
-            loop.call_soon_threadsafe(_resolve, futures[i], completion)
+            if not delivered[i]:
+                delivered[i] = True
+                loop.call_soon_threadsafe(self._answered, futures[i], completion)
 
         try:
             answers = self.engine.chat([c for c, _, _, _ in group], group[0][1], on_result=deliver, stage=group[0][2])
             for i, completion in enumerate(answers):  # an engine that ignores on_result delivers here
-                loop.call_soon_threadsafe(_resolve, futures[i], completion)
+                deliver(i, completion)
         except BaseException as err:  # an engine-wide error (unreachable endpoint, bad key) fails every waiter
             for future in futures:
                 loop.call_soon_threadsafe(_fail, future, err)
         finally:
-            loop.call_soon_threadsafe(self._done)
+            loop.call_soon_threadsafe(self._done, delivered.count(False))
 
-    def _done(self) -> None:
+    def _answered(self, future: asyncio.Future[Completion], completion: Completion) -> None:
+        """One answer in: its waiter wakes, and its slot goes to the next queued request."""
+        _resolve(future, completion)
+        self._in_flight -= 1
+        if self.max_in_flight and self._queue:
+            self._dispatch()
+
+    def _done(self, undelivered: int) -> None:
         self._busy -= 1
-        if not self._scheduled:  # the rows this call woke ask again after a few turns of the loop
+        self._in_flight -= undelivered
+        if self.max_in_flight:  # an HTTP engine: the freed slots go to what is queued
+            self._dispatch()
+        elif not self._scheduled:  # the rows this call woke ask again after a few turns of the loop
             self._scheduled = True
             self._settled_at = -1
             asyncio.get_running_loop().call_soon(self._settle)
@@ -149,6 +191,15 @@ def _concurrent_calls(engine: Any) -> bool:
             return True
         engine = getattr(engine, "backend", None)
     return False
+
+
+def _max_concurrency(engine: Any) -> int:
+    """The ``max_concurrency`` of the engine under any wrappers (32, the engines' default, if none says)."""
+    while engine is not None:
+        if isinstance(getattr(engine, "max_concurrency", None), int):
+            return int(engine.max_concurrency)
+        engine = getattr(engine, "backend", None)
+    return 32
 
 
 def _resolve(future: asyncio.Future[Completion], completion: Completion) -> None:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional, Union
 
@@ -90,7 +91,7 @@ class Answer(BaseModel):
     def grammar(cls, max_length: Mapping[str, int] = {}, max_items: Mapping[str, int] = {}) -> dict[str, Any]:
         """The strict JSON schema of this answer (see the module doc); ``max_length`` / ``max_items``
         bound strings and arrays by path (as in :attr:`GRAMMAR_EXTRAS`)."""
-        schema = _strict(_inline(cls.model_json_schema()))
+        schema = copy.deepcopy(_strict_schema(cls))
         for path, extra in cls.GRAMMAR_EXTRAS.items():
             _at(schema, path).update(copy.deepcopy(extra))
         for path, n in max_length.items():
@@ -272,3 +273,9 @@ def _error_line(err: ValidationError, value: Any) -> str:
     found = repr(first["input"])
     found = found if len(found) <= 60 else found[:57] + "..."
     return (f"at '{path}': " if path else "") + " or ".join(messages) + f" (found {found})"
+
+
+@functools.cache
+def _strict_schema(answer: type[Answer]) -> dict[str, Any]:
+    """The strict, inlined JSON schema of an answer model, built once per class (pydantic takes ~1 ms)."""
+    return _strict(_inline(answer.model_json_schema()))

@@ -45,6 +45,7 @@ from typing import Any, ClassVar, Generic, Optional, TypeVar, Union, cast
 
 from datasets import Dataset, Features
 
+from ..llm.async_engine import request_priority
 from ..llm.base import Completion, Conversation, SamplingParams
 from ..llm.config import EngineConfig
 from ..llm.structured import Schema, StructuredResult, astructured_chat, structured_chat
@@ -347,14 +348,18 @@ class Stage(Generic[ConfigT, ResultT]):
         :class:`~hf_barred.llm.async_engine.AsyncEngine`); the requests of one step run concurrently."""
         record = dict(row)
         steps = self.steps(record)
+        base = request_priority.get()  # each step's requests one higher than the last: a row in its stage goes on
         try:
             requests = next(steps)
             while True:
                 answers = list(await asyncio.gather(*(answer_one(engine, request) for request in requests)))
                 self._count_usage(record, answers)
                 requests = steps.send(answers)
+                request_priority.set(request_priority.get() + 1)
         except StopIteration as done:
             return self._rows(done.value)
+        finally:
+            request_priority.set(base)
 
     def _advance(
         self,

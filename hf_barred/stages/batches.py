@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
-from datasets import Dataset, Features
+import pyarrow as pa
+from datasets import Dataset, DatasetInfo, Features
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 from ..llm.structured import StructuredResult
 from ..policy.rows import check_policy_rows, policy_features
@@ -89,6 +92,24 @@ def rows(batch: dict[str, list]) -> list[dict[str, Any]]:
         return []
     n = len(next(iter(batch.values())))
     return [{key: values[i] for key, values in batch.items()} for i in range(n)]
+
+
+def rows_dataset(records: list[dict[str, Any]], features: Features, fingerprint: Optional[str] = None) -> Dataset:
+    """``Dataset.from_list(records, features=features)`` (an empty one when there are no records), with
+    ``fingerprint`` or a random one: ``Dataset.from_list`` hashes the whole table for its fingerprint (~20 ms for a few
+    hundred debated rows), which a dataset that is only saved or handed on does not need.
+
+    >>> from datasets import Value
+    >>> ds = rows_dataset([{"x": 1}], Features({"x": Value("int64")}), fingerprint="f")
+    >>> ds.to_list(), ds._fingerprint
+    ([{'x': 1}], 'f')
+    """
+    table = pa.Table.from_pylist([features.encode_example(r) for r in records], schema=features.arrow_schema)
+    return Dataset(
+        InMemoryTable(table),
+        info=DatasetInfo(features=features),
+        fingerprint=fingerprint or generate_random_fingerprint(),
+    )
 
 
 def zero_usage() -> dict[str, int]:

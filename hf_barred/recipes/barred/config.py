@@ -111,7 +111,9 @@ class BarredConfig:
         default="streaming",
         metadata={
             "help": "streaming: every row moves to its next step as soon as its answers arrive, all rules at once; "
-            "stages: one Dataset.map per stage over a round's rows, rule after rule (the same accepted rows)."
+            "stages: one Dataset.map per stage over a round's rows, rule after rule (the same accepted rows). "
+            "An engine in provider batch mode (--batch) runs by stages: one batch job per stage and round, not one "
+            "per handful of ready rows."
         },
     )
     max_rows_in_flight: Optional[int] = field(
@@ -236,6 +238,14 @@ class BarredConfig:
             refine=RefineConfig(**common, max_tokens=sample_max_tokens),
             **kwargs,
         )
+
+    @property
+    def run_executor(self) -> str:
+        """The executor a run uses: ``executor``, but ``stages`` when an engine is in provider batch mode (a Batch
+        API job takes minutes to hours whatever its size, so streaming would only split it into many jobs)."""
+        if any(engine.batch for engine in self.engines()):
+            return "stages"
+        return self.executor
 
     def engines(self) -> list[EngineConfig]:
         """The distinct engine configs of the stages."""

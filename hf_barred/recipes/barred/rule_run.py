@@ -161,8 +161,8 @@ class RuleRun:
             extra=extra,
         )
         stats["goal"] = goal(stats, config, self.budget, self.rounds_run, self.empty_round)
-        stats["executor"] = config.executor
-        if config.executor == "streaming":
+        stats["executor"] = config.run_executor
+        if config.run_executor == "streaming":
             unplanned = sum(1 for i in self.speculated if i >= self.planned)
             stats["speculative_rows"] = {"started": len(self.speculated), "never_planned": unplanned}
         return BarredResult(train, rejected, decomposition_export(self.inst), stats, output_dir, extra=extra)

@@ -181,7 +181,7 @@ def _run(
     with quiet_libraries(verbose), RunView(n, enabled=progress, rules=len(rules)) as view:
         guard = FailureGuard(config.engines(), config.max_failure_rate, fix=unusable_fix(config))
         ctx = RunContext(config, guard, view)
-        if config.executor == "streaming":
+        if config.run_executor == "streaming":
             run_streaming(runs, ctx)
         else:
             for rule in runs:

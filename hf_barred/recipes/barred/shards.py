@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset, Features, Value
 from datasets.table import InMemoryTable
@@ -113,7 +114,8 @@ class Shards:
         index = len(list(self.folder.glob("shard-*.parquet")))
         path = self.folder / f"shard-{index:05d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        Dataset.from_list(self.pending, features=self.features).to_parquet(str(tmp))
+        rows = [self.features.encode_example(row) for row in self.pending]
+        pq.write_table(pa.Table.from_pylist(rows, schema=self.features.arrow_schema), tmp)  # with the features
         os.replace(tmp, path)
         self.pending = []
 

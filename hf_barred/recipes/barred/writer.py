@@ -24,6 +24,7 @@ from datasets import Dataset, Features, Value, concatenate_datasets
 from ...policy.rows import POLICY_DEFAULTS, POLICY_FEATURES
 from ...policy.rules import RuleSet
 from ...policy.task import GuardrailTask, TaskFileError
+from ...stages.batches import rows_dataset
 from ...stages.features import accepted_features, decomposition_features
 from .config import BarredConfig, BarredResult
 from .stats import prompt_ids
@@ -77,20 +78,12 @@ def publish_rows(rows: list[dict[str, Any]], task: GuardrailTask, config: Barred
         record["rejection_reason"] = r.get("rejection_reason") or ""
         record["prompt_version"] = f"{r['prompt_version'] or ids['generate']}+{version}"
         out.append(record)
-    return (
-        Dataset.from_list(out, features=features)
-        if out
-        else Dataset.from_dict({name: [] for name in features}, features=features)
-    )
+    return rows_dataset(out, features)
 
 
 def decomposition_export(ds: Dataset) -> Dataset:
     features = decomposition_features()
-    return (
-        Dataset.from_list([{name: row[name] for name in features} for row in ds], features=features)
-        if len(ds)
-        else Dataset.from_dict({name: [] for name in features}, features=features)
-    )
+    return rows_dataset([{name: row[name] for name in features} for row in ds], features)
 
 
 def write_outputs(
@@ -208,11 +201,7 @@ def policy_view(rules: RuleSet, trains: dict[str, Dataset]) -> Dataset:
                     "model": sample.get("model") or "",
                 }
             )
-    return (
-        Dataset.from_list(rows, features=features)
-        if rows
-        else Dataset.from_dict({k: [] for k in features}, features=features)
-    )
+    return rows_dataset(rows, features)
 
 
 def write_rule_set_outputs(

@@ -138,17 +138,20 @@ def two_rules() -> RuleSet:
 
 
 def test_the_streaming_and_stage_by_stage_executors_accept_the_same_rows(monkeypatch, tmp_path, two_rules):
-    outputs, n, speculated = {}, 5, 0
-    for executor in ("stages", "streaming"):
+    outputs, n, speculated = {}, 5, {}
+    for name in ("stages", "streaming", "streaming in-process"):
+        executor = name.split()[0]
         script = BarredScript(verdict=worker.verdict)  # split judges, refinements, rejections: every path
+        # served as an HTTP engine is (overlapping calls, speculative rows), or as the local engine is
+        script.concurrent_calls = name == "streaming"
         monkeypatch.setattr(llm, "build_backend", lambda config, script=script: script)
         llm.clear_engines()
-        engine = EngineConfig(engine="local", cache_dir=str(tmp_path / executor / "cache"))
+        engine = EngineConfig(engine="local", cache_dir=str(tmp_path / name / "cache"))
         config = BarredConfig.for_engine(
             engine, max_refinements=1, max_calls=100_000, max_rows_per_round=8, executor=executor
         )
-        result = run_barred_rules(two_rules, n, config, tmp_path / executor / "out", progress=False)
-        outputs[executor] = {
+        result = run_barred_rules(two_rules, n, config, tmp_path / name / "out", progress=False)
+        outputs[name] = {
             name: {
                 split: [(r["row_id"], r["text"], r["rejection_reason"], r["debate_path"]) for r in getattr(res, split)]
                 for split in ("train", "extra", "rejected")
@@ -158,9 +161,10 @@ def test_the_streaming_and_stage_by_stage_executors_accept_the_same_rows(monkeyp
         }
         assert len(result.all) == sum(len(res.train) for res in result.results.values())
         if executor == "streaming":
-            speculated = sum(res.stats["speculative_rows"]["started"] for res in result.results.values())
-    assert outputs["stages"] == outputs["streaming"]
-    assert speculated > 0  # rows started before their round planned them, and the outputs are the same
+            speculated[name] = sum(res.stats["speculative_rows"]["started"] for res in result.results.values())
+    assert outputs["stages"] == outputs["streaming"] == outputs["streaming in-process"]
+    assert speculated["streaming"] > 0  # rows started before their round planned them, and the outputs are the same
+    assert speculated["streaming in-process"] == 0  # an in-process engine has no idle slots to fill
     assert all(rule["rejected"] and rule["train"] for rule in outputs["streaming"].values())  # a real comparison
 
 

@@ -84,6 +84,9 @@ def test_a_batch_run_gives_the_train_split_of_an_online_run(tmp_path, capsys):
     jobs = json.loads((tmp_path / "batch" / "work" / "batches" / "jobs.json").read_text())["jobs"]
     assert len(jobs) == server.batches.created and all(job["done"] for job in jobs)
     assert "batch price" in out and "online" in out  # the cost is compared with the online cost
+    # batch mode runs stage by stage (one job per step of a round), the online run streams
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("online", "batch")]
+    assert [s["executor"] for s in summaries] == ["streaming", "stages"]
 
 
 def test_kill_9_while_polling_then_the_same_command_resumes_the_same_batch(tmp_path):
