@@ -83,7 +83,9 @@ def test_a_new_run_into_the_same_folder_is_what_load_dataset_returns(scripted, t
 def test_refinement_bound_and_rejection(scripted, tmp_path):
     engine, script = scripted
     script.verdict = lambda text, round_, judge: ("yes", "no")[judge]  # the judges never agree
-    config = BarredConfig.for_engine(engine, max_refinements=2, max_rounds=1, initial_acceptance=1.0)
+    # stage by stage: one batched refine call per level is that executor's promise (the streaming one batches
+    # whatever rows are ready when the engine frees up, which depends on timing)
+    config = BarredConfig.for_engine(engine, max_refinements=2, max_rounds=1, initial_acceptance=1.0, executor="stages")
     result = run_barred(TASK, 2, config, tmp_path / "out", progress=False)
     assert len(result.train) == 0 and len(result.rejected) == 2
     assert result.rejected["refinements"] == [2, 2]
