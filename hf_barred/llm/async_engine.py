@@ -3,7 +3,7 @@
 :class:`AsyncEngine` wraps the cached engine of a config (:func:`hf_barred.llm.get_engine`), so the
 response cache, the usage meter and the engine's own concurrency limits are the batched path's. Every
 awaited request joins a queue; a dispatcher sends what is queued as batched ``chat`` calls, one per
-(sampling parameters, stage) group, in a worker thread, and each answer wakes its own waiter the moment
+(sampling parameters, stage) group, and each answer wakes its own waiter the moment
 it arrives (the engines' ``on_result``), so no request waits for another's:
 
 - an in-process engine (``local``, ``vllm``: one forward pass at a time) gets one call at a time, made
@@ -138,14 +138,19 @@ class AsyncEngine:
         for item in queued:
             key = json.dumps([item[1].cache_fields(), item[2]], sort_keys=True, default=str)
             groups.setdefault(key, []).append(item)
+        loop = asyncio.get_running_loop()
         for group in groups.values():
             self._busy += 1
             self._in_flight += len(group)
             self.calls += 1
-            asyncio.get_running_loop().run_in_executor(self._threads, self._call, group)
+            if self.concurrent:
+                loop.run_in_executor(self._threads, self._call, group)
+            else:  # on the loop's thread: the rows a call wakes ask again together; no thread contends for the GIL
+                loop.call_soon(self._call, group)
 
     def _call(self, group: list[Queued]) -> None:
-        """One batched call (in a worker thread); each answer resolves its future as it arrives."""
+        """One batched call (an HTTP engine's in a worker thread, an in-process engine's on the loop's thread); each
+        answer resolves its future as it arrives (an in-process engine's once the call returns)."""
         loop = self._loop
         assert loop is not None
         futures = [future for _, _, _, future in group]
@@ -163,6 +168,8 @@ class AsyncEngine:
         except BaseException as err:  # an engine-wide error (unreachable endpoint, bad key) fails every waiter
             for future in futures:
                 loop.call_soon_threadsafe(_fail, future, err)
+            if not isinstance(err, Exception) and not self.concurrent:
+                raise  # Ctrl-C during an in-process call: the run stops here
         finally:
             loop.call_soon_threadsafe(self._done, delivered.count(False))
 
