@@ -21,13 +21,13 @@ def fresh_cli(monkeypatch, tmp_path):
     llm.clear_engines()
 
 
-def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list[str]:
-    """``barred generate`` for 2 samples in 1 round, no refinement, no progress view, against ``url``."""
+def openai_argv(target: Path, url: str, output: Path, *more: str, n: int = 2, model: str = "test-model") -> list[str]:
+    """``barred generate TARGET --n N --output OUTPUT`` on the openai engine at ``url``, then ``more``."""
     return [
         "generate",
-        str(task),
+        str(target),
         "--n",
-        "2",
+        str(n),
         "--output",
         str(output),
         "--engine",
@@ -35,7 +35,17 @@ def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list
         "--base-url",
         url,
         "--model",
-        "test-model",
+        model,
+        *more,
+    ]
+
+
+def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list[str]:
+    """``barred generate`` for 2 samples in 1 round, no refinement, no progress view, against ``url``."""
+    return openai_argv(
+        task,
+        url,
+        output,
         "--max-rounds",
         "1",
         "--max-rows-per-round",
@@ -44,4 +54,29 @@ def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list
         "0",
         "--no-progress",
         *more,
-    ]
+    )
+
+
+def provider_argv(url: str, output: Path, model: str, cache_dir: Path, *more: str, task: Path = TASK) -> list[str]:
+    """``barred generate`` for 4 samples on the OpenAI provider's contract (``--provider openai``: the family table
+    decides what is a reasoning model) at ``url``: 2 rounds, 2 judges, no retries, its own cache."""
+    return openai_argv(
+        task,
+        url,
+        output,
+        "--provider",
+        "openai",
+        "--max-rounds",
+        "2",
+        "--max-retries",
+        "0",
+        "--timeout",
+        "30",
+        "--cache-dir",
+        str(cache_dir),
+        "--judges",
+        "2",
+        *more,
+        n=4,
+        model=model,
+    )

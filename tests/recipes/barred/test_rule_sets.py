@@ -27,31 +27,17 @@ from hf_barred.policy.task import GuardrailTask
 from hf_barred.recipes.barred.run import BarredConfig, run_barred_rules
 from tests.utils import REPO_ROOT
 from tests.utils.barred_script import BarredScript
-from tests.utils.cli_runs import fresh_cli  # noqa: F401  (a fixture)
+from tests.utils.cli_runs import (
+    fresh_cli,  # noqa: F401  (a fixture)
+    openai_argv,
+)
 from tests.utils.schema_responder import StageServer, content_schema_answer
 
 RULES = REPO_ROOT / "examples" / "support-agent" / "rules.yaml"
 
 
 def rule_set_argv(url: str, output: Path, *more: str, rules: Path = RULES, n: int = 4) -> list[str]:
-    return [
-        "generate",
-        str(rules),
-        "--n",
-        str(n),
-        "--output",
-        str(output),
-        "--engine",
-        "openai",
-        "--base-url",
-        url,
-        "--model",
-        "test-model",
-        "--max-refinements",
-        "0",
-        "--no-progress",
-        *more,
-    ]
+    return openai_argv(rules, url, output, "--max-refinements", "0", "--no-progress", *more, n=n)
 
 
 def rule_of(body: dict) -> str:

@@ -17,6 +17,7 @@ from hf_barred.cli.main import main
 from hf_barred.llm import EngineConfig, SamplingParams, clear_engines, get_engine
 from hf_barred.llm.engines.openai.batch import batch_line, custom_id
 from tests.utils import REPO_ROOT
+from tests.utils.cli_runs import provider_argv
 from tests.utils.servers.batches import BatchStore
 from tests.utils.servers.openai_server import OpenAIServer
 from tests.utils.servers.strong_model import StrongModel
@@ -25,33 +26,7 @@ TASK = REPO_ROOT / "dataset_scripts" / "health-advice" / "task.yaml"
 
 
 def _argv(server: OpenAIServer, out, *extra: str) -> list[str]:
-    return [
-        "generate",
-        str(TASK),
-        "--n",
-        "4",
-        "--output",
-        str(out),
-        "--engine",
-        "openai",
-        "--provider",
-        "openai",
-        "--base-url",
-        server.url,
-        "--model",
-        "gpt-4.1",
-        "--max-rounds",
-        "2",
-        "--max-retries",
-        "0",
-        "--timeout",
-        "30",
-        "--cache-dir",
-        str(out.parent / f"cache-{out.name}"),
-        "--judges",
-        "2",
-        *extra,
-    ]
+    return provider_argv(server.url, out, "gpt-4.1", out.parent / f"cache-{out.name}", *extra, task=TASK)
 
 
 @pytest.fixture(autouse=True)

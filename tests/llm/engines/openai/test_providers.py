@@ -14,6 +14,7 @@ from hf_barred.llm import EngineConfig, SamplingParams, clear_engines, get_engin
 from hf_barred.llm.engines.openai.backend import OpenAICompatBackend
 from hf_barred.llm.providers import REASONING_TOKENS, is_reasoning_model
 from tests.utils import REPO_ROOT
+from tests.utils.cli_runs import provider_argv
 from tests.utils.servers.openai_server import OpenAIServer, reply
 from tests.utils.servers.strong_model import StrongModel
 
@@ -150,35 +151,7 @@ def _generate(server: OpenAIServer, out, model: str, *extra: str) -> int:
     """``barred generate`` on the OpenAI provider (the family table decides what is a reasoning model),
     pointed at the loopback server."""
     clear_engines()
-    return main(
-        [
-            "generate",
-            str(TASK),
-            "--n",
-            "4",
-            "--output",
-            str(out),
-            "--engine",
-            "openai",
-            "--provider",
-            "openai",
-            "--base-url",
-            server.url,
-            "--model",
-            model,
-            "--max-rounds",
-            "2",
-            "--max-retries",
-            "0",
-            "--timeout",
-            "30",
-            "--cache-dir",
-            str(out.parent / "cache"),
-            "--judges",
-            "2",
-            *extra,
-        ]
-    )
+    return main(provider_argv(server.url, out, model, out.parent / "cache", *extra, task=TASK))
 
 
 @pytest.fixture(autouse=True)
