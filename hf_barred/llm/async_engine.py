@@ -79,10 +79,9 @@ class AsyncEngine:
         self._settled_at = -1
         self._quiet_turns = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        # Calls wait in threads: an HTTP engine may have a few (one per stage) in flight at once.
-        self._threads = ThreadPoolExecutor(
-            max_workers=self.max_in_flight + 1 if self.concurrent else 1, thread_name_prefix="hf-barred-async"
-        )
+        # An HTTP engine's calls wait in threads, up to one per request in flight; an in-process engine's run on the
+        # loop's thread (see _dispatch)
+        self._threads = ThreadPoolExecutor(max_workers=self.max_in_flight + 1, thread_name_prefix="hf-barred-async")
         self.calls = 0
         """Batched ``chat`` calls sent so far."""
 
