@@ -6,8 +6,14 @@ requests/s. The engine runs N requests with ``max_concurrency=C``; the target is
 Then the same conversations are answered again through :class:`CachedBackend` (all cache hits):
 the target is < 1 ms per call.
 
+With ``--servers K`` the engine sends to K such servers at once (``EngineConfig.extra_base_urls``, C in
+flight on each, the least busy first): the best possible throughput is K C / L, and the target is the
+same >= 90 % of it; the bare client spreads its requests round-robin, C on each (the cache figures are
+skipped: they are the one-server run's).
+
     python benchmarks/bench_openai_engine.py                      # L=0.1 s, C=32, N=1000
     python benchmarks/bench_openai_engine.py --latency 0.05 --concurrency 64 --requests 2000
+    python benchmarks/bench_openai_engine.py --servers 2          # two servers of C=32: ideal 2 C / L
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hf_barred.llm import CachedBackend, ResponseCache, SamplingParams  # noqa: E402
+from hf_barred.llm import CachedBackend, EngineConfig, ResponseCache, SamplingParams  # noqa: E402
 from hf_barred.llm.engines.openai.backend import OpenAICompatBackend  # noqa: E402
 
 
@@ -57,24 +63,25 @@ def conversations(n: int, tag: str) -> list[list[dict[str, str]]]:
     ]
 
 
-def bare_client_seconds(url: str, convs: list, concurrency: int) -> float:
-    """The same requests from a bare aiohttp client (no SDK, no engine): what this machine allows now."""
+def bare_client_seconds(urls: list[str], convs: list, concurrency: int) -> float:
+    """The same requests from a bare aiohttp client (no SDK, no engine; request i to server i mod K, C in flight
+    on each): what this machine allows now."""
     import aiohttp
 
     async def run() -> float:
-        semaphore = asyncio.Semaphore(concurrency)
-        connector = aiohttp.TCPConnector(limit=2 * concurrency)
+        semaphores = [asyncio.Semaphore(concurrency) for _ in urls]
+        connector = aiohttp.TCPConnector(limit=2 * concurrency * len(urls))
         async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def one(conv: list) -> None:
-                async with semaphore:
+            async def one(i: int, conv: list) -> None:
+                async with semaphores[i % len(urls)]:
                     body = {"model": "test-model", "messages": conv, "max_tokens": 8}
-                    async with session.post(f"{url}/chat/completions", json=body) as response:
+                    async with session.post(f"{urls[i % len(urls)]}/chat/completions", json=body) as response:
                         json.loads(await response.read())
 
-            await asyncio.gather(*(one(c) for c in convs[:concurrency]))  # warm-up
+            await asyncio.gather(*(one(i, c) for i, c in enumerate(convs[: concurrency * len(urls)])))  # warm-up
             start = time.perf_counter()
-            await asyncio.gather(*(one(c) for c in convs))
+            await asyncio.gather(*(one(i, c) for i, c in enumerate(convs)))
             return time.perf_counter() - start
 
     return asyncio.run(run())
@@ -87,16 +94,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=1000, help="N requests")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs; the best is reported")
     parser.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="SDK HTTP client")
+    parser.add_argument("--servers", type=int, default=1, help="K servers of C each (the engine's rotation)")
     args = parser.parse_args(argv)
     latency, conc, n = args.latency, args.concurrency, args.requests
     params = SamplingParams(max_tokens=8, temperature=0.0)
 
     load = os.getloadavg()  # other work on the machine makes the throughput figure noisy
-    proc, url = start_server(latency, conc)
+    servers = [start_server(latency, conc) for _ in range(args.servers)]
+    procs, urls = [proc for proc, _ in servers], [url for _, url in servers]
+    url = urls[0]
     try:
-        backend = OpenAICompatBackend("test-model", base_url=url, max_concurrency=conc, max_retries=2, timeout=30)
+        config = EngineConfig(
+            engine="openai",
+            model="test-model",
+            base_url=url,
+            extra_base_urls=tuple(urls[1:]),
+            max_concurrency=conc,
+            max_retries=2,
+            timeout=30,
+        )
+        backend = OpenAICompatBackend.from_config(config)
         backend.http_transport = args.transport
-        backend.chat(conversations(conc, "warm-up"), params)  # opens the connections
+        backend.chat(conversations(conc * args.servers, "warm-up"), params)  # opens the connections
 
         runs = []  # (seconds, client CPU seconds); best of --repeat, as the machine may be shared
         for repeat in range(args.repeat):
@@ -109,14 +128,17 @@ def main(argv: list[str] | None = None) -> None:
             runs.append((elapsed, (cpu_after.ru_utime - cpu.ru_utime) + (cpu_after.ru_stime - cpu.ru_stime)))
             assert all(a.ok for a in answers), [a.error for a in answers if not a.ok][:3]
         elapsed, client_cpu = min(runs)
-        rate, ideal = n / elapsed, conc / latency
+        k = args.servers
+        rate, ideal = n / elapsed, k * conc / latency
+        servers_text = f", {k} servers" if k > 1 else ""
         print(
-            f"throughput: {n} requests, L={latency:g} s, C={conc}: {elapsed:.2f} s, {rate:.1f} requests/s; "
-            f"ideal C/L = {ideal:.1f} requests/s; fraction = {rate / ideal:.3f} (target >= 0.9)"
+            f"throughput: {n} requests, L={latency:g} s, C={conc}{servers_text}: {elapsed:.2f} s, {rate:.1f} "
+            f"requests/s; ideal {'K C/L' if k > 1 else 'C/L'} = {ideal:.1f} requests/s; fraction = {rate / ideal:.3f} "
+            "(target >= 0.9)"
         )
         print(f"  all {len(runs)} runs: " + ", ".join(f"{n / ideal / t:.3f}" for t, _ in runs))
         cpu = resource.getrusage(resource.RUSAGE_SELF)
-        bare = n / bare_client_seconds(url, conversations(n, "bare"), conc)
+        bare = n / bare_client_seconds(urls, conversations(n, "bare"), conc)
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         bare_cpu = (cpu_after.ru_utime - cpu.ru_utime) + (cpu_after.ru_stime - cpu.ru_stime)
         print(
@@ -128,6 +150,15 @@ def main(argv: list[str] | None = None) -> None:
             f"({type(backend._rt.client._client).__name__}), bare client {bare_cpu / n * 1e3:.2f} ms; "
             f"load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
         )
+        if k > 1:
+            counts = backend.endpoint_counts()
+            print("  answered per server: " + ", ".join(str(counts[u]["answered"]) for u in urls))
+            print(
+                f"RESULT servers={k} requests={n} requests_per_s={rate:.1f} ideal={ideal:.1f} "
+                f"fraction={rate / ideal:.3f} bare_fraction={bare / ideal:.3f} client_cpu_ms={client_cpu / n * 1e3:.2f}"
+            )
+            backend.close()
+            return
 
         with tempfile.TemporaryDirectory() as tmp:
             cached = CachedBackend(backend, ResponseCache(Path(tmp) / "responses.sqlite"))
@@ -153,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         backend.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

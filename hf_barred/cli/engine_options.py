@@ -38,6 +38,7 @@ __all__ = [
     "PROMPT_SET_NAMES",
     "add_engine_arguments",
     "add_prompt_set_argument",
+    "base_urls_from_file",
     "check_cache_dir",
     "engine_config",
     "positive_int",
@@ -111,7 +112,7 @@ ENGINE_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--engine", "engine", {"choices": ENGINES}),
     ("--model", "model", {}),
     ("--provider", "provider", {"choices": tuple(PROVIDERS)}),
-    ("--base-url", "base_url", {}),
+    ("--base-url", "base_url", {"action": "append", "metavar": "URL"}),
     ("--api-key-env", "api_key_env", {"metavar": "VAR"}),
     ("--api-version", "api_version", {"metavar": "VERSION"}),
     ("--reasoning-model", "reasoning_model", {"type": yes_no, "metavar": "yes|no"}),
@@ -157,12 +158,56 @@ def add_engine_arguments(parser: Any, *, default_engine: Optional[str] = "local"
     defaults = {"engine": None, "model": None} if default_engine is None else {"engine": default_engine}
     for flag, name, options in ENGINE_FLAGS:
         group.add_argument(flag, **options, **argument_options(EngineConfig, name, default=defaults.get(name, MISSING)))
+    group.add_argument(
+        "--servers-file",
+        metavar="FILE",
+        default=None,
+        help="A file of base URLs of servers of the same model, one per line (# starts a comment); with --base-url, "
+        "both count.",
+    )
+
+
+def base_urls_from_file(path: str) -> list[str]:
+    """The base URLs listed in ``path``, one per line; blank lines and ``#`` comments are skipped.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+    ...     _ = f.write("# replicas\\nhttp://10.0.0.1:8000/v1\\n\\nhttp://10.0.0.2:8000/v1  # second\\n")
+    >>> base_urls_from_file(f.name)
+    ['http://10.0.0.1:8000/v1', 'http://10.0.0.2:8000/v1']
+    >>> os.remove(f.name)
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"--servers-file {path}: expected a readable text file of base URLs, one per line, but "
+            f"{getattr(err, 'strerror', None) or err}. Fix the path, or pass --base-url URL (repeatable)."
+        ) from None
+    urls = [line.split("#", 1)[0].strip() for line in lines]
+    urls = [url for url in urls if url]
+    bad = next((url for url in urls if not url.startswith(("http://", "https://")) or " " in url), None)
+    if bad is not None or not urls:
+        found = f"the line {bad!r}" if bad is not None else "no URL"
+        raise ValueError(
+            f"--servers-file {path}: expected one http(s) base URL per line (e.g. http://10.0.0.1:8000/v1), found "
+            f"{found}. Fix the file."
+        )
+    return urls
 
 
 def engine_config(args: argparse.Namespace, **changes: Any) -> EngineConfig:
     """The :class:`~hf_barred.llm.EngineConfig` of the flags of :func:`add_engine_arguments`; its cache
     folder is checked (:func:`check_cache_dir`), so an unwritable one fails before the run."""
     values: dict[str, Any] = {name: getattr(args, flag[2:].replace("-", "_"), None) for flag, name, _ in ENGINE_FLAGS}
+    given = values.pop("base_url") or []
+    urls = [given] if isinstance(given, str) else list(given)
+    if getattr(args, "servers_file", None):
+        urls += base_urls_from_file(args.servers_file)
+    urls = list(dict.fromkeys(urls))  # a server named twice is one server
+    values["base_url"] = urls[0] if urls else None
+    if len(urls) > 1:
+        values["extra_base_urls"] = tuple(urls[1:])
     values.update(changes)
     config = EngineConfig(
         **{k: v for k, v in values.items() if v is not None or k in ("base_url", "api_key_env", "cache_dir")}

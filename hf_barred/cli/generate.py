@@ -181,6 +181,7 @@ def format_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") 
     else:
         cost = f"${e['cost']:.4f}"
     lines.append(f"  cost {cost}; prices: {e.get('prices') or 'none given'}")
+    lines.extend(endpoint_lines(e))
     goal = stats.get("goal") or {}
     if goal and not goal.get("reached"):
         lines.append(f"  ended short of the goal: {goal['why']}. To go on: {goal['fix']}.")
@@ -238,6 +239,21 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.reached else EXIT_SHORT
 
 
+def endpoint_lines(engine_usage: dict[str, Any]) -> list[str]:
+    """A line per server when the openai engine sent to several: its requests sent, answered and failed.
+
+    >>> for line in endpoint_lines({"endpoints": {"http://a/v1": {"sent": 9, "answered": 9, "failed": 0},
+    ...                                           "http://b/v1": {"sent": 4, "answered": 2, "failed": 2}}}):
+    ...     print(line)
+      server http://a/v1: 9 requests sent, 9 answered, 0 failed
+      server http://b/v1: 4 requests sent, 2 answered, 2 failed
+    """
+    return [
+        f"  server {url}: {counts['sent']} requests sent, {counts['answered']} answered, {counts['failed']} failed"
+        for url, counts in (engine_usage.get("endpoints") or {}).items()
+    ]
+
+
 def format_rule_set_summary(stats: dict[str, Any], seconds: float, output_dir: str = "") -> str:
     """The closing summary of a rule-set run: a line per rule, the totals, where the data is and what comes next.
 
@@ -273,6 +289,7 @@ def format_rule_set_summary(stats: dict[str, Any], seconds: float, output_dir: s
         f"  this run: {e['calls']} engine calls, {e['cache_hits']} cache hits, {e['prompt_tokens']} prompt + "
         f"{e['completion_tokens']} completion tokens, {e['errors']} errors; cost ${e['cost']:.4f}"
     )
+    lines.extend(endpoint_lines(e))
     if not stats["goal"]["reached"]:
         lines.append(
             f"  ended short of the goal for {len(stats['goal']['short'])} rule(s): {', '.join(stats['goal']['short'])} "

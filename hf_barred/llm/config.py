@@ -57,7 +57,9 @@ class EngineConfig:
     - What answers: ``engine`` (``local`` | ``openai`` | ``vllm``), ``model``.
     - Where (``openai``): ``provider`` (its profile, :mod:`hf_barred.llm.providers`: base URL, key variable,
       the parameters its requests carry), ``base_url``, ``api_key_env`` (the *name* of the env var holding the
-      key, never the key itself, so configs and datasets never carry secrets), ``api_version`` (Azure).
+      key, never the key itself, so configs and datasets never carry secrets), ``api_version`` (Azure);
+      ``extra_base_urls``: more servers of the same model (:attr:`endpoint_urls`), each with ``max_concurrency``
+      requests in flight, the least busy first (:mod:`hf_barred.llm.engines.openai.runtime`).
     - Reasoning models (``openai``): ``reasoning_model`` (None: by the model's name), ``reasoning_effort``,
       ``reasoning_tokens`` (the allowance on top of each answer budget); they change answers, so they are
       part of :meth:`identity` and of the response cache's key.
@@ -87,7 +89,18 @@ class EngineConfig:
         },
     )
     base_url: Optional[str] = field(
-        default=None, metadata={"help": "OpenAI-compatible base URL (openai engine), e.g. http://127.0.0.1:8000/v1."}
+        default=None,
+        metadata={
+            "help": "OpenAI-compatible base URL (openai engine), e.g. http://127.0.0.1:8000/v1; repeat the flag for "
+            "several servers of the same model (requests go to the least busy; one that fails sits out a back-off)."
+        },
+    )
+    extra_base_urls: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "More servers of the same model beside base_url (openai engine): each gets up to max_concurrency "
+            "requests, the least busy first; the CLI fills it from a repeated --base-url or --servers-file."
+        },
     )
     provider: Optional[str] = field(
         default=None,
@@ -127,7 +140,9 @@ class EngineConfig:
             "help": "Name of the environment variable that holds the API key (openai engine), e.g. OPENAI_API_KEY."
         },
     )
-    max_concurrency: int = field(default=32, metadata={"help": "Requests in flight at once (openai engine)."})
+    max_concurrency: int = field(
+        default=32, metadata={"help": "Requests in flight at once, per server (openai engine)."}
+    )
     requests_per_minute: Optional[float] = field(default=None, metadata={"help": "Request rate limit (openai)."})
     tokens_per_minute: Optional[float] = field(default=None, metadata={"help": "Token rate limit (openai)."})
     timeout: float = field(
@@ -218,6 +233,16 @@ class EngineConfig:
                 f"EngineConfig.model: the {self.engine} engine needs the model name the server knows, "
                 f"found {EMBEDDED_MODEL!r}. Pass --model NAME."
             )
+        if isinstance(self.extra_base_urls, (list, str)):
+            urls = [self.extra_base_urls] if isinstance(self.extra_base_urls, str) else self.extra_base_urls
+            object.__setattr__(self, "extra_base_urls", tuple(urls))
+        if self.extra_base_urls and (self.engine != "openai" or not self.base_url or self.batch):
+            raise ValueError(
+                "EngineConfig.extra_base_urls: several servers need the openai engine, a first base_url and no batch "
+                f"mode (a Batch API job goes to one endpoint), found engine {self.engine!r}, base_url "
+                f"{self.base_url!r}, batch {self.batch}. Pass --engine openai with --base-url repeated, or drop "
+                "--batch."
+            )
         if self.max_concurrency < 1 or self.batch_size < 1:
             raise ValueError("EngineConfig: max_concurrency and batch_size must be >= 1.")
         if not self.timeout > 0 or self.max_retries < 0:
@@ -289,6 +314,21 @@ class EngineConfig:
                 "EngineConfig: expected batch_price_factor in (0, 1], batch_poll_interval > 0 and batch_max_retries "
                 f">= 0, found {self.batch_price_factor}, {self.batch_poll_interval}, {self.batch_max_retries}."
             )
+
+    @property
+    def endpoint_urls(self) -> tuple[str, ...]:
+        """Every server the openai engine sends to: ``base_url`` then ``extra_base_urls`` (empty when none is set).
+
+        >>> EngineConfig(engine="openai", model="m", base_url="http://a/v1", extra_base_urls=("http://b/v1",),
+        ...              max_concurrency=8).endpoint_urls
+        ('http://a/v1', 'http://b/v1')
+        """
+        return ((self.base_url,) if self.base_url else ()) + self.extra_base_urls
+
+    @property
+    def total_concurrency(self) -> int:
+        """Requests in flight at once over every server: ``max_concurrency`` per endpoint."""
+        return self.max_concurrency * max(1, len(self.endpoint_urls))
 
     @property
     def is_reasoning(self) -> bool:

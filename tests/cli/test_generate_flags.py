@@ -168,6 +168,7 @@ def test_the_flags_and_their_defaults_are_those_of_before():
         "engine": "local",
         "model": "embedded",
         "base_url": None,
+        "servers_file": None,
         "api_key_env": None,
         "max_concurrency": 32,
         "engine_batch_size": 8,
@@ -251,6 +252,7 @@ def test_the_flags_and_their_defaults_are_those_of_before():
             "--timeout",
             "--max-retries",
             "--cache-dir",
+            "--servers-file",
         ],
         "method": [
             "--prompt-set",

@@ -122,10 +122,17 @@ def engine_usage(config: BarredConfig) -> dict[str, Any]:
         "online_cost": 0.0,
     }
     sources: list[str] = []
+    endpoints: dict[str, dict[str, int]] = {}
     for engine_config in config.engines():
         engine = built_engine(engine_config)
         if engine is None:
             continue
+        if len(engine_config.endpoint_urls) > 1:  # several servers: what each one did
+            counts_of = getattr(engine.backend, "endpoint_counts", dict)
+            for url, counts in counts_of().items():
+                mine = endpoints.setdefault(url, dict.fromkeys(counts, 0))
+                for key, value in counts.items():
+                    mine[key] += value
         u = engine.usage
         total["calls"] += u.calls
         total["cache_hits"] += u.cache_hits
@@ -140,9 +147,24 @@ def engine_usage(config: BarredConfig) -> dict[str, Any]:
         )
         sources.append(source)
     total["prices"] = "; ".join(dict.fromkeys(sources))
+    if endpoints:
+        total["endpoints"] = endpoints
     return total
 
 
 def usage_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What was spent between two :func:`engine_usage` readings (the price sources are the latest's)."""
-    return {key: (after[key] - before[key] if isinstance(after[key], (int, float)) else after[key]) for key in after}
+    """What was spent between two :func:`engine_usage` readings (the price sources are the latest's).
+
+    >>> usage_delta({"calls": 2, "endpoints": {"a": {"sent": 1}}}, {"calls": 5, "endpoints": {"a": {"sent": 3}}})
+    {'calls': 3, 'endpoints': {'a': {'sent': 2}}}
+    """
+
+    def minus(now: Any, then: Any) -> Any:
+        if isinstance(now, dict):
+            then = then if isinstance(then, dict) else {}
+            return {key: minus(value, then.get(key)) for key, value in now.items()}
+        if isinstance(now, (int, float)) and not isinstance(now, bool):
+            return now - (then or 0)
+        return now
+
+    return minus(after, before)

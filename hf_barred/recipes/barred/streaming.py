@@ -73,7 +73,7 @@ def rows_in_flight(config: BarredConfig) -> int:
         return config.max_rows_in_flight
     engine = config.generate.engine
     if engine.engine == "openai":
-        return 4 * engine.max_concurrency
+        return 4 * engine.total_concurrency
     return 2 * config.batch_size
 
 

@@ -189,6 +189,8 @@ class OpenAIServer:
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
+        self.answered: list[dict[str, Any]] = []
+        """The bodies of the chat requests answered with a completion (HTTP 200), in the order answered."""
         self.in_flight = 0
         self.peak_in_flight = 0
         self._scripts: list[_Script] = []
@@ -230,6 +232,7 @@ class OpenAIServer:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.answered.clear()
             self.peak_in_flight = 0
 
     def requests_for(self, match: str) -> list[RecordedRequest]:
@@ -318,6 +321,8 @@ class OpenAIServer:
         if action.status >= 400:
             return _error(action.status, action.message, headers=action.headers)
         status, payload = self._completion(body, action)
+        if status == 200:
+            self.answered.append(body)
         return _json(payload, status=status, headers=action.headers)
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

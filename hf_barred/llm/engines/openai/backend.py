@@ -15,8 +15,10 @@ How it works:
   :meth:`OpenAICompatBackend.chat` (e.g. inside ``Dataset.map``) submits the whole batch to that
   loop, so connections are reused across calls, and it works even where the caller already runs a
   loop (notebooks). After ``fork`` (``num_proc``) the child builds its own loop and client.
-- **Many requests in flight.** One task per conversation; a semaphore bounds them to
-  ``max_concurrency``; optional ``requests_per_minute`` (a per-second leaky bucket, so no burst of a
+- **Many requests in flight.** One task per conversation, at most ``max_concurrency`` in flight per server;
+  with several servers (``extra_base_urls``) each request goes to the least busy, and one that fails
+  sits out a back-off while the others take its requests (:mod:`.runtime`); optional
+  ``requests_per_minute`` (a per-second leaky bucket, so no burst of a
   whole minute) and ``tokens_per_minute`` (a per-minute bucket, estimating prompt characters / 4 +
   ``max_tokens`` per request) limits use ``aiolimiter``.
 - **Answers are delivered as they arrive.** The loop hands each answer to the caller's thread,
@@ -42,6 +44,7 @@ What fails how (an engine-wide problem raises, a problem of one conversation doe
 Situation                                              Result
 =====================================================  ==============================================
 connection refused / DNS failure after the retries     :class:`EngineError` "could not reach ..."
+(with several servers: every one of them)              (one down: the others take its requests)
 401 / 403 (bad or missing key, no access)              :class:`EngineError` naming the env variable
 404 (unknown model, or a base URL without ``/v1``)     :class:`EngineError` listing the served models
 ``api_key_env`` names an unset variable                :class:`EngineError` when the backend is built
@@ -138,7 +141,7 @@ class OpenAICompatBackend:
     """
 
     concurrent_calls = True
-    """Several ``chat`` calls may run at once (they share one semaphore of ``max_concurrency``)."""
+    """Several ``chat`` calls may run at once (they share the runtime's slots: ``max_concurrency`` per server)."""
 
     http_transport: str = "auto"
     """``"auto"`` (the SDK's aiohttp client when installed, else httpx), ``"aiohttp"`` or ``"httpx"``;
@@ -197,11 +200,13 @@ class OpenAICompatBackend:
         self._batches: Optional[BatchRunner] = None
         self._lock = threading.Lock()
         self._finalizer: Optional[weakref.finalize] = None
+        self._closed_counts: dict[str, dict[str, int]] = {}
 
     model_name = property(lambda self: self.config.model)
     base_url = property(lambda self: self.config.base_url)
     api_key_env = property(lambda self: self.config.api_key_env)
-    max_concurrency = property(lambda self: self.config.max_concurrency)
+    max_concurrency = property(lambda self: self.config.total_concurrency)
+    """Requests in flight at once: ``EngineConfig.max_concurrency`` per server."""
     timeout = property(lambda self: self.config.timeout)
     max_retries = property(lambda self: self.config.max_retries)
 
@@ -263,6 +268,13 @@ class OpenAICompatBackend:
             raise
         return results  # type: ignore[return-value]
 
+    def endpoint_counts(self) -> dict[str, dict[str, int]]:
+        """Requests sent, answered and failed per server in this process (tries, not conversations), closed
+        runtimes included."""
+        rt = self._rt
+        live = rt.endpoint_counts() if rt is not None and rt.pid == os.getpid() else {}
+        return _added(self._closed_counts, live)
+
     def close(self) -> None:
         """Close the connections and stop the loop thread (also done at interpreter exit)."""
         with self._lock:
@@ -271,6 +283,8 @@ class OpenAICompatBackend:
                 self._finalizer.detach()
                 self._finalizer = None
         if rt is not None:
+            if rt.pid == os.getpid():
+                self._closed_counts = _added(self._closed_counts, rt.endpoint_counts())
             rt.close()
 
     # ------------------------------------------------------------------ internals
@@ -329,33 +343,42 @@ class OpenAICompatBackend:
     async def _answer(self, rt: Runtime, conversation: Conversation, params: SamplingParams) -> Completion:
         payload = self.request_payload(conversation, params)
         tokens = estimate_tokens(conversation, params.max_tokens)
-        attempt = 0
+        attempt = moves = 0  # moves: tries handed to another server after this one failed (not retries)
         while True:
-            async with rt.semaphore:
+            endpoint = await rt.acquire()
+            try:
                 await rt.throttle(tokens)
                 try:
                     # client.post is the SDK's documented call for any endpoint: its errors, without the per-call
                     # parameter transform and pydantic parsing of chat.completions.create (~0.8 ms CPU per request).
-                    response = await rt.client.post("/chat/completions", body=payload, cast_to=HTTP.Response)
-                    return parse_chat_completion(response.content, self.model_name)
+                    response = await endpoint.client.post("/chat/completions", body=payload, cast_to=HTTP.Response)
+                    completion = parse_chat_completion(response.content, self.model_name)
+                    rt.answered(endpoint)
+                    return completion
                 except MalformedResponse as exc:
                     if attempt >= self.max_retries:
                         return self.failed(rt, f"malformed response after {retries_text(attempt)}: {exc}")
                     logger.info(
                         "malformed response from %s (%s); retry %d of %d",
-                        self.base_url,
+                        endpoint.url,
                         exc,
                         attempt + 1,
                         self.max_retries,
                     )
                     delay = backoff_delay(attempt)
                 except openai.APIStatusError as exc:
+                    if exc.status_code >= 500 and rt.failed(endpoint) and moves < len(rt.endpoints):
+                        moves += 1  # another server is in the rotation: it takes the request now
+                        continue
                     wait = retry_after(exc.response.headers)
                     retried = exc.status_code in RETRIED_STATUSES or exc.status_code >= 500
                     if not retried or attempt >= self.max_retries or (wait is not None and wait > MAX_RETRY_AFTER):
                         return self.failed(rt, await api_error_message(self.config, rt, exc, attempt if retried else 0))
                     delay = wait if wait is not None and wait > 0 else backoff_delay(attempt)
                 except openai.APIConnectionError as exc:  # refused, unknown host, or a timeout (a subclass)
+                    if rt.failed(endpoint) and moves < len(rt.endpoints):
+                        moves += 1
+                        continue
                     reason = unreachable_reason(exc)
                     if reason is not None:
                         if attempt >= min(self.max_retries, UNREACHABLE_RETRIES):
@@ -363,21 +386,23 @@ class OpenAICompatBackend:
                     elif attempt >= min(self.max_retries, TIMEOUT_RETRIES):
                         return self.failed(rt, await api_error_message(self.config, rt, exc, attempt))
                     else:
-                        self._warn_timeout(attempt + 1, min(self.max_retries, TIMEOUT_RETRIES))
+                        self._warn_timeout(endpoint.url, attempt + 1, min(self.max_retries, TIMEOUT_RETRIES))
                     delay = backoff_delay(attempt)
                 except openai.APIError as exc:
                     return self.failed(rt, await api_error_message(self.config, rt, exc, 0))
+            finally:
+                rt.release(endpoint)
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _warn_timeout(self, retry: int, retries: int) -> None:
+    def _warn_timeout(self, url: str, retry: int, retries: int) -> None:
         now = time.monotonic()
         if now - getattr(self, "_warned_at", -WARNING_INTERVAL) >= WARNING_INTERVAL:
             self._warned_at = now
             logger.warning(
                 "no answer from %s within the %g s timeout: retrying (retry %d of %d; set --timeout or "
                 "--max-retries to change this)",
-                self.base_url,
+                url,
                 self.timeout,
                 retry,
                 retries,
@@ -386,3 +411,13 @@ class OpenAICompatBackend:
     def failed(self, rt: Runtime, message: str) -> Completion:
         """An error Completion for one conversation, the API key redacted from ``message``."""
         return Completion(text="", finish_reason="error", model=self.model_name, error=rt.redact(message))
+
+
+def _added(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Two readings of per-server counts added up."""
+    total = {url: dict(counts) for url, counts in a.items()}
+    for url, counts in b.items():
+        mine = total.setdefault(url, dict.fromkeys(counts, 0))
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
+    return total

@@ -32,10 +32,16 @@ __all__ = [
 
 
 def unreachable_error(config: EngineConfig, rt: Runtime, reason: str, retries: int) -> EngineError:
-    """The engine-wide error of a server that cannot be reached at all."""
+    """The engine-wide error of a server (or every server of the rotation) that cannot be reached at all."""
+    urls = config.endpoint_urls
+    where = (
+        f"the OpenAI-compatible server at {urls[0]}"
+        if len(urls) < 2
+        else (f"any of the {len(urls)} OpenAI-compatible servers ({', '.join(urls)})")
+    )
     return EngineError(
         rt.redact(
-            f"could not reach the OpenAI-compatible server at {config.base_url} after {retries_text(retries)} "
+            f"could not reach {where} after {retries_text(retries)} "
             f"({reason}). Start the server (e.g. `vllm serve {config.model}`) or fix --base-url."
         )
     )

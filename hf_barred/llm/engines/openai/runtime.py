@@ -1,19 +1,37 @@
-"""The per-process runtime of the ``openai`` engine: an event loop in a daemon thread, the SDK client
-on a pooled HTTP transport, the concurrency semaphore and the rate limiters.
+"""The per-process runtime of the ``openai`` engine: an event loop in a daemon thread, one SDK client per
+server (:class:`Endpoint`) on a pooled HTTP transport, the rotation that picks a server for each request,
+and the rate limiters.
+
+**Several servers of one model** (``EngineConfig.extra_base_urls``): each request goes to the server with
+the fewest requests in flight, each server takes up to ``max_concurrency``, and a request waits for a free
+slot when all are full. A server that fails (refused connection, 5xx, timeout) sits out a back-off
+(:data:`BACKOFF_FIRST` seconds, doubling per failure in a row up to :data:`BACKOFF_MAX`) while the others
+take its requests; its first answer puts it back. When every server is out, requests still go to the one
+due back first, so the retry bounds of :mod:`.backend` decide when the run stops. With one server, the
+rotation is just the ``max_concurrency`` bound.
 
 Example:
     >>> from hf_barred.llm.engines.openai.runtime import make_http_client
     >>> client = make_http_client("httpx", max_concurrency=4, timeout=5.0)   # the SDK's httpx pool
     >>> isinstance(client, HTTP.AsyncClient)
     True
+    >>> a, b = Endpoint("http://a/v1", client), Endpoint("http://b/v1", client)
+    >>> a.in_flight, b.in_flight = 3, 1
+    >>> pick([a, b], now=0.0) is b                  # the least busy
+    True
+    >>> b.down_until = 5.0                          # b failed: out of the rotation for 5 s
+    >>> pick([a, b], now=1.0) is a, pick([a, b], now=6.0) is b
+    (True, True)
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import openai
@@ -22,17 +40,51 @@ from aiolimiter import AsyncLimiter
 from ...config import EngineConfig
 from .wire import NO_KEY
 
-__all__ = ["HTTP", "Runtime", "make_http_client"]
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Endpoint", "HTTP", "Runtime", "make_http_client", "pick"]
+
+BACKOFF_FIRST = 2.0
+"""Seconds a server that just failed sits out of the rotation (when there are several)."""
+BACKOFF_MAX = 60.0
+"""The longest back-off: it doubles per failure in a row up to this."""
 
 # The HTTP library under the SDK: httpx (openai 1.x) or httpx2 (later versions).
 HTTP: Any = importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.partition(".")[0])
 
 
+@dataclass(eq=False)
+class Endpoint:
+    """One server of the rotation: its SDK client, its requests in flight, its counts, and until when it is out."""
+
+    url: str
+    client: Any
+    in_flight: int = 0
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    failures_in_a_row: int = 0
+    down_until: float = 0.0
+    """Loop time until which the server sits out (0: in the rotation)."""
+
+    def counts(self) -> dict[str, int]:
+        return {"sent": self.sent, "answered": self.answered, "failed": self.failed}
+
+
+def pick(endpoints: list[Endpoint], now: float) -> Endpoint:
+    """The server for the next request: the least busy of those in the rotation, else the one due back first."""
+    up = [endpoint for endpoint in endpoints if endpoint.down_until <= now]
+    if not up:
+        return min(endpoints, key=lambda endpoint: endpoint.down_until)
+    return min(up, key=lambda endpoint: endpoint.in_flight)
+
+
 class Runtime:
-    """What one process needs to talk to the server: an event loop in a daemon thread, the SDK
-    client, the concurrency semaphore and the rate limiters. Built on first use, never in a constructor."""
+    """What one process needs to talk to its servers: an event loop in a daemon thread, an SDK client per
+    server, the rotation between them (:meth:`acquire`, :meth:`release`) and the rate limiters. Built on first
+    use, never in a constructor."""
 
     def __init__(self, config: EngineConfig, api_key: str, http_transport: str = "auto"):
+        if not config.endpoint_urls:
+            raise ValueError("Runtime: expected a config with its base URL resolved, found none.")
         self.pid = os.getpid()
         self.secret = api_key
         self.loop = asyncio.new_event_loop()
@@ -46,26 +98,11 @@ class Runtime:
 
     async def _setup(self, config: EngineConfig, http_transport: str) -> None:
         # Built inside the loop so every asyncio object belongs to it.
-        http_client = make_http_client(http_transport, config.max_concurrency, config.timeout)
-        # the backend retries, with a bound per kind of failure: the SDK's own retries are off
-        if config.provider == "azure":  # /openai/deployments/{model}/chat/completions?api-version=..., key in api-key
-            self.client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
-                api_key=self.secret,
-                azure_endpoint=config.base_url or "",
-                api_version=config.api_version,
-                timeout=config.timeout,
-                max_retries=0,
-                http_client=http_client,
-            )
-        else:
-            self.client = openai.AsyncOpenAI(
-                api_key=self.secret,
-                base_url=config.base_url,
-                timeout=config.timeout,
-                max_retries=0,
-                http_client=http_client,
-            )
-        self.semaphore = asyncio.Semaphore(config.max_concurrency)
+        self.endpoints = [Endpoint(url, self._client(config, url, http_transport)) for url in config.endpoint_urls]
+        self.client: openai.AsyncOpenAI = self.endpoints[0].client
+        """The first server's client (batch jobs and error messages use it)."""
+        self.limit = config.max_concurrency
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self.requests_limiter: Optional[AsyncLimiter] = None
         self.tokens_limiter: Optional[AsyncLimiter] = None
         if config.requests_per_minute:
@@ -73,6 +110,80 @@ class Runtime:
             self.requests_limiter = AsyncLimiter(config.requests_per_minute * window / 60.0, window)
         if config.tokens_per_minute:
             self.tokens_limiter = AsyncLimiter(config.tokens_per_minute, 60.0)
+
+    def _client(self, config: EngineConfig, url: str, http_transport: str) -> openai.AsyncOpenAI:
+        http_client = make_http_client(http_transport, config.max_concurrency, config.timeout)
+        # the backend retries, with a bound per kind of failure: the SDK's own retries are off
+        if config.provider == "azure":  # /openai/deployments/{model}/chat/completions?api-version=..., key in api-key
+            return openai.AsyncAzureOpenAI(
+                api_key=self.secret,
+                azure_endpoint=url,
+                api_version=config.api_version,
+                timeout=config.timeout,
+                max_retries=0,
+                http_client=http_client,
+            )
+        return openai.AsyncOpenAI(
+            api_key=self.secret, base_url=url, timeout=config.timeout, max_retries=0, http_client=http_client
+        )
+
+    # ------------------------------------------------------------------ the rotation
+    async def acquire(self) -> Endpoint:
+        """A server with a free slot for one request (the least busy in the rotation); waits while all are full."""
+        while True:
+            endpoint = pick(self.endpoints, self.loop.time())
+            if endpoint.in_flight < self.limit and not self._waiters:
+                endpoint.in_flight += 1
+                endpoint.sent += 1
+                return endpoint
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass the slot on
+                    self._wake()
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            endpoint = pick(self.endpoints, self.loop.time())
+            if endpoint.in_flight < self.limit:
+                endpoint.in_flight += 1
+                endpoint.sent += 1
+                return endpoint
+
+    def release(self, endpoint: Endpoint) -> None:
+        """The request on ``endpoint`` is over: its slot goes to the first waiting request."""
+        endpoint.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def answered(self, endpoint: Endpoint) -> None:
+        """``endpoint`` answered: it is (back) in the rotation."""
+        endpoint.answered += 1
+        endpoint.failures_in_a_row = 0
+        endpoint.down_until = 0.0
+
+    def failed(self, endpoint: Endpoint) -> bool:
+        """``endpoint`` failed (refused, 5xx, timeout): out of the rotation for its back-off. Returns whether
+        another server is in the rotation to take the request."""
+        endpoint.failed += 1
+        endpoint.failures_in_a_row += 1
+        backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (endpoint.failures_in_a_row - 1))
+        now = self.loop.time()
+        endpoint.down_until = now + backoff
+        return any(other.down_until <= now for other in self.endpoints if other is not endpoint)
+
+    def endpoint_counts(self) -> dict[str, dict[str, int]]:
+        """Requests sent, answered and failed per server (failures counted per try)."""
+        return {endpoint.url: endpoint.counts() for endpoint in self.endpoints}
 
     async def throttle(self, tokens: int) -> None:
         if self.requests_limiter is not None:
@@ -87,16 +198,20 @@ class Runtime:
         if self.pid != os.getpid() or not self.thread.is_alive():
             return  # a forked child does not own the parent's thread or sockets
         if threading.current_thread() is self.thread:  # garbage-collected on the loop itself: don't wait
-            self.loop.create_task(self.client.close()).add_done_callback(lambda _: self.loop.stop())
+            self.loop.create_task(self._close_clients()).add_done_callback(lambda _: self.loop.stop())
             return
         try:
-            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._close_clients(), self.loop).result(timeout=5)
         except Exception:  # closing is best effort (interpreter shutdown)
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         if not self.thread.is_alive():
             self.loop.close()
+
+    async def _close_clients(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
 
 
 def make_http_client(transport: str, max_concurrency: int, timeout: float) -> Any:
