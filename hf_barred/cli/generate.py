@@ -209,6 +209,10 @@ def run(args: argparse.Namespace) -> int:
             from ..recipes.barred.lengths import fit_sample_budget
 
             config = fit_sample_budget(config, task)
+    if config.run_executor == "ray":  # fail before the run, not after it
+        from ..recipes.barred.ray_executor import require_ray
+
+        require_ray()
     if args.push_to_hub:  # fail before the run, not after it
         from ..hub.push import require_token
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 import hf_barred.llm as llm
+from tests.utils import REPO_ROOT
 
 TASK = Path("dataset_scripts/health-advice/task.yaml")
+RULES = REPO_ROOT / "examples" / "support-agent" / "rules.yaml"
 
 
 @pytest.fixture
@@ -38,6 +40,11 @@ def openai_argv(target: Path, url: str, output: Path, *more: str, n: int = 2, mo
         model,
         *more,
     ]
+
+
+def rule_set_argv(url: str, output: Path, *more: str, rules: Path = RULES, n: int = 4) -> list[str]:
+    """``barred generate`` on the support-agent rule set at ``url``: no refinement, no progress view, then ``more``."""
+    return openai_argv(rules, url, output, "--max-refinements", "0", "--no-progress", *more, n=n)
 
 
 def generate_argv(url: str, output: Path, *more: str, task: Path = TASK) -> list[str]:

@@ -28,7 +28,7 @@ from ...stages.refine import RefineConfig
 
 __all__ = ["EXECUTORS", "FOR_ENGINE_HELP", "SERVED_MAX_TOKENS", "SERVED_SIZES", "BarredConfig", "BarredResult"]
 
-EXECUTORS = ("streaming", "stages")
+EXECUTORS = ("streaming", "stages", "ray")
 """How a run moves rows through the stages (:attr:`BarredConfig.executor`)."""
 
 DECOMPOSITION_CALLS = 100
@@ -113,8 +113,24 @@ class BarredConfig:
             "help": "streaming: every row moves to its next step as soon as its answers arrive, all rules at once; "
             "stages: one Dataset.map per stage over a round's rows, rule after rule (the same accepted rows). "
             "An engine in provider batch mode (--batch) runs by stages: one batch job per stage and round, not one "
-            "per handful of ready rows."
+            "per handful of ready rows. ray: the rules spread over the workers of a Ray cluster (pip install "
+            "'hf_barred[ray]'), each streaming its rows; the same outputs."
         },
+    )
+    ray_address: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "The Ray cluster of --executor ray (ray.init(address=...)), e.g. auto or ray://HEAD:10001 "
+            "(default: a local cluster on this machine's CPUs)."
+        },
+    )
+    ray_workers: Optional[int] = field(
+        default=None,
+        metadata={"help": "Rules run at once by --executor ray (None: one per rule, as many as the cluster fits)."},
+    )
+    ray_gpus_per_worker: float = field(
+        default=0.0,
+        metadata={"help": "GPUs each Ray worker holds (--executor ray with --engine vllm or local on GPUs: 1)."},
     )
     max_rows_in_flight: Optional[int] = field(
         default=None,
@@ -152,7 +168,9 @@ class BarredConfig:
             )
         if self.executor not in EXECUTORS:
             raise ValueError(f"BarredConfig.executor: expected one of {', '.join(EXECUTORS)}, found {self.executor!r}.")
-        for name in ("max_calls", "max_total_tokens", "max_rows_in_flight"):
+        if self.ray_gpus_per_worker < 0:
+            raise ValueError(f"BarredConfig.ray_gpus_per_worker: expected >= 0, found {self.ray_gpus_per_worker}.")
+        for name in ("max_calls", "max_total_tokens", "max_rows_in_flight", "ray_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"BarredConfig.{name}: expected None or >= 1, found {value}.")

@@ -162,7 +162,7 @@ class RuleRun:
         )
         stats["goal"] = goal(stats, config, self.budget, self.rounds_run, self.empty_round)
         stats["executor"] = config.run_executor
-        if config.run_executor == "streaming":
+        if config.run_executor in ("streaming", "ray"):
             unplanned = sum(1 for i in self.speculated if i >= self.planned)
             stats["speculative_rows"] = {"started": len(self.speculated), "never_planned": unplanned}
         return BarredResult(train, rejected, decomposition_export(self.inst), stats, output_dir, extra=extra)

@@ -5,7 +5,8 @@ plan -> generate -> debate -> (refine -> debate) x ``max_refinements`` run until
 accepted, a budget is spent, or ``max_rounds`` rounds have run (:mod:`.rule_run`). The executor moves the
 rows: :mod:`.streaming` (the default: each row to its next step as soon as its answers arrive, every rule
 at once, on shared engines) or :mod:`.stages_executor` (``executor="stages"``: one ``Dataset.map`` per
-stage, rule after rule); both accept the same rows from the same answers.
+stage, rule after rule) or :mod:`.ray_executor` (``executor="ray"``: the rules over the workers of a Ray cluster,
+each streaming); all accept the same rows from the same answers.
 ``train`` holds exactly ``n`` accepted samples, balanced across the labels as the plan intends
 (:func:`label_quota`); a round accepts more than it needs when the debate is kinder than
 expected, and those samples go to the ``extra`` split rather than being dropped (lowest
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ...policy.rules import RuleSet
 from ...policy.task import GuardrailTask
@@ -178,13 +179,25 @@ def _run(
     runs = [
         RuleRun(task, n, config, work if single else work / task.name, Budget(config, n, pool=pool)) for task in rules
     ]
-    with quiet_libraries(verbose), RunView(n, enabled=progress, rules=len(rules)) as view:
+    workers_usage: dict[str, Any] = {}
+    if config.run_executor == "ray":  # the workers run the rules; then the pass below reads back what they saved
+        from .ray_executor import run_on_ray
+
+        workers_usage = run_on_ray(list(rules), n, config, work, single, progress, verbose)
+    with (
+        quiet_libraries(verbose),
+        RunView(n, enabled=progress and config.run_executor != "ray", rules=len(rules)) as view,
+    ):
         guard = FailureGuard(config.engines(), config.max_failure_rate, fix=unusable_fix(config))
         ctx = RunContext(config, guard, view)
-        if config.run_executor == "streaming":
+        if config.run_executor in ("streaming", "ray"):
             run_streaming(runs, ctx)
         else:
             for rule in runs:
                 run_rule_by_stages(rule, ctx)
         usage = usage_delta(usage_before, engine_usage(config))
+        if workers_usage:
+            from .ray_executor import added_usage
+
+            usage = added_usage(workers_usage, usage)
         return [rule.finish(usage, ctx.reused, out) for rule in runs]

@@ -28,16 +28,11 @@ from hf_barred.recipes.barred.run import BarredConfig, run_barred_rules
 from tests.utils import REPO_ROOT
 from tests.utils.barred_script import BarredScript
 from tests.utils.cli_runs import (
+    RULES,
     fresh_cli,  # noqa: F401  (a fixture)
-    openai_argv,
+    rule_set_argv,
 )
 from tests.utils.schema_responder import StageServer, content_schema_answer
-
-RULES = REPO_ROOT / "examples" / "support-agent" / "rules.yaml"
-
-
-def rule_set_argv(url: str, output: Path, *more: str, rules: Path = RULES, n: int = 4) -> list[str]:
-    return openai_argv(rules, url, output, "--max-refinements", "0", "--no-progress", *more, n=n)
 
 
 def rule_of(body: dict) -> str:
