@@ -15,6 +15,13 @@ Example:
         --rule "The request is unsafe." --num-train-epochs 3
     $ accelerate launch --num_processes 2 -m hf_barred.cli train data/health-advice --output outputs/health \\
         --model_kind generative --base_model Qwen/Qwen2.5-0.5B-Instruct --config train.yaml
+    $ barred train outputs/support-agent --output outputs/support-agent-guards   # a rule set: one per rule
+    $ barred train outputs/support-agent --output outputs/support-agent-guards --rules health-advice
+
+A rule-set output of ``barred generate`` (a folder with ``rules.yaml`` and a config per rule) trains one
+guardrail per rule, each on its rule's ``train`` split with its rule's criterion, into ``OUTPUT/<rule>``,
+one after the other; ``--rules a,b`` picks some. Across machines, run it as a job array, one rule a job
+(``--rules $RULE``, under ``accelerate launch`` where a job has several GPUs).
 """
 
 from __future__ import annotations
@@ -81,14 +88,32 @@ def build_parser() -> Any:
         default="test",
         help="Split of --test-dataset (default: test).",
     )
+    parser.add_argument(
+        "--rules",
+        default=None,
+        metavar="NAMES",
+        help="Rule-set output only: the rules to train, comma-separated (default: every rule whose train split has "
+        "both labels).",
+    )
     add_verbose_argument(parser)
     return parser
+
+
+def rule_set_rules(dataset: str) -> Optional[list[tuple[str, Path]]]:
+    """``(rule, folder)`` of each rule when ``dataset`` is a rule-set output of ``barred generate``, else None."""
+    folder = Path(dataset)
+    if not (folder / "rules.yaml").is_file():
+        return None
+    from ..policy.rules import RuleSet
+
+    return [(name, folder / name) for name in RuleSet.load(folder / "rules.yaml").names]
 
 
 def parse(argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
     """``(GuardrailTrainingArguments, command options)`` from ``barred train``'s arguments."""
     training_args, options = build_parser().parse_args_and_config(list(argv))
-    if training_args.rule is None and (rule := rule_from_task_file(options.dataset)):
+    single = rule_set_rules(options.dataset) is None
+    if single and training_args.rule is None and (rule := rule_from_task_file(options.dataset)):
         training_args.rule = rule
     return training_args, options
 
@@ -126,8 +151,63 @@ def _train(argv: Sequence[str]) -> int:
     from ..progress import quiet_libraries
 
     training_args, options = parse(argv)
+    rules = rule_set_rules(options.dataset)
+    if rules is None:
+        if options.rules:
+            raise ValueError(
+                f"--rules: expected a rule-set output of barred generate (a folder with rules.yaml), found "
+                f"{options.dataset}. Drop --rules, or pass the rule set's output folder."
+            )
+        with quiet_libraries(options.verbose):
+            return _train_quietly(training_args, options, quiet=not options.verbose)
+    return _train_rules(training_args, options, rules)
+
+
+def _train_rules(training_args: Any, options: argparse.Namespace, rules: list[tuple[str, Path]]) -> int:
+    """One guardrail per rule of a rule-set output, into ``OUTPUT/<rule>``, one after the other."""
+    import dataclasses
+
+    from ..policy.data import load_labelled_data
+    from ..progress import quiet_libraries
+
+    names = [name for name, _ in rules]
+    wanted = [name.strip() for name in options.rules.split(",") if name.strip()] if options.rules else names
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise ValueError(
+            f"--rules: expected rules of {options.dataset} ({', '.join(names)}), found {', '.join(unknown)}. "
+            "Fix the names (comma-separated)."
+        )
+    if training_args.rule is not None or training_args.taxonomy:
+        raise ValueError(
+            "--rule/--taxonomy: a rule-set output trains each rule on its own criterion (from its task.yaml); "
+            "drop the flag, or train one rule's folder (barred train OUTPUT/RULE --rule ...)."
+        )
+    trained = 0
     with quiet_libraries(options.verbose):
-        return _train_quietly(training_args, options, quiet=not options.verbose)
+        for name, folder in rules:
+            if name not in wanted:
+                continue
+            labels = set(load_labelled_data(str(folder), options.split)["label"])
+            if len(labels) < 2:
+                print(f"barred train: rule {name!r}: skipped, its {options.split} split has one label", file=sys.stderr)
+                continue
+            args = dataclasses.replace(
+                training_args,
+                output_dir=str(Path(training_args.output_dir) / name),
+                rule=rule_from_task_file(str(folder)),
+                hub_model_id=f"{training_args.hub_model_id}-{name}" if training_args.hub_model_id else None,
+            )
+            one = argparse.Namespace(**{**vars(options), "dataset": str(folder)})
+            _train_quietly(args, one, quiet=not options.verbose)
+            trained += 1
+    if not trained:
+        raise ValueError(
+            f"{options.dataset}: expected a rule whose {options.split} split has both labels, found none. Generate "
+            "more samples (barred generate ... --n N), or pick the rules with --rules."
+        )
+    print(f"{trained} guardrails trained into {training_args.output_dir}/<rule>")
+    return 0
 
 
 def _train_quietly(training_args: Any, options: argparse.Namespace, quiet: bool) -> int:
