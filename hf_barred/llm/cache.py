@@ -199,9 +199,11 @@ class CachedBackend:
         todo: list[int] = []
         first_index_of_key: dict[str, int] = {}
         duplicates: dict[int, int] = {}
+        found_at: set[int] = set()
         for i, key in enumerate(keys):
             if key in found:
                 results[i] = found[key]
+                found_at.add(i)
             elif key in first_index_of_key:  # same prompt twice in one batch: one call
                 duplicates[i] = first_index_of_key[key]
             else:
@@ -223,6 +225,8 @@ class CachedBackend:
                 )
             results[i] = completion
             ACTIVITY.finished(completion)
+            with self._lock:  # metered before anyone hears of it: a guard reading usage never misses it
+                self.usage.add(completion, stage)
             if on_result is not None:
                 on_result(i, completion)
 
@@ -240,7 +244,8 @@ class CachedBackend:
         if self.cache is not None and hits:
             self.cache.count(self.cache_name, hits=hits)
         answered = cast(list[Completion], results)  # every row is filled: a cache hit, an answer or a duplicate
-        with self._lock:
-            for completion in answered:
-                self.usage.add(completion, stage)
+        with self._lock:  # the answers were metered as they arrived (store); now the hits and duplicates
+            for i, completion in enumerate(answered):
+                if i in found_at or i in duplicates:
+                    self.usage.add(completion, stage)
         return answered

@@ -120,6 +120,7 @@ def test_an_endpoint_killed_mid_run_the_other_finishes_it_with_no_finished_call_
 def test_the_driver_killed_mid_run_then_rerun_repeats_no_finished_call(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = rule_set_argv("URL", out, "--executor", "ray", "--max-refinements", "1", "--max-concurrency", "2", n=4)
+    argv.remove("--no-progress")  # the per-rule lines of the Ray executor are its progress
 
     def start(url: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "hf_barred.cli", *[url if arg == "URL" else arg for arg in argv]]
@@ -144,6 +145,9 @@ def test_the_driver_killed_mid_run_then_rerun_repeats_no_finished_call(tmp_path)
         every_call = set(answered(server))
     assert rerun.returncode == 0, stderr.decode()[-2000:]
     assert "train 4 of 4" in stdout.decode()
+    logged = stderr.decode()  # Ray's own lines stay out of the terminal without --verbose; ours are there
+    assert "Started a local Ray instance" not in logged and "streaming_executor" not in logged
+    assert "[ray] rule health-advice: 4 of 4 accepted" in logged
     assert 0 < cached < len(every_call)
     # the rerun asked exactly what the cache did not hold: no call that had finished was paid for again
     assert len(asked_again) == len(set(asked_again)) == len(every_call) - cached
