@@ -38,28 +38,8 @@ How it works:
   ``response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ...,
   "strict": False}}``, which OpenAI, vLLM serve, llama.cpp and Ollama accept.
 
-What fails how (an engine-wide problem raises, a problem of one conversation does not):
-
-=====================================================  ==============================================
-Situation                                              Result
-=====================================================  ==============================================
-connection refused / DNS failure after the retries     :class:`EngineError` "could not reach ..."
-(with several servers: every one of them)              (one down: the others take its requests)
-401 / 403 (bad or missing key, no access)              :class:`EngineError` naming the env variable
-404 (unknown model, or a base URL without ``/v1``)     :class:`EngineError` listing the served models
-``api_key_env`` names an unset variable                :class:`EngineError` when the backend is built
-timeout after the retries                              that conversation: ``Completion(error=...)``
-429 / 5xx after the retries                            that conversation: ``Completion(error=...)``
-400 / 413 / 422 (context too long, bad request)        that conversation, not retried
-malformed body after the retries                       that conversation: ``Completion(error=...)``
-=====================================================  ==============================================
-
-An error ``Completion`` has ``text=""`` and ``finish_reason="error"``; the cache does not store it,
-so a rerun retries it. When an ``EngineError`` is raised, the answers that had already arrived were
-passed to ``on_result`` (and cached) first. The API key is read from the environment variable named
-by ``api_key_env`` (``"EMPTY"`` when none is named, for local servers) when the live client is
-built; it is never logged, pickled, or shown in the backend's repr or in error messages (a server
-that echoes it back gets it replaced by ``***``).
+What fails how (an engine-wide problem raises :class:`EngineError`, a problem of one conversation gives
+that conversation an error ``Completion``), and how the API key is kept out of logs: :mod:`.errors`.
 
 Example:
     >>> from hf_barred.llm import EngineConfig, SamplingParams
@@ -98,7 +78,7 @@ from ...config import EngineConfig
 from ...providers import PROVIDERS
 from .batch import BatchRunner
 from .errors import api_error_message, retries_text, unreachable_error, unreachable_reason
-from .runtime import HTTP, Runtime
+from .runtime import HTTP, Runtime, added_counts
 from .wire import (
     DEFAULT_BASE_URL,
     MAX_RETRY_AFTER,
@@ -137,7 +117,7 @@ class OpenAICompatBackend:
     """An engine that answers through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Build it with :meth:`from_config` (``engine="openai"``) or directly; the constructor makes no
-    network call. See the module docstring for concurrency, retries and what fails how.
+    network call. See the module docstring for concurrency and retries, :mod:`.errors` for what fails how.
     """
 
     concurrent_calls = True
@@ -237,7 +217,7 @@ class OpenAICompatBackend:
         """Answer every conversation, in order, with up to ``max_concurrency`` requests in flight.
 
         ``on_result(i, completion)`` runs in the calling thread as soon as answer ``i`` arrives.
-        Raises :class:`EngineError` for engine-wide problems (see the module docstring).
+        Raises :class:`EngineError` for engine-wide problems (:mod:`.errors`).
         """
         conversations = list(conversations)
         if not conversations:
@@ -273,7 +253,7 @@ class OpenAICompatBackend:
         runtimes included."""
         rt = self._rt
         live = rt.endpoint_counts() if rt is not None and rt.pid == os.getpid() else {}
-        return _added(self._closed_counts, live)
+        return added_counts(self._closed_counts, live)
 
     def close(self) -> None:
         """Close the connections and stop the loop thread (also done at interpreter exit)."""
@@ -284,7 +264,7 @@ class OpenAICompatBackend:
                 self._finalizer = None
         if rt is not None:
             if rt.pid == os.getpid():
-                self._closed_counts = _added(self._closed_counts, rt.endpoint_counts())
+                self._closed_counts = added_counts(self._closed_counts, rt.endpoint_counts())
             rt.close()
 
     # ------------------------------------------------------------------ internals
@@ -411,13 +391,3 @@ class OpenAICompatBackend:
     def failed(self, rt: Runtime, message: str) -> Completion:
         """An error Completion for one conversation, the API key redacted from ``message``."""
         return Completion(text="", finish_reason="error", model=self.model_name, error=rt.redact(message))
-
-
-def _added(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """Two readings of per-server counts added up."""
-    total = {url: dict(counts) for url, counts in a.items()}
-    for url, counts in b.items():
-        mine = total.setdefault(url, dict.fromkeys(counts, 0))
-        for key, value in counts.items():
-            mine[key] = mine.get(key, 0) + value
-    return total

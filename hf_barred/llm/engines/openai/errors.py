@@ -1,6 +1,29 @@
 """What the ``openai`` engine makes of an SDK error: the error message of one conversation, or an
 :class:`EngineError` for a problem of the whole engine (see :mod:`hf_barred.llm.engines.openai.backend`).
 
+What fails how (an engine-wide problem raises, a problem of one conversation does not):
+
+=====================================================  ==============================================
+Situation                                              Result
+=====================================================  ==============================================
+connection refused / DNS failure after the retries     :class:`EngineError` "could not reach ..."
+(with several servers: every one of them)              (one down: the others take its requests)
+401 / 403 (bad or missing key, no access)              :class:`EngineError` naming the env variable
+404 (unknown model, or a base URL without ``/v1``)     :class:`EngineError` listing the served models
+``api_key_env`` names an unset variable                :class:`EngineError` when the backend is built
+timeout after the retries                              that conversation: ``Completion(error=...)``
+429 / 5xx after the retries                            that conversation: ``Completion(error=...)``
+400 / 413 / 422 (context too long, bad request)        that conversation, not retried
+malformed body after the retries                       that conversation: ``Completion(error=...)``
+=====================================================  ==============================================
+
+An error ``Completion`` has ``text=""`` and ``finish_reason="error"``; the cache does not store it,
+so a rerun retries it. When an ``EngineError`` is raised, the answers that had already arrived were
+passed to ``on_result`` (and cached) first. The API key is read from the environment variable named
+by ``api_key_env`` (``"EMPTY"`` when none is named, for local servers) when the live client is
+built; it is never logged, pickled, or shown in the backend's repr or in error messages (a server
+that echoes it back gets it replaced by ``***``).
+
 Every helper reads the engine's settings from its :class:`~hf_barred.llm.config.EngineConfig`
 (the base URL resolved) and redacts the key through the :class:`~.runtime.Runtime`.
 

@@ -40,7 +40,7 @@ from aiolimiter import AsyncLimiter
 from ...config import EngineConfig
 from .wire import NO_KEY
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Endpoint", "HTTP", "Runtime", "make_http_client", "pick"]
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Endpoint", "HTTP", "Runtime", "added_counts", "make_http_client", "pick"]
 
 BACKOFF_FIRST = 2.0
 """Seconds a server that just failed sits out of the rotation (when there are several)."""
@@ -237,3 +237,13 @@ def make_http_client(transport: str, max_concurrency: int, timeout: float) -> An
             "http_transport='aiohttp' needs openai.DefaultAioHttpClient (pip install -U 'openai[aiohttp]')."
         )
     return openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+
+
+def added_counts(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Two readings of per-server counts (:meth:`Runtime.endpoint_counts`) added up."""
+    total = {url: dict(counts) for url, counts in a.items()}
+    for url, counts in b.items():
+        mine = total.setdefault(url, dict.fromkeys(counts, 0))
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
+    return total
