@@ -34,10 +34,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,7 +49,18 @@ from .budget import Budget, engine_usage, usage_delta
 from .config import BarredConfig
 from .failures import AnswersUnusable, FailureGuard, RequestsFailed
 
-__all__ = ["added_usage", "require_ray", "run_on_ray", "run_rule", "run_rules", "shared_cache_config", "worker_count"]
+__all__ = [
+    "PROGRESS_FILE",
+    "ProgressLines",
+    "added_usage",
+    "progress_file_view",
+    "require_ray",
+    "run_on_ray",
+    "run_rule",
+    "run_rules",
+    "shared_cache_config",
+    "worker_count",
+]
 
 _ERRORS: dict[str, type[Exception]] = {
     "RequestsFailed": RequestsFailed,
@@ -114,7 +127,7 @@ def run_rule(
 ) -> tuple[int, int, dict[str, Any], Optional[list[str]]]:
     """Run one rule to its end in this process: its rows go to ``folder``, its answers to the cache. Returns the
     accepted samples (at most ``n``), its requests, this process's engine usage for it, and its error, if any."""
-    from ...progress import RunView, quiet_libraries
+    from ...progress import quiet_libraries
     from .context import RunContext
     from .rule_run import RuleRun, unusable_fix
     from .streaming import run_streaming
@@ -122,13 +135,66 @@ def run_rule(
     rule = RuleRun(task, n, config, folder, Budget(config, n))
     before = engine_usage(config)
     error: Optional[list[str]] = None
-    with quiet_libraries(False), RunView(n, enabled=False) as view:
+    with quiet_libraries(False), progress_file_view(n, folder / PROGRESS_FILE) as view:
         guard = FailureGuard(config.engines(), config.max_failure_rate, fix=unusable_fix(config))
         try:
             run_streaming([rule], RunContext(config, guard, view))
         except tuple(_ERRORS.values()) as err:  # the driver raises it, as a local run would
             error = [type(err).__name__ if type(err).__name__ in _ERRORS else "ValueError", str(err)]
     return min(len(rule.accepted_rows), n), rule.budget.calls, usage_delta(before, engine_usage(config)), error
+
+
+PROGRESS_FILE = "progress.json"
+"""A worker's report of its rule's accepted samples so far, in the rule's work folder (read by the driver)."""
+
+
+def progress_file_view(n: int, path: Path) -> Any:
+    """A silent :class:`~hf_barred.progress.RunView` that writes the accepted count to ``path`` at each round's
+    end (to a temporary name, then renamed), for the driver's progress lines."""
+    from ...progress import RunView
+
+    class ProgressFileView(RunView):
+        def accepted(self, count: int, rule: str = "") -> None:
+            super().accepted(count, rule)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".tmp")
+            partial.write_text(json.dumps({"accepted": min(count, n)}))
+            partial.replace(path)
+
+    return ProgressFileView(n, enabled=False)
+
+
+class ProgressLines:
+    """The driver's progress while the workers run: a line when a rule's accepted count moves (read from the
+    workers' progress files every ``interval`` seconds, in a daemon thread)."""
+
+    def __init__(self, folders: dict[str, Path], n: int, interval: float = 5.0):
+        self.folders, self.n, self.interval = folders, n, interval
+        self.shown: dict[str, int] = {}
+        self.done: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="hf_barred-ray-progress", daemon=True)
+
+    def __enter__(self) -> ProgressLines:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=self.interval + 1)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            for name, folder in self.folders.items():
+                if name in self.done:
+                    continue
+                try:
+                    accepted = int(json.loads((folder / PROGRESS_FILE).read_text())["accepted"])
+                except (OSError, ValueError, KeyError):
+                    continue
+                if self.shown.get(name) != accepted:
+                    self.shown[name] = accepted
+                    print(f"[ray] rule {name}: {accepted} of {self.n} accepted so far", file=sys.stderr, flush=True)
 
 
 def run_on_ray(
@@ -165,16 +231,19 @@ def run_on_ray(
         )
         usage: dict[str, Any] = {}
         errors: list[list[str]] = []
-        for row in results.iter_rows():  # in the order the rules end
-            usage = added_usage(usage, json.loads(row["usage"]))
-            if row["error"]:
-                errors.append(json.loads(row["error"]))
-            if progress:
-                state = f"stopped: {json.loads(row['error'])[1]}" if row["error"] else "done"
-                line = (
-                    f"[ray] rule {row['rule']}: {row['accepted']} of {n} accepted, {row['requests']} requests ({state})"
-                )
-                print(line, file=sys.stderr, flush=True)
+        folders = {task.name: work if single else work / task.name for task in tasks}
+        lines = ProgressLines(folders, n) if progress else contextlib.nullcontext()
+        with lines:
+            for row in results.iter_rows():  # in the order the rules end
+                usage = added_usage(usage, json.loads(row["usage"]))
+                if row["error"]:
+                    errors.append(json.loads(row["error"]))
+                if progress:
+                    state = f"stopped: {json.loads(row['error'])[1]}" if row["error"] else "done"
+                    if isinstance(lines, ProgressLines):
+                        lines.done.add(row["rule"])
+                    line = f"[ray] rule {row['rule']}: {row['accepted']} of {n} accepted, {row['requests']} requests"
+                    print(f"{line} ({state})", file=sys.stderr, flush=True)
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
