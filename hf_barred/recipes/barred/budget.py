@@ -21,7 +21,7 @@ from datasets import Dataset
 from ...llm import built_engine
 from .config import BarredConfig
 
-__all__ = ["Budget", "dataset_usage", "engine_usage", "rows_to_plan", "usage_delta"]
+__all__ = ["Budget", "dataset_usage", "engine_usage", "rows_to_plan", "usage_delta", "usage_total"]
 
 
 def dataset_usage(rows: Any) -> dict[str, int]:
@@ -128,11 +128,7 @@ def engine_usage(config: BarredConfig) -> dict[str, Any]:
         if engine is None:
             continue
         if len(engine_config.endpoint_urls) > 1:  # several servers: what each one did
-            counts_of = getattr(engine.backend, "endpoint_counts", dict)
-            for url, counts in counts_of().items():
-                mine = endpoints.setdefault(url, dict.fromkeys(counts, 0))
-                for key, value in counts.items():
-                    mine[key] += value
+            endpoints = usage_total(endpoints, getattr(engine.backend, "endpoint_counts", dict)())
         u = engine.usage
         total["calls"] += u.calls
         total["cache_hits"] += u.cache_hits
@@ -168,3 +164,21 @@ def usage_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
         return now
 
     return minus(after, before)
+
+
+def usage_total(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Two :func:`engine_usage` readings (or deltas) added up: numbers and nested counts summed, text (the price
+    sources) kept from the latest.
+
+    >>> usage_total({"calls": 2, "endpoints": {"a": {"sent": 1}}}, {"calls": 3, "endpoints": {"b": {"sent": 4}}})
+    {'calls': 5, 'endpoints': {'a': {'sent': 1}, 'b': {'sent': 4}}}
+    """
+    result = dict(total)
+    for key, value in more.items():
+        if isinstance(value, dict):
+            result[key] = usage_total(result.get(key) or {}, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            result[key] = result.get(key, 0) + value
+        elif value:
+            result[key] = value
+    return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -276,15 +277,22 @@ class BarredConfig:
         ]
         return list(dict.fromkeys(found))
 
-    def with_batch_dir(self, folder: Path) -> BarredConfig:
-        """This config with ``folder`` as the batch-job folder of every stage engine in provider batch mode
-        that names none (``barred generate --batch``: ``OUTPUT/work/batches``)."""
+    def with_engines(self, change: Callable[[EngineConfig], EngineConfig]) -> BarredConfig:
+        """This config with ``change(engine)`` as every stage's engine (the same config when nothing changes)."""
         changes = {}
         for name in ("decompose", "instantiate", "generate", "debate", "refine"):
             stage = getattr(self, name)
-            if stage.engine.batch and not stage.engine.batch_dir:
-                changes[name] = dataclasses.replace(stage, engine=stage.engine.replace(batch_dir=str(folder)))
+            engine = change(stage.engine)
+            if engine != stage.engine:
+                changes[name] = dataclasses.replace(stage, engine=engine)
         return dataclasses.replace(self, **changes) if changes else self
+
+    def with_batch_dir(self, folder: Path) -> BarredConfig:
+        """This config with ``folder`` as the batch-job folder of every stage engine in provider batch mode
+        that names none (``barred generate --batch``: ``OUTPUT/work/batches``)."""
+        return self.with_engines(
+            lambda engine: engine.replace(batch_dir=str(folder)) if engine.batch and not engine.batch_dir else engine
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

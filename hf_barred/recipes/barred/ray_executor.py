@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import sys
@@ -45,14 +44,13 @@ from typing import Any, Optional
 
 from ...llm.base import EngineError
 from ...policy.task import GuardrailTask
-from .budget import Budget, engine_usage, usage_delta
+from .budget import Budget, engine_usage, usage_delta, usage_total
 from .config import BarredConfig
 from .failures import AnswersUnusable, FailureGuard, RequestsFailed
 
 __all__ = [
     "PROGRESS_FILE",
     "ProgressLines",
-    "added_usage",
     "progress_file_view",
     "require_ray",
     "run_on_ray",
@@ -93,13 +91,13 @@ def shared_cache_config(config: BarredConfig) -> BarredConfig:
     """``config`` with every engine's response cache folder resolved here (``cache_dir``), so the workers of
     every node use the same folder, whatever their environment says. The folder is not part of any
     fingerprint."""
-    changes = {}
-    for name in ("decompose", "instantiate", "generate", "debate", "refine"):
-        stage = getattr(config, name)
-        if stage.engine.cache and not stage.engine.cache_dir:
-            folder = str(stage.engine.resolved_cache_dir().resolve())
-            changes[name] = dataclasses.replace(stage, engine=stage.engine.replace(cache_dir=folder))
-    return dataclasses.replace(config, **changes) if changes else config
+    return config.with_engines(
+        lambda engine: (
+            engine.replace(cache_dir=str(engine.resolved_cache_dir().resolve()))
+            if engine.cache and not engine.cache_dir
+            else engine
+        )
+    )
 
 
 def run_rules(
@@ -235,7 +233,7 @@ def run_on_ray(
         lines = ProgressLines(folders, n) if progress else contextlib.nullcontext()
         with lines:
             for row in results.iter_rows():  # in the order the rules end
-                usage = added_usage(usage, json.loads(row["usage"]))
+                usage = usage_total(usage, json.loads(row["usage"]))
                 if row["error"]:
                     errors.append(json.loads(row["error"]))
                 if progress:
@@ -267,16 +265,3 @@ def _connect(ray: Any, address: Optional[str], verbose: bool) -> bool:
         include_dashboard=False,
     )
     return True
-
-
-def added_usage(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
-    """Two :func:`~.budget.engine_usage` readings added up (text, such as the price sources, kept)."""
-    result = dict(total)
-    for key, value in more.items():
-        if isinstance(value, dict):
-            result[key] = added_usage(result.get(key) or {}, value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            result[key] = result.get(key, 0) + value
-        elif value:
-            result[key] = value
-    return result

@@ -58,7 +58,7 @@ from typing import Any, Optional
 
 from ...policy.rules import RuleSet
 from ...policy.task import GuardrailTask
-from .budget import Budget, engine_usage, rows_to_plan, usage_delta
+from .budget import Budget, engine_usage, rows_to_plan, usage_delta, usage_total
 from .config import SERVED_MAX_TOKENS, BarredConfig, BarredResult
 from .context import RunContext
 from .failures import FailureGuard
@@ -197,7 +197,5 @@ def _run(
                 run_rule_by_stages(rule, ctx)
         usage = usage_delta(usage_before, engine_usage(config))
         if workers_usage:
-            from .ray_executor import added_usage
-
-            usage = added_usage(workers_usage, usage)
+            usage = usage_total(workers_usage, usage)
         return [rule.finish(usage, ctx.reused, out) for rule in runs]
