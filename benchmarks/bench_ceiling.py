@@ -56,7 +56,7 @@ DATASETS = {
     "xstest": ("xstest/xstest_prompts.csv", "prompt", "label", None),
 }
 PAPER = {"message_repetition": 0.92, "healthe": 0.79}  # fine-tuned Qwen2.5-3B, BARRED paper Table 3
-SYSTEMS = ("tfidf", "minilm-lora", "minilm-full", "setfit", "smollm2-lora")
+SYSTEMS = ("tfidf", "minilm-lora", "minilm-full", "minilm-head", "setfit", "smollm2-lora")
 
 
 def load(name: str, max_rows: int, seed: int) -> tuple[list[str], list[int], str]:
@@ -184,10 +184,30 @@ def run_setfit(args, train_x, train_y, test_x, rule, workdir):
     return [int(p) for p in model.predict(list(test_x))], seconds, lambda t: model.predict_proba([t])
 
 
+def run_minilm_head(args, train_x, train_y, test_x, rule, workdir):
+    """The frozen MiniLM encoder (mean pooling, what the embedded classifier base is) and a logistic-regression
+    head per rule: the shared-trunk option, where one encoder pass per text serves every rule's head."""
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    from hf_barred.guardrails.loading import embedded_classifier_path
+
+    encoder = quiet(lambda: SentenceTransformer(str(embedded_classifier_path()), local_files_only=True))
+    encoder.max_seq_length = args.max_length
+
+    def encode(texts):
+        return encoder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+    head = LogisticRegression(max_iter=2000, C=10.0, random_state=args.seed)
+    seconds = timed(lambda: head.fit(encode(train_x), train_y))
+    return list(head.predict(encode(test_x))), seconds, lambda t: head.predict_proba(encode([t]))
+
+
 RUNNERS = {
     "tfidf": run_tfidf,
     "minilm-lora": run_minilm_lora,
     "minilm-full": run_minilm_full,
+    "minilm-head": run_minilm_head,
     "setfit": run_setfit,
     "smollm2-lora": run_smollm2_lora,
 }
