@@ -56,7 +56,7 @@ DATASETS = {
     "xstest": ("xstest/xstest_prompts.csv", "prompt", "label", None),
 }
 PAPER = {"message_repetition": 0.92, "healthe": 0.79}  # fine-tuned Qwen2.5-3B, BARRED paper Table 3
-SYSTEMS = ("tfidf", "minilm-lora", "minilm-full", "minilm-head", "setfit", "smollm2-lora")
+SYSTEMS = ("tfidf", "minilm-lora", "minilm-full", "minilm-head", "minilm-multi", "setfit", "smollm2-lora")
 
 
 def load(name: str, max_rows: int, seed: int) -> tuple[list[str], list[int], str]:
@@ -203,11 +203,80 @@ def run_minilm_head(args, train_x, train_y, test_x, rule, workdir):
     return list(head.predict(encode(test_x))), seconds, lambda t: head.predict_proba(encode([t]))
 
 
+_JOINT: dict[int, tuple[Any, Any, Any, tuple[float, float]]] = {}
+
+
+def _joint_model(args, fold: int) -> tuple[Any, Any, Any, tuple[float, float]]:
+    """One MiniLM fine-tuned on the fold's training rows of every dataset of ``--datasets`` at once, with one
+    logit per dataset's rule; each row's loss is on its own rule's logit only. Trained once per fold."""
+    if fold in _JOINT:
+        return _JOINT[fold]
+    import torch
+    from sklearn.model_selection import StratifiedKFold
+    from transformers import AutoModel, AutoTokenizer
+
+    from hf_barred.guardrails.loading import embedded_classifier_path
+
+    rows: list[tuple[str, int, int]] = []  # (text, rule, label)
+    for rule_index, name in enumerate(args.datasets):
+        texts, labels, _ = load(name, args.max_rows, args.seed)
+        splits = list(StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed).split(texts, labels))
+        rows += [(texts[i], rule_index, labels[i]) for i in splits[fold][0]]
+    torch.manual_seed(args.seed)
+    path = str(embedded_classifier_path())
+    tokenizer = quiet(lambda: AutoTokenizer.from_pretrained(path))
+    encoder = quiet(lambda: AutoModel.from_pretrained(path))
+    heads = torch.nn.Linear(encoder.config.hidden_size, len(args.datasets))
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder.parameters(), "lr": args.full_learning_rate}, {"params": heads.parameters(), "lr": 1e-3}]
+    )
+
+    def logits(texts: Sequence[str]) -> Any:
+        batch = tokenizer(list(texts), truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
+        hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return heads((hidden * mask).sum(1) / mask.sum(1))
+
+    def train() -> None:
+        encoder.train()
+        order = torch.Generator().manual_seed(args.seed)
+        for _ in range(math.ceil(args.epochs)):
+            for start in range(0, len(rows), 16):
+                batch = [rows[i] for i in torch.randperm(len(rows), generator=order)[start : start + 16].tolist()]
+                out = logits([text for text, _, _ in batch])
+                chosen = out[torch.arange(len(batch)), torch.tensor([rule for _, rule, _ in batch])]
+                target = torch.tensor([float(label) for _, _, label in batch])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(chosen, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        encoder.eval()
+
+    seconds = timed(train)
+    _JOINT[fold] = (tokenizer, logits, torch, seconds)
+    return _JOINT[fold]
+
+
+def run_minilm_multi(args, train_x, train_y, test_x, rule, workdir, fold: int = 0, dataset: str = ""):
+    """One multi-rule classifier for every dataset (a fine-tuned shared encoder, a head per rule): one forward
+    pass per text gives every rule's score. Its training time is the joint model's, once per fold."""
+    _, logits, torch, seconds = _joint_model(args, fold)
+    rule_index = args.datasets.index(dataset)
+
+    def predict(texts: Sequence[str]) -> list[int]:
+        with torch.no_grad():
+            scores = torch.cat([logits(texts[i : i + 16])[:, rule_index] for i in range(0, len(texts), 16)])
+        return [int(x) for x in (scores > 0).tolist()]
+
+    return predict(list(test_x)), seconds, lambda t: predict([t])
+
+
 RUNNERS = {
     "tfidf": run_tfidf,
     "minilm-lora": run_minilm_lora,
     "minilm-full": run_minilm_full,
     "minilm-head": run_minilm_head,
+    "minilm-multi": run_minilm_multi,
     "setfit": run_setfit,
     "smollm2-lora": run_smollm2_lora,
 }
@@ -241,8 +310,9 @@ def cross_validate(args, system: str, dataset: str, workroot: Path) -> dict[str,
     for k, (train_idx, test_idx) in enumerate(folds):
         train_x, train_y = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
         test_x, test_y = [texts[i] for i in test_idx], [labels[i] for i in test_idx]
+        joint = {"fold": k, "dataset": dataset} if system == "minilm-multi" else {}  # one model for every dataset
         predictions, seconds, predict_one = RUNNERS[system](
-            args, train_x, train_y, test_x, rule, workroot / f"{system}-{dataset}-{k}"
+            args, train_x, train_y, test_x, rule, workroot / f"{system}-{dataset}-{k}", **joint
         )
         metrics = binary_metrics(predictions, test_y)
         accuracies.append(metrics["accuracy"])

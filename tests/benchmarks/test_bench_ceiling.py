@@ -26,7 +26,7 @@ def test_bench_ceiling_every_system_on_xstest(tmp_path):
 
     tiny = make_tiny_causal_lm(tmp_path / "tiny-lm")
     out = tmp_path / "ceiling.json"
-    systems = ["tfidf", "minilm-lora", "minilm-full", "minilm-head", "setfit", "smollm2-lora"]
+    systems = ["tfidf", "minilm-lora", "minilm-full", "minilm-head", "minilm-multi", "setfit", "smollm2-lora"]
     stdout = run_main(
         "bench_ceiling.py",
         "--datasets", "xstest", "--systems", *systems, "--folds", "2", "--run-folds", "1", "--max-rows", "24",
