@@ -143,10 +143,9 @@ class Runtime:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass the slot on
                     self._wake()
-                raise
-            finally:
-                if waiter in self._waiters:
+                elif waiter in self._waiters:  # cancelled while waiting (a woken waiter was popped by _wake)
                     self._waiters.remove(waiter)
+                raise
             endpoint = pick(self.endpoints, self.loop.time())
             if endpoint.in_flight < self.limit:
                 endpoint.in_flight += 1
